@@ -1,0 +1,347 @@
+//! The `RedisCluster` custom resource.
+//!
+//! Doc comments on these types become the descriptions `kubectl explain rediscluster.spec...`
+//! shows, so they are written for the people who operate Redis, not for Rust readers.
+
+// clippy reads the repeated `type_ = ...` of distinct `printcolumn(...)` entries as duplicated
+// attributes; they are separate columns.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Desired state of the Redis deployment.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "redis.io",
+    version = "v1",
+    kind = "RedisCluster",
+    plural = "redisclusters",
+    singular = "rediscluster",
+    shortname = "rdc",
+    category = "redis",
+    namespaced,
+    status = "RedisClusterStatus",
+    derive = "PartialEq",
+    doc = "A Redis deployment: one primary and its replicas, optionally watched by Sentinel, optionally replicating an external Redis primary in another region (replica mode) until promoted.",
+    printcolumn(
+        name = "Instances",
+        type_ = "integer",
+        json_path = ".spec.instances",
+        description = "Desired number of Redis pods"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyInstances",
+        description = "Redis pods serving data as their role requires"
+    ),
+    printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        description = "standalone or sentinel"
+    ),
+    printcolumn(
+        name = "Primary",
+        type_ = "string",
+        json_path = ".status.currentPrimary",
+        description = "The pod that is primary (or, in replica mode, the designated leader)"
+    ),
+    printcolumn(
+        name = "Replicating From",
+        type_ = "string",
+        json_path = ".status.replicatingFrom",
+        description = "The external source in replica mode, or 'promoted'"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!has(self.minSyncReplicas) || self.minSyncReplicas < self.instances").message("minSyncReplicas must be less than instances: the primary itself cannot acknowledge its own writes, so at most instances-1 replicas can").field_path(".minSyncReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterSpec {
+    /// Number of Redis pods, named `<name>-0` to `<name>-<instances-1>`. Pod 0 is the designated
+    /// leader: the primary, or in replica mode the pod promoted on failover.
+    #[serde(default = "default_instances")]
+    #[schemars(range(min = 1))]
+    pub instances: i32,
+
+    /// How failover inside this cluster is decided. `standalone`: the operator manages the
+    /// primary. `sentinel`: a Sentinel quorum elects the primary and the operator follows it.
+    #[serde(default)]
+    pub mode: ClusterMode,
+
+    /// Persistent storage for each Redis pod's data directory.
+    pub storage: StorageSpec,
+
+    /// Secret holding the Redis password under the key `password`. Clients, replicas and
+    /// Sentinels authenticate with it. It is mounted as a file, never passed as an argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret: Option<SecretReference>,
+
+    /// Secret of type `kubernetes.io/tls` (keys `tls.crt`, `tls.key`, `ca.crt`). When set, Redis
+    /// serves TLS and replicates over TLS, including from the external source in replica mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret: Option<SecretReference>,
+
+    /// Node labels the Redis pods must run on, e.g. `topology.kubernetes.io/region: us-west-2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+
+    /// Number of replicas that must be connected (lagging at most a few seconds) for the primary
+    /// to accept writes (`min-replicas-to-write`). Limits what a primary cut off from its
+    /// replicas can accept, so a lost region loses less. Must be less than `instances`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub min_sync_replicas: Option<i32>,
+
+    /// Run this cluster as a replica of an external Redis primary (for example in another region),
+    /// and promote it to a standalone primary when that region is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_mode: Option<ReplicaModeSpec>,
+}
+
+fn default_instances() -> i32 {
+    1
+}
+
+/// How failover inside the cluster is decided.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterMode {
+    /// The operator decides which pod is primary.
+    #[default]
+    Standalone,
+    /// A Sentinel quorum elects the primary; the operator follows its decision.
+    Sentinel,
+}
+
+impl ClusterMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterMode::Standalone => "standalone",
+            ClusterMode::Sentinel => "sentinel",
+        }
+    }
+}
+
+/// Persistent storage for each Redis pod.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each pod's volume, as a Kubernetes quantity, e.g. `100Gi`.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')").message("storage.size must be a quantity such as 10Gi or 500Mi"))]
+    pub size: String,
+
+    /// StorageClass of the volumes; the cluster's default StorageClass when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+/// A reference to a Secret in the cluster's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret, in the same namespace as the RedisCluster.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Replica mode: the whole cluster replicates an external Redis primary.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("!self.enabled || has(self.source)").message("replicaMode.enabled: true needs replicaMode.source: set source.host (and port) to the external primary to replicate from"))]
+#[x_kube(validation = Rule::new("!self.promote || (self.enabled && has(self.source))").message("replicaMode.promote: true needs replicaMode.enabled: true and a replicaMode.source: only a cluster that replicates an external source can be promoted"))]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaModeSpec {
+    /// When true, every data pod replicates the external source (`REPLICAOF <source.host>
+    /// <source.port>`) and the cluster accepts no writes.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// The external Redis primary to replicate from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ReplicaSourceSpec>,
+
+    /// Promote the designated leader (pod 0) to a standalone primary: it stops replicating the
+    /// source (`REPLICAOF NO ONE`), then the other pods replicate from it. Setting it back to
+    /// false while `enabled` is true returns the cluster to replicating the source and DISCARDS
+    /// the writes made here since promotion (the DR-drill return path).
+    #[serde(default)]
+    pub promote: bool,
+}
+
+/// The external Redis primary a replica-mode cluster replicates from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaSourceSpec {
+    /// A human-readable name of the source cluster, shown in status messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+
+    /// A stable endpoint of the external primary: a Service DNS name, a LoadBalancer IP or a
+    /// hostname. Not a pod IP: those change when pods restart.
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.size() > 0").message("source.host must not be empty: set it to a stable endpoint of the external primary (Service DNS name, LoadBalancer IP or hostname)"))]
+    pub host: String,
+
+    /// TCP port of the external primary.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Secret in this namespace with the source's password under the key `password`. Copy it
+    /// from the source's namespace (or sync it with ExternalSecret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_secret_name: Option<String>,
+}
+
+fn default_port() -> i32 {
+    6379
+}
+
+impl ReplicaSourceSpec {
+    /// The name shown in conditions: `clusterName`, or the endpoint when it is not set.
+    pub fn display_name(&self) -> String {
+        match &self.cluster_name {
+            Some(name) if !name.is_empty() => name.clone(),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// What the operator observed, written only by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Current state, one entry per type: `Ready`, `ReplicaMode`, `SourceLinkUp`,
+    /// `ConfigurationValid`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The pod that is primary: the pod that reported role `master`. In replica mode, the
+    /// designated leader only after it has been promoted and reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+
+    /// In replica mode, the source being replicated; `promoted` after promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicating_from: Option<String>,
+
+    /// Number of data pods that exist.
+    #[serde(default)]
+    pub instances: i32,
+
+    /// Number of data pods serving data as their role requires (primary writable, replica linked).
+    #[serde(default)]
+    pub ready_instances: i32,
+
+    /// What each instance manager last reported about its Redis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub instances_status: Vec<InstanceStatus>,
+}
+
+/// The observed state of one Redis pod, as its instance manager reports it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Pod name.
+    pub name: String,
+    /// `primary` or `replica`, as Redis reports it (`INFO replication` role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// `host:port` this pod replicates from, when it is a replica.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Whether the replication link to the upstream is up (as probed by the instance manager,
+    /// which notices a silent network cut long before Redis's own `repl-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_link_up: Option<bool>,
+    /// This pod's replication offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_offset: Option<i64>,
+    /// Bytes this replica is behind its upstream's current offset (read from the upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// Whether the pod serves data as its role requires.
+    #[serde(default)]
+    pub ready: bool,
+    /// The last error the instance manager hit applying its topology, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Condition types and reasons. The `ReplicaMode` reasons and messages are the spec's, verbatim.
+pub mod conditions {
+    /// `True` while the cluster replicates an external source; `False` once promoted.
+    pub const REPLICA_MODE: &str = "ReplicaMode";
+    /// `True` when every instance serves data as its role requires.
+    pub const READY: &str = "Ready";
+    /// In replica mode: whether the leader's link to the external source is up.
+    pub const SOURCE_LINK_UP: &str = "SourceLinkUp";
+    /// `False` when the spec cannot be acted on (missing Secret, conflicting fields, ...).
+    pub const CONFIGURATION_VALID: &str = "ConfigurationValid";
+
+    pub const REASON_ENABLED: &str = "Enabled";
+    pub const REASON_PROMOTED: &str = "Promoted";
+
+    /// The spec's message for `ReplicaMode=True/Enabled`.
+    pub fn replicating_message(source_name: &str, host: &str, port: i32) -> String {
+        format!("Cluster is replicating from {source_name} ({host}:{port})")
+    }
+
+    /// The spec's message for `ReplicaMode=False/Promoted`.
+    pub fn promoted_message(source_name: &str) -> String {
+        format!("Cluster promoted to standalone (former source: {source_name})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_messages_are_verbatim() {
+        assert_eq!(
+            conditions::replicating_message(
+                "prod-redis-us-east",
+                "prod-redis-leader.production.svc.cluster.local",
+                6379
+            ),
+            "Cluster is replicating from prod-redis-us-east (prod-redis-leader.production.svc.cluster.local:6379)"
+        );
+        assert_eq!(
+            conditions::promoted_message("prod-redis-us-east"),
+            "Cluster promoted to standalone (former source: prod-redis-us-east)"
+        );
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let spec: RedisClusterSpec = serde_json::from_value(serde_json::json!({
+            "storage": {"size": "1Gi"},
+            "replicaMode": {"enabled": true, "source": {"host": "h"}}
+        }))
+        .unwrap();
+        assert_eq!(spec.instances, 1);
+        assert_eq!(spec.mode, ClusterMode::Standalone);
+        let rm = spec.replica_mode.unwrap();
+        assert!(!rm.promote);
+        assert_eq!(rm.source.as_ref().unwrap().port, 6379);
+        assert_eq!(rm.source.unwrap().display_name(), "h:6379");
+    }
+}

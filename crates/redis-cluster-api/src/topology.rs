@@ -1,0 +1,271 @@
+//! The topology contract: what the operator wants one Redis pod to be.
+//!
+//! The operator publishes a [`DesiredTopology`] as JSON in the pod annotation
+//! [`crate::labels::TOPOLOGY_ANNOTATION`] (`redis.io/topology`). The instance manager in that pod
+//! reads it (by watching its own pod, or from a downward-API annotations file) and applies it to
+//! the local Redis. It is the only channel from operator to instance manager.
+//!
+//! Rules of the contract (format version [`FORMAT_VERSION`]):
+//! - `version` names the format. An instance manager refuses a version it does not know rather
+//!   than guess, and keeps the last topology it applied.
+//! - `epoch` only ever grows. An instance manager never applies an epoch lower than the highest it
+//!   has applied, so a stale instruction (an old file, a slow watch) cannot undo a newer one such
+//!   as a promotion.
+//! - Credentials are *named*, never embedded: `passwordFile` is the path of a file mounted from a
+//!   Secret. No secret value ever appears in an annotation.
+//!
+//! Example, a DR pod replicating the external source:
+//! ```json
+//! {"version":1,"cluster":"dr-redis","epoch":3,
+//!  "role":"replica",
+//!  "upstream":{"kind":"external","host":"prod-redis-leader.production.svc.cluster.local",
+//!              "port":6379,"tls":false,"passwordFile":"/etc/redis-source/password",
+//!              "clusterName":"prod-redis-us-east"},
+//!  "replicaPriority":0,"replicaAnnounced":false}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// The format version this crate writes and understands.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What one Redis pod should be.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DesiredTopology {
+    /// Format version, [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The `RedisCluster` this pod belongs to.
+    pub cluster: String,
+    /// Monotonic counter: higher wins, lower is ignored.
+    pub epoch: u64,
+    /// Primary, or replica of an upstream.
+    pub role: Role,
+    /// The upstream to replicate from; present exactly when `role` is `replica`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<Upstream>,
+    /// `replica-priority`: 0 means no Sentinel may ever promote this pod. The operator sets 0 on
+    /// every pod of a cluster in replica mode, so the source region's Sentinels never pick a DR pod.
+    pub replica_priority: u32,
+    /// `replica-announced`: false hides this replica from the upstream's Sentinels.
+    pub replica_announced: bool,
+    /// `min-replicas-to-write` while primary (0 disables).
+    #[serde(default)]
+    pub min_replicas_to_write: u32,
+    /// `min-replicas-max-lag` in seconds while primary.
+    #[serde(default = "default_max_lag")]
+    pub min_replicas_max_lag: u32,
+}
+
+fn default_max_lag() -> u32 {
+    10
+}
+
+/// The role the pod should have.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// Accept writes: `REPLICAOF NO ONE`.
+    Primary,
+    /// Replicate `upstream`: `REPLICAOF host port`.
+    Replica,
+}
+
+/// Where a replica replicates from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Upstream {
+    /// An in-cluster peer, or the external source of replica mode.
+    pub kind: UpstreamKind,
+    /// Hostname or IP of the upstream Redis.
+    pub host: String,
+    /// Port of the upstream Redis.
+    pub port: u16,
+    /// Replicate over TLS (`tls-replication yes`) with the pod's mounted certificates.
+    #[serde(default)]
+    pub tls: bool,
+    /// Path of a file holding the upstream's password (`masterauth`), mounted from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// ACL user for the upstream (`masteruser`), if it is not `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The source cluster's display name, for metrics and messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+}
+
+/// Kind of upstream.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum UpstreamKind {
+    /// Another pod of the same cluster.
+    Peer,
+    /// The external source of replica mode (another region).
+    External,
+}
+
+/// Why an annotation could not be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ContractError {
+    /// Not JSON of the expected shape.
+    Malformed(String),
+    /// A format version this build does not know.
+    UnknownVersion(u32),
+    /// Internally inconsistent (a replica without upstream, a primary with one).
+    Inconsistent(&'static str),
+}
+
+impl std::fmt::Display for ContractError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContractError::Malformed(e) => write!(f, "topology annotation is not valid: {e}"),
+            ContractError::UnknownVersion(v) => write!(
+                f,
+                "topology annotation has format version {v}, this instance manager understands {FORMAT_VERSION}: upgrade the instance manager image"
+            ),
+            ContractError::Inconsistent(why) => {
+                write!(f, "topology annotation is inconsistent: {why}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ContractError {}
+
+impl DesiredTopology {
+    /// Parse and check an annotation value.
+    pub fn parse(annotation: &str) -> Result<Self, ContractError> {
+        // Read the version first so a newer format is reported as such, not as "malformed".
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let v: VersionOnly = serde_json::from_str(annotation)
+            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        if v.version != FORMAT_VERSION {
+            return Err(ContractError::UnknownVersion(v.version));
+        }
+        let t: DesiredTopology = serde_json::from_str(annotation)
+            .map_err(|e| ContractError::Malformed(e.to_string()))?;
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Serialize for the annotation (compact JSON, stable field order).
+    pub fn to_annotation(&self) -> String {
+        serde_json::to_string(self).expect("topology always serializes")
+    }
+
+    /// Check the invariants the types cannot express.
+    pub fn check(&self) -> Result<(), ContractError> {
+        match (self.role, &self.upstream) {
+            (Role::Replica, None) => Err(ContractError::Inconsistent(
+                "role replica needs an upstream",
+            )),
+            (Role::Primary, Some(_)) => Err(ContractError::Inconsistent(
+                "role primary must not have an upstream",
+            )),
+            (_, Some(u)) if u.host.is_empty() || u.port == 0 => Err(ContractError::Inconsistent(
+                "upstream needs a host and a non-zero port",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `self` should replace `applied`: only a strictly newer epoch does.
+    pub fn supersedes(&self, applied: Option<&DesiredTopology>) -> bool {
+        applied.is_none_or(|a| self.epoch > a.epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica() -> DesiredTopology {
+        DesiredTopology {
+            version: FORMAT_VERSION,
+            cluster: "dr-redis".into(),
+            epoch: 3,
+            role: Role::Replica,
+            upstream: Some(Upstream {
+                kind: UpstreamKind::External,
+                host: "prod-redis-leader.production.svc.cluster.local".into(),
+                port: 6379,
+                tls: false,
+                password_file: Some("/etc/redis-source/password".into()),
+                username: None,
+                cluster_name: Some("prod-redis-us-east".into()),
+            }),
+            replica_priority: 0,
+            replica_announced: false,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_matches_the_documented_example() {
+        let t = replica();
+        assert_eq!(DesiredTopology::parse(&t.to_annotation()).unwrap(), t);
+        let documented = r#"{"version":1,"cluster":"dr-redis","epoch":3,
+            "role":"replica",
+            "upstream":{"kind":"external","host":"prod-redis-leader.production.svc.cluster.local",
+                        "port":6379,"tls":false,"passwordFile":"/etc/redis-source/password",
+                        "clusterName":"prod-redis-us-east"},
+            "replicaPriority":0,"replicaAnnounced":false}"#;
+        assert_eq!(DesiredTopology::parse(documented).unwrap(), t);
+    }
+
+    #[test]
+    fn rejects_unknown_versions_and_inconsistent_roles() {
+        let mut t = replica();
+        t.version = 2;
+        assert_eq!(
+            DesiredTopology::parse(&t.to_annotation()),
+            Err(ContractError::UnknownVersion(2))
+        );
+        let mut t = replica();
+        t.upstream = None;
+        assert!(matches!(
+            DesiredTopology::parse(&t.to_annotation()),
+            Err(ContractError::Inconsistent(_))
+        ));
+        let mut t = replica();
+        t.role = Role::Primary;
+        assert!(matches!(t.check(), Err(ContractError::Inconsistent(_))));
+        assert!(matches!(
+            DesiredTopology::parse("{\"version\":1}"),
+            Err(ContractError::Malformed(_))
+        ));
+        assert!(matches!(
+            DesiredTopology::parse("not json"),
+            Err(ContractError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_secret_value_has_nowhere_to_go() {
+        // deny_unknown_fields: a "password" field is rejected, not silently carried along.
+        let mut v: serde_json::Value = serde_json::from_str(&replica().to_annotation()).unwrap();
+        v["upstream"]["password"] = "hunter2".into();
+        assert!(matches!(
+            DesiredTopology::parse(&v.to_string()),
+            Err(ContractError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn only_newer_epochs_supersede() {
+        let applied = replica();
+        let mut newer = replica();
+        newer.epoch = 4;
+        let mut older = replica();
+        older.epoch = 2;
+        assert!(newer.supersedes(Some(&applied)));
+        assert!(!older.supersedes(Some(&applied)));
+        assert!(!applied.clone().supersedes(Some(&applied)));
+        assert!(older.supersedes(None));
+    }
+}

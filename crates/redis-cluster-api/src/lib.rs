@@ -7,6 +7,7 @@
 //! - [`cluster`]: the custom resource, its spec, status and condition vocabulary.
 //! - [`topology`]: the desired replication state the operator publishes in a pod annotation and
 //!   the instance manager applies.
+//! - [`report`]: what each instance manager reports about its Redis (`GET /status`).
 //! - [`labels`]: label and annotation keys, and the names of the objects a cluster owns.
 //! - [`validation`] (feature `validation`): validate a manifest against the generated CRD schema
 //!   the way the apiserver does (structural checks and CEL rules), for tests and for the drill's
@@ -14,6 +15,7 @@
 
 pub mod cluster;
 pub mod labels;
+pub mod report;
 pub mod topology;
 #[cfg(feature = "validation")]
 pub mod validation;

@@ -177,6 +177,26 @@ pub struct ReplicaModeSpec {
     /// the writes made here since promotion (the DR-drill return path).
     #[serde(default)]
     pub promote: bool,
+
+    /// How the cluster replicates the source. `direct` (the default): every pod replicates the
+    /// source. `cascading`: only the designated leader crosses regions and the other pods
+    /// replicate from it (one cross-region stream instead of one per pod; promotion then only
+    /// has to change the leader).
+    #[serde(default)]
+    pub topology: ReplicaTopology,
+}
+
+/// How a replica-mode cluster replicates the source.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaTopology {
+    /// Every pod replicates the external source.
+    #[default]
+    Direct,
+    /// Only the designated leader replicates the source; the others replicate the leader.
+    Cascading,
 }
 
 /// The external Redis primary a replica-mode cluster replicates from.

@@ -491,12 +491,15 @@ fn status(
             })
             .collect();
         let endpoint = format!("{}:{}", source.host, source.port);
-        let cond = if external.is_empty() {
+        let reported = external
+            .iter()
+            .any(|name| view.pods[*name].report.is_some());
+        let cond = if external.is_empty() || !reported {
             Desired {
                 type_: names::SOURCE_LINK_UP,
                 status: Status::Unknown,
-                reason: "NoInstances",
-                message: "No pod replicates the source yet".into(),
+                reason: "NoReports",
+                message: "No instance manager has reported on the link to the source yet".into(),
             }
         } else if down.is_empty() {
             Desired {

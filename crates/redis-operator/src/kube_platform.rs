@@ -1,0 +1,193 @@
+//! [`Platform`] on a real Kubernetes API server. Thin by design: each method is one or two
+//! requests; nothing here decides anything.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use redis_cluster_api::report::InstanceReport;
+use redis_cluster_api::{RedisCluster, RedisClusterStatus, labels as l};
+use redis_topology::validate::SecretState;
+use redis_topology::{EventType, PlannedEvent};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::builders::{METRICS_PORT, Owned, headless_service};
+use crate::platform::{Platform, PodInfo, contains, http_get_report};
+use crate::{Error, FIELD_MANAGER};
+
+pub struct KubePlatform {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl KubePlatform {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        KubePlatform {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+        }
+    }
+
+    /// Server-side apply `obj` unless the live object already holds every field we set.
+    async fn apply<K>(&self, obj: &K) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let ns = obj.meta().namespace.clone().unwrap_or_default();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let mut desired = serde_json::to_value(obj)?;
+        desired["apiVersion"] = K::api_version(&()).into();
+        desired["kind"] = K::kind(&()).into();
+        if let Some(live) = api.get_opt(&name).await? {
+            let mut live = serde_json::to_value(&live)?;
+            live["apiVersion"] = desired["apiVersion"].clone();
+            live["kind"] = desired["kind"].clone();
+            if contains(&live, &desired) {
+                return Ok(false);
+            }
+        }
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+        Ok(true)
+    }
+}
+
+impl Platform for KubePlatform {
+    async fn secret_state(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<SecretState, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        Ok(match api.get_opt(name).await? {
+            None => SecretState::Missing,
+            Some(s) => {
+                let has = s.data.as_ref().is_some_and(|d| d.contains_key(key))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(key));
+                if has {
+                    SecretState::Present
+                } else {
+                    SecretState::MissingKey
+                }
+            }
+        })
+    }
+
+    async fn apply_owned(&self, owned: &Owned) -> Result<usize, Error> {
+        let mut written = 0;
+        written += self.apply(&owned.service_account).await? as usize;
+        written += self.apply(&owned.role).await? as usize;
+        written += self.apply(&owned.role_binding).await? as usize;
+        written += self.apply(&owned.config).await? as usize;
+        for svc in &owned.services {
+            written += self.apply(svc).await? as usize;
+        }
+        written += self.apply(&owned.pdb).await? as usize;
+        written += self.apply(&owned.network_policy).await? as usize;
+        written += self.apply(&owned.statefulset).await? as usize;
+        Ok(written)
+    }
+
+    async fn list_pods(&self, namespace: &str, cluster: &str) -> Result<Vec<PodInfo>, Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let selector = format!("{}={cluster}", l::CLUSTER);
+        let pods = api
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await?;
+        Ok(pods
+            .items
+            .into_iter()
+            .filter(|p| l::ordinal_of(cluster, &p.name_any()).is_some())
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let name = p.name_any();
+                PodInfo {
+                    address: format!("{name}.{}.{namespace}.svc", headless_service(cluster)),
+                    report_endpoint: p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.as_ref())
+                        .map(|ip| format!("{ip}:{METRICS_PORT}")),
+                    labels: p.metadata.labels.clone().unwrap_or_default(),
+                    annotations: p.metadata.annotations.clone().unwrap_or_default(),
+                    name,
+                }
+            })
+            .collect())
+    }
+
+    async fn patch_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
+        api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    async fn patch_status(
+        &self,
+        rc: &RedisCluster,
+        status: &RedisClusterStatus,
+    ) -> Result<(), Error> {
+        let api: Api<RedisCluster> =
+            Api::namespaced(self.client.clone(), &rc.namespace().unwrap_or_default());
+        let patch = json!({
+            "apiVersion": RedisCluster::api_version(&()),
+            "kind": RedisCluster::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &rc.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn publish_event(&self, rc: &RedisCluster, event: &PlannedEvent) -> Result<(), Error> {
+        let ev = Event {
+            type_: match event.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: event.reason.into(),
+            note: Some(event.note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        self.recorder.publish(&ev, &rc.object_ref(&())).await?;
+        Ok(())
+    }
+
+    async fn fetch_report(&self, pod: &PodInfo) -> Option<InstanceReport> {
+        let endpoint = pod.report_endpoint.as_ref()?;
+        http_get_report(endpoint, Duration::from_secs(2)).await
+    }
+}

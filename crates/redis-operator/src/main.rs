@@ -1,0 +1,203 @@
+//! `redis-operator run`: the controller. `redis-operator render`: print the objects the operator
+//! would create for RedisCluster manifests (for review and offline validation). `redis-operator
+//! crd`: print the CustomResourceDefinition.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use redis_cluster_api::RedisCluster;
+use redis_operator::builders::{Settings, build};
+use redis_operator::controller::{self, Context};
+use redis_operator::kube_platform::KubePlatform;
+use redis_operator::leader::LeaderElector;
+use redis_operator::metrics::{self, Metrics};
+use redis_topology::Environment;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Kubernetes operator for Redis with cross-region replica mode"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller.
+    Run {
+        /// Serve /metrics, /healthz and /readyz here.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+        /// Watch only this namespace (namespaced install); all namespaces when unset.
+        #[arg(long, env = "WATCH_NAMESPACE")]
+        namespace: Option<String>,
+        /// Image of the Redis containers.
+        #[arg(long, default_value = "redis:7.2")]
+        redis_image: String,
+        /// Image holding the redis-instance-manager sidecar binary.
+        #[arg(long, default_value = "ghcr.io/example/redis-operator:0.1.0")]
+        instance_manager_image: String,
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+        /// Namespace of the leader-election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME", default_value = "redis-operator")]
+        identity: String,
+        /// Disable leader election (a single replica only).
+        #[arg(long)]
+        no_leader_election: bool,
+    },
+    /// Print the objects the operator creates for each RedisCluster manifest, as YAML.
+    Render { files: Vec<PathBuf> },
+    /// Print the RedisCluster CustomResourceDefinition.
+    Crd,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match Cli::parse().command {
+        Command::Crd => print!("{}", redis_cluster_api::crd_yaml()),
+        Command::Render { files } => {
+            for file in files {
+                let text = std::fs::read_to_string(&file)?;
+                let mut rc: RedisCluster =
+                    serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                rc.metadata
+                    .uid
+                    .get_or_insert_with(|| "00000000-0000-0000-0000-000000000000".into());
+                rc.metadata
+                    .namespace
+                    .get_or_insert_with(|| "default".into());
+                for obj in build(&rc, &Settings::default()).to_values() {
+                    print!("---\n{}", serde_yaml::to_string(&obj)?);
+                }
+            }
+        }
+        Command::Run {
+            metrics_addr,
+            namespace,
+            redis_image,
+            instance_manager_image,
+            log_format,
+            lease_namespace,
+            identity,
+            no_leader_election,
+        } => {
+            init_logs(log_format);
+            let client = kube::Client::try_default().await?;
+            let metrics = Arc::new(Metrics::default());
+            let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
+            tokio::spawn(axum::serve(listener, metrics::router(metrics.clone())).into_future());
+
+            let (stop_tx, stop_rx) = watch::channel(false);
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+
+            let elector = LeaderElector::new(
+                client.clone(),
+                &lease_namespace,
+                "redis-operator-leader",
+                &identity,
+            );
+            if !no_leader_election {
+                tracing::info!(%identity, "waiting for the leader Lease");
+                let mut stop = stop_rx.clone();
+                loop {
+                    match elector.try_lead().await {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "leader election"),
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(elector.retry_period()) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
+                metrics.leader.set(1);
+                tracing::info!(%identity, "leading");
+            }
+            let ctx = Arc::new(Context {
+                platform: KubePlatform::new(client.clone(), Some(identity.clone())),
+                settings: Settings {
+                    redis_image,
+                    instance_manager_image,
+                },
+                env: Environment::kubernetes(),
+                metrics,
+            });
+            // Lose the lease -> stop acting at once: another replica may already lead.
+            let (lost_tx, mut lost_rx) = watch::channel(false);
+            if !no_leader_election {
+                let mut stop = stop_rx.clone();
+                let elector = LeaderElector::new(
+                    client.clone(),
+                    &lease_namespace,
+                    "redis-operator-leader",
+                    &identity,
+                );
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(elector.retry_period()) => {}
+                            _ = stop.changed() => { elector.release().await; return; }
+                        }
+                        if !matches!(elector.try_lead().await, Ok(true)) {
+                            tracing::error!("lost the leader Lease; stopping");
+                            let _ = lost_tx.send(true);
+                            return;
+                        }
+                    }
+                });
+            }
+            let mut stop = stop_rx.clone();
+            let shutdown = async move {
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = lost_rx.changed() => {}
+                }
+            };
+            controller::run(client, namespace, ctx, shutdown).await;
+            tracing::info!("stopped");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

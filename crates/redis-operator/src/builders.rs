@@ -225,16 +225,22 @@ pub fn redis_conf(rc: &RedisCluster) -> String {
         c.push_str("port 6379\n");
     }
     c.push_str("appendonly yes\nappendfsync everysec\nreplica-read-only yes\n");
-    // A pod is a replica until its instance manager is told otherwise; diskless sync starts as
-    // soon as every other pod of the cluster is waiting instead of after a fixed delay.
-    let others = (spec.instances - 1).max(1);
-    c.push_str(&format!(
-        "repl-diskless-sync yes\nrepl-diskless-sync-delay 5\nrepl-diskless-sync-max-replicas {others}\n"
-    ));
+    // Diskless full sync without the default 5 s wait for more replicas: after a promotion the
+    // replicas continue partially, and a lone new replica should not wait. Nothing here depends
+    // on `instances`, so scaling never restarts pods.
+    c.push_str("repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n");
     if spec.auth_secret.is_some() {
         c.push_str("include /run/redis/auth.conf\n");
     }
     c
+}
+
+/// FNV-1a of the config: stable across builds and platforms (unlike `DefaultHasher`).
+fn config_hash(text: &str) -> String {
+    let hash = text.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// Writes `requirepass`/`masterauth` from the mounted Secret into /run/redis/auth.conf without the
@@ -393,7 +399,12 @@ fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value
         "template": {
             "metadata": {
                 "labels": labels,
-                "annotations": {"kubectl.kubernetes.io/default-container": "redis"},
+                "annotations": {
+                    "kubectl.kubernetes.io/default-container": "redis",
+                    // A changed redis.conf rolls the pods (highest ordinal first, the leader
+                    // last); settings the instance manager can CONFIG SET never touch it.
+                    "redis.io/config-hash": config_hash(&redis_conf(rc)),
+                },
             },
             "spec": pod_spec,
         },

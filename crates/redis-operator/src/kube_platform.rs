@@ -128,6 +128,7 @@ impl Platform for KubePlatform {
                         .as_ref()
                         .and_then(|s| s.pod_ip.as_ref())
                         .map(|ip| format!("{ip}:{METRICS_PORT}")),
+                    problem: pod_problem(&p),
                     labels: p.metadata.labels.clone().unwrap_or_default(),
                     annotations: p.metadata.annotations.clone().unwrap_or_default(),
                     name,
@@ -189,5 +190,76 @@ impl Platform for KubePlatform {
     async fn fetch_report(&self, pod: &PodInfo) -> Option<InstanceReport> {
         let endpoint = pod.report_endpoint.as_ref()?;
         http_get_report(endpoint, Duration::from_secs(2)).await
+    }
+}
+
+/// Why a pod is not serving, in Kubernetes' own words: not scheduled, or a container waiting
+/// for a reason other than a normal start.
+pub fn pod_problem(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if let Some(c) = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        return Some(format!(
+            "not scheduled: {}",
+            c.message.clone().or(c.reason.clone()).unwrap_or_default()
+        ));
+    }
+    status
+        .container_statuses
+        .iter()
+        .chain(status.init_container_statuses.iter())
+        .flatten()
+        .find_map(|cs| {
+            let waiting = cs.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.clone().unwrap_or_default();
+            (reason != "ContainerCreating" && reason != "PodInitializing").then(|| {
+                format!(
+                    "container {}: {reason} {}",
+                    cs.name,
+                    waiting.message.clone().unwrap_or_default()
+                )
+                .trim_end()
+                .to_string()
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unschedulable_and_crashing_pods_are_explained() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "dr-redis-1"},
+            "status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_problem(&pod).unwrap(),
+            "not scheduled: 0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+        );
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "dr-redis-1"},
+            "status": {"containerStatuses": [{"name": "redis", "image": "redis", "imageID": "", "ready": false,
+                "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_problem(&pod).unwrap(),
+            "container redis: CrashLoopBackOff back-off 40s"
+        );
+        let starting: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "x"},
+            "status": {"containerStatuses": [{"name": "redis", "image": "redis", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+        }))
+        .unwrap();
+        assert_eq!(pod_problem(&starting), None);
     }
 }

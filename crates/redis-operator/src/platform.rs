@@ -29,6 +29,8 @@ pub struct PodInfo {
     pub report_endpoint: Option<String>,
     /// How other pods reach this one's Redis (stable DNS name in Kubernetes).
     pub address: String,
+    /// Why the pod is not running, as Kubernetes reports it (unschedulable, image pull, crash).
+    pub problem: Option<String>,
 }
 
 /// What the reconciler needs from the platform. Every method is one request (or none).

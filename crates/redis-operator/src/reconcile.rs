@@ -85,6 +85,7 @@ pub async fn reconcile<P: Platform>(
                 address: pod.address.clone(),
                 published,
                 report,
+                problem: pod.problem.clone(),
             },
         );
     }

@@ -57,6 +57,9 @@ pub struct PodView {
     pub published: Option<DesiredTopology>,
     /// The instance manager's report; None when it could not be reached.
     pub report: Option<InstanceReport>,
+    /// What Kubernetes says is wrong with the pod (unschedulable, image pull, crash loop), in
+    /// its own words, for the Ready condition.
+    pub problem: Option<String>,
 }
 
 /// Everything the planner looks at.
@@ -386,7 +389,11 @@ fn status(
                 lag_bytes: r.and_then(|r| r.lag_bytes),
                 ready: r.is_some_and(|r| r.ready),
                 error: match r {
-                    None => Some("instance manager not reachable".into()),
+                    None => Some(
+                        pod.problem
+                            .clone()
+                            .unwrap_or_else(|| "instance manager not reachable".into()),
+                    ),
                     Some(r) => r.error.clone().or_else(|| r.link_error.clone()),
                 },
             }

@@ -56,5 +56,4 @@ test: deps fmt-check clippy $(TEST_TARGETS) test-rust ## Everything CI runs
 	@echo "make test: all checks passed"
 
 .PHONY: demo
-demo: deps ## The local multi-region DR drill with real Redis servers (the README's main command)
-	@echo "The DR drill is not built yet (issue: multi-region drill). Nothing to run." >&2; exit 1
+demo: deps demo-run ## The local multi-region DR drill with real Redis servers, narrated (needs root)

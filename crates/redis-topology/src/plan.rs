@@ -249,9 +249,14 @@ pub fn plan(view: &ClusterView) -> Plan {
     let leader_confirmed = confirmed(leader_pod, &leader_want);
     // Rule 2: while the leader is becoming primary, nobody else moves.
     let hold_others = leader_want.role == Role::Primary && !leader_confirmed;
+    // Demoting: the leader was made primary by us and has not yet applied its return to replica.
+    // A fresh pod also reports `master` (Redis starts that way) but has applied nothing yet.
+    let leader_applied_something = leader_pod
+        .and_then(|p| p.report.as_ref())
+        .is_some_and(|r| r.applied_epoch.is_some());
     let demoting = leader_want.role == Role::Replica
         && (leader_published_role == Some(Role::Primary)
-            || leader_observed_role == Some(Role::Primary));
+            || (leader_observed_role == Some(Role::Primary) && leader_applied_something));
     let promoting = leader_want.role == Role::Primary
         && leader_published_role.is_some_and(|r| r == Role::Replica);
 
@@ -534,7 +539,9 @@ fn status(
         };
         let was = conditions::find(&previous.conditions, names::SOURCE_LINK_UP);
         let flipped_to = |s: Status| cond.status == s && was.is_none_or(|c| c.status != s.as_str());
-        if flipped_to(Status::False) {
+        // Warn when a link that was up goes down; a cluster still making its first sync is
+        // False in the condition (with the reason per pod) but that is no incident.
+        if cond.status == Status::False && was.is_some_and(|c| c.status == "True") {
             events.push(PlannedEvent {
                 type_: EventType::Warning,
                 reason: "SourceLinkDown",

@@ -1,0 +1,196 @@
+//! Two "regions" on one machine: network namespaces joined by a veth pair the drill can cut,
+//! restore and rate-limit. The root namespace (where the drill, the simulated operator and
+//! Prometheus run) has its own link to each region, so observation survives a cut between them.
+//!
+//! ```text
+//!   root ns: drill, operator loop, Prometheus
+//!     rd-ra0 10.77.1.1/30 ---- rd-ra1 10.77.1.2/30   region A (rdrill-a): pods 10.77.10.N on lo
+//!     rd-rb0 10.77.2.1/30 ---- rd-rb1 10.77.2.2/30   region B (rdrill-b): pods 10.77.20.N on lo
+//!   region A rd-ab0 10.77.3.1/30 ==== rd-ab1 10.77.3.2/30 region B   <- the inter-region link
+//! ```
+//! Only addresses assigned here are ever contacted.
+
+use std::process::Command;
+
+pub const NS_A: &str = "rdrill-a";
+pub const NS_B: &str = "rdrill-b";
+/// The inter-region link's ends.
+pub const LINK_A: &str = "rd-ab0";
+pub const LINK_B: &str = "rd-ab1";
+
+pub fn pod_ip(region: char, ordinal: u32) -> String {
+    match region {
+        'a' => format!("10.77.10.{}", ordinal + 1),
+        _ => format!("10.77.20.{}", ordinal + 1),
+    }
+}
+
+/// Run a command, failing loudly with its output.
+pub fn sh(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Result<String, String> {
+    let mut full = vec!["ip", "netns", "exec", ns];
+    full.extend_from_slice(args);
+    sh(&full)
+}
+
+/// The two regions; removed on drop (also after a failed step).
+pub struct Regions {
+    pub pods_per_region: u32,
+}
+
+impl Regions {
+    pub fn create(pods_per_region: u32) -> Result<Regions, String> {
+        if sh(&["id", "-u"])?.trim() != "0" {
+            return Err(
+                "the drill creates network namespaces and must run as root (CI does)".into(),
+            );
+        }
+        sh(&["ip", "-V"]).map_err(|e| format!("iproute2 is missing ({e}): run `make deps`"))?;
+        cleanup();
+        let r = Regions { pods_per_region };
+        sh(&["ip", "netns", "add", NS_A])?;
+        sh(&["ip", "netns", "add", NS_B])?;
+        sh(&[
+            "ip", "link", "add", "rd-ra0", "type", "veth", "peer", "name", "rd-ra1", "netns", NS_A,
+        ])?;
+        sh(&[
+            "ip", "link", "add", "rd-rb0", "type", "veth", "peer", "name", "rd-rb1", "netns", NS_B,
+        ])?;
+        in_ns(
+            NS_A,
+            &[
+                "ip", "link", "add", LINK_A, "type", "veth", "peer", "name", LINK_B, "netns", NS_B,
+            ],
+        )?;
+        sh(&["ip", "addr", "add", "10.77.1.1/30", "dev", "rd-ra0"])?;
+        sh(&["ip", "addr", "add", "10.77.2.1/30", "dev", "rd-rb0"])?;
+        sh(&["ip", "link", "set", "rd-ra0", "up"])?;
+        sh(&["ip", "link", "set", "rd-rb0", "up"])?;
+        for (ns, root_link, root_addr, ab_link, ab_addr) in [
+            (NS_A, "rd-ra1", "10.77.1.2/30", LINK_A, "10.77.3.1/30"),
+            (NS_B, "rd-rb1", "10.77.2.2/30", LINK_B, "10.77.3.2/30"),
+        ] {
+            in_ns(ns, &["ip", "link", "set", "lo", "up"])?;
+            in_ns(ns, &["ip", "addr", "add", root_addr, "dev", root_link])?;
+            in_ns(ns, &["ip", "link", "set", root_link, "up"])?;
+            in_ns(ns, &["ip", "addr", "add", ab_addr, "dev", ab_link])?;
+            in_ns(ns, &["ip", "link", "set", ab_link, "up"])?;
+        }
+        for i in 0..pods_per_region {
+            in_ns(
+                NS_A,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/32", pod_ip('a', i)),
+                    "dev",
+                    "lo",
+                ],
+            )?;
+            in_ns(
+                NS_B,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/32", pod_ip('b', i)),
+                    "dev",
+                    "lo",
+                ],
+            )?;
+        }
+        sh(&["ip", "route", "add", "10.77.10.0/24", "via", "10.77.1.2"])?;
+        sh(&["ip", "route", "add", "10.77.20.0/24", "via", "10.77.2.2"])?;
+        in_ns(
+            NS_A,
+            &["ip", "route", "add", "10.77.20.0/24", "via", "10.77.3.2"],
+        )?;
+        in_ns(
+            NS_B,
+            &["ip", "route", "add", "10.77.10.0/24", "via", "10.77.3.1"],
+        )?;
+        Ok(r)
+    }
+
+    /// Cut the inter-region link silently: the veth goes down, no TCP reset is sent, and packets
+    /// already in flight are simply lost.
+    pub fn cut(&self) -> Result<(), String> {
+        in_ns(NS_B, &["ip", "link", "set", LINK_B, "down"]).map(|_| ())
+    }
+
+    pub fn restore(&self) -> Result<(), String> {
+        in_ns(NS_B, &["ip", "link", "set", LINK_B, "up"])?;
+        // Routes through a link that went down are gone; put them back.
+        let _ = in_ns(
+            NS_B,
+            &[
+                "ip",
+                "route",
+                "replace",
+                "10.77.10.0/24",
+                "via",
+                "10.77.3.1",
+            ],
+        );
+        let _ = in_ns(
+            NS_A,
+            &[
+                "ip",
+                "route",
+                "replace",
+                "10.77.20.0/24",
+                "via",
+                "10.77.3.2",
+            ],
+        );
+        Ok(())
+    }
+
+    /// Rate-limit region A -> region B (the replication stream) with a token bucket.
+    pub fn rate_limit(&self, rate: &str) -> Result<(), String> {
+        in_ns(
+            NS_A,
+            &[
+                "tc", "qdisc", "replace", "dev", LINK_A, "root", "tbf", "rate", rate, "burst",
+                "32kb", "latency", "2s",
+            ],
+        )
+        .map(|_| ())
+    }
+
+    pub fn unlimit(&self) -> Result<(), String> {
+        in_ns(NS_A, &["tc", "qdisc", "del", "dev", LINK_A, "root"]).map(|_| ())
+    }
+}
+
+impl Drop for Regions {
+    fn drop(&mut self) {
+        cleanup();
+    }
+}
+
+/// Remove everything the drill creates (also what a killed earlier run left behind).
+pub fn cleanup() {
+    let _ = sh(&["ip", "route", "del", "10.77.10.0/24"]);
+    let _ = sh(&["ip", "route", "del", "10.77.20.0/24"]);
+    let _ = sh(&["ip", "link", "del", "rd-ra0"]);
+    let _ = sh(&["ip", "link", "del", "rd-rb0"]);
+    let _ = sh(&["ip", "netns", "del", NS_A]);
+    let _ = sh(&["ip", "netns", "del", NS_B]);
+}

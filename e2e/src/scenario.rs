@@ -1,0 +1,968 @@
+//! The spec's story, end to end: a DR cluster replicates production across regions, the link is
+//! slowed, then cut; the DR cluster is promoted and takes writes; production comes back and
+//! replicates from DR; finally the roles are swapped back with the spec's `promote: false`.
+//! Every step is asserted and timed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redis_cluster_api::labels as l;
+use redis_cluster_api::report::InstanceReport;
+use redis_operator::builders::redis_conf;
+use redis_operator::platform::PodInfo;
+use serde_json::json;
+
+use crate::net::{NS_A, NS_B, Regions, pod_ip};
+use crate::procs::Proc;
+use crate::prom::{Prometheus, http_get};
+use crate::resp::{Conn, Reply};
+use crate::sim::Sim;
+
+pub const NS: &str = "production";
+pub const PROD: &str = "prod-redis";
+pub const DR: &str = "dr-redis";
+
+pub struct Options {
+    /// Explain each step for a newcomer.
+    pub narrate: bool,
+    /// The repository root (samples, rules).
+    pub repo: PathBuf,
+    /// Where logs and data go.
+    pub dir: PathBuf,
+    /// The redis-instance-manager binary.
+    pub instance_manager: PathBuf,
+}
+
+/// The outcome: every check and every timing.
+#[derive(Default)]
+pub struct Report {
+    pub checks: Vec<(String, Result<(), String>)>,
+    pub timings: Vec<(String, Duration)>,
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.checks.iter().filter(|(_, r)| r.is_err()).count()
+    }
+}
+
+struct Drill<'a> {
+    o: &'a Options,
+    sim: Arc<Sim>,
+    regions: Regions,
+    procs: BTreeMap<String, Proc>,
+    passwords: BTreeMap<String, String>,
+    report: Report,
+}
+
+fn pods(cluster: &str) -> Vec<String> {
+    (0..3).map(|i| l::pod_name(cluster, i)).collect()
+}
+
+fn region_of(cluster: &str) -> char {
+    if cluster == PROD { 'a' } else { 'b' }
+}
+
+fn addr(pod: &str) -> String {
+    let cluster = if pod.starts_with(PROD) { PROD } else { DR };
+    let ordinal = l::ordinal_of(cluster, pod).expect("drill pod names");
+    format!("{}:6379", pod_ip(region_of(cluster), ordinal))
+}
+
+fn im_addr(pod: &str) -> String {
+    addr(pod).replace(":6379", ":9121")
+}
+
+/// Poll `f` until it returns Some, or fail after `timeout` with `what`.
+fn wait<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<(T, Duration), String> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok((v, start.elapsed()));
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn random_password() -> String {
+    let bytes = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
+    format!(
+        "pw-{}",
+        String::from_utf8_lossy(&bytes).trim().replace('-', "")
+    )
+}
+
+impl Drill<'_> {
+    fn say(&self, text: &str) {
+        if self.o.narrate {
+            println!("{text}");
+        }
+    }
+
+    fn step(&self, title: &str, explain: &str) {
+        println!("\n==> {title}");
+        if self.o.narrate && !explain.is_empty() {
+            for line in explain.lines() {
+                println!("    {line}");
+            }
+        }
+    }
+
+    fn check(&mut self, name: &str, result: Result<(), String>) -> Result<(), String> {
+        match &result {
+            Ok(()) => println!("    ok   {name}"),
+            Err(e) => println!("    FAIL {name}: {e}"),
+        }
+        self.report.checks.push((name.to_string(), result.clone()));
+        result
+    }
+
+    fn time(&mut self, name: &str, d: Duration) {
+        println!("    time {name}: {:.2}s", d.as_secs_f64());
+        self.report.timings.push((name.to_string(), d));
+    }
+
+    fn conn(&self, pod: &str) -> Result<Conn, String> {
+        let cluster = if pod.starts_with(PROD) { PROD } else { DR };
+        Conn::connect(
+            &addr(pod),
+            Some(&self.passwords[cluster]),
+            Duration::from_secs(2),
+        )
+        .map_err(|e| format!("{pod}: {e}"))
+    }
+
+    fn info(&self, pod: &str, section: &str) -> Result<BTreeMap<String, String>, String> {
+        self.conn(pod)?
+            .info(section)
+            .map_err(|e| format!("{pod}: {e}"))
+    }
+
+    fn digest(&self, pod: &str) -> Result<String, String> {
+        Ok(self
+            .conn(pod)?
+            .cmd(&["DEBUG", "DIGEST"])
+            .map_err(|e| e.to_string())?
+            .text())
+    }
+
+    fn status_report(&self, pod: &str) -> Option<InstanceReport> {
+        let (code, body) = http_get(&im_addr(pod), "/status").ok()?;
+        (code == 200)
+            .then(|| serde_json::from_str(&body).ok())
+            .flatten()
+    }
+
+    fn condition(&self, cluster: &str, type_: &str) -> Option<(String, String, String)> {
+        let rc = self.sim.get(NS, cluster);
+        let c = rc
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)?;
+        Some((c.status, c.reason, c.message))
+    }
+
+    /// Start the pods of `cluster` as its StatefulSet would: one redis-server and one
+    /// redis-instance-manager per pod, in the cluster's region.
+    fn start_pods(&mut self, cluster: &str) -> Result<(), String> {
+        let rc = self.sim.get(NS, cluster);
+        let ns = if region_of(cluster) == 'a' {
+            NS_A
+        } else {
+            NS_B
+        };
+        let env = self.sim.env(NS, cluster);
+        for (i, pod) in pods(cluster).iter().enumerate() {
+            let dir = self.sim.pod_dir(pod);
+            std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+            let ip = pod_ip(region_of(cluster), i as u32);
+            // The operator's own redis.conf, with the pod's paths; DEBUG DIGEST enabled so the
+            // drill can compare keyspaces (drill only).
+            let conf = redis_conf(&rc)
+                .replace("bind * -::*", &format!("bind {ip}"))
+                .replace("dir /data", &format!("dir {}", dir.join("data").display()))
+                .replace(
+                    "include /run/redis/auth.conf",
+                    &format!("include {}", dir.join("auth.conf").display()),
+                )
+                + "enable-debug-command yes\n";
+            std::fs::write(dir.join("redis.conf"), conf).map_err(|e| e.to_string())?;
+            let pw = &self.passwords[cluster];
+            // What the pod's init container writes (see builders::AUTH_SCRIPT).
+            std::fs::write(
+                dir.join("auth.conf"),
+                format!("requirepass \"{pw}\"\nmasterauth \"{pw}\"\n"),
+            )
+            .map_err(|e| e.to_string())?;
+            let redis = Proc::spawn(
+                &format!("{pod}/redis"),
+                Some(ns),
+                &[
+                    "redis-server".into(),
+                    dir.join("redis.conf").display().to_string(),
+                ],
+                &dir.join("redis.log"),
+            )?;
+            self.procs.insert(format!("{pod}/redis"), redis);
+            let im = Proc::spawn(
+                &format!("{pod}/instance-manager"),
+                Some(ns),
+                &[
+                    self.o.instance_manager.display().to_string(),
+                    format!("--cluster={cluster}"),
+                    format!("--namespace={NS}"),
+                    format!("--pod={pod}"),
+                    format!("--redis-addr={ip}:6379"),
+                    format!("--redis-password-file={}", env.auth_password_file),
+                    format!("--topology-file={}", dir.join("annotations").display()),
+                    format!("--http-addr={ip}:9121"),
+                ],
+                &dir.join("instance-manager.log"),
+            )?;
+            self.procs.insert(format!("{pod}/instance-manager"), im);
+            self.sim.platform.add_pod(
+                NS,
+                PodInfo {
+                    name: pod.clone(),
+                    labels: BTreeMap::from([(l::CLUSTER.into(), cluster.into())]),
+                    annotations: BTreeMap::new(),
+                    report_endpoint: Some(format!("{ip}:9121")),
+                    address: ip,
+                    problem: None,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn all_alive(&mut self) -> Result<(), String> {
+        let dead: Vec<String> = self
+            .procs
+            .iter_mut()
+            .filter_map(|(n, p)| (!p.alive()).then(|| n.clone()))
+            .collect();
+        if dead.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("exited: {dead:?}"))
+        }
+    }
+
+    fn write_keys(&self, pod: &str, prefix: &str, n: usize, size: usize) -> Result<(), String> {
+        let mut c = self.conn(pod)?;
+        let value = "x".repeat(size);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+            for i in chunk {
+                c.send(&["SET", &format!("{prefix}:{i}"), &value])
+                    .map_err(|e| e.to_string())?;
+            }
+            for _ in chunk {
+                let r = c.read().map_err(|e| e.to_string())?;
+                if r.is_error() {
+                    return Err(format!("{pod} refused a write: {}", r.text()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every pod of both clusters holds the same keyspace.
+    fn digests_equal(&self, pods: &[String]) -> Result<(), String> {
+        let digests: Vec<(String, String)> = pods
+            .iter()
+            .map(|p| Ok((p.clone(), self.digest(p)?)))
+            .collect::<Result<_, String>>()?;
+        if digests.iter().all(|(_, d)| d == &digests[0].1) {
+            Ok(())
+        } else {
+            Err(format!("digests differ: {digests:?}"))
+        }
+    }
+
+    fn linked_to(&self, pod: &str, upstream_ip: &str) -> bool {
+        self.info(pod, "replication").is_ok_and(|i| {
+            i.get("master_host").map(String::as_str) == Some(upstream_ip)
+                && i.get("master_link_status").map(String::as_str) == Some("up")
+                && i.get("master_sync_in_progress").map(String::as_str) == Some("0")
+        })
+    }
+}
+
+/// Samples every node's role and fails the drill if two writable primaries ever coexist in one
+/// cluster.
+struct SplitBrainChecker {
+    stop: Arc<AtomicBool>,
+    violations: Arc<Mutex<Vec<String>>>,
+    samples: Arc<Mutex<u64>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SplitBrainChecker {
+    fn start(passwords: BTreeMap<String, String>) -> SplitBrainChecker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let violations = Arc::new(Mutex::new(Vec::new()));
+        let samples = Arc::new(Mutex::new(0));
+        let (s, v, n) = (stop.clone(), violations.clone(), samples.clone());
+        let handle = std::thread::spawn(move || {
+            let mut conns: BTreeMap<String, Conn> = BTreeMap::new();
+            while !s.load(Ordering::Relaxed) {
+                for cluster in [PROD, DR] {
+                    let mut writable = Vec::new();
+                    for pod in pods(cluster) {
+                        let role = conns
+                            .get_mut(&pod)
+                            .and_then(|c| c.cmd(&["ROLE"]).ok())
+                            .or_else(|| {
+                                let mut c = Conn::connect(
+                                    &addr(&pod),
+                                    Some(&passwords[cluster]),
+                                    Duration::from_millis(300),
+                                )
+                                .ok()?;
+                                let r = c.cmd(&["ROLE"]).ok();
+                                conns.insert(pod.clone(), c);
+                                r
+                            });
+                        match role {
+                            Some(Reply::Array(Some(items)))
+                                if items.first().map(Reply::text).as_deref() == Some("master") =>
+                            {
+                                writable.push(pod.clone())
+                            }
+                            Some(_) => {}
+                            None => {
+                                conns.remove(&pod);
+                            }
+                        }
+                    }
+                    if writable.len() > 1 {
+                        v.lock()
+                            .unwrap()
+                            .push(format!("{cluster}: {writable:?} writable at once"));
+                    }
+                }
+                *n.lock().unwrap() += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        SplitBrainChecker {
+            stop,
+            violations,
+            samples,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let samples = *self.samples.lock().unwrap();
+        let violations = self.violations.lock().unwrap().clone();
+        (samples, violations)
+    }
+}
+
+/// Run the whole drill.
+pub fn run(o: &Options) -> Report {
+    let mut report = Report::default();
+    match run_inner(o, &mut report) {
+        Ok(()) => {}
+        Err(e) => report.checks.push(("drill aborted".into(), Err(e))),
+    }
+    report
+}
+
+fn run_inner(o: &Options, out: &mut Report) -> Result<(), String> {
+    for tool in ["redis-server", "prometheus", "ip", "tc"] {
+        crate::net::sh(&["sh", "-c", &format!("command -v {tool}")])
+            .map_err(|_| format!("{tool} is not installed: run `make deps` (as root)"))?;
+    }
+    if !o.instance_manager.exists() {
+        return Err(format!(
+            "{} is missing: build it first (`make demo` does)",
+            o.instance_manager.display()
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&o.dir);
+    std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
+    let regions = Regions::create(3)?;
+    let sim = Arc::new(Sim::new(&o.dir));
+    let passwords = BTreeMap::from([
+        (PROD.to_string(), random_password()),
+        (DR.to_string(), random_password()),
+    ]);
+    let mut d = Drill {
+        o,
+        sim: sim.clone(),
+        regions,
+        procs: BTreeMap::new(),
+        passwords,
+        report: Report::default(),
+    };
+    let result = scenario(&mut d);
+    // Stop the instance managers before Redis so nothing logs spurious errors while tearing down.
+    let names: Vec<String> = d.procs.keys().cloned().collect();
+    for n in names.iter().filter(|n| n.ends_with("instance-manager")) {
+        d.procs.get_mut(n).unwrap().kill();
+    }
+    *out = std::mem::take(&mut d.report);
+    if let Err(e) = &result {
+        println!("\nlogs and data: {}", o.dir.display());
+        out.checks.push(("scenario".into(), Err(e.clone())));
+    }
+    Ok(())
+}
+
+/// The operator: reconciles every cluster every 300 ms until stopped.
+fn operator_loop(sim: Arc<Sim>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        while !stop.load(Ordering::Relaxed) {
+            for (cluster, result) in rt.block_on(sim.reconcile_all()) {
+                if let Err(e) = result {
+                    eprintln!("reconcile {cluster}: {e}");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    })
+}
+
+fn scenario(d: &mut Drill) -> Result<(), String> {
+    let samples = d.o.repo.join("config/samples");
+    let read = |f: &str| std::fs::read_to_string(samples.join(f)).map_err(|e| format!("{f}: {e}"));
+
+    d.step(
+        "Setup: two regions, production in A, DR in B",
+        "Region A and region B are network namespaces joined by one veth pair: the inter-region link.\n\
+         Each 'pod' is a real redis-server plus the real redis-instance-manager sidecar.\n\
+         The Kubernetes API is simulated (objects, annotations, status); the operator's real reconcile\n\
+         code drives it. No DNS here: the DR sample's source.host points at prod-redis-0's address,\n\
+         as a LoadBalancer IP would.",
+    );
+    d.sim.add_secret(NS, "prod-redis-auth", &d.passwords[PROD]);
+    d.sim.add_secret(NS, "dr-redis-auth", &d.passwords[DR]);
+    d.sim.apply(&read("prod-redis.yaml")?, |_| {})?;
+    let prod_leader_ip = pod_ip('a', 0);
+    let ip = prod_leader_ip.clone();
+    d.sim.apply(&read("dr-redis.yaml")?, move |v| {
+        v["spec"]["replicaMode"]["source"]["host"] = ip.into();
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let operator = operator_loop(d.sim.clone(), stop.clone());
+    let result = story(d, &prod_leader_ip);
+    stop.store(true, Ordering::Relaxed);
+    let _ = operator.join();
+    result
+}
+
+fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
+    wait(
+        "the operator to create the StatefulSets",
+        Duration::from_secs(10),
+        || {
+            let s = d.sim.platform.state.lock().unwrap();
+            (s.objects.contains_key("StatefulSet/production/prod-redis")
+                && s.objects.contains_key("StatefulSet/production/dr-redis"))
+            .then_some(())
+        },
+    )?;
+    d.start_pods(PROD)?;
+    d.start_pods(DR)?;
+    let targets: Vec<String> = pods(PROD)
+        .iter()
+        .chain(pods(DR).iter())
+        .map(|p| im_addr(p))
+        .collect();
+    let prom_dir = d.o.dir.join("prometheus");
+    std::fs::create_dir_all(&prom_dir).map_err(|e| e.to_string())?;
+    let prom = Prometheus::start(
+        &prom_dir,
+        &targets,
+        &d.o.repo
+            .join("config/prometheus/redis-replication-rules.yaml"),
+    )?;
+    d.say(&format!(
+        "    Prometheus: http://{} (try: redis_replication_lag_bytes, redis_master_link_up)",
+        prom.addr
+    ));
+    d.say(&format!(
+        "    logs: {}/pods/<pod>/{{redis,instance-manager}}.log",
+        d.o.dir.display()
+    ));
+
+    // ---- 1. create: DR catches up ----------------------------------------------------------
+    d.step(
+        "1. Production is primary; DR replicates it from every pod",
+        "prod-redis-0 becomes primary (pod 0 is the designated leader); DR pods replicate it across regions.",
+    );
+    let (_, took) = wait(
+        "prod-redis-0 to accept writes",
+        Duration::from_secs(30),
+        || {
+            d.conn("prod-redis-0")
+                .ok()?
+                .cmd(&["SET", "drill:hello", "world"])
+                .ok()
+                .filter(|r| !r.is_error())
+        },
+    )?;
+    d.time("production primary ready", took);
+    d.write_keys("prod-redis-0", "seed", 5000, 100)?;
+    let (_, took) = wait(
+        "every DR pod linked to production and caught up",
+        Duration::from_secs(60),
+        || {
+            let prod_offset = d
+                .info("prod-redis-0", "replication")
+                .ok()?
+                .get("master_repl_offset")?
+                .clone();
+            pods(DR)
+                .iter()
+                .chain(pods(PROD).iter().skip(1))
+                .all(|p| {
+                    d.info(p, "replication").is_ok_and(|i| {
+                        i.get("master_link_status").map(String::as_str) == Some("up")
+                            && i.get("slave_repl_offset") == Some(&prod_offset)
+                    })
+                })
+                .then_some(())
+        },
+    )?;
+    d.time("DR caught up after seeding 5000 keys", took);
+    let all: Vec<String> = pods(PROD).into_iter().chain(pods(DR)).collect();
+    let r = d.digests_equal(&all);
+    d.check(
+        "every DR pod's keyspace equals production's (DEBUG DIGEST)",
+        r,
+    )?;
+    let expected =
+        format!("Cluster is replicating from prod-redis-us-east ({prod_leader_ip}:6379)");
+    let r = wait("ReplicaMode=True/Enabled", Duration::from_secs(10), || {
+        d.condition(DR, "ReplicaMode")
+            .filter(|c| c.0 == "True" && c.1 == "Enabled" && c.2 == expected)
+    })
+    .map(|_| ());
+    d.check(
+        &format!("status: ReplicaMode=True/Enabled \"{expected}\""),
+        r,
+    )?;
+    let labels = d
+        .sim
+        .platform
+        .pod(NS, "dr-redis-0")
+        .map(|p| p.labels)
+        .unwrap_or_default();
+    let r = if labels.get(l::ROLE).map(String::as_str) == Some("primary") {
+        Ok(())
+    } else {
+        Err(format!("{labels:?}"))
+    };
+    d.check("dr-redis-0 is labelled redis.io/role=primary while it is a replica (stable -leader endpoint)", r)?;
+    let checker = SplitBrainChecker::start(d.passwords.clone());
+
+    // ---- 2. lag under a rate-limited link ---------------------------------------------------
+    d.step(
+        "2. Write load with the inter-region link rate-limited",
+        "tc tbf limits region A -> B. redis_replication_lag_bytes is the source's current offset minus\n\
+         the replica's, read by the instance manager from the source itself.",
+    );
+    d.regions.rate_limit("4mbit")?;
+    d.write_keys("prod-redis-0", "load", 2000, 1024)?;
+    let r = wait("Prometheus to see lag > 0", Duration::from_secs(15), || {
+        prom.scalar("max(redis_replication_lag_bytes{cluster=\"dr-redis\"})")
+            .ok()
+            .flatten()
+            .filter(|v| *v > 0.0)
+    });
+    let peak = r.as_ref().map(|(v, _)| *v).unwrap_or(0.0);
+    d.check(
+        &format!("redis_replication_lag_bytes rises above 0 in Prometheus (saw {peak:.0} bytes)"),
+        r.map(|_| ()),
+    )?;
+    // Independent measurement, sandwiching the instance manager's sample in time: the lag only
+    // shrinks once the load stopped, so the sidecar's value must lie between a measurement taken
+    // before its sample and one taken after.
+    let independent = |d: &Drill| -> Option<i64> {
+        let up: i64 = d
+            .info("prod-redis-0", "replication")
+            .ok()?
+            .get("master_repl_offset")?
+            .parse()
+            .ok()?;
+        let down: i64 = d
+            .info("dr-redis-0", "replication")
+            .ok()?
+            .get("slave_repl_offset")?
+            .parse()
+            .ok()?;
+        Some(up - down)
+    };
+    let before = independent(d).unwrap_or(0);
+    // The sidecar probes every second: its latest sample is at most ~1.2 s old.
+    std::thread::sleep(Duration::from_millis(1500));
+    let sidecar = d
+        .status_report("dr-redis-0")
+        .and_then(|r| r.lag_bytes)
+        .unwrap_or(-1);
+    let after = independent(d).unwrap_or(0);
+    let r = if before > 0 && sidecar <= before + 256 && sidecar + 256 >= after {
+        Ok(())
+    } else {
+        Err(format!(
+            "independent before={before} after={after}, sidecar={sidecar}"
+        ))
+    };
+    d.check(
+        &format!("sidecar lag agrees with an independent measurement ({after} <= {sidecar} <= {before} bytes, ±256)"),
+        r,
+    )?;
+    let (_, drained) = wait(
+        "lag back to 0 in Prometheus",
+        Duration::from_secs(60),
+        || {
+            prom.scalar("max(redis_replication_lag_bytes{cluster=\"dr-redis\"})")
+                .ok()
+                .flatten()
+                .filter(|v| *v == 0.0)
+        },
+    )?;
+    d.check("lag returns to 0 when the load stops", Ok(()))?;
+    d.time("lag drained after load", drained);
+    d.regions.unlimit()?;
+
+    // ---- 3. cut the link --------------------------------------------------------------------
+    d.step(
+        "3. Region A is lost: the link is cut silently (no TCP reset)",
+        "Redis itself would only notice after repl-timeout (60 s). The instance manager probes the\n\
+         source every second and reports the link down within seconds.",
+    );
+    d.regions.cut()?;
+    let cut = Instant::now();
+    let (_, took) = wait(
+        "the instance manager to report the link down",
+        Duration::from_secs(15),
+        || d.status_report("dr-redis-0").filter(|r| !r.master_link_up),
+    )?;
+    d.time("link cut -> redis_master_link_up 0 (sidecar)", took);
+    let r = if took < Duration::from_secs(10) {
+        Ok(())
+    } else {
+        Err(format!("{took:?}"))
+    };
+    d.check("link down detected long before repl-timeout (60 s)", r)?;
+    let (summary, _) = wait(
+        "RedisReplicationDown to fire",
+        Duration::from_secs(30),
+        || {
+            prom.firing()
+                .ok()?
+                .into_iter()
+                .find(|(n, _)| n == "RedisReplicationDown")
+                .map(|(_, s)| s)
+        },
+    )?;
+    d.time(
+        "link cut -> RedisReplicationDown firing (for: 3s in the drill)",
+        cut.elapsed(),
+    );
+    d.check(
+        &format!("alert RedisReplicationDown fires: \"{summary}\""),
+        Ok(()),
+    )?;
+    let r = wait("status SourceLinkUp=False", Duration::from_secs(10), || {
+        d.condition(DR, "SourceLinkUp").filter(|c| c.0 == "False")
+    })
+    .map(|(c, _)| c.2);
+    let msg = r.clone().unwrap_or_default();
+    d.check(
+        &format!("status shows the link down: \"{msg}\""),
+        r.map(|_| ()),
+    )?;
+    let r = d.all_alive();
+    d.check("nothing crashed", r)?;
+
+    // ---- 4. promote -------------------------------------------------------------------------
+    d.step(
+        "4. Promote the DR cluster (the spec's patch: promote: true)",
+        "kubectl patch rediscluster dr-redis --type=merge -p '{\"spec\":{\"replicaMode\":{\"promote\":true}}}'\n\
+         The leader is told first (REPLICAOF NO ONE); the others follow it only once it reports primary.",
+    );
+    let full_before: u64 = d
+        .info("dr-redis-0", "stats")?
+        .get("sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let patched = Instant::now();
+    d.sim
+        .patch(NS, DR, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
+    let (_, took) = wait(
+        "dr-redis-0 to accept a write",
+        Duration::from_secs(30),
+        || {
+            d.conn("dr-redis-0")
+                .ok()?
+                .cmd(&["SET", "drill:promoted", "yes"])
+                .ok()
+                .filter(|r| !r.is_error())
+        },
+    )?;
+    d.time(
+        "promotion: patch -> first accepted write on the leader",
+        took,
+    );
+    let leader_ip = pod_ip('b', 0);
+    let (_, _) = wait(
+        "the other DR pods to follow the leader",
+        Duration::from_secs(30),
+        || {
+            pods(DR)
+                .iter()
+                .skip(1)
+                .all(|p| d.linked_to(p, &leader_ip))
+                .then_some(())
+        },
+    )?;
+    d.time(
+        "promotion: patch -> replicas re-attached to the leader",
+        patched.elapsed(),
+    );
+    let stats = d.info("dr-redis-0", "stats")?;
+    let full_after: u64 = stats
+        .get("sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let partial: u64 = stats
+        .get("sync_partial_ok")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let r = if full_after == full_before && partial >= 2 {
+        Ok(())
+    } else {
+        Err(format!(
+            "sync_full {full_before}->{full_after}, sync_partial_ok {partial}"
+        ))
+    };
+    d.check(
+        &format!(
+            "zero full resyncs on the DR side (sync_full {full_after}, sync_partial_ok {partial})"
+        ),
+        r,
+    )?;
+    let replicas = d
+        .info("dr-redis-0", "replication")?
+        .get("connected_slaves")
+        .cloned()
+        .unwrap_or_default();
+    d.check(
+        &format!("the leader reports connected_slaves:{replicas}"),
+        if replicas == "2" {
+            Ok(())
+        } else {
+            Err(replicas.clone())
+        },
+    )?;
+    let expected = "Cluster promoted to standalone (former source: prod-redis-us-east)";
+    let r = wait(
+        "ReplicaMode=False/Promoted",
+        Duration::from_secs(10),
+        || {
+            d.condition(DR, "ReplicaMode")
+                .filter(|c| c.0 == "False" && c.1 == "Promoted" && c.2 == expected)
+        },
+    )
+    .map(|_| ());
+    d.check(
+        &format!("status: ReplicaMode=False/Promoted \"{expected}\""),
+        r,
+    )?;
+    let primary = d.sim.get(NS, DR).status.and_then(|s| s.current_primary);
+    d.check(
+        "status.currentPrimary is dr-redis-0",
+        if primary.as_deref() == Some("dr-redis-0") {
+            Ok(())
+        } else {
+            Err(format!("{primary:?}"))
+        },
+    )?;
+
+    // ---- 5. DR takes writes; production comes back as its replica --------------------------
+    d.step(
+        "5. DR takes writes; region A comes back and replicates from DR (the spec's \"Recover Primary Region\")",
+        "prod-redis gets replicaMode.enabled: true with source = dr-redis's leader.",
+    );
+    d.write_keys("dr-redis-0", "dr-writes", 1000, 100)?;
+    d.regions.restore()?;
+    let dr_ip = leader_ip.clone();
+    let recovered = Instant::now();
+    d.sim.apply(&std::fs::read_to_string(d.o.repo.join("config/samples/prod-redis.yaml")).map_err(|e| e.to_string())?, move |v| {
+        v["spec"]["replicaMode"] = json!({
+            "enabled": true,
+            "source": {"host": dr_ip, "port": 6379, "clusterName": "dr-redis", "authSecretName": "dr-redis-auth"}
+        });
+    })?;
+    let (_, took) = wait(
+        "production to replicate DR",
+        Duration::from_secs(60),
+        || {
+            pods(PROD)
+                .iter()
+                .all(|p| d.linked_to(p, &leader_ip))
+                .then_some(())
+        },
+    )?;
+    d.time(
+        "recovery: apply -> production replicating DR",
+        took.max(recovered.elapsed().min(took)),
+    );
+    let r = wait("digests to converge", Duration::from_secs(30), || {
+        let all: Vec<String> = pods(PROD).into_iter().chain(pods(DR)).collect();
+        d.digests_equal(&all).ok()
+    })
+    .map(|_| ());
+    d.check("production converged: all six keyspaces equal", r)?;
+    let expected = format!("Cluster is replicating from dr-redis ({leader_ip}:6379)");
+    let r = wait(
+        "prod ReplicaMode=True/Enabled",
+        Duration::from_secs(10),
+        || {
+            d.condition(PROD, "ReplicaMode")
+                .filter(|c| c.0 == "True" && c.2 == expected)
+        },
+    )
+    .map(|_| ());
+    d.check(&format!("prod-redis status: \"{expected}\""), r)?;
+    let prod_full: u64 = d
+        .info("dr-redis-0", "stats")?
+        .get("sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    d.say(&format!("    production resynchronised from DR with {prod_full} full sync(s): its pings during the cut moved its offset past DR's"));
+
+    // ---- 6. fail back with the spec's promote: false ----------------------------------------
+    d.step(
+        "6. Fail back: promote production, then return DR to replica mode (promote: false)",
+        "The spec says promotion is one-way, yet its DR drill demotes with promote: false. We implement\n\
+         the drill: DR returns to replicating its source, with a Warning Event saying local writes since\n\
+         promotion are discarded.",
+    );
+    d.sim.patch(
+        NS,
+        PROD,
+        &json!({"spec": {"replicaMode": {"promote": true}}}),
+    )?;
+    wait(
+        "prod-redis-0 to accept writes again",
+        Duration::from_secs(30),
+        || {
+            d.conn("prod-redis-0")
+                .ok()?
+                .cmd(&["SET", "drill:failback", "yes"])
+                .ok()
+                .filter(|r| !r.is_error())
+        },
+    )?;
+    let demoted = Instant::now();
+    d.sim.patch(
+        NS,
+        DR,
+        &json!({"spec": {"replicaMode": {"promote": false}}}),
+    )?;
+    let (_, took) = wait(
+        "DR to replicate production again",
+        Duration::from_secs(60),
+        || {
+            pods(DR)
+                .iter()
+                .all(|p| d.linked_to(p, prod_leader_ip))
+                .then_some(())
+        },
+    )?;
+    d.time(
+        "demotion: patch -> DR replicating production",
+        took.min(demoted.elapsed()),
+    );
+    let warned = d
+        .sim
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|e| e.0 == DR && e.2 == "Demoting")
+        .cloned();
+    let r = match &warned {
+        Some((_, t, _, note)) if t == "Warning" && note.contains("discarded") => Ok(()),
+        other => Err(format!("{other:?}")),
+    };
+    d.check(
+        "Warning event Demoting says local writes since promotion are discarded",
+        r,
+    )?;
+    let r = wait("digests to converge", Duration::from_secs(30), || {
+        let all: Vec<String> = pods(PROD).into_iter().chain(pods(DR)).collect();
+        d.digests_equal(&all).ok()
+    })
+    .map(|_| ());
+    d.check("after fail-back all six keyspaces are equal again", r)?;
+    let expected =
+        format!("Cluster is replicating from prod-redis-us-east ({prod_leader_ip}:6379)");
+    let r = wait(
+        "DR ReplicaMode=True/Enabled",
+        Duration::from_secs(10),
+        || {
+            d.condition(DR, "ReplicaMode")
+                .filter(|c| c.0 == "True" && c.1 == "Enabled" && c.2 == expected)
+        },
+    )
+    .map(|_| ());
+    d.check("DR status back to ReplicaMode=True/Enabled", r)?;
+
+    let (samples, violations) = checker.finish();
+    let r = if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations.join("; "))
+    };
+    d.check(&format!("no split brain: never two writable primaries in one cluster ({samples} samples of every node)"), r)?;
+    let r = d.all_alive();
+    d.check("every redis-server and instance manager still running", r)?;
+    if d.o.narrate {
+        println!("\n    kubectl describe rediscluster dr-redis (Events, simulated):");
+        for (cluster, t, reason, note) in d
+            .sim
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.0 == DR && e.2 != "TopologyPublished")
+        {
+            println!("      {t:<8} {reason:<20} {cluster}: {note}");
+        }
+    }
+    Ok(())
+}
+
+/// The repository root: the folder holding Cargo.toml above this crate.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e sits in the repository")
+        .to_path_buf()
+}

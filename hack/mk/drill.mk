@@ -1,0 +1,17 @@
+# The multi-region DR drill: real redis-server, redis-instance-manager and Prometheus in two
+# network namespaces; the operator's reconcile code drives a simulated Kubernetes API.
+TEST_TARGETS += test-drill
+
+DRILL_BINS = target/debug/redis-drill target/debug/redis-instance-manager
+
+.PHONY: drill-build
+drill-build:
+	$(CARGO) build -p redis-e2e -p redis-instance-manager
+
+.PHONY: test-drill
+test-drill: drill-build ## Run the DR drill non-interactively (needs root)
+	target/debug/redis-drill --dir .drill
+
+.PHONY: demo-run
+demo-run: drill-build
+	target/debug/redis-drill --narrate --dir .drill

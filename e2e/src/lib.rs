@@ -2,6 +2,7 @@
 //! real `redis-instance-manager`, a real Prometheus, and the operator's real reconcile code
 //! driving a simulated Kubernetes API (see [`sim`]). `make demo` narrates it; `make test` runs it.
 
+pub mod bench;
 pub mod net;
 pub mod procs;
 pub mod prom;

@@ -18,6 +18,9 @@ struct Args {
     /// The redis-instance-manager binary (default: next to this one).
     #[arg(long)]
     instance_manager: Option<PathBuf>,
+    /// Instead of the drill, measure the drill's timings against plain redis-cli (`make bench`).
+    #[arg(long)]
+    bench: bool,
 }
 
 fn main() {
@@ -35,6 +38,35 @@ fn main() {
         instance_manager,
     };
     let started = Instant::now();
+    if args.bench {
+        match redis_e2e::bench::run(&options) {
+            Ok(rows) => {
+                println!(
+                    "\n{:<78} {:>9}  {:>9}  baseline",
+                    "measurement", "operator", "baseline"
+                );
+                let fmt = |d: Option<std::time::Duration>| {
+                    d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+                        .unwrap_or_else(|| "-".into())
+                };
+                for r in rows {
+                    println!(
+                        "{:<78} {:>9}  {:>9}  {}",
+                        r.what,
+                        fmt(r.operator),
+                        fmt(r.baseline),
+                        r.baseline_name
+                    );
+                }
+                println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+                return;
+            }
+            Err(e) => {
+                eprintln!("bench failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let report = scenario::run(&options);
     println!("\nTimings:");
     for (name, d) in &report.timings {

@@ -49,35 +49,35 @@ impl Report {
     }
 }
 
-struct Drill<'a> {
-    o: &'a Options,
-    sim: Arc<Sim>,
-    regions: Regions,
-    procs: BTreeMap<String, Proc>,
-    passwords: BTreeMap<String, String>,
-    report: Report,
+pub(crate) struct Drill<'a> {
+    pub(crate) o: &'a Options,
+    pub(crate) sim: Arc<Sim>,
+    pub(crate) regions: Regions,
+    pub(crate) procs: BTreeMap<String, Proc>,
+    pub(crate) passwords: BTreeMap<String, String>,
+    pub(crate) report: Report,
 }
 
-fn pods(cluster: &str) -> Vec<String> {
+pub(crate) fn pods(cluster: &str) -> Vec<String> {
     (0..3).map(|i| l::pod_name(cluster, i)).collect()
 }
 
-fn region_of(cluster: &str) -> char {
+pub(crate) fn region_of(cluster: &str) -> char {
     if cluster == PROD { 'a' } else { 'b' }
 }
 
-fn addr(pod: &str) -> String {
+pub(crate) fn addr(pod: &str) -> String {
     let cluster = if pod.starts_with(PROD) { PROD } else { DR };
     let ordinal = l::ordinal_of(cluster, pod).expect("drill pod names");
     format!("{}:6379", pod_ip(region_of(cluster), ordinal))
 }
 
-fn im_addr(pod: &str) -> String {
+pub(crate) fn im_addr(pod: &str) -> String {
     addr(pod).replace(":6379", ":9121")
 }
 
 /// Poll `f` until it returns Some, or fail after `timeout` with `what`.
-fn wait<T>(
+pub(crate) fn wait<T>(
     what: &str,
     timeout: Duration,
     mut f: impl FnMut() -> Option<T>,
@@ -94,7 +94,7 @@ fn wait<T>(
     }
 }
 
-fn random_password() -> String {
+pub(crate) fn random_password() -> String {
     let bytes = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
     format!(
         "pw-{}",
@@ -103,13 +103,13 @@ fn random_password() -> String {
 }
 
 impl Drill<'_> {
-    fn say(&self, text: &str) {
+    pub(crate) fn say(&self, text: &str) {
         if self.o.narrate {
             println!("{text}");
         }
     }
 
-    fn step(&self, title: &str, explain: &str) {
+    pub(crate) fn step(&self, title: &str, explain: &str) {
         println!("\n==> {title}");
         if self.o.narrate && !explain.is_empty() {
             for line in explain.lines() {
@@ -118,7 +118,7 @@ impl Drill<'_> {
         }
     }
 
-    fn check(&mut self, name: &str, result: Result<(), String>) -> Result<(), String> {
+    pub(crate) fn check(&mut self, name: &str, result: Result<(), String>) -> Result<(), String> {
         match &result {
             Ok(()) => println!("    ok   {name}"),
             Err(e) => println!("    FAIL {name}: {e}"),
@@ -127,12 +127,12 @@ impl Drill<'_> {
         result
     }
 
-    fn time(&mut self, name: &str, d: Duration) {
+    pub(crate) fn time(&mut self, name: &str, d: Duration) {
         println!("    time {name}: {:.2}s", d.as_secs_f64());
         self.report.timings.push((name.to_string(), d));
     }
 
-    fn conn(&self, pod: &str) -> Result<Conn, String> {
+    pub(crate) fn conn(&self, pod: &str) -> Result<Conn, String> {
         let cluster = if pod.starts_with(PROD) { PROD } else { DR };
         Conn::connect(
             &addr(pod),
@@ -142,13 +142,17 @@ impl Drill<'_> {
         .map_err(|e| format!("{pod}: {e}"))
     }
 
-    fn info(&self, pod: &str, section: &str) -> Result<BTreeMap<String, String>, String> {
+    pub(crate) fn info(
+        &self,
+        pod: &str,
+        section: &str,
+    ) -> Result<BTreeMap<String, String>, String> {
         self.conn(pod)?
             .info(section)
             .map_err(|e| format!("{pod}: {e}"))
     }
 
-    fn digest(&self, pod: &str) -> Result<String, String> {
+    pub(crate) fn digest(&self, pod: &str) -> Result<String, String> {
         Ok(self
             .conn(pod)?
             .cmd(&["DEBUG", "DIGEST"])
@@ -156,14 +160,14 @@ impl Drill<'_> {
             .text())
     }
 
-    fn status_report(&self, pod: &str) -> Option<InstanceReport> {
+    pub(crate) fn status_report(&self, pod: &str) -> Option<InstanceReport> {
         let (code, body) = http_get(&im_addr(pod), "/status").ok()?;
         (code == 200)
             .then(|| serde_json::from_str(&body).ok())
             .flatten()
     }
 
-    fn condition(&self, cluster: &str, type_: &str) -> Option<(String, String, String)> {
+    pub(crate) fn condition(&self, cluster: &str, type_: &str) -> Option<(String, String, String)> {
         let rc = self.sim.get(NS, cluster);
         let c = rc
             .status?
@@ -175,7 +179,7 @@ impl Drill<'_> {
 
     /// Start the pods of `cluster` as its StatefulSet would: one redis-server and one
     /// redis-instance-manager per pod, in the cluster's region.
-    fn start_pods(&mut self, cluster: &str) -> Result<(), String> {
+    pub(crate) fn start_pods(&mut self, cluster: &str) -> Result<(), String> {
         let rc = self.sim.get(NS, cluster);
         let ns = if region_of(cluster) == 'a' {
             NS_A
@@ -246,7 +250,7 @@ impl Drill<'_> {
         Ok(())
     }
 
-    fn all_alive(&mut self) -> Result<(), String> {
+    pub(crate) fn all_alive(&mut self) -> Result<(), String> {
         let dead: Vec<String> = self
             .procs
             .iter_mut()
@@ -259,7 +263,13 @@ impl Drill<'_> {
         }
     }
 
-    fn write_keys(&self, pod: &str, prefix: &str, n: usize, size: usize) -> Result<(), String> {
+    pub(crate) fn write_keys(
+        &self,
+        pod: &str,
+        prefix: &str,
+        n: usize,
+        size: usize,
+    ) -> Result<(), String> {
         let mut c = self.conn(pod)?;
         let value = "x".repeat(size);
         for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
@@ -278,7 +288,7 @@ impl Drill<'_> {
     }
 
     /// Every pod of both clusters holds the same keyspace.
-    fn digests_equal(&self, pods: &[String]) -> Result<(), String> {
+    pub(crate) fn digests_equal(&self, pods: &[String]) -> Result<(), String> {
         let digests: Vec<(String, String)> = pods
             .iter()
             .map(|p| Ok((p.clone(), self.digest(p)?)))
@@ -290,7 +300,7 @@ impl Drill<'_> {
         }
     }
 
-    fn linked_to(&self, pod: &str, upstream_ip: &str) -> bool {
+    pub(crate) fn linked_to(&self, pod: &str, upstream_ip: &str) -> bool {
         self.info(pod, "replication").is_ok_and(|i| {
             i.get("master_host").map(String::as_str) == Some(upstream_ip)
                 && i.get("master_link_status").map(String::as_str) == Some("up")
@@ -427,7 +437,7 @@ fn run_inner(o: &Options, out: &mut Report) -> Result<(), String> {
 }
 
 /// The operator: reconciles every cluster every 300 ms until stopped.
-fn operator_loop(sim: Arc<Sim>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+pub(crate) fn operator_loop(sim: Arc<Sim>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -15,3 +15,8 @@ test-drill: drill-build ## Run the DR drill non-interactively (needs root)
 .PHONY: demo-run
 demo-run: drill-build
 	target/debug/redis-drill --narrate --dir .drill
+
+.PHONY: bench
+bench: deps ## The drill's timings vs plain redis-cli on the same servers (needs root; see docs/bench-drill.md)
+	$(CARGO) build --release -p redis-e2e -p redis-instance-manager
+	target/release/redis-drill --bench --dir .drill-bench

@@ -257,6 +257,9 @@ pub fn plan(view: &ClusterView) -> Plan {
     let demoting = leader_want.role == Role::Replica
         && (leader_published_role == Some(Role::Primary)
             || (leader_observed_role == Some(Role::Primary) && leader_applied_something));
+    let leader_syncing = leader_pod
+        .and_then(|p| p.report.as_ref())
+        .is_some_and(|r| r.sync_in_progress);
     let promoting = leader_want.role == Role::Primary
         && leader_published_role.is_some_and(|r| r == Role::Replica);
 
@@ -276,6 +279,11 @@ pub fn plan(view: &ClusterView) -> Plan {
             continue;
         }
         if name != &leader && hold_others {
+            continue;
+        }
+        // Never promote a replica in the middle of a full sync: it would serve its old (maybe
+        // empty) dataset as the new primary. Wait, and say why in the condition.
+        if name == &leader && promoting && leader_syncing {
             continue;
         }
         let mut topology = want.clone();
@@ -331,7 +339,14 @@ pub fn plan(view: &ClusterView) -> Plan {
         })
         .collect();
 
-    let (status, status_events) = status(view, target, &desired, leader_confirmed, demoting);
+    let (status, status_events) = status(
+        view,
+        target,
+        &desired,
+        leader_confirmed,
+        demoting,
+        leader_syncing,
+    );
     events.extend(status_events);
     let converged = desired
         .iter()
@@ -368,6 +383,7 @@ fn status(
     desired: &BTreeMap<String, DesiredTopology>,
     leader_confirmed: bool,
     demoting: bool,
+    leader_syncing: bool,
 ) -> (RedisClusterStatus, Vec<PlannedEvent>) {
     let leader = labels::pod_name(view.name, 0);
     let previous = view.previous.cloned().unwrap_or_default();
@@ -459,10 +475,17 @@ fn status(
             type_: names::REPLICA_MODE,
             status: Status::True,
             reason: "Promoting",
-            message: format!(
-                "Promotion requested: waiting for {leader} to report role primary (source: {})",
-                source.display_name()
-            ),
+            message: if leader_syncing {
+                format!(
+                    "Promotion requested: waiting for {leader} to finish its sync from {} first (promoting a replica in the middle of a full sync would lose data)",
+                    source.display_name()
+                )
+            } else {
+                format!(
+                    "Promotion requested: waiting for {leader} to report role primary (source: {})",
+                    source.display_name()
+                )
+            },
         }),
         Target::Standalone if had_replica_mode || view.spec.replica_mode.is_some() => {
             wanted.push(Desired {

@@ -353,6 +353,40 @@ fn promotion_with_the_leader_unreachable_waits_and_says_why() {
 }
 
 #[test]
+fn a_leader_in_the_middle_of_a_full_sync_is_not_promoted() {
+    let mut w = World::new(spec(DR));
+    w.reconcile();
+    w.apply_all(true);
+    w.reconcile();
+    w.pods
+        .get_mut("dr-redis-0")
+        .unwrap()
+        .report
+        .as_mut()
+        .unwrap()
+        .sync_in_progress = true;
+    w.spec = with_promote(DR, true);
+    let p = w.reconcile();
+    assert!(p.publish.is_empty(), "promoted a half-synced leader");
+    let (_, reason, message) = w.condition("ReplicaMode");
+    assert_eq!(reason, "Promoting");
+    assert!(
+        message.contains("waiting for dr-redis-0 to finish its sync"),
+        "{message}"
+    );
+    // Sync done: promotion proceeds.
+    w.pods
+        .get_mut("dr-redis-0")
+        .unwrap()
+        .report
+        .as_mut()
+        .unwrap()
+        .sync_in_progress = false;
+    let p = w.reconcile();
+    assert_eq!(p.publish["dr-redis-0"].role, Role::Primary);
+}
+
+#[test]
 fn demotion_returns_to_the_source_and_warns_that_local_writes_are_discarded() {
     let mut w = World::new(spec(DR));
     w.reconcile();

@@ -9,7 +9,6 @@
 //! 3. Promotion (patch -> first accepted write on the leader) and re-attach of the other pods,
 //!    direct and cascading, vs `redis-cli REPLICAOF NO ONE` / `REPLICAOF <leader>`.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,11 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::net::{NS_B, Regions, pod_ip};
-use crate::scenario::{
-    DR, Drill, NS, Options, PROD, Report, operator_loop, pods, random_password, wait,
-};
-use crate::sim::Sim;
+use crate::net::{NS_B, pod_ip};
+use crate::scenario::{DR, Drill, NS, Options, PROD, operator_loop, pods, wait};
 
 const SEED_KEYS: usize = 150_000;
 const SEED_VALUE: usize = 1_000;
@@ -34,22 +30,8 @@ pub struct Row {
 }
 
 pub fn run(o: &Options) -> Result<Vec<Row>, String> {
-    let _ = std::fs::remove_dir_all(&o.dir);
-    std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
-    let regions = Regions::create(3)?;
-    let sim = Arc::new(Sim::new(&o.dir));
-    let passwords = BTreeMap::from([
-        (PROD.to_string(), random_password()),
-        (DR.to_string(), random_password()),
-    ]);
-    let mut d = Drill {
-        o,
-        sim: sim.clone(),
-        regions,
-        procs: BTreeMap::new(),
-        passwords,
-        report: Report::default(),
-    };
+    let mut d = Drill::prepare(o)?;
+    let sim = d.sim.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let operator = operator_loop(sim.clone(), stop.clone());
     let result = measure(&mut d);

@@ -162,13 +162,15 @@ impl Regions {
         Ok(())
     }
 
-    /// Rate-limit region A -> region B (the replication stream) with a token bucket.
+    /// Rate-limit region A -> region B (the replication stream) with a token bucket. The queue
+    /// holds at most 200 ms of traffic, as a shaped WAN link would; a deeper queue delays every
+    /// packet (the instance manager's probe too) by seconds.
     pub fn rate_limit(&self, rate: &str) -> Result<(), String> {
         in_ns(
             NS_A,
             &[
                 "tc", "qdisc", "replace", "dev", LINK_A, "root", "tbf", "rate", rate, "burst",
-                "32kb", "latency", "2s",
+                "32kb", "latency", "200ms",
             ],
         )
         .map(|_| ())

@@ -94,7 +94,7 @@ pub(crate) fn wait<T>(
     }
 }
 
-pub(crate) fn random_password() -> String {
+fn random_password() -> String {
     let bytes = std::fs::read("/proc/sys/kernel/random/uuid").unwrap_or_default();
     format!(
         "pw-{}",
@@ -102,7 +102,36 @@ pub(crate) fn random_password() -> String {
     )
 }
 
-impl Drill<'_> {
+impl<'a> Drill<'a> {
+    /// Check the tools, create the two regions and an empty simulated cluster.
+    pub(crate) fn prepare(o: &'a Options) -> Result<Drill<'a>, String> {
+        for tool in ["redis-server", "redis-cli", "prometheus", "ip", "tc"] {
+            crate::net::sh(&["sh", "-c", &format!("command -v {tool}")])
+                .map_err(|_| format!("{tool} is not installed: run `make deps` (as root)"))?;
+        }
+        if !o.instance_manager.exists() {
+            return Err(format!(
+                "{} is missing: build it first (`make demo` does)",
+                o.instance_manager.display()
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&o.dir);
+        std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
+        let regions = Regions::create(3)?;
+        let passwords = BTreeMap::from([
+            (PROD.to_string(), random_password()),
+            (DR.to_string(), random_password()),
+        ]);
+        Ok(Drill {
+            o,
+            sim: Arc::new(Sim::new(&o.dir)),
+            regions,
+            procs: BTreeMap::new(),
+            passwords,
+            report: Report::default(),
+        })
+    }
+
     pub(crate) fn say(&self, text: &str) {
         if self.o.narrate {
             println!("{text}");
@@ -396,32 +425,7 @@ pub fn run(o: &Options) -> Report {
 }
 
 fn run_inner(o: &Options, out: &mut Report) -> Result<(), String> {
-    for tool in ["redis-server", "prometheus", "ip", "tc"] {
-        crate::net::sh(&["sh", "-c", &format!("command -v {tool}")])
-            .map_err(|_| format!("{tool} is not installed: run `make deps` (as root)"))?;
-    }
-    if !o.instance_manager.exists() {
-        return Err(format!(
-            "{} is missing: build it first (`make demo` does)",
-            o.instance_manager.display()
-        ));
-    }
-    let _ = std::fs::remove_dir_all(&o.dir);
-    std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
-    let regions = Regions::create(3)?;
-    let sim = Arc::new(Sim::new(&o.dir));
-    let passwords = BTreeMap::from([
-        (PROD.to_string(), random_password()),
-        (DR.to_string(), random_password()),
-    ]);
-    let mut d = Drill {
-        o,
-        sim: sim.clone(),
-        regions,
-        procs: BTreeMap::new(),
-        passwords,
-        report: Report::default(),
-    };
+    let mut d = Drill::prepare(o)?;
     let result = scenario(&mut d);
     // Stop the instance managers before Redis so nothing logs spurious errors while tearing down.
     let names: Vec<String> = d.procs.keys().cloned().collect();
@@ -628,10 +632,11 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
     let before = independent(d).unwrap_or(0);
     // The sidecar probes every second: its latest sample is at most ~1.2 s old.
     std::thread::sleep(Duration::from_millis(1500));
-    let sidecar = d
-        .status_report("dr-redis-0")
-        .and_then(|r| r.lag_bytes)
-        .unwrap_or(-1);
+    let sidecar = wait("the sidecar's lag", Duration::from_secs(3), || {
+        d.status_report("dr-redis-0").and_then(|r| r.lag_bytes)
+    })
+    .map(|(lag, _)| lag)
+    .unwrap_or(-1);
     let after = independent(d).unwrap_or(0);
     let r = if before > 0 && sidecar <= before + 256 && sidecar + 256 >= after {
         Ok(())

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use redis_cluster_api::RedisCluster;
+use redis_cluster_api::validation::merge_patch;
 use redis_operator::builders::Settings;
 use redis_operator::platform::{Call, MemoryPlatform};
 use redis_operator::reconcile::{Outcome, reconcile};
@@ -255,20 +256,4 @@ fn go_quote(v: &str) -> String {
         }
     }
     out
-}
-
-/// JSON merge patch (RFC 7386), what `kubectl patch --type=merge` sends.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
 }

@@ -28,6 +28,11 @@ pub struct InstanceReport {
     pub upstream_offset: Option<i64>,
     /// `upstream_offset - repl_offset` for a replica with a known upstream offset.
     pub lag_bytes: Option<i64>,
+    /// Lag in seconds: time since the upstream's offset first went beyond this replica's offset,
+    /// from the instance manager's history of upstream offsets (resolution: one probe interval).
+    /// Absent from reports of older instance managers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
     /// A full or partial sync is in progress (`master_sync_in_progress`).
     pub sync_in_progress: bool,
     /// `sync_full` from `INFO stats`: full resyncs this Redis served as a primary.

@@ -234,3 +234,19 @@ fn type_name(schema: &Value) -> &str {
         .and_then(Value::as_str)
         .unwrap_or("object")
 }
+
+/// JSON merge patch (RFC 7386), what `kubectl patch --type=merge` sends.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
 use kube::core::cel::{ScopeContext, analyze_rule, compile_schema};
-use redis_cluster_api::validation::{crd_schema, validate_against, validate_object};
+use redis_cluster_api::validation::{crd_schema, merge_patch, validate_against, validate_object};
 use redis_cluster_api::{RedisCluster, crd_yaml};
 use serde_json::Value;
 
@@ -85,22 +85,6 @@ fn every_bad_sample_is_rejected_with_its_own_message() {
             "{}: expected a message containing {expect:?}, got {messages:#?}",
             file.display()
         );
-    }
-}
-
-/// JSON merge patch (RFC 7386), what `kubectl patch --type=merge` sends.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
     }
 }
 

@@ -1,0 +1,145 @@
+//! `GET /metrics`, `/healthz`, `/readyz`, `/status`.
+//!
+//! - `/healthz` (liveness) fails only when the reconcile loop has not completed a tick for
+//!   [`crate::reconcile::Shared::liveness_limit`]: a wedged process. A down cross-region link or
+//!   a down local Redis never fails it (restarting the sidecar fixes neither).
+//! - `/readyz` (readiness) is 200 iff the pod serves data as its role requires: a primary is
+//!   reachable with role master; a replica has its link up (Redis and probe) and is not
+//!   loading or syncing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::metrics::CONTENT_TYPE;
+use crate::reconcile::Shared;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(shared)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], s.metrics.encode()).into_response()
+}
+
+async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+    let age = s.since_heartbeat();
+    if age <= s.liveness_limit {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("reconcile loop stalled for {:.0}s\n", age.as_secs_f64()),
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    let r = s.report();
+    if r.ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        let why = r
+            .error
+            .or(r.link_error)
+            .unwrap_or_else(|| "not serving yet".into());
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response()
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    axum::Json(s.report()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::Settings;
+    use axum::body::Body;
+    use axum::http::Request;
+    use redis_cluster_api::report::InstanceReport;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    fn shared() -> Shared {
+        Shared::new(&Settings {
+            cluster: "dr".into(),
+            namespace: "prod".into(),
+            pod: "dr-0".into(),
+            redis_host: "127.0.0.1".into(),
+            redis_port: 6379,
+            redis_password_file: None,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(800),
+            tls: None,
+        })
+    }
+
+    async fn get(shared: Arc<Shared>, path: &str) -> (StatusCode, String, String) {
+        let resp = router(shared)
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, ct, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_and_status_is_the_report() {
+        let s = Arc::new(shared());
+        let (code, ct, body) = get(s.clone(), "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(ct, CONTENT_TYPE);
+        assert!(body.ends_with("# EOF\n"));
+        let (code, _, body) = get(s, "/status").await;
+        assert_eq!(code, StatusCode::OK);
+        let r: InstanceReport = serde_json::from_str(&body).unwrap();
+        assert_eq!(r.pod, "dr-0");
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_report_and_liveness_only_the_loop() {
+        let s = Arc::new(shared());
+        {
+            let mut r = s.report.lock().unwrap();
+            r.link_error = Some("cannot reach the source src:6379: connection refused".into());
+        }
+        let (code, _, body) = get(s.clone(), "/readyz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("connection refused"), "{body}");
+        // A down link does not fail liveness.
+        assert_eq!(get(s.clone(), "/healthz").await.0, StatusCode::OK);
+        s.report.lock().unwrap().ready = true;
+        assert_eq!(get(s.clone(), "/readyz").await.0, StatusCode::OK);
+
+        // A loop that has not ticked for longer than the limit does.
+        let mut stalled = shared();
+        stalled.liveness_limit = Duration::ZERO;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let (code, _, body) = get(Arc::new(stalled), "/healthz").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("stalled"), "{body}");
+    }
+}

@@ -1,0 +1,520 @@
+//! The decision, and nothing else: given the desired topology, what Redis says about itself and
+//! the credentials the instance manager could read, which commands bring Redis there.
+//!
+//! Pure and total, so it is tested exhaustively (see the tests below); `redis_io` executes the
+//! commands. The plan is empty when Redis already is what the topology asks for, which is what
+//! makes the loop idempotent and restart-safe: re-running it every probe interval, after an
+//! instance manager restart or after a redis-server restart issues only what differs, and never
+//! a `REPLICAOF` to the upstream Redis already replicates (that would be a no-op at best and a
+//! resync at worst).
+
+use redis_cluster_api::topology::{DesiredTopology, Role};
+
+use crate::info::{Observed, RedisConfig, RedisRole};
+use crate::secret::Secret;
+
+/// Certificates for `tls-replication`, from the instance manager's `--tls-*-file` flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// What the instance manager could resolve for the desired upstream.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// The upstream's password (`masterauth`), read from `upstream.passwordFile`; `None` when
+    /// the upstream has no `passwordFile` (then `masterauth` is cleared).
+    pub password: Option<Secret>,
+    /// The pod's TLS files, if configured.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A value for `CONFIG SET`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigValue {
+    Plain(String),
+    Secret(Secret),
+}
+
+impl ConfigValue {
+    pub fn expose(&self) -> &str {
+        match self {
+            ConfigValue::Plain(s) => s,
+            ConfigValue::Secret(s) => s.expose(),
+        }
+    }
+}
+
+/// One command for the local Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// One atomic `CONFIG SET p1 v1 p2 v2 ...` of every owned parameter that differs (atomic
+    /// matters: `tls-replication yes` fails unless the certificate files are set with it).
+    ConfigSet(Vec<(&'static str, ConfigValue)>),
+    /// `REPLICAOF host port`.
+    ReplicaOf(String, u16),
+    /// `REPLICAOF NO ONE`.
+    ReplicaOfNoOne,
+}
+
+impl Command {
+    /// For logs: secrets are shown as `<redacted>`.
+    pub fn describe(&self) -> String {
+        match self {
+            Command::ConfigSet(pairs) => {
+                let mut s = String::from("CONFIG SET");
+                for (k, v) in pairs {
+                    match v {
+                        ConfigValue::Plain(v) => s.push_str(&format!(" {k} {v:?}")),
+                        ConfigValue::Secret(_) => s.push_str(&format!(" {k} <redacted>")),
+                    }
+                }
+                s
+            }
+            Command::ReplicaOf(h, p) => format!("REPLICAOF {h} {p}"),
+            Command::ReplicaOfNoOne => "REPLICAOF NO ONE".into(),
+        }
+    }
+}
+
+/// Why the topology cannot be applied (the caller keeps Redis as it is and reports this).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "the upstream {0} requires TLS but this instance manager has no --tls-ca-file/--tls-cert-file/--tls-key-file: mount the cluster's tlsSecret"
+    )]
+    TlsFilesMissing(String),
+    #[error("redis-server is loading its dataset; waiting")]
+    Loading,
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The commands that make Redis match `desired`. Empty when it already does.
+pub fn plan(
+    desired: &DesiredTopology,
+    observed: &Observed,
+    config: &RedisConfig,
+    creds: &Credentials,
+) -> Result<Vec<Command>, PlanError> {
+    if observed.loading {
+        return Err(PlanError::Loading);
+    }
+    let mut set: Vec<(&'static str, ConfigValue)> = Vec::new();
+    let mut want = |name: &'static str, value: String| {
+        if config.get(name) != value {
+            set.push((name, ConfigValue::Plain(value)));
+        }
+    };
+    want("replica-priority", desired.replica_priority.to_string());
+    want(
+        "replica-announced",
+        yes_no(desired.replica_announced).into(),
+    );
+    want(
+        "min-replicas-to-write",
+        desired.min_replicas_to_write.to_string(),
+    );
+    want(
+        "min-replicas-max-lag",
+        desired.min_replicas_max_lag.to_string(),
+    );
+
+    match (desired.role, &desired.upstream) {
+        (Role::Replica, Some(up)) => {
+            want("masteruser", up.username.clone().unwrap_or_default());
+            if up.tls {
+                let tls = creds.tls.as_ref().ok_or_else(|| {
+                    PlanError::TlsFilesMissing(format!("{}:{}", up.host, up.port))
+                })?;
+                // Files before the switch, in the same atomic CONFIG SET.
+                want("tls-ca-cert-file", tls.ca.clone());
+                want("tls-cert-file", tls.cert.clone());
+                want("tls-key-file", tls.key.clone());
+                want("tls-replication", "yes".into());
+            } else {
+                want("tls-replication", "no".into());
+            }
+            if config.masterauth != creds.password {
+                set.push((
+                    "masterauth",
+                    match &creds.password {
+                        Some(p) => ConfigValue::Secret(p.clone()),
+                        None => ConfigValue::Plain(String::new()),
+                    },
+                ));
+            }
+            let mut cmds = Vec::new();
+            if !set.is_empty() {
+                cmds.push(Command::ConfigSet(set));
+            }
+            let already = observed.role == RedisRole::Slave
+                && observed
+                    .master
+                    .as_ref()
+                    .is_some_and(|(h, p)| *h == up.host && *p == up.port);
+            if !already {
+                cmds.push(Command::ReplicaOf(up.host.clone(), up.port));
+            }
+            Ok(cmds)
+        }
+        // `check()` rules out the other combinations; treat any as "primary".
+        _ => {
+            let mut cmds = Vec::new();
+            if observed.role == RedisRole::Slave {
+                cmds.push(Command::ReplicaOfNoOne);
+            }
+            if !set.is_empty() {
+                cmds.push(Command::ConfigSet(set));
+            }
+            Ok(cmds)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis_cluster_api::topology::{FORMAT_VERSION, Upstream, UpstreamKind};
+
+    fn observed(role: RedisRole, master: Option<(&str, u16)>) -> Observed {
+        Observed {
+            run_id: "r".into(),
+            redis_version: "7.0.15".into(),
+            redis_mode: "standalone".into(),
+            role,
+            master: master.map(|(h, p)| (h.to_string(), p)),
+            master_link_status_up: master.is_some(),
+            master_last_io_seconds_ago: None,
+            master_sync_in_progress: false,
+            slave_repl_offset: None,
+            master_repl_offset: 0,
+            connected_slaves: 0,
+            sync_full: 0,
+            sync_partial_ok: 0,
+            sync_partial_err: 0,
+            loading: false,
+        }
+    }
+
+    /// Redis as Redis 7 starts without any of our settings.
+    fn default_config() -> RedisConfig {
+        RedisConfig::from_pairs(
+            [
+                ("replica-priority", "100"),
+                ("replica-announced", "yes"),
+                ("min-replicas-to-write", "0"),
+                ("min-replicas-max-lag", "10"),
+                ("masteruser", ""),
+                ("masterauth", ""),
+                ("tls-replication", "no"),
+                ("tls-ca-cert-file", ""),
+                ("tls-cert-file", ""),
+                ("tls-key-file", ""),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        )
+    }
+
+    fn upstream(host: &str, port: u16, tls: bool, user: Option<&str>) -> Upstream {
+        Upstream {
+            kind: UpstreamKind::External,
+            host: host.into(),
+            port,
+            tls,
+            password_file: Some("/etc/redis-source/password".into()),
+            username: user.map(Into::into),
+            cluster_name: None,
+        }
+    }
+
+    fn topo(
+        role: Role,
+        up: Option<Upstream>,
+        prio: u32,
+        announced: bool,
+        mrtw: u32,
+    ) -> DesiredTopology {
+        DesiredTopology {
+            version: FORMAT_VERSION,
+            cluster: "dr".into(),
+            epoch: 1,
+            role,
+            upstream: up,
+            replica_priority: prio,
+            replica_announced: announced,
+            min_replicas_to_write: mrtw,
+            min_replicas_max_lag: 10,
+        }
+    }
+
+    fn tls_files() -> TlsFiles {
+        TlsFiles {
+            ca: "/tls/ca.crt".into(),
+            cert: "/tls/tls.crt".into(),
+            key: "/tls/tls.key".into(),
+        }
+    }
+
+    /// A model of what the commands do to Redis, to check convergence.
+    fn simulate(o: &mut Observed, c: &mut RedisConfig, cmds: &[Command]) {
+        for cmd in cmds {
+            match cmd {
+                Command::ConfigSet(pairs) => {
+                    for (k, v) in pairs {
+                        if *k == "masterauth" {
+                            c.masterauth = match v {
+                                ConfigValue::Secret(s) => Some(s.clone()),
+                                ConfigValue::Plain(p) if p.is_empty() => None,
+                                ConfigValue::Plain(p) => Some(Secret::new(p.clone())),
+                            };
+                        } else {
+                            c.values.insert(k.to_string(), v.expose().to_string());
+                        }
+                    }
+                }
+                Command::ReplicaOf(h, p) => {
+                    o.role = RedisRole::Slave;
+                    o.master = Some((h.clone(), *p));
+                }
+                Command::ReplicaOfNoOne => {
+                    o.role = RedisRole::Master;
+                    o.master = None;
+                }
+            }
+        }
+    }
+
+    fn all_desired() -> Vec<DesiredTopology> {
+        let mut v = Vec::new();
+        for prio in [0, 100] {
+            for announced in [false, true] {
+                for mrtw in [0, 1] {
+                    v.push(topo(Role::Primary, None, prio, announced, mrtw));
+                    for (host, port) in [("src", 6379), ("src", 6380), ("peer-1", 6379)] {
+                        for tls in [false, true] {
+                            for user in [None, Some("repl")] {
+                                v.push(topo(
+                                    Role::Replica,
+                                    Some(upstream(host, port, tls, user)),
+                                    prio,
+                                    announced,
+                                    mrtw,
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    fn all_observed() -> Vec<Observed> {
+        vec![
+            observed(RedisRole::Master, None),
+            observed(RedisRole::Slave, Some(("src", 6379))),
+            observed(RedisRole::Slave, Some(("src", 6380))),
+            observed(RedisRole::Slave, Some(("peer-1", 6379))),
+            observed(RedisRole::Slave, Some(("elsewhere", 1))),
+        ]
+    }
+
+    fn all_passwords() -> Vec<Option<Secret>> {
+        vec![None, Some(Secret::new("pw-a")), Some(Secret::new("pw-b"))]
+    }
+
+    /// Every (desired, observed state, current config, credentials) combination: one plan
+    /// converges (a second plan is empty), a converged Redis gets no command at all, REPLICAOF
+    /// is issued exactly when the upstream differs, and the final state is the desired one.
+    #[test]
+    fn exhaustive_convergence_and_idempotence() {
+        let mut cases = 0;
+        for d in all_desired() {
+            for o0 in all_observed() {
+                for current_pw in all_passwords() {
+                    for desired_pw in all_passwords() {
+                        for current_tls in [false, true] {
+                            let mut c0 = default_config();
+                            c0.masterauth = current_pw.clone();
+                            if current_tls {
+                                let t = tls_files();
+                                c0.values.insert("tls-replication".into(), "yes".into());
+                                c0.values.insert("tls-ca-cert-file".into(), t.ca);
+                                c0.values.insert("tls-cert-file".into(), t.cert);
+                                c0.values.insert("tls-key-file".into(), t.key);
+                            }
+                            let creds = Credentials {
+                                password: desired_pw.clone(),
+                                tls: Some(tls_files()),
+                            };
+                            let (mut o, mut c) = (o0.clone(), c0.clone());
+                            let cmds = plan(&d, &o, &c, &creds).unwrap();
+                            simulate(&mut o, &mut c, &cmds);
+                            assert_eq!(plan(&d, &o, &c, &creds).unwrap(), vec![], "{d:?} {o0:?}");
+                            cases += 1;
+
+                            let replicaofs = cmds
+                                .iter()
+                                .filter(|c| matches!(c, Command::ReplicaOf(..)))
+                                .count();
+                            let noones = cmds
+                                .iter()
+                                .filter(|c| matches!(c, Command::ReplicaOfNoOne))
+                                .count();
+                            match &d.upstream {
+                                Some(up) => {
+                                    let same = o0.master == Some((up.host.clone(), up.port));
+                                    assert_eq!(replicaofs, usize::from(!same));
+                                    assert_eq!(noones, 0);
+                                    // Credentials and TLS are in place before REPLICAOF.
+                                    if replicaofs == 1 {
+                                        assert!(matches!(
+                                            cmds.last(),
+                                            Some(Command::ReplicaOf(..))
+                                        ));
+                                    }
+                                    assert_eq!(o.master, Some((up.host.clone(), up.port)));
+                                    assert_eq!(c.masterauth, desired_pw);
+                                    assert_eq!(c.get("tls-replication"), yes_no(up.tls));
+                                    assert_eq!(
+                                        c.get("masteruser"),
+                                        up.username.as_deref().unwrap_or("")
+                                    );
+                                }
+                                None => {
+                                    assert_eq!(replicaofs, 0);
+                                    assert_eq!(noones, usize::from(o0.role == RedisRole::Slave));
+                                    assert_eq!(o.role, RedisRole::Master);
+                                    // Promotion stops replication first.
+                                    if noones == 1 {
+                                        assert_eq!(cmds[0], Command::ReplicaOfNoOne);
+                                    }
+                                }
+                            }
+                            assert_eq!(c.get("replica-priority"), d.replica_priority.to_string());
+                            assert_eq!(c.get("replica-announced"), yes_no(d.replica_announced));
+                            assert_eq!(
+                                c.get("min-replicas-to-write"),
+                                d.min_replicas_to_write.to_string()
+                            );
+                            // At most one CONFIG SET per plan (atomic).
+                            assert!(
+                                cmds.iter()
+                                    .filter(|c| matches!(c, Command::ConfigSet(_)))
+                                    .count()
+                                    <= 1
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 1000, "{cases}");
+    }
+
+    #[test]
+    fn restart_safety_a_redis_already_replicating_gets_nothing() {
+        let d = topo(
+            Role::Replica,
+            Some(upstream("src", 6379, false, None)),
+            0,
+            false,
+            0,
+        );
+        let o = observed(RedisRole::Slave, Some(("src", 6379)));
+        let mut c = default_config();
+        c.values.insert("replica-priority".into(), "0".into());
+        c.values.insert("replica-announced".into(), "no".into());
+        c.masterauth = Some(Secret::new("pw"));
+        let creds = Credentials {
+            password: Some(Secret::new("pw")),
+            tls: None,
+        };
+        assert_eq!(plan(&d, &o, &c, &creds).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_fresh_redis_becomes_a_replica_with_auth_first() {
+        let d = topo(
+            Role::Replica,
+            Some(upstream("src", 6379, false, Some("repl"))),
+            0,
+            false,
+            0,
+        );
+        let creds = Credentials {
+            password: Some(Secret::new("hunter2")),
+            tls: None,
+        };
+        let cmds = plan(
+            &d,
+            &observed(RedisRole::Master, None),
+            &default_config(),
+            &creds,
+        )
+        .unwrap();
+        assert_eq!(cmds.len(), 2);
+        let described: Vec<String> = cmds.iter().map(Command::describe).collect();
+        assert_eq!(
+            described[0],
+            "CONFIG SET replica-priority \"0\" replica-announced \"no\" masteruser \"repl\" masterauth <redacted>"
+        );
+        assert_eq!(described[1], "REPLICAOF src 6379");
+        assert!(!format!("{cmds:?}{described:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn tls_needs_files_and_sets_them_atomically() {
+        let d = topo(
+            Role::Replica,
+            Some(upstream("src", 6380, true, None)),
+            0,
+            false,
+            0,
+        );
+        let o = observed(RedisRole::Master, None);
+        assert_eq!(
+            plan(&d, &o, &default_config(), &Credentials::default()),
+            Err(PlanError::TlsFilesMissing("src:6380".into()))
+        );
+        let creds = Credentials {
+            password: None,
+            tls: Some(tls_files()),
+        };
+        let cmds = plan(&d, &o, &default_config(), &creds).unwrap();
+        let Command::ConfigSet(pairs) = &cmds[0] else {
+            panic!("{cmds:?}")
+        };
+        let names: Vec<&str> = pairs.iter().map(|(k, _)| *k).collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("tls-cert-file") < pos("tls-replication"));
+        assert!(pos("tls-key-file") < pos("tls-replication"));
+    }
+
+    #[test]
+    fn promotion_is_replicaof_no_one_then_settings() {
+        let d = topo(Role::Primary, None, 100, true, 1);
+        let o = observed(RedisRole::Slave, Some(("src", 6379)));
+        let cmds = plan(&d, &o, &default_config(), &Credentials::default()).unwrap();
+        assert_eq!(cmds[0], Command::ReplicaOfNoOne);
+        assert_eq!(cmds[1].describe(), "CONFIG SET min-replicas-to-write \"1\"");
+    }
+
+    #[test]
+    fn nothing_while_loading() {
+        let d = topo(Role::Primary, None, 100, true, 0);
+        let mut o = observed(RedisRole::Slave, Some(("src", 6379)));
+        o.loading = true;
+        assert_eq!(
+            plan(&d, &o, &default_config(), &Credentials::default()),
+            Err(PlanError::Loading)
+        );
+    }
+}

@@ -1,0 +1,425 @@
+//! The thin Redis adapter (fred): connect with a hard timeout, read `INFO` and `CONFIG GET`,
+//! execute planned commands. No decisions are made here.
+//!
+//! Connections are kept between probes (one round trip per probe, no TLS handshake every
+//! second) and thrown away on the first error or timeout: the next probe reconnects from scratch,
+//! so a silent network cut can never leave a half-dead connection in use. fred's own reconnect
+//! machinery is not used (no reconnect policy, one attempt per command).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::rustls;
+use fred::rustls::pki_types::pem::PemObject;
+use fred::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use fred::types::config::{TlsConfig, TlsConnector, TlsHostMapping};
+use fred::types::{ClusterHash, ConnectHandle, CustomCommand};
+
+use crate::info::{OWNED_PARAMETERS, RedisConfig};
+use crate::plan::{Command, TlsFiles};
+use crate::secret::Secret;
+
+/// Run one call on a cached connection within the timeout; drop the connection on failure.
+macro_rules! cached_call {
+    ($self:ident, $ep:ident, |$c:ident| $call:expr) => {{
+        let timeout = $self.timeout;
+        let res = match tokio::time::timeout(timeout, async {
+            let $c = $self.get($ep).await?;
+            $call.await
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(IoError::Unreachable(
+                "no answer within the probe timeout".into(),
+            )),
+        };
+        // An error reply leaves the connection usable; anything else (timeout, I/O, TLS,
+        // auth) drops it so the next call starts from a fresh connection.
+        if matches!(res, Err(ref e) if !matches!(e, IoError::Redis(_))) {
+            $self.reset();
+        }
+        res
+    }};
+}
+
+/// Where to connect and how to authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: Option<TlsFiles>,
+}
+
+impl Endpoint {
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Why a connection or command failed, classified for a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoError {
+    /// The server rejected our credentials.
+    Auth(String),
+    /// TCP could not be established, was reset, or the server did not answer in time.
+    Unreachable(String),
+    /// TLS configuration or handshake failure.
+    Tls(String),
+    /// The server answered with an error.
+    Redis(String),
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoError::Auth(d) | IoError::Unreachable(d) | IoError::Tls(d) | IoError::Redis(d) => {
+                f.write_str(d)
+            }
+        }
+    }
+}
+
+/// Stable, human wording for a fred error (no addresses of ephemeral ports, no secrets).
+pub fn classify(e: &Error) -> IoError {
+    let d = e.details().to_string();
+    let lower = d.to_lowercase();
+    if lower.contains("wrongpass")
+        || lower.contains("invalid password")
+        || lower.contains("invalid username-password")
+        || lower.contains("noauth")
+        || lower.contains("without any password configured")
+        || matches!(e.kind(), ErrorKind::Auth)
+    {
+        let what = if lower.contains("without any password configured") {
+            "the server has no password but one was sent (remove passwordFile or set a password on the source)"
+        } else if lower.contains("noauth") {
+            "the server requires a password but none is configured (set passwordFile)"
+        } else {
+            "the server rejected the password (WRONGPASS)"
+        };
+        return IoError::Auth(what.into());
+    }
+    // rustls failures surface as I/O errors from tokio-rustls; server error replies that merely
+    // mention TLS (a failed CONFIG SET tls-*) are not TLS failures of this connection.
+    if matches!(e.kind(), ErrorKind::Tls)
+        || (matches!(e.kind(), ErrorKind::IO)
+            && (lower.contains("certificate")
+                || lower.contains("tls")
+                || lower.contains("handshake")
+                || lower.contains("alert")))
+    {
+        return IoError::Tls(tls_detail(&d));
+    }
+    if matches!(e.kind(), ErrorKind::Timeout) {
+        return IoError::Unreachable("no answer within the probe timeout".into());
+    }
+    if matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled) || lower.contains("connection") {
+        let why = if lower.contains("refused") {
+            "connection refused".to_string()
+        } else if lower.contains("reset") {
+            "connection reset".to_string()
+        } else if lower.contains("no route") || lower.contains("unreachable") {
+            "no route to host".to_string()
+        } else if lower.contains("lookup") || lower.contains("resolve") || lower.contains("name") {
+            "host name does not resolve".to_string()
+        } else {
+            d
+        };
+        return IoError::Unreachable(why);
+    }
+    IoError::Redis(d)
+}
+
+/// `Custom { kind: InvalidData, error: InvalidCertificate(UnknownIssuer) }` -> words.
+fn tls_detail(d: &str) -> String {
+    let inner = d
+        .split_once("error: ")
+        .map(|(_, r)| r.trim_end_matches(['}', ' ']))
+        .unwrap_or(d);
+    if inner.contains("InvalidCertificate(") {
+        let hint = if inner.contains("UnknownIssuer") || inner.contains("BadSignature") {
+            " (not signed by the CA in --tls-ca-file)"
+        } else if inner.contains("NotValidForName") {
+            " (the certificate does not name the host in upstream.host)"
+        } else if inner.contains("Expired") {
+            " (expired)"
+        } else {
+            ""
+        };
+        format!("the source's certificate was rejected: {inner}{hint}")
+    } else {
+        format!("TLS handshake failed: {inner}")
+    }
+}
+
+fn pem_error(what: &str, path: &str, e: impl std::fmt::Display) -> IoError {
+    IoError::Tls(format!("cannot load {what} from {path}: {e}"))
+}
+
+/// A rustls client config from the pod's CA, certificate and key files.
+pub fn rustls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, IoError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.ca)
+        .map_err(|e| pem_error("the CA", &files.ca, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error("the CA", &files.ca, e))?;
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| pem_error("the CA", &files.ca, e))?;
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| pem_error("the certificate", &files.cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error("the certificate", &files.cert, e))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| pem_error("the private key", &files.key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| IoError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| IoError::Tls(format!("client certificate/key rejected: {e}")))
+}
+
+/// One live connection.
+pub struct Conn {
+    client: Client,
+    handle: ConnectHandle,
+}
+
+impl Conn {
+    /// Connect and authenticate, all within `timeout`.
+    pub async fn connect(ep: &Endpoint, timeout: Duration) -> Result<Conn, IoError> {
+        let tls = match &ep.tls {
+            Some(files) => {
+                // Fail early with a clear message for a host that is not a valid TLS name.
+                ServerName::try_from(ep.host.clone()).map_err(|e| {
+                    IoError::Tls(format!("{} is not a valid TLS name: {e}", ep.host))
+                })?;
+                Some(TlsConfig {
+                    connector: TlsConnector::from(rustls_config(files)?),
+                    hostnames: TlsHostMapping::None,
+                })
+            }
+            None => None,
+        };
+        let config = Config {
+            server: ServerConfig::new_centralized(ep.host.clone(), ep.port),
+            username: ep.username.clone(),
+            password: ep.password.as_ref().map(|p| p.expose().to_string()),
+            tls,
+            fail_fast: true,
+            ..Default::default()
+        };
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = timeout;
+                c.internal_command_timeout = timeout;
+                c.max_command_attempts = 1;
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..Default::default()
+                };
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            .build()
+            .map_err(|e| classify(&e))?;
+        match tokio::time::timeout(timeout, client.init()).await {
+            Ok(Ok(handle)) => Ok(Conn { client, handle }),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(IoError::Unreachable(
+                "no answer within the probe timeout".into(),
+            )),
+        }
+    }
+
+    /// `INFO` (default sections), raw text.
+    pub async fn info(&self) -> Result<String, IoError> {
+        self.client
+            .custom::<String, String>(
+                CustomCommand::new_static("INFO", ClusterHash::FirstKey, false),
+                vec![],
+            )
+            .await
+            .map_err(|e| classify(&e))
+    }
+
+    /// `INFO replication`, raw text (what the upstream probe reads).
+    pub async fn info_replication(&self) -> Result<String, IoError> {
+        self.client
+            .custom::<String, &str>(
+                CustomCommand::new_static("INFO", ClusterHash::FirstKey, false),
+                vec!["replication"],
+            )
+            .await
+            .map_err(|e| classify(&e))
+    }
+
+    /// `CONFIG GET` of every owned parameter in one call.
+    pub async fn owned_config(&self) -> Result<RedisConfig, IoError> {
+        let mut args = vec!["GET"];
+        args.extend_from_slice(OWNED_PARAMETERS);
+        let flat: Vec<String> = self
+            .client
+            .custom(
+                CustomCommand::new_static("CONFIG", ClusterHash::FirstKey, false),
+                args,
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        let mut pairs = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            pairs.push((k, v));
+        }
+        Ok(RedisConfig::from_pairs(pairs))
+    }
+
+    /// Execute one planned command.
+    pub async fn execute(&self, cmd: &Command) -> Result<(), IoError> {
+        let (name, args): (&'static str, Vec<String>) = match cmd {
+            Command::ConfigSet(pairs) => {
+                let mut a = vec!["SET".to_string()];
+                for (k, v) in pairs {
+                    a.push(k.to_string());
+                    a.push(v.expose().to_string());
+                }
+                ("CONFIG", a)
+            }
+            Command::ReplicaOf(h, p) => ("REPLICAOF", vec![h.clone(), p.to_string()]),
+            Command::ReplicaOfNoOne => ("REPLICAOF", vec!["NO".into(), "ONE".into()]),
+        };
+        self.client
+            .custom::<Value, String>(
+                CustomCommand::new_static(name, ClusterHash::FirstKey, false),
+                args,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    /// `CONFIG REWRITE`: persist the applied settings in redis-server's config file.
+    pub async fn config_rewrite(&self) -> Result<(), IoError> {
+        self.client
+            .custom::<Value, &str>(
+                CustomCommand::new_static("CONFIG", ClusterHash::FirstKey, false),
+                vec!["REWRITE"],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    /// Drop the connection without waiting on the network (it may be silently cut).
+    pub fn close(self) {
+        let Conn { client, handle } = self;
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_millis(200), client.quit()).await;
+            handle.abort();
+        });
+    }
+}
+
+/// A connection to one endpoint, re-established on demand and dropped on any error.
+pub struct Cached {
+    endpoint: Option<Endpoint>,
+    conn: Option<Conn>,
+    timeout: Duration,
+}
+
+impl Cached {
+    pub fn new(timeout: Duration) -> Self {
+        Cached {
+            endpoint: None,
+            conn: None,
+            timeout,
+        }
+    }
+
+    /// Forget the connection (after an error).
+    pub fn reset(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.close();
+        }
+    }
+
+    /// A connection to `ep`, reusing the current one if `ep` did not change.
+    pub async fn get(&mut self, ep: &Endpoint) -> Result<&Conn, IoError> {
+        if self.endpoint.as_ref() != Some(ep) {
+            self.reset();
+            self.endpoint = Some(ep.clone());
+        }
+        if self.conn.is_none() {
+            self.conn = Some(Conn::connect(ep, self.timeout).await?);
+        }
+        Ok(self.conn.as_ref().expect("just connected"))
+    }
+
+    pub async fn info(&mut self, ep: &Endpoint) -> Result<String, IoError> {
+        cached_call!(self, ep, |c| c.info())
+    }
+
+    pub async fn info_replication(&mut self, ep: &Endpoint) -> Result<String, IoError> {
+        cached_call!(self, ep, |c| c.info_replication())
+    }
+
+    pub async fn owned_config(&mut self, ep: &Endpoint) -> Result<RedisConfig, IoError> {
+        cached_call!(self, ep, |c| c.owned_config())
+    }
+
+    pub async fn execute(&mut self, ep: &Endpoint, cmd: &Command) -> Result<(), IoError> {
+        cached_call!(self, ep, |c| c.execute(cmd))
+    }
+
+    pub async fn config_rewrite(&mut self, ep: &Endpoint) -> Result<(), IoError> {
+        cached_call!(self, ep, |c| c.config_rewrite())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_errors_read_as_words() {
+        assert_eq!(
+            tls_detail("Custom { kind: InvalidData, error: InvalidCertificate(BadSignature) }"),
+            "the source's certificate was rejected: InvalidCertificate(BadSignature) (not signed by the CA in --tls-ca-file)"
+        );
+        assert_eq!(
+            tls_detail("received fatal alert: HandshakeFailure"),
+            "TLS handshake failed: received fatal alert: HandshakeFailure"
+        );
+    }
+
+    #[test]
+    fn errors_are_classified_for_users() {
+        let e = Error::new(ErrorKind::Auth, "WRONGPASS invalid username-password pair");
+        assert!(matches!(classify(&e), IoError::Auth(m) if m.contains("WRONGPASS")));
+        let e = Error::new(ErrorKind::IO, "Connection refused (os error 111)");
+        assert_eq!(
+            classify(&e),
+            IoError::Unreachable("connection refused".into())
+        );
+        let e = Error::new(ErrorKind::Timeout, "Request timed out.");
+        assert!(matches!(classify(&e), IoError::Unreachable(_)));
+        let e = Error::new(
+            ErrorKind::Unknown,
+            "ERR CONFIG SET failed (possibly related to argument 'tls-replication')",
+        );
+        assert!(matches!(classify(&e), IoError::Redis(_)));
+    }
+}

@@ -1,0 +1,97 @@
+//! A secret value (the upstream's password) that cannot leak through `Debug`, `Display` or
+//! serialization by accident.
+
+use std::path::Path;
+
+/// A password read from a mounted Secret file. `Debug` prints `<redacted>`; there is no `Display`
+/// and no `Serialize`, so the only way to get the value out is [`Secret::expose`], which is
+/// called in exactly two places: `CONFIG SET masterauth` and the upstream probe's `AUTH`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the Redis protocol only. Never log or format it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Read a password file mounted from a Secret. A single trailing newline (`echo` style) is
+    /// dropped; other whitespace is part of the password.
+    pub fn read_file(path: &Path) -> Result<Secret, SecretFileError> {
+        match std::fs::read_to_string(path) {
+            Ok(mut s) => {
+                if s.ends_with('\n') {
+                    s.pop();
+                    if s.ends_with('\r') {
+                        s.pop();
+                    }
+                }
+                if s.is_empty() {
+                    Err(SecretFileError::Empty)
+                } else {
+                    Ok(Secret(s))
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SecretFileError::Missing),
+            Err(e) => Err(SecretFileError::Unreadable(e.kind().to_string())),
+        }
+    }
+}
+
+/// Why a password file could not be used (never carries file content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFileError {
+    Missing,
+    Empty,
+    Unreadable(String),
+}
+
+impl std::fmt::Display for SecretFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretFileError::Missing => f.write_str("does not exist"),
+            SecretFileError::Empty => f.write_str("is empty"),
+            SecretFileError::Unreadable(kind) => write!(f, "cannot be read ({kind})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Secret::new("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{:?}", Some(&s)).contains("hunter2"));
+    }
+
+    #[test]
+    fn reads_files_and_trims_one_newline() {
+        let dir = std::env::temp_dir().join(format!("im-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("password");
+        std::fs::write(&p, "pa ss\n").unwrap();
+        assert_eq!(Secret::read_file(&p).unwrap().expose(), "pa ss");
+        std::fs::write(&p, "x\r\n").unwrap();
+        assert_eq!(Secret::read_file(&p).unwrap().expose(), "x");
+        std::fs::write(&p, "").unwrap();
+        assert_eq!(Secret::read_file(&p), Err(SecretFileError::Empty));
+        assert_eq!(
+            Secret::read_file(&dir.join("nope")),
+            Err(SecretFileError::Missing)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,668 @@
+//! The instance manager against real redis-server processes (and, for silent cuts and lag,
+//! real network namespaces). Nothing on the Redis side is mocked.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A password that appears nowhere else, so grepping for it finds only leaks.
+const SOURCE_PASSWORD: &str = "Src-pw-7f3Kq9xZ";
+const WRONG_PASSWORD: &str = "Wrong-pw-M2vL8c";
+
+fn linked(s: &serde_json::Value) -> bool {
+    s["masterLinkUp"] == true
+}
+
+#[test]
+fn replicates_a_password_protected_source_reports_bad_secrets_and_never_leaks_them() {
+    let dir = TempDir::new("pw");
+    let src = Redis::start(RedisOpts {
+        password: Some(SOURCE_PASSWORD.into()),
+        ..Default::default()
+    });
+    let rep = Redis::start(RedisOpts::default());
+    src.cli(&["SET", "greeting", "hello"]);
+    let pw_file = dir.path("source-password");
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(
+        1,
+        "127.0.0.1",
+        src.port(),
+        Some(&pw_file),
+    ));
+    let mut im = Im::start(None, &rep, &topo, &dir, &[]);
+
+    // 1. The secret file is missing: nothing is applied, the error says which file.
+    im.wait_status("missing secret reported", SECS(10), |s| {
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not exist"))
+    });
+    let st = im.status();
+    assert_eq!(st["masterLinkUp"], false);
+    assert!(
+        st["linkError"]
+            .as_str()
+            .unwrap()
+            .contains(&pw_file.display().to_string())
+    );
+    assert_eq!(im.metric("redis_master_link_up"), Some(0.0));
+    assert_eq!(im.get("/readyz").0, 503);
+    assert_eq!(
+        im.get("/healthz").0,
+        200,
+        "liveness must not depend on the link"
+    );
+
+    // 2. Wrong password: visible, logged once, link 0, the process keeps running.
+    write_secret(&pw_file, WRONG_PASSWORD);
+    im.wait_status("wrong password reported", SECS(10), |s| {
+        s["linkError"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused authentication"))
+    });
+    std::thread::sleep(SECS(4));
+    let st = im.status();
+    assert_eq!(st["masterLinkUp"], false);
+    assert!(st["error"].is_null(), "{st}");
+    assert_eq!(im.metric("redis_master_link_up"), Some(0.0));
+    assert_eq!(
+        im.logs().matches("refused authentication").count(),
+        1,
+        "logged once per change, not every second:\n{}",
+        im.logs()
+    );
+    assert_eq!(rep.info()["master_link_status"], "down");
+    eprintln!("wrong password: {}", st["linkError"]);
+
+    // 3. The file is fixed: recovers by itself.
+    write_secret(&pw_file, &format!("{SOURCE_PASSWORD}\n"));
+    im.wait_status("link up after fixing the password", SECS(15), linked);
+    assert_eq!(rep.cli(&["GET", "greeting"]).trim(), "hello");
+    assert_eq!(im.metric("redis_master_link_up"), Some(1.0));
+    assert_eq!(im.get("/readyz").0, 200);
+    let st = im.status();
+    assert_eq!(st["appliedEpoch"], 1);
+    assert_eq!(st["role"], "replica");
+    assert!(st["linkError"].is_null() && st["error"].is_null(), "{st}");
+    // replica-priority / replica-announced from the topology.
+    assert_eq!(
+        rep.cli(&["CONFIG", "GET", "replica-priority"])
+            .lines()
+            .nth(1),
+        Some("0")
+    );
+    assert_eq!(
+        rep.cli(&["CONFIG", "GET", "replica-announced"])
+            .lines()
+            .nth(1),
+        Some("no")
+    );
+    assert!(im.logs().contains("replication link: resolved"));
+
+    // 4. No secret anywhere we publish: logs, arguments, metrics, status.
+    let published = [
+        ("logs", im.logs()),
+        ("cmdline", im.cmdline()),
+        ("metrics", im.metrics()),
+        ("status", im.get("/status").1),
+        ("readyz", im.get("/readyz").1),
+    ];
+    for (what, text) in published {
+        assert!(!text.is_empty(), "{what} is empty");
+        for secret in [SOURCE_PASSWORD, WRONG_PASSWORD] {
+            assert!(
+                !text.contains(secret),
+                "the password leaked into {what}:\n{text}"
+            );
+        }
+    }
+    // The environment of the process carries no secret either.
+    let environ = std::fs::read(format!("/proc/{}/environ", im.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&environ).contains(SOURCE_PASSWORD));
+
+    // Restart safety with credentials and TLS-off settings in place: nothing is re-applied
+    // (masterauth is compared, not blindly re-set).
+    let applied = im.logs().matches("applying").count();
+    let (full, partial) = (src.info_num("sync_full"), src.info_num("sync_partial_ok"));
+    im.restart();
+    im.wait_status("link up after restart", SECS(10), |s| {
+        linked(s) && s["appliedEpoch"] == 1
+    });
+    assert_eq!(
+        im.logs().matches("applying").count(),
+        applied,
+        "{}",
+        im.logs()
+    );
+    assert_eq!(
+        (src.info_num("sync_full"), src.info_num("sync_partial_ok")),
+        (full, partial)
+    );
+}
+
+#[test]
+fn replicates_over_tls_and_reports_a_tls_failure() {
+    let dir = TempDir::new("tls");
+    let certs = make_certs(&dir, &["127.0.0.1"]);
+    let src = Redis::start(RedisOpts {
+        password: Some(SOURCE_PASSWORD.into()),
+        tls: Some(certs.clone()),
+        ..Default::default()
+    });
+    let rep = Redis::start(RedisOpts::default());
+    src.cli(&["SET", "over", "tls"]);
+    let pw_file = dir.path("source-password");
+    write_secret(&pw_file, SOURCE_PASSWORD);
+    let topo = TopologyFile::new(&dir);
+    let mut t = replica_topology(1, "127.0.0.1", src.port(), Some(&pw_file));
+    t["upstream"]["tls"] = true.into();
+    topo.write(&t);
+    let tls_args = |ca: &std::path::Path| {
+        vec![
+            "--tls-ca-file".to_string(),
+            ca.display().to_string(),
+            "--tls-cert-file".to_string(),
+            certs.cert.display().to_string(),
+            "--tls-key-file".to_string(),
+            certs.key.display().to_string(),
+        ]
+    };
+    let good = tls_args(&certs.ca);
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let mut im = Im::start(None, &rep, &topo, &dir, &good);
+    im.wait_status("link up over TLS", SECS(15), linked);
+    assert_eq!(rep.cli(&["GET", "over"]).trim(), "tls");
+    assert_eq!(
+        rep.cli(&["CONFIG", "GET", "tls-replication"])
+            .lines()
+            .nth(1),
+        Some("yes")
+    );
+
+    // A CA that did not sign the source's certificate: the probe fails with a TLS error.
+    let other = TempDir::new("tls-other");
+    let other_certs = make_certs(&other, &["127.0.0.1"]);
+    im.stop();
+    let bad = tls_args(&other_certs.ca);
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let im_bad = Im::start(None, &rep, &topo, &dir, &bad);
+    im_bad.wait_status("TLS failure reported", SECS(10), |s| {
+        s["linkError"].as_str().is_some_and(|e| e.contains("TLS")) && s["masterLinkUp"] == false
+    });
+    assert_eq!(im_bad.metric("redis_master_link_up"), Some(0.0));
+    eprintln!("TLS failure: {}", im_bad.status()["linkError"]);
+    drop(im_bad);
+    im.restart();
+    im.wait_status("link up again with the right CA", SECS(15), linked);
+}
+
+#[test]
+fn source_killed_is_seen_within_two_intervals_and_comes_back_with_a_partial_resync() {
+    let dir = TempDir::new("kill");
+    let mut src = Redis::start(RedisOpts::default());
+    let rep = Redis::start(RedisOpts::default());
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(1, "127.0.0.1", src.port(), None));
+    let im = Im::start(None, &rep, &topo, &dir, &[]);
+    im.wait_status("link up", SECS(15), linked);
+    for i in 0..50 {
+        src.cli(&["SET", &format!("k{i}"), "v"]);
+    }
+    im.wait_status("caught up", SECS(10), |s| s["lagBytes"] == 0 && linked(s));
+    assert_eq!(src.info_num("sync_full"), 1);
+
+    src.stop();
+    let t0 = Instant::now();
+    im.wait_status("link down after the source died", SECS(5), |s| !linked(s));
+    let took = t0.elapsed();
+    assert!(
+        took <= Duration::from_millis(2500),
+        "link_up went to 0 after {took:?}, more than two probe intervals"
+    );
+    let st = im.status();
+    assert!(
+        st["linkError"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the source"),
+        "{st}"
+    );
+    assert_eq!(im.metric("redis_master_link_up"), Some(0.0));
+    assert_eq!(im.get("/healthz").0, 200);
+
+    src.restart();
+    im.wait_status("link up after the source came back", SECS(15), linked);
+    assert_eq!(
+        src.info_num("sync_full"),
+        0,
+        "the restarted source served a full resync:\n{}",
+        src.log()
+    );
+    assert!(src.info_num("sync_partial_ok") >= 1);
+    assert_eq!(rep.cli(&["GET", "k49"]).trim(), "v");
+}
+
+#[test]
+fn silent_network_cut_is_seen_in_seconds_and_healing_just_as_fast() {
+    let net = NetnsPair::new(1);
+    let dir = TempDir::new("cut");
+    let src = Redis::start(RedisOpts {
+        ns: Some(net.a.clone()),
+        host: net.ip_a.clone(),
+        ..Default::default()
+    });
+    let rep = Redis::start(RedisOpts {
+        ns: Some(net.b.clone()),
+        ..Default::default()
+    });
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(1, &net.ip_a, src.port(), None));
+    let im = Im::start(Some(&net.b), &rep, &topo, &dir, &[]);
+    im.wait_status("link up across the veth", SECS(15), linked);
+
+    net.cut();
+    let t0 = Instant::now();
+    im.wait_status("link down after a silent cut", SECS(8), |s| !linked(s));
+    let down_after = t0.elapsed();
+    // Redis itself has not noticed (repl-timeout is 60 s): only the probe catches it.
+    assert_eq!(rep.info()["master_link_status"], "up");
+    assert!(
+        down_after <= SECS(3),
+        "silent cut detected after {down_after:?}"
+    );
+    let st = im.status();
+    assert!(
+        st["linkError"]
+            .as_str()
+            .unwrap()
+            .contains("no answer within the probe timeout"),
+        "{st}"
+    );
+    assert_eq!(
+        im.get("/healthz").0,
+        200,
+        "a down link must not fail liveness"
+    );
+    assert_eq!(im.get("/readyz").0, 503);
+
+    net.heal();
+    let t1 = Instant::now();
+    im.wait_status("link up after healing", SECS(8), linked);
+    let up_after = t1.elapsed();
+    assert!(up_after <= SECS(3), "healing detected after {up_after:?}");
+    assert_eq!(
+        src.info_num("sync_full"),
+        1,
+        "healing must not cause a full resync"
+    );
+    eprintln!("silent cut: down after {down_after:?}, up after {up_after:?}");
+}
+
+#[test]
+fn promotion_and_repointing_without_a_full_resync_on_the_new_primary() {
+    let dir = TempDir::new("promote");
+    let redis: Vec<Redis> = (0..3).map(|_| Redis::start(RedisOpts::default())).collect();
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new("promote-pod")).collect();
+    let topos: Vec<TopologyFile> = dirs.iter().map(TopologyFile::new).collect();
+    let port = |i: usize| redis[i].port();
+    topos[0].write(&primary_topology(1));
+    topos[1].write(&replica_topology(1, "127.0.0.1", port(0), None));
+    topos[2].write(&replica_topology(1, "127.0.0.1", port(0), None));
+    let ims: Vec<Im> = (0..3)
+        .map(|i| Im::start(None, &redis[i], &topos[i], &dirs[i], &[]))
+        .collect();
+    ims[0].wait_status("pod 0 primary and ready", SECS(10), |s| {
+        s["role"] == "primary" && s["ready"] == true
+    });
+    for im in &ims[1..] {
+        im.wait_status("replica linked", SECS(15), linked);
+    }
+    for i in 0..100 {
+        redis[0].cli(&["SET", &format!("k{i}"), "before"]);
+    }
+    let off = redis[0].info_num("master_repl_offset");
+    for r in &redis[1..] {
+        assert!(
+            wait_until(SECS(10), || r.info_num("slave_repl_offset") >= off).is_some(),
+            "replica did not catch up"
+        );
+    }
+
+    // Epoch 2: pod 1 is promoted, pods 0 and 2 follow it.
+    topos[1].write(&primary_topology(2));
+    ims[1].wait_status("pod 1 promoted first", SECS(10), |s| s["role"] == "primary");
+    topos[0].write(&replica_topology(2, "127.0.0.1", port(1), None));
+    topos[2].write(&replica_topology(2, "127.0.0.1", port(1), None));
+    ims[1].wait_status("pod 1 promoted", SECS(10), |s| {
+        s["role"] == "primary" && s["ready"] == true && s["appliedEpoch"] == 2
+    });
+    for i in [0, 2] {
+        ims[i].wait_status("re-pointed to pod 1", SECS(15), |s| {
+            linked(s) && s["appliedEpoch"] == 2 && s["upstream"] == format!("127.0.0.1:{}", port(1))
+        });
+    }
+    let full = redis[1].info_num("sync_full");
+    let partial = redis[1].info_num("sync_partial_ok");
+    assert_eq!(
+        full,
+        0,
+        "the new primary served a full resync:\n{}",
+        redis[1].log()
+    );
+    assert_eq!(partial, 2, "both followers should have partially resynced");
+    redis[1].cli(&["SET", "after", "promotion"]);
+    for i in [0, 2] {
+        assert!(
+            wait_until(SECS(5), || redis[i].cli(&["GET", "after"]).trim()
+                == "promotion")
+            .is_some()
+        );
+    }
+    assert_eq!(ims[1].metric("redis_replication_lag_bytes"), Some(0.0));
+    assert!(ims[1].metrics().contains("role=\"master\""));
+    assert_eq!(
+        redis[1]
+            .cli(&["CONFIG", "GET", "replica-priority"])
+            .lines()
+            .nth(1),
+        Some("100")
+    );
+    drop(dir);
+}
+
+#[test]
+fn stale_epochs_are_ignored_and_unknown_versions_refused() {
+    let dir = TempDir::new("epoch");
+    let src = Redis::start(RedisOpts::default());
+    let rep = Redis::start(RedisOpts::default());
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(5, "127.0.0.1", src.port(), None));
+    let im = Im::start(None, &rep, &topo, &dir, &[]);
+    im.wait_status("epoch 5 applied", SECS(15), |s| {
+        linked(s) && s["appliedEpoch"] == 5
+    });
+
+    // An older instruction (a promotion at epoch 4) must not undo epoch 5.
+    topo.write(&primary_topology(4));
+    im.wait_status("stale epoch reported", SECS(5), |s| {
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ignoring topology epoch 4"))
+    });
+    std::thread::sleep(SECS(2));
+    assert_eq!(rep.info()["role"], "slave");
+    assert_eq!(im.status()["appliedEpoch"], 5);
+
+    // A format version from the future is refused; the last good topology stays.
+    let mut v2 = primary_topology(9);
+    v2["version"] = 2.into();
+    topo.write(&v2);
+    im.wait_status("unknown version refused", SECS(5), |s| {
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("format version 2"))
+    });
+    std::thread::sleep(SECS(2));
+    assert_eq!(rep.info()["role"], "slave");
+    let st = im.status();
+    assert_eq!(st["appliedEpoch"], 5);
+    assert!(linked(&st));
+    assert_eq!(
+        im.metric("redis_instance_manager_topology_error"),
+        Some(1.0)
+    );
+
+    // A newer valid epoch is applied.
+    topo.write(&primary_topology(6));
+    im.wait_status("epoch 6 applied", SECS(10), |s| {
+        s["appliedEpoch"] == 6 && s["role"] == "primary" && s["error"].is_null()
+    });
+}
+
+#[test]
+fn restarts_of_the_instance_manager_and_of_redis_converge_without_a_full_resync() {
+    let dir = TempDir::new("restart");
+    let src = Redis::start(RedisOpts::default());
+    let mut rep = Redis::start(RedisOpts::default());
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(1, "127.0.0.1", src.port(), None));
+    let mut im = Im::start(None, &rep, &topo, &dir, &[]);
+    im.wait_status("link up", SECS(15), linked);
+    for i in 0..50 {
+        src.cli(&["SET", &format!("k{i}"), "v"]);
+    }
+    im.wait_status("caught up", SECS(10), |s| s["lagBytes"] == 0 && linked(s));
+    let full = src.info_num("sync_full");
+    let partial = src.info_num("sync_partial_ok");
+
+    // A new epoch naming the same upstream: applied, but no REPLICAOF and no resync.
+    let replicaofs = im.logs().matches("REPLICAOF").count();
+    topo.write(&replica_topology(2, "127.0.0.1", src.port(), None));
+    im.wait_status("epoch 2 applied", SECS(10), |s| {
+        linked(s) && s["appliedEpoch"] == 2
+    });
+    assert_eq!(
+        im.logs().matches("REPLICAOF").count(),
+        replicaofs,
+        "{}",
+        im.logs()
+    );
+    assert_eq!(src.info_num("sync_full"), full);
+    assert_eq!(src.info_num("sync_partial_ok"), partial);
+
+    // Instance manager restart: Redis already replicates the desired upstream; nothing to do.
+    let before = im.logs().matches("applying").count();
+    im.restart();
+    im.wait_status(
+        "link up after the instance manager restarted",
+        SECS(10),
+        |s| linked(s) && s["appliedEpoch"] == 2,
+    );
+    assert_eq!(
+        im.logs().matches("applying").count(),
+        before,
+        "a restarted instance manager must not re-issue commands:\n{}",
+        im.logs()
+    );
+    assert_eq!(src.info_num("sync_full"), full);
+    assert_eq!(src.info_num("sync_partial_ok"), partial);
+
+    // redis-server restart: it comes back (from its rewritten config) as a replica and resumes
+    // with a partial resync; the instance manager notices the new run_id and re-checks.
+    rep.restart();
+    assert!(
+        wait_until(SECS(5), || im.logs().contains("run_id changed")).is_some(),
+        "{}",
+        im.logs()
+    );
+    im.wait_status("link up after redis-server restarted", SECS(15), linked);
+    assert!(
+        wait_until(SECS(5), || src.info_num("sync_partial_ok") == partial + 1).is_some(),
+        "no partial resync after the replica restarted:\n{}",
+        src.log()
+    );
+    assert_eq!(src.info_num("sync_full"), full, "{}", src.log());
+
+    // A redis-server that lost its config (comes back as a master) is re-pointed.
+    rep.cli(&["REPLICAOF", "NO", "ONE"]);
+    im.wait_status("role drift repaired", SECS(10), |s| {
+        linked(s) && s["role"] == "replica"
+    });
+    assert_eq!(src.info_num("sync_full"), full, "{}", src.log());
+}
+
+#[test]
+fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
+    let net = NetnsPair::new(2);
+    let dir = TempDir::new("lag");
+    let src = Redis::start(RedisOpts {
+        ns: Some(net.a.clone()),
+        host: net.ip_a.clone(),
+        ..Default::default()
+    });
+    let rep = Redis::start(RedisOpts {
+        ns: Some(net.b.clone()),
+        ..Default::default()
+    });
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(1, &net.ip_a, src.port(), None));
+    // The probe shares the shaped link with the replication stream: give it room.
+    let im = Im::start(Some(&net.b), &rep, &topo, &dir, &["--probe-timeout", "3s"]);
+    im.wait_status("link up", SECS(15), linked);
+
+    // 256 kbit/s from source to replica; the writer produces ~200 KB/s.
+    net.limit_a_to_b("256kbit", "16kb", "400ms");
+    let value = "x".repeat(1000);
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let writer = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.a,
+                "redis-cli",
+                "-h",
+                &net.ip_a,
+                "-p",
+                &src.port().to_string(),
+            ])
+            .args(["-r", "3000", "-i", "0.005", "SET", "lagkey", &value])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let writer_pid = writer.0.id().to_string();
+
+    let test_lag = || src.info_num("master_repl_offset") - rep.info_num("slave_repl_offset");
+    im.wait_status("lag above 100 KB", SECS(20), |s| {
+        s["lagBytes"].as_i64().is_some_and(|l| l > 100_000)
+    });
+    // Pause the writer: the upstream offset stands still and the replica drains at the link
+    // rate (32 KB/s), so the true lag moves slowly and the comparison is meaningful.
+    Command::new("kill")
+        .args(["-STOP", &writer_pid])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let frozen = src.info_num("master_repl_offset");
+    // The instance manager reads the upstream's own offset (not the replica's idea of it).
+    im.wait_status(
+        "the upstream offset read by the instance manager",
+        SECS(15),
+        |s| {
+            s["upstreamOffset"]
+                .as_i64()
+                .is_some_and(|o| (o - frozen).abs() <= 200)
+        },
+    );
+    for _ in 0..3 {
+        let before = test_lag();
+        let upstream_now = src.info_num("master_repl_offset");
+        let st = im.status();
+        let metric = im.metric("redis_replication_lag_bytes").unwrap() as i64;
+        let after = test_lag();
+        let im_lag = st["lagBytes"].as_i64().unwrap();
+        eprintln!(
+            "lag: test-computed {before} (before) / {after} (after), instance manager {im_lag}, {}s",
+            st["lagSeconds"]
+        );
+        // Tolerance: the instance manager's value is at most one tick old (interval plus a probe
+        // of up to 3 s on this shaped link); the lag only shrinks, at most at the link rate.
+        let drain = 32_000 * 5;
+        assert!(
+            before > 0 && im_lag > 0,
+            "lag must be visible: test {before}, im {im_lag}"
+        );
+        assert!(
+            im_lag + 200 >= after && im_lag <= before + drain,
+            "instance manager lag {im_lag} outside [{after}, {}] (test-computed)",
+            before + drain
+        );
+        assert!(
+            (st["upstreamOffset"].as_i64().unwrap() - upstream_now).abs() <= 200,
+            "upstream offset {} read by the instance manager vs {upstream_now} read by the test",
+            st["upstreamOffset"]
+        );
+        assert!(
+            (metric - im_lag).abs() <= drain,
+            "metric {metric} vs status {im_lag}"
+        );
+        assert!(st["lagSeconds"].as_f64().unwrap() > 0.0, "{st}");
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    // Load stopped, link still shaped: the replica drains at the link rate and catches up.
+    drop(writer);
+    let t0 = Instant::now();
+    im.wait_status("lag back to 0 after the load stopped", SECS(60), |s| {
+        s["lagBytes"] == 0 && linked(s)
+    });
+    eprintln!(
+        "lag: drained to 0 in {:?} over the shaped link",
+        t0.elapsed()
+    );
+    for l in im.logs().lines().filter(|l| l.contains("replication link")) {
+        eprintln!("lag: im log: {l}");
+    }
+    net.unlimit();
+    assert!(
+        wait_until(SECS(5), || im.metric("redis_replication_lag_bytes")
+            == Some(0.0))
+        .is_some()
+    );
+    assert_eq!(im.status()["lagSeconds"], 0.0);
+    assert_eq!(
+        src.info_num("sync_full"),
+        1,
+        "the shaped link must not cause a full resync"
+    );
+}
+
+#[test]
+fn replicates_as_an_acl_user() {
+    let dir = TempDir::new("acl");
+    let src = Redis::start(RedisOpts {
+        password: Some(SOURCE_PASSWORD.into()),
+        ..Default::default()
+    });
+    // A replication-only user on the source.
+    src.cli(&[
+        "ACL",
+        "SETUSER",
+        "repl",
+        "on",
+        ">Repl-pw-5tG2",
+        "+psync",
+        "+replconf",
+        "+ping",
+        "+info",
+    ]);
+    let rep = Redis::start(RedisOpts::default());
+    src.cli(&["SET", "acl", "works"]);
+    let pw_file = dir.path("repl-password");
+    write_secret(&pw_file, "Repl-pw-5tG2");
+    let topo = TopologyFile::new(&dir);
+    let mut t = replica_topology(1, "127.0.0.1", src.port(), Some(&pw_file));
+    t["upstream"]["username"] = "repl".into();
+    topo.write(&t);
+    let im = Im::start(None, &rep, &topo, &dir, &[]);
+    im.wait_status("link up as user repl", SECS(15), linked);
+    assert_eq!(rep.cli(&["GET", "acl"]).trim(), "works");
+    assert_eq!(
+        rep.cli(&["CONFIG", "GET", "masteruser"]).lines().nth(1),
+        Some("repl")
+    );
+    assert!(!im.logs().contains("Repl-pw-5tG2"));
+}

@@ -247,12 +247,26 @@ fn config_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
-/// Writes `requirepass`/`masterauth` from the mounted Secret into /run/redis/auth.conf without the
-/// password ever being a process argument (printf is a shell builtin; sed reads the file).
-const AUTH_SCRIPT: &str = r#"set -eu
+/// Prepares the pod's Redis configuration before redis-server starts:
+///
+/// - `/data/redis.conf`, the file redis-server runs with, is written fresh at every start: it
+///   includes the operator's template (the ConfigMap) and keeps only the `replicaof` line the
+///   instance manager persisted there with `CONFIG REWRITE`. A restarted replica thus comes back
+///   as a replica of the same upstream and resumes with a partial resync; everything else comes
+///   from the current template (so a template change always takes effect) and from the instance
+///   manager, which re-applies its topology.
+/// - `/run/redis/auth.conf` (memory-backed) gets `requirepass`/`masterauth` from the mounted
+///   Secret, without the password ever being a process argument (printf is a shell builtin; sed
+///   reads the file).
+pub const INIT_SCRIPT: &str = r#"set -eu
 umask 077
-pw() { sed -e 's/[\\"]/\\&/g' /etc/redis/auth/password | tr -d '\n'; }
-{ printf 'requirepass "'; pw; printf '"\nmasterauth "'; pw; printf '"\n'; } > /run/redis/auth.conf
+keep=$(grep -E '^(replicaof|slaveof) ' /data/redis.conf 2>/dev/null || true)
+{ printf 'include /etc/redis/conf/redis.conf\n'; [ -z "$keep" ] || printf '%s\n' "$keep"; } > /data/redis.conf.new
+mv /data/redis.conf.new /data/redis.conf
+if [ -f /etc/redis/auth/password ]; then
+  pw() { sed -e 's/[\\"]/\\&/g' /etc/redis/auth/password | tr -d '\n'; }
+  { printf 'requirepass "'; pw; printf '"\nmasterauth "'; pw; printf '"\n'; } > /run/redis/auth.conf
+fi
 "#;
 
 fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value {
@@ -283,21 +297,25 @@ fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value
         format!("--http-addr=0.0.0.0:{METRICS_PORT}"),
         "--log-format=json".to_string(),
     ];
-    let mut init_containers = vec![];
+    let mut init_mounts = vec![
+        json!({"name": "data", "mountPath": "/data"}),
+        json!({"name": "run", "mountPath": "/run/redis"}),
+    ];
     if let Some(auth) = &spec.auth_secret {
         volumes.push(json!({"name": "auth", "secret": {"secretName": auth.name, "defaultMode": 0o440, "items": [{"key": "password", "path": "password"}]}}));
         let mount = json!({"name": "auth", "mountPath": "/etc/redis/auth", "readOnly": true});
         im_mounts.push(mount.clone());
+        init_mounts.push(mount);
         im_args.push("--redis-password-file=/etc/redis/auth/password".into());
-        init_containers.push(json!({
-            "name": "auth-config",
-            "image": settings.redis_image,
-            "command": ["/bin/sh", "-c", AUTH_SCRIPT],
-            "volumeMounts": [mount, {"name": "run", "mountPath": "/run/redis"}],
-            "securityContext": restricted,
-            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
-        }));
     }
+    let init_containers = vec![json!({
+        "name": "config",
+        "image": settings.redis_image,
+        "command": ["/bin/sh", "-c", INIT_SCRIPT],
+        "volumeMounts": init_mounts,
+        "securityContext": restricted,
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+    })];
     if let Some(source_secret) = spec
         .replica_mode
         .as_ref()
@@ -342,7 +360,9 @@ fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value
                 // First container: `kubectl exec <pod> -- redis-cli` reaches Redis, as the spec does.
                 "name": "redis",
                 "image": settings.redis_image,
-                "command": ["redis-server", "/etc/redis/conf/redis.conf"],
+                // A writable main file on the data volume (see INIT_SCRIPT), so the instance
+                // manager's CONFIG REWRITE can persist `replicaof` across restarts.
+                "command": ["redis-server", "/data/redis.conf"],
                 "ports": [{"name": "redis", "containerPort": REDIS_PORT, "protocol": "TCP"}],
                 "volumeMounts": redis_mounts,
                 "securityContext": restricted,

@@ -49,11 +49,14 @@ clippy: ## Lint, warnings are errors
 
 .PHONY: test-rust
 test-rust: ## All Rust tests: pure, mock-API, real Redis (the CRD drift check is one of them)
-	$(CARGO) test --workspace --all-features
+	@mkdir -p target
+	$(CARGO) test --workspace --all-features 2>&1 | tee target/test-rust.log
+	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "cargo test: %d passed, %d failed\n", p, f}' target/test-rust.log
 
 .PHONY: test
 test: deps fmt-check clippy $(TEST_TARGETS) test-rust ## Everything CI runs
-	@echo "make test: all checks passed"
+	@cat target/test-*.log | awk '/^test result:/ {p+=$$4; f+=$$6} /^drill: [0-9]+ passed/ {p+=$$2; f+=$$4} END {printf "make test: %d passed, %d failed\n", p, f}'
+
 
 .PHONY: demo
 demo: deps demo-run ## The local multi-region DR drill with real Redis servers, narrated (needs root)

@@ -10,7 +10,8 @@ drill-build:
 
 .PHONY: test-drill
 test-drill: drill-build ## Run the DR drill non-interactively (needs root)
-	target/debug/redis-drill --dir .drill
+	@mkdir -p target
+	target/debug/redis-drill --dir .drill 2>&1 | tee target/test-drill.log
 
 .PHONY: demo-run
 demo-run: drill-build

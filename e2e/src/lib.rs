@@ -9,3 +9,4 @@ pub mod prom;
 pub mod resp;
 pub mod scenario;
 pub mod sim;
+pub mod source_failover;

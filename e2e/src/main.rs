@@ -21,6 +21,9 @@ struct Args {
     /// Instead of the drill, measure the drill's timings against plain redis-cli (`make bench`).
     #[arg(long)]
     bench: bool,
+    /// Instead of the drill, replica mode against a Sentinel-managed source that fails over.
+    #[arg(long)]
+    source_failover: bool,
 }
 
 fn main() {
@@ -67,7 +70,11 @@ fn main() {
             }
         }
     }
-    let report = scenario::run(&options);
+    let report = if args.source_failover {
+        redis_e2e::source_failover::run(&options)
+    } else {
+        scenario::run(&options)
+    };
     println!("\nTimings:");
     for (name, d) in &report.timings {
         println!("  {:<62} {:>7.2} s", name, d.as_secs_f64());

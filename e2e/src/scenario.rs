@@ -229,7 +229,10 @@ impl<'a> Drill<'a> {
                     "include /run/redis/auth.conf",
                     &format!("include {}", dir.join("auth.conf").display()),
                 )
-                + "enable-debug-command yes\n";
+                + "enable-debug-command yes\n"
+                // Outgoing connections from the pod's own address, as a pod's would be (all
+                // pods of a region share one namespace here).
+                + &format!("bind-source-addr {ip}\n");
             std::fs::write(dir.join("redis.conf"), conf).map_err(|e| e.to_string())?;
             let pw = &self.passwords[cluster];
             // What the pod's init container writes (see builders::AUTH_SCRIPT).

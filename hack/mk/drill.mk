@@ -12,10 +12,12 @@ drill-build:
 test-drill: drill-build ## Run the DR drill non-interactively (needs root)
 	@mkdir -p target
 	target/debug/redis-drill --dir .drill 2>&1 | tee target/test-drill.log
+	target/debug/redis-drill --source-failover --dir .drill-source 2>&1 | tee target/test-drill-source.log
 
 .PHONY: demo-run
 demo-run: drill-build
 	target/debug/redis-drill --narrate --dir .drill
+	target/debug/redis-drill --narrate --source-failover --dir .drill-source
 
 .PHONY: bench
 bench: deps ## The drill's timings vs plain redis-cli on the same servers (needs root; see docs/bench-drill.md)

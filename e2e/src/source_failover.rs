@@ -1,0 +1,441 @@
+//! Replica mode against a Sentinel-managed source, with real `redis-sentinel`s.
+//!
+//! Region A runs an external production that this operator does not manage: a primary, a
+//! replica and three Sentinels, behind one stable endpoint: a virtual IP the current primary's
+//! redis-server listens on (moved with `CONFIG SET bind` after a failover, as keepalived or a
+//! LoadBalancer would). Region B runs the DR cluster through the operator, its `source.host`
+//! being that endpoint.
+//!
+//! 1. The Sentinels never promote a DR pod: with the source's own replica gone, the DR pods are
+//!    the only replicas left, holding the best offset, and the failover is aborted
+//!    (`-failover-abort-no-good-slave`) instead of electing one of them (`replica-priority 0`,
+//!    `replica-announced no`, set by the instance managers from the operator's topology).
+//! 2. When the source fails over for real (to its own replica), the DR cluster follows the new
+//!    primary behind the same endpoint with partial resyncs only: `sync_full` 0 on the new
+//!    primary, keyspaces equal.
+
+use std::time::{Duration, Instant};
+
+use crate::net::{NS_A, pod_ip};
+use crate::procs::Proc;
+use crate::resp::{Conn, Reply};
+use crate::scenario::{DR, Drill, NS, Options, Report, operator_loop, pods, wait};
+
+/// The stable endpoint of the source in region A.
+pub const SOURCE_VIP: &str = "10.77.10.100";
+
+fn src_ip(i: u32) -> String {
+    pod_ip('a', i)
+}
+
+pub fn run(o: &Options) -> Report {
+    let mut report = Report::default();
+    let mut d = match Drill::prepare(o) {
+        Ok(d) => d,
+        Err(e) => {
+            report.checks.push(("setup".into(), Err(e)));
+            return report;
+        }
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let operator = operator_loop(d.sim.clone(), stop.clone());
+    let result = story(&mut d);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = operator.join();
+    for (name, p) in d.procs.iter_mut() {
+        if name.ends_with("instance-manager") {
+            p.kill();
+        }
+    }
+    report = std::mem::take(&mut d.report);
+    if let Err(e) = result {
+        println!("\nlogs and data: {}", o.dir.display());
+        report.checks.push(("scenario".into(), Err(e)));
+    }
+    report
+}
+
+fn source_conn(password: &str, i: u32) -> Result<Conn, String> {
+    Conn::connect(
+        &format!("{}:6379", src_ip(i)),
+        Some(password),
+        Duration::from_secs(2),
+    )
+    .map_err(|e| format!("src-{i}: {e}"))
+}
+
+fn sentinel_master(i: u32) -> Option<String> {
+    let mut c = Conn::connect(
+        &format!("{}:26379", src_ip(i)),
+        None,
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    match c
+        .cmd(&["SENTINEL", "get-master-addr-by-name", "source"])
+        .ok()?
+    {
+        Reply::Array(Some(items)) if items.len() == 2 => Some(items[0].text()),
+        _ => None,
+    }
+}
+
+fn story(d: &mut Drill) -> Result<(), String> {
+    let dir = d.o.dir.join("source");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let password = d.passwords[crate::scenario::PROD].clone();
+    crate::net::sh(&[
+        "ip",
+        "netns",
+        "exec",
+        NS_A,
+        "ip",
+        "addr",
+        "add",
+        &format!("{SOURCE_VIP}/32"),
+        "dev",
+        "lo",
+    ])?;
+
+    d.step(
+        "Source region: a Sentinel-managed primary and replica behind one endpoint",
+        "Not managed by this operator: plain redis-server and redis-sentinel processes. The endpoint\n\
+         is a virtual IP the primary listens on; it moves to whatever Sentinel elects.",
+    );
+    let start_redis = |d: &mut Drill,
+                       i: u32,
+                       replica_of: Option<u32>,
+                       vip: bool|
+     -> Result<(), String> {
+        let ip = src_ip(i);
+        let bind = if vip {
+            format!("{ip} {SOURCE_VIP}")
+        } else {
+            ip.clone()
+        };
+        let data = dir.join(format!("src-{i}"));
+        std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        let mut conf = format!(
+            "bind {bind}\nbind-source-addr {ip}\nport 6379\ndir {}\nappendonly yes\nrequirepass \"{password}\"\nmasterauth \"{password}\"\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\nenable-debug-command yes\n",
+            data.display()
+        );
+        if let Some(p) = replica_of {
+            conf.push_str(&format!("replicaof {} 6379\n", src_ip(p)));
+        }
+        // Keep the replicaof line Sentinel may rewrite: write only on first start.
+        let path = data.join("redis.conf");
+        if !path.exists() {
+            std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        } else {
+            let old = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            let updated: String = old
+                .lines()
+                .map(|l| {
+                    if l.starts_with("bind ") {
+                        format!("bind {bind}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .map(|l| l + "\n")
+                .collect();
+            std::fs::write(&path, updated).map_err(|e| e.to_string())?;
+        }
+        let p = Proc::spawn(
+            &format!("src-{i}"),
+            Some(NS_A),
+            &["redis-server".into(), path.display().to_string()],
+            &data.join("redis.log"),
+        )?;
+        d.procs.insert(format!("src-{i}"), p);
+        wait(&format!("src-{i} up"), Duration::from_secs(10), || {
+            source_conn(&password, i).ok()
+        })?;
+        Ok(())
+    };
+    start_redis(d, 0, None, true)?;
+    start_redis(d, 1, Some(0), false)?;
+    for i in 0..3u32 {
+        let ip = src_ip(i);
+        let conf = format!(
+            "bind {ip}\nport 26379\nsentinel announce-ip {ip}\ndir {dir}\nsentinel monitor source {primary} 6379 2\nsentinel auth-pass source \"{password}\"\nsentinel down-after-milliseconds source 1000\nsentinel failover-timeout source 5000\nsentinel parallel-syncs source 1\n",
+            dir = dir.display(),
+            primary = src_ip(0)
+        );
+        let path = dir.join(format!("sentinel-{i}.conf"));
+        std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        let p = Proc::spawn(
+            &format!("sentinel-{i}"),
+            Some(NS_A),
+            &["redis-sentinel".into(), path.display().to_string()],
+            &dir.join(format!("sentinel-{i}.log")),
+        )?;
+        d.procs.insert(format!("sentinel-{i}"), p);
+    }
+    wait(
+        "the sentinels to agree on the primary",
+        Duration::from_secs(15),
+        || {
+            (0..3)
+                .all(|i| sentinel_master(i).as_deref() == Some(src_ip(0).as_str()))
+                .then_some(())
+        },
+    )?;
+
+    d.step("DR cluster replicates the source through its endpoint", "");
+    d.sim.add_secret(NS, "prod-redis-auth", &password);
+    // One password for both sides, as in the spec's cross-region example: the source's
+    // Sentinels can then log in to the DR pods and read what they announce. (With different
+    // passwords they cannot, and list the DR pods as down: never promotable either.)
+    d.passwords.insert(DR.to_string(), password.clone());
+    d.sim.add_secret(NS, "dr-redis-auth", &password);
+    let samples = d.o.repo.join("config/samples/dr-redis.yaml");
+    let yaml = std::fs::read_to_string(samples).map_err(|e| e.to_string())?;
+    d.sim.apply(&yaml, |v| {
+        v["spec"]["replicaMode"]["source"]["host"] = SOURCE_VIP.into()
+    })?;
+    wait("the DR StatefulSet", Duration::from_secs(10), || {
+        d.sim
+            .platform
+            .state
+            .lock()
+            .unwrap()
+            .objects
+            .contains_key("StatefulSet/production/dr-redis")
+            .then_some(())
+    })?;
+    d.start_pods(DR)?;
+    let mut c = source_conn(&password, 0)?;
+    for i in 0..2000 {
+        c.send(&["SET", &format!("k:{i}"), "v"])
+            .map_err(|e| e.to_string())?;
+    }
+    for _ in 0..2000 {
+        c.read().map_err(|e| e.to_string())?;
+    }
+    wait(
+        "every DR pod linked through the endpoint",
+        Duration::from_secs(30),
+        || {
+            pods(DR)
+                .iter()
+                .all(|p| d.linked_to(p, SOURCE_VIP))
+                .then_some(())
+        },
+    )?;
+    // The Sentinels refresh a primary's INFO every 10 s and then look at each replica it lists
+    // (the DR pods included: they replicate from their own addresses). Give them that time, then
+    // they must know the source's own replica only: the DR pods are not announced.
+    wait(
+        "the source to list its four replicas",
+        Duration::from_secs(15),
+        || {
+            let i = source_conn(&password, 0).ok()?.info("replication").ok()?;
+            (i.get("connected_slaves").map(String::as_str) == Some("4")).then_some(())
+        },
+    )?;
+    std::thread::sleep(Duration::from_secs(11));
+    let mut s = Conn::connect(
+        &format!("{}:26379", src_ip(0)),
+        None,
+        Duration::from_secs(1),
+    )
+    .map_err(|e| e.to_string())?;
+    let replicas = s
+        .cmd(&["SENTINEL", "replicas", "source"])
+        .map_err(|e| e.to_string())?;
+    let r = match &replicas {
+        Reply::Array(Some(list)) if list.len() == 1 && list[0].text().contains(&src_ip(1)) => {
+            Ok(())
+        }
+        other => Err(other.text()),
+    };
+    d.check(
+        "the source's Sentinels list only the source's own replica (DR pods: replica-announced no)",
+        r,
+    )?;
+
+    d.step(
+        "The source loses its replica, then its primary: the DR pods are the only replicas left",
+        "Sentinel must not elect a DR pod (replica-priority 0): the failover is aborted.",
+    );
+    d.procs.remove("src-1");
+    std::thread::sleep(Duration::from_secs(2));
+    d.procs.remove("src-0");
+    let aborted = wait(
+        "Sentinel to give up the failover",
+        Duration::from_secs(30),
+        || {
+            (0..3).find_map(|i| {
+                let log = std::fs::read_to_string(dir.join(format!("sentinel-{i}.log"))).ok()?;
+                log.contains("-failover-abort-no-good-slave").then_some(())
+            })
+        },
+    );
+    let promoted_dr = pods(DR)
+        .iter()
+        .filter(|p| {
+            d.info(p, "replication")
+                .is_ok_and(|i| i.get("role").map(String::as_str) == Some("master"))
+        })
+        .count();
+    let r = match (&aborted, promoted_dr) {
+        (Ok(_), 0) => Ok(()),
+        (a, n) => Err(format!("abort: {a:?}, DR pods promoted: {n}")),
+    };
+    d.check(
+        "no DR pod was promoted by the source's Sentinels (failover aborted: no good replica)",
+        r,
+    )?;
+    let r = (0..3).all(|i| sentinel_master(i).as_deref() == Some(src_ip(0).as_str()));
+    d.check(
+        "the Sentinels still name the old primary",
+        if r { Ok(()) } else { Err("moved".into()) },
+    )?;
+
+    d.step(
+        "The source recovers, then fails over for real to its own replica",
+        "The endpoint follows the new primary; the DR pods continue with partial resyncs.",
+    );
+    start_redis(d, 0, None, true)?;
+    start_redis(d, 1, Some(0), false)?;
+    wait("the DR pods back in sync", Duration::from_secs(30), || {
+        pods(DR)
+            .iter()
+            .all(|p| d.linked_to(p, SOURCE_VIP))
+            .then_some(())
+    })?;
+    wait(
+        "src-1 back as the source's replica",
+        Duration::from_secs(30),
+        || {
+            source_conn(&password, 1)
+                .ok()?
+                .info("replication")
+                .ok()?
+                .get("master_link_status")
+                .filter(|s| *s == "up")
+                .map(|_| ())
+        },
+    )?;
+    // Sentinels forget a replica that was down for a while only slowly; make sure they see src-1.
+    wait(
+        "the Sentinels to see src-1 again",
+        Duration::from_secs(30),
+        || {
+            let mut s = Conn::connect(
+                &format!("{}:26379", src_ip(0)),
+                None,
+                Duration::from_secs(1),
+            )
+            .ok()?;
+            let text = s.cmd(&["SENTINEL", "replicas", "source"]).ok()?.text();
+            (text.contains(&src_ip(1)) && !text.contains("s_down")).then_some(())
+        },
+    )?;
+    let before = source_conn(&password, 1)?
+        .info("stats")
+        .map_err(|e| e.to_string())?;
+    let full_before: u64 = before
+        .get("sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let partial_before: u64 = before
+        .get("sync_partial_ok")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let killed = Instant::now();
+    d.procs.remove("src-0");
+    let (_, took) = wait("Sentinel to elect src-1", Duration::from_secs(30), || {
+        (sentinel_master(1).as_deref() == Some(src_ip(1).as_str())).then_some(())
+    })?;
+    d.time(
+        "source primary killed -> Sentinel elected its replica",
+        took,
+    );
+    // The endpoint moves to the elected primary.
+    let mut c = source_conn(&password, 1)?;
+    let bind = format!("{} {SOURCE_VIP}", src_ip(1));
+    let r = c
+        .cmd(&["CONFIG", "SET", "bind", &bind])
+        .map_err(|e| e.to_string())?;
+    if r.is_error() {
+        return Err(format!("moving the endpoint: {}", r.text()));
+    }
+    let r = c
+        .cmd(&["SET", "after:failover", "yes"])
+        .map_err(|e| e.to_string())?;
+    if r.is_error() {
+        return Err(format!(
+            "the new source primary refused a write: {}",
+            r.text()
+        ));
+    }
+    let (_, _) = wait(
+        "the DR pods to follow the new source primary",
+        Duration::from_secs(60),
+        || {
+            let target = source_conn(&password, 1)
+                .ok()?
+                .info("replication")
+                .ok()?
+                .get("master_repl_offset")
+                .cloned()?;
+            pods(DR)
+                .iter()
+                .all(|p| {
+                    d.info(p, "replication").is_ok_and(|i| {
+                        i.get("master_link_status").map(String::as_str) == Some("up")
+                            && i.get("slave_repl_offset") == Some(&target)
+                    })
+                })
+                .then_some(())
+        },
+    )?;
+    d.time(
+        "source failover -> all DR pods caught up with the new primary",
+        killed.elapsed(),
+    );
+    let after = source_conn(&password, 1)?
+        .info("stats")
+        .map_err(|e| e.to_string())?;
+    let full_after: u64 = after
+        .get("sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let partial_after: u64 = after
+        .get("sync_partial_ok")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let r = if full_after == full_before && partial_after >= partial_before + 3 {
+        Ok(())
+    } else {
+        Err(format!(
+            "sync_full {full_before}->{full_after}, sync_partial_ok {partial_before}->{partial_after}"
+        ))
+    };
+    d.check(
+        &format!("the DR cluster followed with partial resyncs only (new source primary: sync_full {full_after}, sync_partial_ok +{})", partial_after - partial_before),
+        r,
+    )?;
+    let source_digest = source_conn(&password, 1)?
+        .cmd(&["DEBUG", "DIGEST"])
+        .map_err(|e| e.to_string())?
+        .text();
+    let dr: Vec<String> = pods(DR)
+        .iter()
+        .map(|p| d.digest(p))
+        .collect::<Result<_, _>>()?;
+    let r = if dr.iter().all(|x| *x == source_digest) {
+        Ok(())
+    } else {
+        Err(format!("{source_digest} vs {dr:?}"))
+    };
+    d.check("DR keyspaces equal the new source primary's", r)?;
+    let r = d.all_alive();
+    d.check(
+        "every DR redis-server and instance manager still running",
+        r,
+    )?;
+    Ok(())
+}

@@ -116,17 +116,7 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
     d.sim.add_secret(NS, "prod-redis-auth", &d.passwords[PROD]);
     d.sim.add_secret(NS, "dr-redis-auth", &d.passwords[DR]);
     d.sim.apply(&read("prod-redis.yaml")?, |_| {})?;
-    wait("prod StatefulSet", Duration::from_secs(10), || {
-        d.sim
-            .platform
-            .state
-            .lock()
-            .unwrap()
-            .objects
-            .contains_key("StatefulSet/production/prod-redis")
-            .then_some(())
-    })?;
-    d.start_pods(PROD)?;
+    d.start_pods_when_applied(PROD)?;
     first_write(d, "prod-redis-0")?;
     println!("seeding {SEED_KEYS} keys of {SEED_VALUE} bytes on prod-redis-0 ...");
     d.write_keys("prod-redis-0", "seed", SEED_KEYS, SEED_VALUE)?;
@@ -144,17 +134,7 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
     d.sim.apply(&read("dr-redis.yaml")?, move |v| {
         v["spec"]["replicaMode"]["source"]["host"] = ip.into()
     })?;
-    wait("DR StatefulSet", Duration::from_secs(10), || {
-        d.sim
-            .platform
-            .state
-            .lock()
-            .unwrap()
-            .objects
-            .contains_key("StatefulSet/production/dr-redis")
-            .then_some(())
-    })?;
-    d.start_pods(DR)?;
+    d.start_pods_when_applied(DR)?;
     wait("DR full sync", Duration::from_secs(300), || {
         pods(DR)
             .iter()

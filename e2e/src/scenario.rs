@@ -282,6 +282,21 @@ impl<'a> Drill<'a> {
         Ok(())
     }
 
+    /// What the StatefulSet controller does: once the operator has applied the cluster's
+    /// StatefulSet, its pods start.
+    pub(crate) fn start_pods_when_applied(&mut self, cluster: &str) -> Result<(), String> {
+        let key = format!("StatefulSet/{NS}/{cluster}");
+        wait(
+            &format!("the operator to apply {key}"),
+            Duration::from_secs(10),
+            || {
+                let state = self.sim.platform.state.lock().unwrap();
+                state.objects.contains_key(&key).then_some(())
+            },
+        )?;
+        self.start_pods(cluster)
+    }
+
     pub(crate) fn all_alive(&mut self) -> Result<(), String> {
         let dead: Vec<String> = self
             .procs
@@ -490,18 +505,8 @@ fn scenario(d: &mut Drill) -> Result<(), String> {
 }
 
 fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
-    wait(
-        "the operator to create the StatefulSets",
-        Duration::from_secs(10),
-        || {
-            let s = d.sim.platform.state.lock().unwrap();
-            (s.objects.contains_key("StatefulSet/production/prod-redis")
-                && s.objects.contains_key("StatefulSet/production/dr-redis"))
-            .then_some(())
-        },
-    )?;
-    d.start_pods(PROD)?;
-    d.start_pods(DR)?;
+    d.start_pods_when_applied(PROD)?;
+    d.start_pods_when_applied(DR)?;
     let targets: Vec<String> = pods(PROD)
         .iter()
         .chain(pods(DR).iter())

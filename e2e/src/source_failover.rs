@@ -194,17 +194,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
     d.sim.apply(&yaml, |v| {
         v["spec"]["replicaMode"]["source"]["host"] = SOURCE_VIP.into()
     })?;
-    wait("the DR StatefulSet", Duration::from_secs(10), || {
-        d.sim
-            .platform
-            .state
-            .lock()
-            .unwrap()
-            .objects
-            .contains_key("StatefulSet/production/dr-redis")
-            .then_some(())
-    })?;
-    d.start_pods(DR)?;
+    d.start_pods_when_applied(DR)?;
     let mut c = source_conn(&password, 0)?;
     for i in 0..2000 {
         c.send(&["SET", &format!("k:{i}"), "v"])

@@ -58,8 +58,21 @@ pub(crate) struct Drill<'a> {
     pub(crate) report: Report,
 }
 
+/// How many pods the DR cluster has in this run: the main drill runs it with 5, like the spec's
+/// cross-region example whose promoted leader reports `connected_slaves:4`; the other scenarios
+/// keep the sample's 3. One scenario runs per process.
+static DR_INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(3);
+
+/// Most pods a region can hold (addresses assigned in each namespace).
+pub(crate) const MAX_PODS: u32 = 5;
+
 pub(crate) fn pods(cluster: &str) -> Vec<String> {
-    (0..3).map(|i| l::pod_name(cluster, i)).collect()
+    let n = if cluster == DR {
+        DR_INSTANCES.load(Ordering::Relaxed)
+    } else {
+        3
+    };
+    (0..n).map(|i| l::pod_name(cluster, i)).collect()
 }
 
 pub(crate) fn region_of(cluster: &str) -> char {
@@ -117,7 +130,7 @@ impl<'a> Drill<'a> {
         }
         let _ = std::fs::remove_dir_all(&o.dir);
         std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
-        let regions = Regions::create(3)?;
+        let regions = Regions::create(MAX_PODS)?;
         let passwords = BTreeMap::from([
             (PROD.to_string(), random_password()),
             (DR.to_string(), random_password()),
@@ -486,15 +499,17 @@ fn scenario(d: &mut Drill) -> Result<(), String> {
          Each 'pod' is a real redis-server plus the real redis-instance-manager sidecar.\n\
          The Kubernetes API is simulated (objects, annotations, status); the operator's real reconcile\n\
          code drives it. No DNS here: the DR sample's source.host points at prod-redis-0's address,\n\
-         as a LoadBalancer IP would.",
+         as a LoadBalancer IP would; the DR cluster runs 5 instances, like the spec's redis-west.",
     );
     d.sim.add_secret(NS, "prod-redis-auth", &d.passwords[PROD]);
     d.sim.add_secret(NS, "dr-redis-auth", &d.passwords[DR]);
     d.sim.apply(&read("prod-redis.yaml")?, |_| {})?;
     let prod_leader_ip = pod_ip('a', 0);
     let ip = prod_leader_ip.clone();
+    DR_INSTANCES.store(5, Ordering::Relaxed);
     d.sim.apply(&read("dr-redis.yaml")?, move |v| {
         v["spec"]["replicaMode"]["source"]["host"] = ip.into();
+        v["spec"]["instances"] = 5.into();
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let operator = operator_loop(d.sim.clone(), stop.clone());
@@ -606,7 +621,7 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         "tc tbf limits region A -> B. redis_replication_lag_bytes is the source's current offset minus\n\
          the replica's, read by the instance manager from the source itself.",
     );
-    d.regions.rate_limit("4mbit")?;
+    d.regions.rate_limit("8mbit")?;
     d.write_keys("prod-redis-0", "load", 2000, 1024)?;
     let r = wait("Prometheus to see lag > 0", Duration::from_secs(15), || {
         prom.scalar("max(redis_replication_lag_bytes{cluster=\"dr-redis\"})")
@@ -796,7 +811,7 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         .unwrap_or_default();
     d.check(
         &format!("the leader reports connected_slaves:{replicas}"),
-        if replicas == "2" {
+        if replicas == (pods(DR).len() - 1).to_string() {
             Ok(())
         } else {
             Err(replicas.clone())
@@ -860,7 +875,13 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         d.digests_equal(&all).ok()
     })
     .map(|_| ());
-    d.check("production converged: all six keyspaces equal", r)?;
+    d.check(
+        &format!(
+            "production converged: all {} keyspaces equal",
+            pods(PROD).len() + pods(DR).len()
+        ),
+        r,
+    )?;
     let expected = format!("Cluster is replicating from dr-redis ({leader_ip}:6379)");
     let r = wait(
         "prod ReplicaMode=True/Enabled",
@@ -943,7 +964,13 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         d.digests_equal(&all).ok()
     })
     .map(|_| ());
-    d.check("after fail-back all six keyspaces are equal again", r)?;
+    d.check(
+        &format!(
+            "after fail-back all {} keyspaces are equal again",
+            pods(PROD).len() + pods(DR).len()
+        ),
+        r,
+    )?;
     let expected =
         format!("Cluster is replicating from prod-redis-us-east ({prod_leader_ip}:6379)");
     let r = wait(

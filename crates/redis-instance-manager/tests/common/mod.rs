@@ -20,7 +20,7 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// Fail (never skip) when a tool the tests need is missing.
+/// A tool the tests need must be installed: otherwise the test fails with how to get it.
 pub fn require(tool: &str) {
     let ok = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])

@@ -105,6 +105,116 @@ pub struct RedisClusterSpec {
     /// and promote it to a standalone primary when that region is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_mode: Option<ReplicaModeSpec>,
+
+    /// The Sentinel quorum of `mode: sentinel` (defaults when unset). Ignored in standalone mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelSpec>,
+
+    /// Operator-driven failover of `mode: standalone` clusters with more than one instance
+    /// (including a DR cluster after promotion). Ignored in sentinel mode, where the Sentinels
+    /// decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverSpec>,
+}
+
+/// The Sentinels of a `mode: sentinel` cluster. They run only while the cluster has its own
+/// primary: a cluster replicating an external source (replica mode, not promoted) runs none.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SentinelSpec {
+    /// Number of Sentinel pods (`<name>-sentinel-<n>`). The quorum is a majority of them, so use
+    /// an odd number; 3 survives the loss of one.
+    #[serde(default = "default_sentinels")]
+    #[schemars(range(min = 1, max = 9))]
+    pub replicas: i32,
+
+    /// How long the primary must be unreachable before a Sentinel considers it down
+    /// (`down-after-milliseconds`). Lower fails over faster but also on short hiccups.
+    #[serde(default = "default_down_after")]
+    #[schemars(range(min = 1000, max = 600000))]
+    pub down_after_milliseconds: i64,
+
+    /// `failover-timeout` of the Sentinels: how long a failover attempt may take before another
+    /// Sentinel may try again.
+    #[serde(default = "default_failover_timeout")]
+    #[schemars(range(min = 5000, max = 3600000))]
+    pub failover_timeout_milliseconds: i64,
+}
+
+impl Default for SentinelSpec {
+    fn default() -> Self {
+        SentinelSpec {
+            replicas: default_sentinels(),
+            down_after_milliseconds: default_down_after(),
+            failover_timeout_milliseconds: default_failover_timeout(),
+        }
+    }
+}
+
+fn default_sentinels() -> i32 {
+    3
+}
+fn default_down_after() -> i64 {
+    5000
+}
+fn default_failover_timeout() -> i64 {
+    60000
+}
+
+/// Operator-driven failover in `mode: standalone`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// Fail over automatically. When false the operator only reports an unavailable primary
+    /// (condition `PrimaryAvailable`) and a person decides.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// How long the primary must stay unavailable (no answer from its Redis through its instance
+    /// manager) before the operator fences it and promotes the replica with the highest
+    /// replication offset.
+    #[serde(default = "default_unavailable_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub primary_unavailable_seconds: i32,
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        FailoverSpec {
+            enabled: true,
+            primary_unavailable_seconds: default_unavailable_seconds(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_unavailable_seconds() -> i32 {
+    10
+}
+
+impl RedisClusterSpec {
+    /// Whether the cluster's Sentinels run: `mode: sentinel` and the cluster has its own primary
+    /// (no replica mode, or promoted). A cluster replicating an external source runs none, so no
+    /// Sentinel can promote one of its pods against the source.
+    pub fn sentinels_active(&self) -> bool {
+        self.mode == ClusterMode::Sentinel
+            && !self
+                .replica_mode
+                .as_ref()
+                .is_some_and(|rm| rm.enabled && !rm.promote)
+    }
+
+    /// The Sentinel settings, with defaults filled in.
+    pub fn sentinel_settings(&self) -> SentinelSpec {
+        self.sentinel.clone().unwrap_or_default()
+    }
+
+    /// The standalone failover settings, with defaults filled in.
+    pub fn failover_settings(&self) -> FailoverSpec {
+        self.failover.clone().unwrap_or_default()
+    }
 }
 
 fn default_instances() -> i32 {
@@ -315,6 +425,9 @@ pub mod conditions {
     pub const SOURCE_LINK_UP: &str = "SourceLinkUp";
     /// `False` when the spec cannot be acted on (missing Secret, conflicting fields, ...).
     pub const CONFIGURATION_VALID: &str = "ConfigurationValid";
+    /// Whether the cluster's primary answers; in standalone mode its `lastTransitionTime` to
+    /// `False` starts the failover clock.
+    pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
 
     pub const REASON_ENABLED: &str = "Enabled";
     pub const REASON_PROMOTED: &str = "Promoted";

@@ -54,6 +54,21 @@ pub fn any_service(cluster: &str) -> String {
     format!("{cluster}-any")
 }
 
+/// The Service for clients that speak the Sentinel protocol (port 26379).
+pub fn sentinel_service(cluster: &str) -> String {
+    format!("{cluster}-sentinel")
+}
+/// Name of Sentinel pod `ordinal` (and of their StatefulSet without the ordinal).
+pub fn sentinel_pod_name(cluster: &str, ordinal: u32) -> String {
+    format!("{cluster}-sentinel-{ordinal}")
+}
+/// The name the Sentinels monitor the cluster under: the cluster's name.
+pub fn sentinel_master_name(cluster: &str) -> String {
+    cluster.to_string()
+}
+/// Port of every Sentinel.
+pub const SENTINEL_PORT: u16 = 26379;
+
 #[cfg(test)]
 mod tests {
     use super::*;

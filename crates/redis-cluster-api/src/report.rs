@@ -46,6 +46,20 @@ pub struct InstanceReport {
     pub ready: bool,
     /// The last error applying the topology (not a link error), if any.
     pub error: Option<String>,
+    /// Redis refuses every write because `min-replicas-to-write` is at the fence value: it booted
+    /// that way and nothing lifted it yet, or the operator fenced it.
+    #[serde(default)]
+    pub fenced: bool,
+    /// In sentinel mode: the primary the Sentinels elected, as `host:port`, from the Sentinel with
+    /// the highest config epoch this instance manager reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_primary: Option<String>,
+    /// The config epoch of `sentinel_primary` (grows with every Sentinel failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_epoch: Option<u64>,
+    /// How many of the cluster's Sentinels answered this instance manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinels_reachable: Option<u32>,
 }
 
 /// The role Redis itself reports.

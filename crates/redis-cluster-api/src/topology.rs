@@ -55,7 +55,38 @@ pub struct DesiredTopology {
     /// `min-replicas-max-lag` in seconds while primary.
     #[serde(default = "default_max_lag")]
     pub min_replicas_max_lag: u32,
+    /// The pod this topology considers the cluster's primary (itself, its upstream peer, or the
+    /// pod promoted in its place when it is fenced); absent while the cluster replicates an
+    /// external source. The operator reads it back after a restart, so a failover it decided is
+    /// remembered even if it died before writing the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    /// Present when a Sentinel quorum decides which pod is primary (`mode: sentinel`). Then the
+    /// instance manager never changes replication itself, except to point a Redis that has just
+    /// booted fenced at the primary the Sentinels elected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelTopology>,
 }
+
+/// Where the Sentinels of a `mode: sentinel` cluster are, and how they know this pod.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SentinelTopology {
+    /// The name the Sentinels monitor the cluster under (`sentinel monitor <masterName> ...`).
+    pub master_name: String,
+    /// `host:port` of every Sentinel (stable DNS names in Kubernetes).
+    pub addresses: Vec<String>,
+    /// The host this pod's Redis is known by to the Sentinels (`replica-announce-ip`), to
+    /// recognise itself in `SENTINEL get-master-addr-by-name`.
+    pub announce_host: String,
+    /// Path of the file holding the Sentinels' password (the cluster's `authSecret`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+}
+
+/// `min-replicas-to-write` value that no primary can satisfy: a Redis configured with it accepts
+/// no writes (`-NOREPLICAS`). Pods boot with it (redis.conf) and a fenced pod gets it.
+pub const FENCE_MIN_REPLICAS: u32 = 1_000_000;
 
 fn default_max_lag() -> u32 {
     10
@@ -69,6 +100,10 @@ pub enum Role {
     Primary,
     /// Replicate `upstream`: `REPLICAOF host port`.
     Replica,
+    /// Accept no writes (`min-replicas-to-write` set to [`FENCE_MIN_REPLICAS`]) and change
+    /// nothing else: a primary the operator is failing over away from. It rejoins as a replica
+    /// with a later topology.
+    Fenced,
 }
 
 /// Where a replica replicates from.
@@ -163,8 +198,8 @@ impl DesiredTopology {
             (Role::Replica, None) => Err(ContractError::Inconsistent(
                 "role replica needs an upstream",
             )),
-            (Role::Primary, Some(_)) => Err(ContractError::Inconsistent(
-                "role primary must not have an upstream",
+            (Role::Primary | Role::Fenced, Some(_)) => Err(ContractError::Inconsistent(
+                "roles primary and fenced must not have an upstream",
             )),
             (_, Some(u)) if u.host.is_empty() || u.port == 0 => Err(ContractError::Inconsistent(
                 "upstream needs a host and a non-zero port",
@@ -202,6 +237,8 @@ mod tests {
             replica_announced: false,
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
+            primary: None,
+            sentinel: None,
         }
     }
 

@@ -129,6 +129,7 @@ impl Platform for KubePlatform {
                         .and_then(|s| s.pod_ip.as_ref())
                         .map(|ip| format!("{ip}:{METRICS_PORT}")),
                     problem: pod_problem(&p),
+                    redis_running: redis_running(&p),
                     labels: p.metadata.labels.clone().unwrap_or_default(),
                     annotations: p.metadata.annotations.clone().unwrap_or_default(),
                     name,
@@ -228,6 +229,20 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
         })
 }
 
+/// Whether the kubelet reports the `redis` container running. `Some(false)` (waiting or
+/// terminated) is what lets a standalone failover proceed: that Redis takes no writes, and it
+/// restarts fenced. No status yet is `None`, never proof.
+pub fn redis_running(pod: &Pod) -> Option<bool> {
+    let cs = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == "redis")?;
+    Some(cs.state.as_ref()?.running.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +269,18 @@ mod tests {
             pod_problem(&pod).unwrap(),
             "container redis: CrashLoopBackOff back-off 40s"
         );
+        // A crash-looping Redis is provably not running; a pod without status proves nothing.
+        assert_eq!(redis_running(&pod), Some(false));
+        let running: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "dr-redis-1"},
+            "status": {"containerStatuses": [{"name": "redis", "image": "redis", "imageID": "", "ready": true,
+                "restartCount": 0, "state": {"running": {}}}]}
+        }))
+        .unwrap();
+        assert_eq!(redis_running(&running), Some(true));
+        let unknown: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "dr-redis-1"}})).unwrap();
+        assert_eq!(redis_running(&unknown), None);
         let starting: Pod = serde_json::from_value(json!({
             "metadata": {"name": "x"},
             "status": {"containerStatuses": [{"name": "redis", "image": "redis", "imageID": "", "ready": false,

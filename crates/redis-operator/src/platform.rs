@@ -31,6 +31,8 @@ pub struct PodInfo {
     pub address: String,
     /// Why the pod is not running, as Kubernetes reports it (unschedulable, image pull, crash).
     pub problem: Option<String>,
+    /// Whether the kubelet reports the `redis` container running (None: no status yet).
+    pub redis_running: Option<bool>,
 }
 
 /// What the reconciler needs from the platform. Every method is one request (or none).

@@ -40,6 +40,8 @@ pub struct Outcome {
 pub const REQUEUE_BUSY: Duration = Duration::from_secs(1);
 /// Steady state: refresh the instance reports (link state, lag) this often.
 pub const REQUEUE_STEADY: Duration = Duration::from_secs(5);
+/// Steady state of a cluster whose Sentinels may elect a new primary at any moment.
+pub const REQUEUE_SENTINEL: Duration = Duration::from_secs(2);
 /// An invalid spec waits for a change (or for the missing Secret to appear).
 pub const REQUEUE_INVALID: Duration = Duration::from_secs(30);
 
@@ -86,6 +88,7 @@ pub async fn reconcile<P: Platform>(
                 published,
                 report,
                 problem: pod.problem.clone(),
+                redis_running: pod.redis_running,
             },
         );
     }
@@ -102,13 +105,10 @@ pub async fn reconcile<P: Platform>(
     };
     let mut plan = redis_topology::plan(&view);
 
-    // publish: the leader first (the planner only ever changes others once the leader is done,
-    // but within one pass the order still matters for a reader of the audit log).
-    let leader = l::pod_name(&name, 0);
-    let mut order: Vec<&String> = plan.role_labels.keys().collect();
-    order.sort_by_key(|p| (*p != &leader, l::ordinal_of(&name, p)));
+    // publish in the planner's order: a pod being fenced before the pod promoted in its place,
+    // so an operator dying between the two writes never leaves two pods told to be primary.
     let mut published = Vec::new();
-    for pod_name in order {
+    for pod_name in &plan.order {
         let pod = pods
             .iter()
             .find(|p| &p.name == pod_name)
@@ -157,15 +157,6 @@ pub async fn reconcile<P: Platform>(
             note: "Spec and referenced Secrets are usable again".into(),
         });
     }
-    if rc.spec.mode == redis_cluster_api::ClusterMode::Sentinel
-        && conditions::find(&previous.conditions, names::CONFIGURATION_VALID).is_none()
-    {
-        plan.events.push(PlannedEvent {
-            type_: EventType::Warning,
-            reason: "SentinelModeNotImplemented",
-            note: "mode: sentinel is not implemented yet: the operator manages the primary as in standalone mode (pod 0 is primary)".into(),
-        });
-    }
     let status_written = plan.status != previous;
     if status_written {
         platform.patch_status(rc, &plan.status).await?;
@@ -180,6 +171,10 @@ pub async fn reconcile<P: Platform>(
     Ok(Outcome {
         requeue_after: if plan.in_progress {
             REQUEUE_BUSY
+        } else if rc.spec.sentinels_active() {
+            // A Sentinel failover changes no Kubernetes object the controller watches: look
+            // often enough that labels and the -leader Service follow within seconds.
+            REQUEUE_SENTINEL
         } else {
             REQUEUE_STEADY
         },

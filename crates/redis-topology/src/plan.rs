@@ -1,15 +1,27 @@
-//! Where promotion, demotion and every pod's replication topology are decided.
+//! Where promotion, demotion, failover and every pod's replication topology are decided.
 //!
 //! The plan is a pure function of the spec and what was observed: each pod's published topology
-//! annotation and its instance manager's report. It keeps no memory of its own, so an operator
-//! that dies at any line and restarts derives the same next step from the same observations.
+//! annotation, its instance manager's report, and what Kubernetes says about its container. It
+//! keeps no memory of its own, so an operator that dies at any line and restarts derives the same
+//! next step from the same observations (the primary it chose last is read back from the
+//! published annotations, or from `status.currentPrimary` when every annotation is gone).
+//!
+//! Who decides which pod is primary:
+//! - replica mode (not promoted): nobody; the designated leader is pod 0 (the spec's rule);
+//! - `mode: sentinel` with its own primary: the Sentinels. The operator follows their election
+//!   (read by the instance managers from the Sentinels themselves) and publishes it;
+//! - otherwise the operator: the primary stays where it is until it has been unavailable for
+//!   `failover.primaryUnavailableSeconds` and can be proven unable to take writes; then it is
+//!   fenced and the replica with the highest replication offset is promoted.
 //!
 //! Safety rules, in order of importance:
-//! 1. Only the designated leader (pod 0) is ever published as primary. No other pod is ever told
-//!    to accept writes, so this cluster can never have two writable primaries by our doing.
+//! 1. At most one pod is published as primary, and a failover publishes the fence of the old
+//!    primary before the promotion of the new one, and only once the old primary is proven not
+//!    to accept writes (its Redis container is not running, its pod is gone, or it reports
+//!    itself fenced or a replica). A primary that merely does not answer is never replaced.
 //! 2. Leader first: while the leader is being made primary, the other pods keep their current
-//!    upstream (the source keeps feeding them) until the leader reports, at the published epoch,
-//!    that it is primary. Only then are they re-pointed to it.
+//!    upstream until the leader reports, at the published epoch, that it is primary. Only then
+//!    are they re-pointed to it.
 //! 3. Epochs only grow: a changed topology is published with an epoch above every epoch
 //!    currently published in the cluster, so an instance manager never applies a stale one.
 //! 4. Only what changed is published; an unchanged cluster yields an empty plan.
@@ -20,7 +32,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use redis_cluster_api::conditions as names;
 use redis_cluster_api::labels::{self, ROLE_PRIMARY, ROLE_REPLICA};
 use redis_cluster_api::report::{InstanceReport, ObservedRole};
-use redis_cluster_api::topology::{DesiredTopology, FORMAT_VERSION, Role, Upstream, UpstreamKind};
+use redis_cluster_api::topology::{
+    DesiredTopology, FENCE_MIN_REPLICAS, FORMAT_VERSION, Role, SentinelTopology, Upstream,
+    UpstreamKind,
+};
 use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus, ReplicaSourceSpec, ReplicaTopology};
 
 use crate::conditions::{self, Desired, Status};
@@ -35,6 +50,9 @@ pub struct Environment {
     pub source_password_file: String,
     /// Port every data pod's Redis listens on.
     pub redis_port: u16,
+    /// `host:port` of every Sentinel, when they are not at their Kubernetes DNS names
+    /// (`<name>-sentinel-<i>.<name>-sentinel-headless:26379`), as in the drill.
+    pub sentinel_addresses: Option<Vec<String>>,
 }
 
 impl Environment {
@@ -44,6 +62,7 @@ impl Environment {
             auth_password_file: "/etc/redis/auth/password".into(),
             source_password_file: "/etc/redis/source/password".into(),
             redis_port: 6379,
+            sentinel_addresses: None,
         }
     }
 }
@@ -60,6 +79,9 @@ pub struct PodView {
     /// What Kubernetes says is wrong with the pod (unschedulable, image pull, crash loop), in
     /// its own words, for the Ready condition.
     pub problem: Option<String>,
+    /// Whether Kubernetes reports the pod's Redis container running: `Some(false)` proves the
+    /// Redis process is gone (it restarts fenced), `None` is unknown.
+    pub redis_running: Option<bool>,
 }
 
 /// Everything the planner looks at.
@@ -102,6 +124,11 @@ pub struct Plan {
     pub events: Vec<PlannedEvent>,
     /// Something is in progress (a promotion step, a pod converging): look again soon.
     pub in_progress: bool,
+    /// Every pod, in the order its labels and annotation must be written: a pod being fenced
+    /// first, then the leader, then the others by ordinal.
+    pub order: Vec<String>,
+    /// The pod labelled primary (the `-leader` Service's endpoint).
+    pub leader: String,
 }
 
 /// What the cluster as a whole should be.
@@ -177,24 +204,360 @@ fn peer_upstream(view: &ClusterView, leader: &str) -> Upstream {
     }
 }
 
-/// The topology pod `ordinal` should have, with epoch 0 (assigned when published).
-fn desired_for(view: &ClusterView, target: Target, ordinal: u32, leader: &str) -> DesiredTopology {
-    let (role, upstream, hidden) = match (target, ordinal) {
-        (Target::Standalone | Target::Promoted(_), 0) => (Role::Primary, None, false),
-        (Target::Standalone | Target::Promoted(_), _) => {
-            (Role::Replica, Some(peer_upstream(view, leader)), false)
+/// Who decides which pod is primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decider {
+    /// Nobody: replica mode, the designated leader is pod 0.
+    Spec,
+    /// The operator (standalone mode, and a promoted cluster until its promotion completed).
+    Operator,
+    /// The Sentinel quorum.
+    Sentinel,
+}
+
+/// The cluster was promoted and the promotion completed (the status says so): from then on it
+/// behaves as a cluster with its own primary (failover, Sentinels).
+fn promotion_done(view: &ClusterView) -> bool {
+    view.previous
+        .and_then(|s| conditions::find(&s.conditions, names::REPLICA_MODE))
+        .is_some_and(|c| c.reason == names::REASON_PROMOTED)
+}
+
+fn decider(view: &ClusterView, target: Target) -> Decider {
+    let own_primary = match target {
+        Target::Replica(..) => return Decider::Spec,
+        Target::Standalone => true,
+        Target::Promoted(_) => promotion_done(view),
+    };
+    if own_primary && view.spec.sentinels_active() {
+        Decider::Sentinel
+    } else {
+        Decider::Operator
+    }
+}
+
+/// The primary the operator chose last: named by the newest published topology, or by the
+/// status when no pod carries an annotation (every pod recreated), or pod 0.
+fn recorded_primary(view: &ClusterView) -> String {
+    let newest = view
+        .pods
+        .values()
+        .filter_map(|p| p.published.as_ref())
+        .max_by_key(|t| t.epoch);
+    match newest {
+        Some(t) => t
+            .primary
+            .clone()
+            .unwrap_or_else(|| labels::pod_name(view.name, 0)),
+        None => view
+            .previous
+            .and_then(|s| s.current_primary.clone())
+            .filter(|p| labels::ordinal_of(view.name, p).is_some())
+            .unwrap_or_else(|| labels::pod_name(view.name, 0)),
+    }
+}
+
+/// The pod whose address is `host`.
+fn pod_at<'v>(view: &'v ClusterView, host: &str) -> Option<&'v String> {
+    view.pods.iter().find_map(|(name, pod)| {
+        (pod.address == host
+            || host == name.as_str()
+            || host
+                .strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.starts_with('.')))
+        .then_some(name)
+    })
+}
+
+/// The Sentinels' election as the instance managers read it: the answer with the highest
+/// config epoch, mapped to a pod.
+fn sentinel_choice(view: &ClusterView) -> Option<(String, u64)> {
+    let (host, epoch) = view
+        .pods
+        .values()
+        .filter_map(|p| p.report.as_ref())
+        .filter_map(|r| Some((r.sentinel_primary.as_ref()?, r.sentinel_epoch?)))
+        .max_by_key(|(_, epoch)| *epoch)?;
+    let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+    pod_at(view, host).map(|p| (p.clone(), epoch))
+}
+
+/// Whether the primary answers, and if not, why not.
+fn availability(view: &ClusterView, primary: &str) -> Result<(), String> {
+    let Some(pod) = view.pods.get(primary) else {
+        return Err(format!("{primary} does not exist"));
+    };
+    match &pod.report {
+        Some(r) if r.role.is_some() => Ok(()),
+        Some(r) => Err(format!(
+            "{primary}: Redis does not answer its instance manager{}",
+            r.error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )),
+        None => Err(format!(
+            "{primary}: {}",
+            pod.problem
+                .clone()
+                .unwrap_or_else(|| "instance manager not reachable".into())
+        )),
+    }
+}
+
+/// Proof that `pod` cannot accept a write now (and comes back unable to).
+fn cannot_write(view: &ClusterView, pod: &str) -> Option<String> {
+    let Some(p) = view.pods.get(pod) else {
+        return Some(format!("{pod} is gone"));
+    };
+    if p.redis_running == Some(false) {
+        return Some(format!("Kubernetes reports {pod}'s Redis container not running"));
+    }
+    match &p.report {
+        Some(r) if r.fenced => Some(format!("{pod} reports itself fenced")),
+        Some(r) if r.role == Some(ObservedRole::Replica) => {
+            Some(format!("{pod} reports itself a replica"))
         }
-        (Target::Replica(_, ReplicaTopology::Cascading), n) if n > 0 => {
-            (Role::Replica, Some(peer_upstream(view, leader)), true)
+        _ => None,
+    }
+}
+
+/// The replica to promote: highest replication offset, not in a sync; lowest ordinal on ties.
+fn best_replica(view: &ClusterView, except: &str) -> Option<(String, i64)> {
+    view.pods
+        .iter()
+        .filter(|(name, _)| name.as_str() != except)
+        .filter_map(|(name, p)| {
+            let r = p.report.as_ref()?;
+            (r.role == Some(ObservedRole::Replica) && !r.sync_in_progress && !r.fenced)
+                .then_some((name, r.repl_offset?))
+        })
+        .filter(|(_, offset)| *offset > 0)
+        .max_by_key(|(name, offset)| {
+            (
+                *offset,
+                std::cmp::Reverse(labels::ordinal_of(view.name, name).unwrap_or(u32::MAX)),
+            )
+        })
+        .map(|(name, offset)| (name.clone(), offset))
+}
+
+/// A failover the operator decided in this pass.
+#[derive(Clone, Debug, PartialEq)]
+struct Failover {
+    from: String,
+    to: String,
+    offset: i64,
+    proof: String,
+    unavailable_for: i64,
+}
+
+/// Who leads, and what the `PrimaryAvailable` condition says.
+struct Leadership {
+    leader: String,
+    decider: Decider,
+    failover: Option<Failover>,
+    available: Option<Desired>,
+    sentinel_epoch: Option<u64>,
+    /// The primary is unavailable and the operator cannot fail over (yet): say it once.
+    blocked_warning: Option<String>,
+}
+
+fn seconds_between(from: &Time, to: &Time) -> i64 {
+    to.0.as_second() - from.0.as_second()
+}
+
+fn leadership(view: &ClusterView, target: Target) -> Leadership {
+    let decider = decider(view, target);
+    let pod0 = labels::pod_name(view.name, 0);
+    let mut out = Leadership {
+        leader: pod0.clone(),
+        decider,
+        failover: None,
+        available: None,
+        sentinel_epoch: None,
+        blocked_warning: None,
+    };
+    let recorded = recorded_primary(view);
+    match decider {
+        Decider::Spec => return out,
+        Decider::Sentinel => {
+            match sentinel_choice(view) {
+                Some((pod, epoch)) => {
+                    out.leader = pod;
+                    out.sentinel_epoch = Some(epoch);
+                }
+                None => out.leader = recorded,
+            }
+            out.available = Some(match availability(view, &out.leader) {
+                Ok(()) => Desired {
+                    type_: names::PRIMARY_AVAILABLE,
+                    status: Status::True,
+                    reason: "Available",
+                    message: match out.sentinel_epoch {
+                        Some(e) => format!(
+                            "{} answers; elected by the Sentinels (config epoch {e})",
+                            out.leader
+                        ),
+                        None => format!("{} answers; no Sentinel has reported yet", out.leader),
+                    },
+                },
+                Err(why) => Desired {
+                    type_: names::PRIMARY_AVAILABLE,
+                    status: Status::False,
+                    reason: "Unavailable",
+                    message: format!("{why}; the Sentinels decide the failover"),
+                },
+            });
+            return out;
         }
-        (Target::Replica(source, _), _) => {
+        Decider::Operator => out.leader = recorded,
+    }
+    // A cluster that never had a confirmed primary is still being created: nothing to fail
+    // over from (pods that take a while to schedule are not an incident).
+    if view.previous.is_none_or(|s| s.current_primary.is_none()) {
+        return out;
+    }
+    let settings = view.spec.failover_settings();
+    let why = match availability(view, &out.leader) {
+        Ok(()) => {
+            out.available = Some(Desired {
+                type_: names::PRIMARY_AVAILABLE,
+                status: Status::True,
+                reason: "Available",
+                message: format!("{} answers", out.leader),
+            });
+            return out;
+        }
+        Err(why) => why,
+    };
+    let was = view
+        .previous
+        .and_then(|s| conditions::find(&s.conditions, names::PRIMARY_AVAILABLE))
+        .filter(|c| c.status == "False");
+    let unavailable_for = was
+        .map(|c| seconds_between(&c.last_transition_time, &view.now))
+        .unwrap_or(0);
+    let delay = i64::from(settings.primary_unavailable_seconds.max(1));
+    let (reason, message) = if view.spec.instances <= 1 {
+        (
+            "Unavailable",
+            format!("{why}; a single-instance cluster has no replica to fail over to"),
+        )
+    } else if !settings.enabled {
+        (
+            "Unavailable",
+            format!("{why}; automatic failover is disabled (spec.failover.enabled: false)"),
+        )
+    } else if unavailable_for < delay {
+        (
+            "Unavailable",
+            format!(
+                "{why}; failover after {delay}s unavailable (so far {unavailable_for}s)"
+            ),
+        )
+    } else {
+        match (
+            cannot_write(view, &out.leader),
+            best_replica(view, &out.leader),
+        ) {
+            (Some(proof), Some((to, offset))) => {
+                out.failover = Some(Failover {
+                    from: out.leader.clone(),
+                    to: to.clone(),
+                    offset,
+                    proof,
+                    unavailable_for,
+                });
+                (
+                    "FailingOver",
+                    format!("{why}; failing over to {to} (replication offset {offset})"),
+                )
+            }
+            (None, _) => {
+                let m = format!(
+                    "{why}; failover blocked: nothing proves {} stopped accepting writes (its container may still run, e.g. on an unreachable node). Deleting the pod lets the failover proceed",
+                    out.leader
+                );
+                out.blocked_warning = Some(m.clone());
+                ("FailoverBlocked", m)
+            }
+            (Some(_), None) => {
+                let m = format!(
+                    "{why}; failover blocked: no replica is in sync with a known replication offset"
+                );
+                out.blocked_warning = Some(m.clone());
+                ("FailoverBlocked", m)
+            }
+        }
+    };
+    out.available = Some(Desired {
+        type_: names::PRIMARY_AVAILABLE,
+        status: Status::False,
+        reason,
+        message,
+    });
+    if let Some(f) = &out.failover {
+        out.leader = f.to.clone();
+    }
+    out
+}
+
+/// The topology pod `name` should have, with epoch 0 (assigned when published).
+fn desired_for(
+    view: &ClusterView,
+    target: Target,
+    lead: &Leadership,
+    name: &str,
+) -> DesiredTopology {
+    let is_leader = name == lead.leader;
+    let fencing = lead.failover.as_ref().is_some_and(|f| f.from == name);
+    let (role, upstream, hidden) = match target {
+        Target::Standalone | Target::Promoted(_) if fencing => (Role::Fenced, None, false),
+        Target::Standalone | Target::Promoted(_) if is_leader => (Role::Primary, None, false),
+        Target::Standalone | Target::Promoted(_) => {
+            (Role::Replica, Some(peer_upstream(view, &lead.leader)), false)
+        }
+        Target::Replica(_, ReplicaTopology::Cascading) if !is_leader => {
+            (Role::Replica, Some(peer_upstream(view, &lead.leader)), true)
+        }
+        Target::Replica(source, _) => {
             (Role::Replica, Some(external_upstream(view, source)), true)
         }
     };
-    let min_replicas_to_write = match role {
-        Role::Primary => view.spec.min_sync_replicas.unwrap_or(0).max(0) as u32,
-        Role::Replica => 0,
+    let min_sync = view.spec.min_sync_replicas.unwrap_or(0).max(0) as u32;
+    // Under Sentinel every pod carries the real value: the replica a Sentinel promotes must be
+    // protected the moment it becomes primary, without waiting for the operator.
+    let min_replicas_to_write = match (role, lead.decider) {
+        (Role::Primary, _) | (_, Decider::Sentinel) => min_sync,
+        (Role::Fenced, _) => FENCE_MIN_REPLICAS,
+        _ => 0,
     };
+    let sentinel = (lead.decider == Decider::Sentinel).then(|| SentinelTopology {
+        master_name: labels::sentinel_master_name(view.name),
+        addresses: view.env.sentinel_addresses.clone().unwrap_or_else(|| {
+            (0..view.spec.sentinel_settings().replicas.max(0) as u32)
+                .map(|i| {
+                    format!(
+                        "{}.{}-sentinel-headless:{}",
+                        labels::sentinel_pod_name(view.name, i),
+                        view.name,
+                        labels::SENTINEL_PORT
+                    )
+                })
+                .collect()
+        }),
+        announce_host: view
+            .pods
+            .get(name)
+            .map(|p| p.address.clone())
+            .unwrap_or_default(),
+        password_file: view
+            .spec
+            .auth_secret
+            .as_ref()
+            .map(|_| view.env.auth_password_file.clone()),
+    });
     DesiredTopology {
         version: FORMAT_VERSION,
         cluster: view.name.to_string(),
@@ -207,6 +570,11 @@ fn desired_for(view: &ClusterView, target: Target, ordinal: u32, leader: &str) -
         replica_announced: !hidden,
         min_replicas_to_write,
         min_replicas_max_lag: 10,
+        primary: match target {
+            Target::Replica(..) => None,
+            _ => Some(lead.leader.clone()),
+        },
+        sentinel,
     }
 }
 
@@ -226,29 +594,35 @@ fn confirmed(pod: Option<&PodView>, want: &DesiredTopology) -> bool {
     let Some(report) = pod.report.as_ref() else {
         return false;
     };
-    report.applied_epoch.is_some_and(|e| e >= published.epoch)
-        && observed_role(Some(report)) == Some(want.role)
+    let role_ok = match want.role {
+        Role::Fenced => report.fenced,
+        role => observed_role(Some(report)) == Some(role),
+    };
+    report.applied_epoch.is_some_and(|e| e >= published.epoch) && role_ok
 }
 
 /// Decide the next step. See the module documentation for the rules.
 pub fn plan(view: &ClusterView) -> Plan {
     let target = target(view.spec);
-    let leader = labels::pod_name(view.name, 0);
+    let lead = leadership(view, target);
+    let leader = lead.leader.clone();
+    let sentinel = lead.decider == Decider::Sentinel;
     let mut desired: BTreeMap<String, DesiredTopology> = BTreeMap::new();
     for name in view.pods.keys() {
-        if let Some(ordinal) = labels::ordinal_of(view.name, name) {
-            desired.insert(name.clone(), desired_for(view, target, ordinal, &leader));
+        if labels::ordinal_of(view.name, name).is_some() {
+            desired.insert(name.clone(), desired_for(view, target, &lead, name));
         }
     }
-    let leader_want = desired_for(view, target, 0, &leader);
+    let leader_want = desired_for(view, target, &lead, &leader);
     let leader_pod = view.pods.get(&leader);
     let leader_published_role = leader_pod
         .and_then(|p| p.published.as_ref())
         .map(|p| p.role);
     let leader_observed_role = observed_role(leader_pod.and_then(|p| p.report.as_ref()));
     let leader_confirmed = confirmed(leader_pod, &leader_want);
-    // Rule 2: while the leader is becoming primary, nobody else moves.
-    let hold_others = leader_want.role == Role::Primary && !leader_confirmed;
+    // Rule 2: while the leader is becoming primary, nobody else moves. Under Sentinel the pods
+    // only follow an election that already happened, so there is nothing to sequence.
+    let hold_others = leader_want.role == Role::Primary && !leader_confirmed && !sentinel;
     // Demoting: the leader was made primary by us and has not yet applied its return to replica.
     // A fresh pod also reports `master` (Redis starts that way) but has applied nothing yet.
     let leader_applied_something = leader_pod
@@ -261,7 +635,18 @@ pub fn plan(view: &ClusterView) -> Plan {
         .and_then(|p| p.report.as_ref())
         .is_some_and(|r| r.sync_in_progress);
     let promoting = leader_want.role == Role::Primary
-        && leader_published_role.is_some_and(|r| r == Role::Replica);
+        && leader_published_role.is_some_and(|r| r != Role::Primary);
+
+    // The write order: the pod being fenced, the leader, then the others by ordinal.
+    let fenced_pod = lead.failover.as_ref().map(|f| f.from.clone());
+    let mut order: Vec<String> = desired.keys().cloned().collect();
+    order.sort_by_key(|p| {
+        (
+            Some(p) != fenced_pod.as_ref(),
+            p != &leader,
+            labels::ordinal_of(view.name, p),
+        )
+    });
 
     // Rule 3: one epoch above everything published.
     let mut next_epoch = view
@@ -273,17 +658,40 @@ pub fn plan(view: &ClusterView) -> Plan {
         + 1;
     let mut publish = BTreeMap::new();
     let mut events = Vec::new();
-    for (name, want) in &desired {
+    if let Some(f) = &lead.failover {
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: "FailingOver",
+            note: format!(
+                "{} unavailable for {}s ({}): fencing it and promoting {} (highest replication offset, {})",
+                f.from, f.unavailable_for, f.proof, f.to, f.offset
+            ),
+        });
+    }
+    if let Some(m) = &lead.blocked_warning {
+        let was = view
+            .previous
+            .and_then(|s| conditions::find(&s.conditions, names::PRIMARY_AVAILABLE));
+        if was.is_none_or(|c| c.reason != "FailoverBlocked") {
+            events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: "FailoverBlocked",
+                note: m.clone(),
+            });
+        }
+    }
+    for name in &order {
+        let want = &desired[name];
         let current = view.pods[name].published.as_ref();
         if current.is_some_and(|c| same_shape(c, want)) {
             continue;
         }
-        if name != &leader && hold_others {
+        if name != &leader && hold_others && want.role != Role::Fenced {
             continue;
         }
         // Never promote a replica in the middle of a full sync: it would serve its old (maybe
         // empty) dataset as the new primary. Wait, and say why in the condition.
-        if name == &leader && promoting && leader_syncing {
+        if name == &leader && promoting && leader_syncing && !sentinel {
             continue;
         }
         let mut topology = want.clone();
@@ -292,6 +700,7 @@ pub fn plan(view: &ClusterView) -> Plan {
         if name == &leader {
             if let Target::Promoted(source) = target
                 && promoting
+                && !promotion_done(view)
             {
                 events.push(PlannedEvent {
                     type_: EventType::Normal,
@@ -342,6 +751,7 @@ pub fn plan(view: &ClusterView) -> Plan {
     let (status, status_events) = status(
         view,
         target,
+        &lead,
         &desired,
         leader_confirmed,
         demoting,
@@ -352,11 +762,18 @@ pub fn plan(view: &ClusterView) -> Plan {
         .iter()
         .all(|(name, want)| confirmed(view.pods.get(name), want));
     Plan {
-        in_progress: !publish.is_empty() || !converged,
+        in_progress: !publish.is_empty()
+            || !converged
+            || lead
+                .available
+                .as_ref()
+                .is_some_and(|c| c.status == Status::False),
         publish,
         role_labels,
         status,
         events,
+        order,
+        leader,
     }
 }
 
@@ -374,18 +791,24 @@ fn describe(pod: &str, t: &DesiredTopology) -> String {
             )
         }
         (Role::Replica, None) => format!("{pod}: replica (epoch {})", t.epoch),
+        (Role::Fenced, _) => format!(
+            "{pod}: fenced, accepts no writes (epoch {}); primary is now {}",
+            t.epoch,
+            t.primary.as_deref().unwrap_or("unknown")
+        ),
     }
 }
 
 fn status(
     view: &ClusterView,
     target: Target,
+    lead: &Leadership,
     desired: &BTreeMap<String, DesiredTopology>,
     leader_confirmed: bool,
     demoting: bool,
     leader_syncing: bool,
 ) -> (RedisClusterStatus, Vec<PlannedEvent>) {
-    let leader = labels::pod_name(view.name, 0);
+    let leader = lead.leader.clone();
     let previous = view.previous.cloned().unwrap_or_default();
     let mut events = Vec::new();
     let mut wanted: Vec<Desired> = Vec::new();
@@ -422,12 +845,37 @@ fn status(
         .collect();
     let ready_instances = instances_status.iter().filter(|i| i.ready).count() as i32;
 
-    let is_primary_target = matches!(target, Target::Standalone | Target::Promoted(_));
-    let current_primary = (is_primary_target && leader_confirmed).then(|| leader.clone());
+    // The primary: the leader once it confirmed; until then the last confirmed one (a failover
+    // in progress still has a known former primary), except in replica mode, which has none.
+    let current_primary = match target {
+        Target::Replica(..) => None,
+        Target::Promoted(_) if !promotion_done(view) && !leader_confirmed => None,
+        _ if leader_confirmed => Some(leader.clone()),
+        _ => previous.current_primary.clone(),
+    };
+    if let (Some(old), Some(new)) = (&previous.current_primary, &current_primary)
+        && old != new
+    {
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: "Failover",
+            note: match (lead.decider, lead.sentinel_epoch) {
+                (Decider::Sentinel, Some(epoch)) => format!(
+                    "Primary changed: {old} -> {new} (elected by the Sentinels, config epoch {epoch})"
+                ),
+                _ => format!("Primary changed: {old} -> {new} (failover decided by the operator)"),
+            },
+        });
+    }
+    if let Some(c) = &lead.available {
+        wanted.push(c.clone());
+    }
 
     let replicating_from = match target {
         Target::Replica(source, _) => Some(source.display_name()),
-        Target::Promoted(_) if leader_confirmed => Some("promoted".to_string()),
+        Target::Promoted(_) if leader_confirmed || promotion_done(view) => {
+            Some("promoted".to_string())
+        }
         Target::Promoted(source) => Some(source.display_name()),
         Target::Standalone => None,
     };
@@ -452,7 +900,7 @@ fn status(
             reason: names::REASON_ENABLED,
             message: names::replicating_message(&source.display_name(), &source.host, source.port),
         }),
-        Target::Promoted(source) if leader_confirmed => {
+        Target::Promoted(source) if leader_confirmed || promotion_done(view) => {
             wanted.push(Desired {
                 type_: names::REPLICA_MODE,
                 status: Status::False,

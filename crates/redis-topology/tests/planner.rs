@@ -96,6 +96,12 @@ impl World {
         let role = match t.role {
             Role::Primary => ObservedRole::Primary,
             Role::Replica => ObservedRole::Replica,
+            // A fenced pod keeps the role it had.
+            Role::Fenced => p
+                .report
+                .as_ref()
+                .and_then(|r| r.role)
+                .unwrap_or(ObservedRole::Primary),
         };
         p.report = Some(InstanceReport {
             pod: pod.into(),
@@ -108,7 +114,9 @@ impl World {
             master_link_up: role == ObservedRole::Replica && link_up,
             link_error: (!link_up && role == ObservedRole::Replica)
                 .then(|| "upstream did not answer within 1s".into()),
-            ready: role == ObservedRole::Primary || link_up,
+            ready: t.role != Role::Fenced && (role == ObservedRole::Primary || link_up),
+            fenced: t.role == Role::Fenced,
+            repl_offset: Some(1000),
             ..Default::default()
         });
     }
@@ -627,4 +635,341 @@ fn invariants_hold_over_every_interleaving() {
         }
     }
     assert_eq!(runs, 32768);
+}
+
+// ---- Failover: operator-decided (standalone, promoted DR) and Sentinel-decided ----
+
+const STANDALONE: &str = "storage: {size: 1Gi}\ninstances: 3\nauthSecret: {name: a}\n";
+
+impl World {
+    /// Reconcile and let every live instance manager apply, until nothing moves.
+    fn converge(&mut self) {
+        for _ in 0..6 {
+            self.reconcile();
+            let names: Vec<_> = self.pods.keys().cloned().collect();
+            for n in names {
+                if self.pods[&n].published.is_some() && self.pods[&n].redis_running != Some(false)
+                {
+                    self.apply(&n, true);
+                }
+            }
+        }
+    }
+
+    fn set_offset(&mut self, pod: &str, offset: i64) {
+        self.pods.get_mut(pod).unwrap().report.as_mut().unwrap().repl_offset = Some(offset);
+    }
+
+    /// The Redis container of `pod` exits and stays down (kubelet reports it not running).
+    fn kill(&mut self, pod: &str) {
+        let p = self.pods.get_mut(pod).unwrap();
+        p.report = None;
+        p.redis_running = Some(false);
+    }
+
+    /// The container restarts: Redis boots as a fenced master, nothing applied yet.
+    fn restart(&mut self, pod: &str) {
+        let p = self.pods.get_mut(pod).unwrap();
+        p.redis_running = Some(true);
+        p.report = Some(InstanceReport {
+            pod: pod.into(),
+            role: Some(ObservedRole::Primary),
+            fenced: true,
+            repl_offset: Some(0),
+            ..Default::default()
+        });
+    }
+
+    /// Pods whose Redis would accept a write now: alive, master, not fenced.
+    fn writable(&self) -> Vec<String> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| {
+                p.redis_running != Some(false)
+                    && p.report
+                        .as_ref()
+                        .is_some_and(|r| r.role == Some(ObservedRole::Primary) && !r.fenced)
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    fn advance(&mut self, seconds: i64) {
+        self.clock += seconds;
+    }
+}
+
+#[test]
+fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
+    let mut w = World::new(with_promote(DR, false));
+    w.converge();
+    w.spec = with_promote(DR, true);
+    w.converge();
+    assert_eq!(w.condition("ReplicaMode").1, "Promoted");
+    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-0"));
+    w.set_offset("dr-redis-1", 500);
+    w.set_offset("dr-redis-2", 900);
+
+    w.kill("dr-redis-0");
+    let p = w.reconcile();
+    assert!(p.publish.is_empty());
+    let (status, reason, message) = w.condition("PrimaryAvailable");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Unavailable"));
+    assert!(message.contains("failover after 10s"), "{message}");
+    w.advance(5);
+    assert!(w.reconcile().publish.is_empty(), "acted before the delay");
+
+    w.advance(6);
+    let p = w.reconcile();
+    assert_eq!(p.order[0], "dr-redis-0", "the fence is written first");
+    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-0", "dr-redis-2"]);
+    let fence = &p.publish["dr-redis-0"];
+    let promote = &p.publish["dr-redis-2"];
+    assert_eq!(fence.role, Role::Fenced);
+    assert_eq!(fence.primary.as_deref(), Some("dr-redis-2"));
+    assert_eq!(promote.role, Role::Primary);
+    assert!(fence.epoch < promote.epoch);
+    assert_eq!(p.role_labels["dr-redis-2"], "primary");
+    assert_eq!(p.role_labels["dr-redis-0"], "replica");
+    assert!(reasons(&p).contains(&"FailingOver"));
+    let note = &p.events.iter().find(|e| e.reason == "FailingOver").unwrap().note;
+    assert!(note.contains("not running") && note.contains("900"), "{note}");
+    // Still a promoted cluster, not "Promoting" again.
+    assert_eq!(w.condition("ReplicaMode").1, "Promoted");
+
+    w.apply("dr-redis-2", true);
+    let p = w.reconcile();
+    assert!(reasons(&p).contains(&"Failover"), "{:?}", reasons(&p));
+    assert_eq!(p.publish["dr-redis-1"].upstream.as_ref().unwrap().host, "dr-redis-2.dr-redis-headless");
+    assert_eq!(p.publish["dr-redis-0"].role, Role::Replica, "the old primary rejoins as a replica");
+    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-2"));
+    assert_eq!(w.condition("PrimaryAvailable").0, "True");
+
+    w.restart("dr-redis-0");
+    assert_eq!(w.writable(), ["dr-redis-2"]);
+    w.converge();
+    assert_eq!(w.writable(), ["dr-redis-2"]);
+    assert_eq!(w.pods["dr-redis-0"].report.as_ref().unwrap().role, Some(ObservedRole::Replica));
+    assert!(w.reconcile().publish.is_empty());
+}
+
+#[test]
+fn failover_waits_while_the_old_primary_might_still_take_writes() {
+    let mut w = World::new(spec(STANDALONE));
+    w.converge();
+    // The instance manager stops answering but Kubernetes says the container runs (a node that
+    // is cut off looks exactly like this): no proof the old primary stopped.
+    w.pods.get_mut("dr-redis-0").unwrap().report = None;
+    let mut warnings = 0;
+    for _ in 0..5 {
+        w.advance(20);
+        let p = w.reconcile();
+        assert!(p.publish.is_empty(), "failed over without proof");
+        warnings += reasons(&p).iter().filter(|r| **r == "FailoverBlocked").count();
+    }
+    assert_eq!(warnings, 1, "warned once");
+    let (_, reason, message) = w.condition("PrimaryAvailable");
+    assert_eq!(reason, "FailoverBlocked");
+    assert!(message.contains("Deleting the pod"), "{message}");
+    // The pod is deleted (e.g. `kubectl delete pod --force`): now it provably takes no writes.
+    w.pods.remove("dr-redis-0");
+    let p = w.reconcile();
+    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-1"]);
+    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
+}
+
+#[test]
+fn failover_can_be_turned_off() {
+    let mut s = spec(STANDALONE);
+    s.failover = Some(redis_cluster_api::FailoverSpec {
+        enabled: false,
+        primary_unavailable_seconds: 10,
+    });
+    let mut w = World::new(s);
+    w.converge();
+    w.kill("dr-redis-0");
+    for _ in 0..5 {
+        w.advance(30);
+        assert!(w.reconcile().publish.is_empty());
+    }
+    let (status, _, message) = w.condition("PrimaryAvailable");
+    assert_eq!(status, "False");
+    assert!(message.contains("failover is disabled"), "{message}");
+}
+
+#[test]
+fn an_operator_restarted_mid_failover_keeps_the_primary_it_chose() {
+    let mut w = World::new(spec(STANDALONE));
+    w.converge();
+    w.set_offset("dr-redis-1", 100);
+    w.set_offset("dr-redis-2", 200);
+    w.kill("dr-redis-0");
+    w.reconcile();
+    w.advance(11);
+    let before = w.status.clone();
+    let p = w.reconcile();
+    assert_eq!(p.publish["dr-redis-2"].role, Role::Primary);
+    // The status write was lost (operator died), and dr-redis-1 now looks more advanced.
+    w.status = before;
+    w.set_offset("dr-redis-1", 5000);
+    let p = w.reconcile();
+    assert!(p.publish.is_empty(), "{:?}", p.publish.keys());
+    assert_eq!(p.leader, "dr-redis-2");
+    w.converge();
+    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-2"));
+}
+
+#[test]
+fn sentinel_mode_follows_the_election_and_never_decides() {
+    let mut w = World::new(spec(&format!("{STANDALONE}mode: sentinel\nminSyncReplicas: 1\n")));
+    let p = w.reconcile();
+    // No Sentinel has spoken yet: pod 0, every pod at once (the instance managers only follow).
+    assert_eq!(p.publish.len(), 3);
+    let t = &p.publish["dr-redis-1"];
+    let s = t.sentinel.as_ref().expect("sentinel section");
+    assert_eq!(s.master_name, "dr-redis");
+    assert_eq!(s.addresses.len(), 3);
+    assert_eq!(s.addresses[0], "dr-redis-sentinel-0.dr-redis-sentinel-headless:26379");
+    assert_eq!(s.announce_host, "dr-redis-1.dr-redis-headless");
+    assert_eq!(t.min_replicas_to_write, 1, "replicas carry minSyncReplicas under Sentinel");
+    w.converge();
+    let names: Vec<String> = w.pods.keys().cloned().collect();
+    let elect = |w: &mut World, host: &str, epoch: u64| {
+        for n in &names {
+            if let Some(r) = w.pods.get_mut(n).unwrap().report.as_mut() {
+                r.sentinel_primary = Some(format!("{host}:6379"));
+                r.sentinel_epoch = Some(epoch);
+            }
+        }
+    };
+    elect(&mut w, "dr-redis-0.dr-redis-headless", 0);
+    assert!(w.reconcile().publish.is_empty());
+    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-0"));
+
+    // The Sentinels fail over to dr-redis-1.
+    w.kill("dr-redis-0");
+    elect(&mut w, "dr-redis-1.dr-redis-headless", 1);
+    w.pods.get_mut("dr-redis-1").unwrap().report.as_mut().unwrap().role =
+        Some(ObservedRole::Primary);
+    for _ in 0..3 {
+        w.advance(60);
+        let p = w.reconcile();
+        assert!(!reasons(&p).contains(&"FailingOver"), "the operator decided under Sentinel");
+        assert_eq!(p.role_labels["dr-redis-1"], "primary");
+        assert_eq!(p.leader, "dr-redis-1");
+        w.apply("dr-redis-1", true);
+        w.apply("dr-redis-2", true);
+        elect(&mut w, "dr-redis-1.dr-redis-headless", 1);
+    }
+    let st = w.status.clone().unwrap();
+    assert_eq!(st.current_primary.as_deref(), Some("dr-redis-1"));
+    assert_eq!(w.pods["dr-redis-2"].published.as_ref().unwrap().upstream.as_ref().unwrap().host, "dr-redis-1.dr-redis-headless");
+    assert_eq!(w.pods["dr-redis-0"].published.as_ref().unwrap().role, Role::Replica);
+    let (_, _, message) = w.condition("PrimaryAvailable");
+    assert!(message.contains("config epoch 1"), "{message}");
+}
+
+#[test]
+fn sentinel_failover_is_recorded_in_an_event_old_to_new() {
+    let mut w = World::new(spec(&format!("{STANDALONE}mode: sentinel\n")));
+    w.converge();
+    for n in ["dr-redis-0", "dr-redis-1", "dr-redis-2"] {
+        let r = w.pods.get_mut(n).unwrap().report.as_mut().unwrap();
+        r.sentinel_primary = Some("dr-redis-2.dr-redis-headless:6379".into());
+        r.sentinel_epoch = Some(4);
+    }
+    let mut events = Vec::new();
+    for _ in 0..3 {
+        let p = w.reconcile();
+        events.extend(p.events.into_iter().filter(|e| e.reason == "Failover"));
+        w.apply_all(true);
+        for n in ["dr-redis-0", "dr-redis-1", "dr-redis-2"] {
+            let r = w.pods.get_mut(n).unwrap().report.as_mut().unwrap();
+            r.sentinel_primary = Some("dr-redis-2.dr-redis-headless:6379".into());
+            r.sentinel_epoch = Some(4);
+        }
+    }
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        events[0].note,
+        "Primary changed: dr-redis-0 -> dr-redis-2 (elected by the Sentinels, config epoch 4)"
+    );
+}
+
+/// Every sequence of four steps out of {kill, restart, delete+recreate each pod, 11 s pass, every
+/// live instance manager applies}: never two pods that accept writes, and epochs only grow.
+#[test]
+fn standalone_failover_never_makes_two_writable_primaries() {
+    const STEPS: usize = 11;
+    let mut runs = 0;
+    let mut failovers = 0;
+    for seq in 0..STEPS.pow(4) {
+        runs += 1;
+        let mut w = World::new(spec(STANDALONE));
+        w.converge();
+        w.set_offset("dr-redis-1", 10);
+        w.set_offset("dr-redis-2", 20);
+        let mut last_epoch: BTreeMap<String, u64> = BTreeMap::new();
+        let mut s = seq;
+        for _ in 0..4 {
+            let step = s % STEPS;
+            s /= STEPS;
+            let pod = format!("dr-redis-{}", step % 3);
+            match step {
+                0..=2 => w.kill(&pod),
+                3..=5 => w.restart(&pod),
+                6..=8 => {
+                    // Deleted and recreated by the StatefulSet: no annotation, boots fenced,
+                    // and a fresh instance manager with no epoch memory.
+                    w.pods.remove(&pod);
+                    last_epoch.remove(&pod);
+                    w.reconcile();
+                    w.pods.insert(
+                        pod.clone(),
+                        PodView {
+                            address: format!("{pod}.dr-redis-headless"),
+                            ..Default::default()
+                        },
+                    );
+                    w.restart(&pod);
+                }
+                9 => w.advance(11),
+                _ => {
+                    let names: Vec<_> = w.pods.keys().cloned().collect();
+                    for n in names {
+                        if w.pods[&n].published.is_some()
+                            && w.pods[&n].report.is_some()
+                        {
+                            w.apply(&n, true);
+                        }
+                    }
+                }
+            }
+            let p = w.reconcile();
+            if reasons(&p).contains(&"FailingOver") {
+                failovers += 1;
+            }
+            for (pod, t) in &p.publish {
+                let prev = last_epoch.insert(pod.clone(), t.epoch);
+                assert!(prev.is_none_or(|e| t.epoch > e));
+            }
+            let published_primaries = w
+                .pods
+                .values()
+                .filter(|p| p.published.as_ref().is_some_and(|t| t.role == Role::Primary))
+                .count();
+            assert!(published_primaries <= 1, "two published primaries (sequence {seq})");
+            // Apply what was just published on every live pod too, so the writable check sees
+            // the worst case (sidecars that act instantly).
+            let names: Vec<_> = w.pods.keys().cloned().collect();
+            for n in names {
+                if w.pods[&n].published.is_some() && w.pods[&n].report.is_some() {
+                    w.apply(&n, true);
+                }
+            }
+            assert!(w.writable().len() <= 1, "two writable pods {:?} (sequence {seq})", w.writable());
+        }
+    }
+    assert_eq!(runs, 14641);
+    assert!(failovers > 100, "the sequences exercise failover ({failovers})");
 }

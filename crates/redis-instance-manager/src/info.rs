@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
+
 use crate::secret::Secret;
 
 /// The parameters the instance manager owns, as `CONFIG GET` spells them.
@@ -126,6 +128,13 @@ impl RedisConfig {
     pub fn get(&self, name: &str) -> &str {
         self.values.get(name).map(String::as_str).unwrap_or("")
     }
+
+    /// `min-replicas-to-write` is at the fence value: Redis accepts no write (`-NOREPLICAS`).
+    pub fn fenced(&self) -> bool {
+        self.get("min-replicas-to-write")
+            .parse::<u32>()
+            .is_ok_and(|v| v >= FENCE_MIN_REPLICAS)
+    }
 }
 
 #[cfg(test)]
@@ -167,5 +176,16 @@ pub(crate) mod tests {
         assert_eq!(c.get("replica-priority"), "0");
         assert_eq!(c.get("masterauth"), "");
         assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.fenced());
+    }
+
+    #[test]
+    fn fenced_is_min_replicas_to_write_at_the_fence_value() {
+        let c = |v: &str| RedisConfig::from_pairs(vec![("min-replicas-to-write".into(), v.into())]);
+        assert!(c("1000000").fenced());
+        assert!(c("2000000").fenced());
+        assert!(!c("999999").fenced());
+        assert!(!c("0").fenced());
+        assert!(!RedisConfig::default().fenced());
     }
 }

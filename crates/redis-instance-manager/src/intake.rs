@@ -95,6 +95,8 @@ mod tests {
             replica_announced: false,
             min_replicas_to_write: 0,
             min_replicas_max_lag: 10,
+            primary: None,
+            sentinel: None,
         };
         Some(Ok(t.to_annotation()))
     }

@@ -7,6 +7,7 @@
 //! - [`plan`]: the decision, pure: desired topology + observed INFO/CONFIG -> commands.
 //! - [`intake`]: which topology is in force (versions, epochs), pure.
 //! - [`lag`]: lag in bytes and seconds from upstream offsets, pure.
+//! - [`sentinel`]: what the Sentinels elected (choice among their answers), pure.
 //! - [`info`], [`downward`]: parsers, pure.
 //! - [`redis_io`]: the fred adapter; [`reconcile`]: the loop; [`source`]: file/kube sources;
 //!   [`metrics`], [`http`]: what is served.
@@ -21,4 +22,5 @@ pub mod plan;
 pub mod reconcile;
 pub mod redis_io;
 pub mod secret;
+pub mod sentinel;
 pub mod source;

@@ -49,6 +49,7 @@ pub struct Metrics {
     pub partial_resync_denied: Gauge,
     pub applied_epoch: Gauge,
     pub topology_errors: Gauge,
+    pub fenced: Gauge,
     pub upstream_probe_seconds: Gauge<f64, AtomicU64>,
 }
 
@@ -80,6 +81,7 @@ impl Metrics {
             partial_resync_denied: Gauge::default(),
             applied_epoch: Gauge::default(),
             topology_errors: Gauge::default(),
+            fenced: Gauge::default(),
             upstream_probe_seconds: Gauge::default(),
         };
         r.register(
@@ -161,6 +163,11 @@ impl Metrics {
             "redis_instance_manager_topology_error",
             "1 while the topology cannot be applied (see /status error)",
             m.topology_errors.clone(),
+        );
+        r.register(
+            "redis_instance_manager_fenced",
+            "1 while min-replicas-to-write is at the fence value: Redis refuses every write",
+            m.fenced.clone(),
         );
         r.register(
             "redis_instance_manager_upstream_probe_seconds",

@@ -8,10 +8,11 @@
 //! a `REPLICAOF` to the upstream Redis already replicates (that would be a no-op at best and a
 //! resync at worst).
 
-use redis_cluster_api::topology::{DesiredTopology, Role};
+use redis_cluster_api::topology::{DesiredTopology, FENCE_MIN_REPLICAS, Role};
 
 use crate::info::{Observed, RedisConfig, RedisRole};
 use crate::secret::Secret;
+use crate::sentinel::Verdict;
 
 /// Certificates for `tls-replication`, from the instance manager's `--tls-*-file` flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,22 +89,60 @@ pub enum PlanError {
     TlsFilesMissing(String),
     #[error("redis-server is loading its dataset; waiting")]
     Loading,
+    /// A boot-fenced Redis waits while the Sentinels fail a master over (not an error).
+    #[error("the Sentinels are failing over; staying fenced until they are done")]
+    SentinelsFailingOver,
+    /// A boot-fenced Redis cannot tell whom the Sentinels elected, although they are reachable.
+    #[error(
+        "staying fenced: the Sentinels cannot be asked who the primary is ({0}); check the Sentinels' password file"
+    )]
+    SentinelsCannotTell(String),
 }
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
+/// What to do about the role of Redis.
+enum RoleAction {
+    /// `REPLICAOF host port` unless Redis already replicates it.
+    Replicate(String, u16),
+    /// `REPLICAOF NO ONE` if Redis is a replica.
+    Promote,
+    /// Never touch the role (sentinel mode: the Sentinels own it).
+    Keep,
+}
+
 /// The commands that make Redis match `desired`. Empty when it already does.
+///
+/// `sentinels` is what the Sentinels said this tick; it only matters in sentinel mode
+/// (`desired.sentinel` present), where `None` counts as [`Verdict::NobodyKnows`].
 pub fn plan(
     desired: &DesiredTopology,
     observed: &Observed,
     config: &RedisConfig,
     creds: &Credentials,
+    sentinels: Option<&Verdict>,
 ) -> Result<Vec<Command>, PlanError> {
     if observed.loading {
         return Err(PlanError::Loading);
     }
+    let fence = FENCE_MIN_REPLICAS.to_string();
+    if desired.role == Role::Fenced {
+        // Only the fence: the role and the rest stay as they are until a later epoch says what
+        // this Redis becomes.
+        return Ok(if config.get("min-replicas-to-write") == fence {
+            vec![]
+        } else {
+            vec![Command::ConfigSet(vec![(
+                "min-replicas-to-write",
+                ConfigValue::Plain(fence),
+            )])]
+        });
+    }
+
+    let action = role_action(desired, observed, config, sentinels)?;
+
     let mut set: Vec<(&'static str, ConfigValue)> = Vec::new();
     let mut want = |name: &'static str, value: String| {
         if config.get(name) != value {
@@ -116,70 +155,123 @@ pub fn plan(
         yes_no(desired.replica_announced).into(),
     );
     want(
-        "min-replicas-to-write",
-        desired.min_replicas_to_write.to_string(),
-    );
-    want(
         "min-replicas-max-lag",
         desired.min_replicas_max_lag.to_string(),
     );
+    if let (Role::Replica, Some(up)) = (desired.role, &desired.upstream) {
+        want("masteruser", up.username.clone().unwrap_or_default());
+        if up.tls {
+            let tls = creds
+                .tls
+                .as_ref()
+                .ok_or_else(|| PlanError::TlsFilesMissing(format!("{}:{}", up.host, up.port)))?;
+            // Files before the switch, in the same atomic CONFIG SET.
+            want("tls-ca-cert-file", tls.ca.clone());
+            want("tls-cert-file", tls.cert.clone());
+            want("tls-key-file", tls.key.clone());
+            want("tls-replication", "yes".into());
+        } else {
+            want("tls-replication", "no".into());
+        }
+        if config.masterauth != creds.password {
+            set.push((
+                "masterauth",
+                match &creds.password {
+                    Some(p) => ConfigValue::Secret(p.clone()),
+                    None => ConfigValue::Plain(String::new()),
+                },
+            ));
+        }
+    }
+    // `min-replicas-to-write` (which lifts a boot fence) is applied on replicas too, so that a
+    // replica the Sentinels promote is protected at once.
+    let mrtw = desired.min_replicas_to_write.to_string();
+    let mrtw_change = (config.get("min-replicas-to-write") != mrtw)
+        .then_some(("min-replicas-to-write", ConfigValue::Plain(mrtw)));
 
-    match (desired.role, &desired.upstream) {
-        (Role::Replica, Some(up)) => {
-            want("masteruser", up.username.clone().unwrap_or_default());
-            if up.tls {
-                let tls = creds.tls.as_ref().ok_or_else(|| {
-                    PlanError::TlsFilesMissing(format!("{}:{}", up.host, up.port))
-                })?;
-                // Files before the switch, in the same atomic CONFIG SET.
-                want("tls-ca-cert-file", tls.ca.clone());
-                want("tls-cert-file", tls.cert.clone());
-                want("tls-key-file", tls.key.clone());
-                want("tls-replication", "yes".into());
-            } else {
-                want("tls-replication", "no".into());
-            }
-            if config.masterauth != creds.password {
-                set.push((
-                    "masterauth",
-                    match &creds.password {
-                        Some(p) => ConfigValue::Secret(p.clone()),
-                        None => ConfigValue::Plain(String::new()),
-                    },
-                ));
-            }
-            let mut cmds = Vec::new();
-            if !set.is_empty() {
-                cmds.push(Command::ConfigSet(set));
-            }
+    let mut cmds = Vec::new();
+    match action {
+        RoleAction::Replicate(host, port) => {
             let already = observed.role == RedisRole::Slave
                 && observed
                     .master
                     .as_ref()
-                    .is_some_and(|(h, p)| *h == up.host && *p == up.port);
-            if !already {
-                cmds.push(Command::ReplicaOf(up.host.clone(), up.port));
+                    .is_some_and(|(h, p)| *h == host && *p == port);
+            if already {
+                set.extend(mrtw_change);
+                if !set.is_empty() {
+                    cmds.push(Command::ConfigSet(set));
+                }
+            } else {
+                // Credentials before REPLICAOF; the fence is lifted only after it, when Redis is
+                // already a (read-only) replica: a fenced master must not accept a write in
+                // between.
+                if !set.is_empty() {
+                    cmds.push(Command::ConfigSet(set));
+                }
+                cmds.push(Command::ReplicaOf(host, port));
+                if let Some(c) = mrtw_change {
+                    cmds.push(Command::ConfigSet(vec![c]));
+                }
             }
-            Ok(cmds)
         }
-        // `check()` rules out the other combinations; treat any as "primary".
-        _ => {
-            let mut cmds = Vec::new();
-            if observed.role == RedisRole::Slave {
+        RoleAction::Promote | RoleAction::Keep => {
+            if matches!(action, RoleAction::Promote) && observed.role == RedisRole::Slave {
                 cmds.push(Command::ReplicaOfNoOne);
             }
+            set.extend(mrtw_change);
             if !set.is_empty() {
                 cmds.push(Command::ConfigSet(set));
             }
-            Ok(cmds)
         }
+    }
+    Ok(cmds)
+}
+
+/// Who decides the role, and what it should be.
+///
+/// Without Sentinels the topology does. With Sentinels, they do, and the role of Redis is never
+/// changed, with one exception: a master that is still fenced (it booted fenced, or was fenced,
+/// and has accepted no write since) is pointed at the primary the Sentinels elected, or unfenced
+/// if they elected it. Only when no Sentinel knows any primary (first boot) the topology decides.
+fn role_action(
+    desired: &DesiredTopology,
+    observed: &Observed,
+    config: &RedisConfig,
+    sentinels: Option<&Verdict>,
+) -> Result<RoleAction, PlanError> {
+    let by_topology = || match &desired.upstream {
+        Some(up) if desired.role == Role::Replica => {
+            RoleAction::Replicate(up.host.clone(), up.port)
+        }
+        // `check()` rules out the other combinations; treat any as "primary".
+        _ => RoleAction::Promote,
+    };
+    if desired.sentinel.is_none() {
+        return Ok(by_topology());
+    }
+    if !(observed.role == RedisRole::Master && config.fenced()) {
+        return Ok(RoleAction::Keep);
+    }
+    match sentinels.unwrap_or(&Verdict::NobodyKnows) {
+        Verdict::Us { settled: true } => Ok(RoleAction::Keep),
+        Verdict::Other {
+            host,
+            port,
+            settled: true,
+        } => Ok(RoleAction::Replicate(host.clone(), *port)),
+        Verdict::Us { settled: false } | Verdict::Other { settled: false, .. } => {
+            Err(PlanError::SentinelsFailingOver)
+        }
+        Verdict::NobodyKnows => Ok(by_topology()),
+        Verdict::CannotTell(why) => Err(PlanError::SentinelsCannotTell(why.clone())),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redis_cluster_api::topology::{FORMAT_VERSION, Upstream, UpstreamKind};
+    use redis_cluster_api::topology::{FORMAT_VERSION, SentinelTopology, Upstream, UpstreamKind};
 
     fn observed(role: RedisRole, master: Option<(&str, u16)>) -> Observed {
         Observed {
@@ -251,6 +343,8 @@ mod tests {
             replica_announced: announced,
             min_replicas_to_write: mrtw,
             min_replicas_max_lag: 10,
+            primary: None,
+            sentinel: None,
         }
     }
 
@@ -355,9 +449,13 @@ mod tests {
                                 tls: Some(tls_files()),
                             };
                             let (mut o, mut c) = (o0.clone(), c0.clone());
-                            let cmds = plan(&d, &o, &c, &creds).unwrap();
+                            let cmds = plan(&d, &o, &c, &creds, None).unwrap();
                             simulate(&mut o, &mut c, &cmds);
-                            assert_eq!(plan(&d, &o, &c, &creds).unwrap(), vec![], "{d:?} {o0:?}");
+                            assert_eq!(
+                                plan(&d, &o, &c, &creds, None).unwrap(),
+                                vec![],
+                                "{d:?} {o0:?}"
+                            );
                             cases += 1;
 
                             let replicaofs = cmds
@@ -373,12 +471,23 @@ mod tests {
                                     let same = o0.master == Some((up.host.clone(), up.port));
                                     assert_eq!(replicaofs, usize::from(!same));
                                     assert_eq!(noones, 0);
-                                    // Credentials and TLS are in place before REPLICAOF.
+                                    // Credentials and TLS are in place before REPLICAOF;
+                                    // after it, only min-replicas-to-write may change.
                                     if replicaofs == 1 {
-                                        assert!(matches!(
-                                            cmds.last(),
-                                            Some(Command::ReplicaOf(..))
-                                        ));
+                                        let at = cmds
+                                            .iter()
+                                            .position(|c| matches!(c, Command::ReplicaOf(..)))
+                                            .unwrap();
+                                        for c in &cmds[at + 1..] {
+                                            let Command::ConfigSet(pairs) = c else {
+                                                panic!("{cmds:?}")
+                                            };
+                                            assert!(
+                                                pairs
+                                                    .iter()
+                                                    .all(|(k, _)| *k == "min-replicas-to-write")
+                                            );
+                                        }
                                     }
                                     assert_eq!(o.master, Some((up.host.clone(), up.port)));
                                     assert_eq!(c.masterauth, desired_pw);
@@ -404,12 +513,13 @@ mod tests {
                                 c.get("min-replicas-to-write"),
                                 d.min_replicas_to_write.to_string()
                             );
-                            // At most one CONFIG SET per plan (atomic).
+                            // At most one CONFIG SET per plan (atomic), plus the fence
+                            // after a REPLICAOF.
                             assert!(
                                 cmds.iter()
                                     .filter(|c| matches!(c, Command::ConfigSet(_)))
                                     .count()
-                                    <= 1
+                                    <= 1 + replicaofs
                             );
                         }
                     }
@@ -437,7 +547,7 @@ mod tests {
             password: Some(Secret::new("pw")),
             tls: None,
         };
-        assert_eq!(plan(&d, &o, &c, &creds).unwrap(), vec![]);
+        assert_eq!(plan(&d, &o, &c, &creds, None).unwrap(), vec![]);
     }
 
     #[test]
@@ -458,6 +568,7 @@ mod tests {
             &observed(RedisRole::Master, None),
             &default_config(),
             &creds,
+            None,
         )
         .unwrap();
         assert_eq!(cmds.len(), 2);
@@ -481,14 +592,14 @@ mod tests {
         );
         let o = observed(RedisRole::Master, None);
         assert_eq!(
-            plan(&d, &o, &default_config(), &Credentials::default()),
+            plan(&d, &o, &default_config(), &Credentials::default(), None),
             Err(PlanError::TlsFilesMissing("src:6380".into()))
         );
         let creds = Credentials {
             password: None,
             tls: Some(tls_files()),
         };
-        let cmds = plan(&d, &o, &default_config(), &creds).unwrap();
+        let cmds = plan(&d, &o, &default_config(), &creds, None).unwrap();
         let Command::ConfigSet(pairs) = &cmds[0] else {
             panic!("{cmds:?}")
         };
@@ -502,9 +613,170 @@ mod tests {
     fn promotion_is_replicaof_no_one_then_settings() {
         let d = topo(Role::Primary, None, 100, true, 1);
         let o = observed(RedisRole::Slave, Some(("src", 6379)));
-        let cmds = plan(&d, &o, &default_config(), &Credentials::default()).unwrap();
+        let cmds = plan(&d, &o, &default_config(), &Credentials::default(), None).unwrap();
         assert_eq!(cmds[0], Command::ReplicaOfNoOne);
         assert_eq!(cmds[1].describe(), "CONFIG SET min-replicas-to-write \"1\"");
+    }
+
+    fn with_sentinels(mut d: DesiredTopology) -> DesiredTopology {
+        d.sentinel = Some(SentinelTopology {
+            master_name: "mymaster".into(),
+            addresses: vec!["s-0:26379".into(), "s-1:26379".into()],
+            announce_host: "me".into(),
+            password_file: None,
+        });
+        d
+    }
+
+    fn fenced_config() -> RedisConfig {
+        let mut c = default_config();
+        c.values.insert(
+            "min-replicas-to-write".into(),
+            FENCE_MIN_REPLICAS.to_string(),
+        );
+        c
+    }
+
+    fn is_role_change(c: &Command) -> bool {
+        matches!(c, Command::ReplicaOf(..) | Command::ReplicaOfNoOne)
+    }
+
+    /// Role fenced: exactly the fence, whatever Redis is, with or without Sentinels.
+    #[test]
+    fn fenced_role_sets_the_fence_and_nothing_else() {
+        for sentinels in [false, true] {
+            for o in all_observed() {
+                for c in [default_config(), fenced_config()] {
+                    let mut d = topo(Role::Fenced, None, 0, false, 1);
+                    if sentinels {
+                        d = with_sentinels(d);
+                    }
+                    let cmds = plan(&d, &o, &c, &Credentials::default(), None).unwrap();
+                    if c.fenced() {
+                        assert_eq!(cmds, vec![], "already fenced: no-op");
+                    } else {
+                        assert_eq!(
+                            cmds.iter().map(Command::describe).collect::<Vec<_>>(),
+                            ["CONFIG SET min-replicas-to-write \"1000000\""]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sentinel mode, every desired x observed x fenced-or-not x Sentinel verdict: the role is
+    /// changed only for a fenced master, as the Sentinels (or, when none knows, the topology)
+    /// say; a master never accepts writes between two commands unless it stays primary; one
+    /// plan converges.
+    #[test]
+    fn sentinel_mode_changes_the_role_only_of_a_fenced_master() {
+        let verdicts = [
+            Verdict::Us { settled: true },
+            Verdict::Us { settled: false },
+            Verdict::Other {
+                host: "peer-9".into(),
+                port: 6379,
+                settled: true,
+            },
+            Verdict::Other {
+                host: "peer-9".into(),
+                port: 6379,
+                settled: false,
+            },
+            Verdict::NobodyKnows,
+            Verdict::CannotTell("WRONGPASS".into()),
+        ];
+        let creds = Credentials {
+            password: Some(Secret::new("pw")),
+            tls: Some(tls_files()),
+        };
+        let mut cases = 0;
+        for d in all_desired().into_iter().map(with_sentinels) {
+            for o0 in all_observed() {
+                for c0 in [default_config(), fenced_config()] {
+                    for v in &verdicts {
+                        cases += 1;
+                        let boot_fenced = o0.role == RedisRole::Master && c0.fenced();
+                        let res = plan(&d, &o0, &c0, &creds, Some(v));
+                        if !boot_fenced {
+                            let cmds = res.unwrap();
+                            assert!(!cmds.iter().any(is_role_change), "{cmds:?}");
+                            let (mut o, mut c) = (o0.clone(), c0.clone());
+                            simulate(&mut o, &mut c, &cmds);
+                            assert_eq!(
+                                c.get("min-replicas-to-write"),
+                                d.min_replicas_to_write.to_string(),
+                                "replicas and masters get the topology's value"
+                            );
+                            assert_eq!(plan(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
+                            continue;
+                        }
+                        let cmds = match (v, res) {
+                            (Verdict::Us { settled: false }, r)
+                            | (Verdict::Other { settled: false, .. }, r) => {
+                                assert_eq!(r, Err(PlanError::SentinelsFailingOver));
+                                continue;
+                            }
+                            (Verdict::CannotTell(_), r) => {
+                                assert!(matches!(r, Err(PlanError::SentinelsCannotTell(_))));
+                                continue;
+                            }
+                            (_, r) => r.unwrap(),
+                        };
+                        let expected_master = match (v, &d.upstream) {
+                            (Verdict::Us { .. }, _) => None,
+                            (Verdict::Other { host, port, .. }, _) => Some((host.clone(), *port)),
+                            (_, Some(up)) => Some((up.host.clone(), up.port)),
+                            (_, None) => None,
+                        };
+                        // Step by step: a master is writable only if it stays master.
+                        let (mut o, mut c) = (o0.clone(), c0.clone());
+                        for cmd in &cmds {
+                            simulate(&mut o, &mut c, std::slice::from_ref(cmd));
+                            if o.role == RedisRole::Master && !c.fenced() {
+                                assert_eq!(expected_master, None, "{cmds:?}");
+                            }
+                        }
+                        assert_eq!(o.master, expected_master, "{v:?} {cmds:?}");
+                        assert!(!c.fenced());
+                        assert!(!cmds.contains(&Command::ReplicaOfNoOne));
+                        assert_eq!(plan(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
+                    }
+                }
+            }
+        }
+        assert!(cases > 1000, "{cases}");
+    }
+
+    /// The Sentinels promoted this replica; the topology still says replica of the old
+    /// primary: nothing but configuration, and never a fence.
+    #[test]
+    fn a_promoted_replica_is_left_alone_while_the_topology_lags() {
+        let d = with_sentinels(topo(
+            Role::Replica,
+            Some(upstream("old", 6379, false, None)),
+            100,
+            true,
+            1,
+        ));
+        let o = observed(RedisRole::Master, None);
+        let mut c = default_config();
+        c.values.insert("min-replicas-to-write".into(), "1".into());
+        c.values.insert("replica-announced".into(), "yes".into());
+        c.values.insert("masteruser".into(), String::new());
+        let creds = Credentials::default();
+        for v in [
+            Verdict::Us { settled: true },
+            Verdict::NobodyKnows,
+            Verdict::Other {
+                host: "old".into(),
+                port: 6379,
+                settled: true,
+            },
+        ] {
+            assert_eq!(plan(&d, &o, &c, &creds, Some(&v)).unwrap(), vec![]);
+        }
     }
 
     #[test]
@@ -513,7 +785,7 @@ mod tests {
         let mut o = observed(RedisRole::Slave, Some(("src", 6379)));
         o.loading = true;
         assert_eq!(
-            plan(&d, &o, &default_config(), &Credentials::default()),
+            plan(&d, &o, &default_config(), &Credentials::default(), None),
             Err(PlanError::Loading)
         );
     }

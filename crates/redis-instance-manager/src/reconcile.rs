@@ -1,6 +1,7 @@
 //! The reconcile loop: one task, one tick per probe interval (and at once when the topology
-//! changes). Each tick reads the local Redis and probes the upstream concurrently, asks the pure
-//! planner what to do, does it, and publishes the result as metrics and `/status`.
+//! changes). Each tick reads the local Redis, probes the upstream and (in sentinel mode) asks the
+//! Sentinels concurrently, asks the pure planner what to do, does it, and publishes the result as
+//! metrics and `/status`.
 //!
 //! Both topology sources (downward-API file, Kubernetes watch) feed this loop through one
 //! `watch` channel, so the loop does not know or care where the topology came from.
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis_cluster_api::report::{InstanceReport, ObservedRole};
-use redis_cluster_api::topology::{DesiredTopology, Role, Upstream};
+use redis_cluster_api::topology::{DesiredTopology, Role, SentinelTopology, Upstream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -21,6 +22,7 @@ use crate::metrics::{InfoLabels, MasterLabels, Metrics};
 use crate::plan::{Credentials, PlanError, TlsFiles, plan};
 use crate::redis_io::{Cached, Endpoint, IoError};
 use crate::secret::Secret;
+use crate::sentinel::{self, MasterAnswer, Reply, Verdict, View};
 
 /// Timeout for commands to the local Redis (same pod: generous, it only bounds a wedged server).
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -98,6 +100,8 @@ pub struct Manager {
     intake: Intake,
     local: Cached,
     upstream: Cached,
+    /// One connection per Sentinel address of the topology (sentinel mode only).
+    sentinels: Vec<(String, Cached)>,
     history: OffsetHistory,
     history_target: Option<(String, u16)>,
     applied_epoch: Option<u64>,
@@ -107,6 +111,8 @@ pub struct Manager {
     log_link: Once,
     log_error: Once,
     log_rewrite: Once,
+    log_sentinels: Once,
+    log_waiting: Once,
     clock0: Instant,
 }
 
@@ -139,6 +145,7 @@ impl Manager {
         Manager {
             local: Cached::new(LOCAL_TIMEOUT),
             upstream: Cached::new(s.probe_timeout),
+            sentinels: Vec::new(),
             s,
             shared,
             intake: Intake::default(),
@@ -151,6 +158,8 @@ impl Manager {
             log_link: Once::default(),
             log_error: Once::default(),
             log_rewrite: Once::default(),
+            log_sentinels: Once::default(),
+            log_waiting: Once::default(),
             clock0: Instant::now(),
         }
     }
@@ -231,6 +240,61 @@ impl Manager {
         ))
     }
 
+    /// Ask every Sentinel of `st` for the master, concurrently, each within the probe timeout.
+    /// Connections are kept per address like the upstream probe's.
+    async fn ask_sentinels(
+        conns: &mut Vec<(String, Cached)>,
+        st: &SentinelTopology,
+        timeout: Duration,
+    ) -> Vec<Reply> {
+        if conns.len() != st.addresses.len()
+            || conns.iter().zip(&st.addresses).any(|((a, _), b)| a != b)
+        {
+            conns.clear();
+            conns.extend(
+                st.addresses
+                    .iter()
+                    .map(|a| (a.clone(), Cached::new(timeout))),
+            );
+        }
+        let password = match &st.password_file {
+            None => Ok(None),
+            Some(p) => Secret::read_file(p.as_ref())
+                .map(Some)
+                .map_err(|e| format!("the Sentinels' password file {p} {e}")),
+        };
+        let asks = conns.iter_mut().map(|(addr, cached)| {
+            let password = password.clone();
+            async move {
+                let password = match password {
+                    Ok(p) => p,
+                    Err(e) => return Reply::Refused(e),
+                };
+                let (host, port) = match sentinel::split_addr(addr) {
+                    Ok(hp) => hp,
+                    Err(e) => return Reply::Refused(e),
+                };
+                let ep = Endpoint {
+                    host,
+                    port,
+                    username: None,
+                    password,
+                    tls: None,
+                };
+                match cached.sentinel_master(&ep, &st.master_name).await {
+                    Ok(None) => Reply::NotMonitored,
+                    Ok(Some(pairs)) => match MasterAnswer::from_pairs(&pairs) {
+                        Ok(a) => Reply::Master(a),
+                        Err(e) => Reply::Refused(format!("Sentinel {addr}: {e}")),
+                    },
+                    Err(IoError::Unreachable(e)) => Reply::Unreachable(e),
+                    Err(e) => Reply::Refused(format!("Sentinel {addr}: {e}")),
+                }
+            }
+        });
+        futures::future::join_all(asks).await
+    }
+
     async fn read_local(
         local: &mut Cached,
         ep: &Endpoint,
@@ -261,14 +325,48 @@ impl Manager {
             _ => None,
         };
         let started = Instant::now();
-        let (local, upstream) = (&mut self.local, &mut self.upstream);
-        let (mut local_res, probe_res) = tokio::join!(Self::read_local(local, &local_ep), async {
-            match &probe_ep {
-                Some(ep) => Some(upstream.info_replication(ep).await),
-                None => None,
+        let sentinel_topology = desired.as_ref().and_then(|d| d.sentinel.clone());
+        let (local, upstream, sentinels) =
+            (&mut self.local, &mut self.upstream, &mut self.sentinels);
+        let (mut local_res, probe_res, sentinel_replies) = tokio::join!(
+            Self::read_local(local, &local_ep),
+            async {
+                match &probe_ep {
+                    Some(ep) => Some(upstream.info_replication(ep).await),
+                    None => None,
+                }
+            },
+            async {
+                match &sentinel_topology {
+                    Some(st) => {
+                        Some(Self::ask_sentinels(sentinels, st, self.s.probe_timeout).await)
+                    }
+                    None => None,
+                }
             }
-        });
+        );
         let probe_seconds = started.elapsed().as_secs_f64();
+        if sentinel_topology.is_none() {
+            self.sentinels.clear();
+        }
+        let sentinel_view: Option<View> = sentinel_replies.as_deref().map(sentinel::view);
+        let verdict: Option<Verdict> = match (&sentinel_view, &sentinel_topology) {
+            (Some(v), Some(st)) => Some(Verdict::of(v, &st.announce_host, self.s.redis_port)),
+            _ => None,
+        };
+        let sentinel_note = match (&sentinel_view, &sentinel_topology) {
+            (Some(v), Some(st)) if v.elected.is_none() => Some(format!(
+                "no Sentinel of {} knows a master {:?}{}",
+                st.addresses.join(","),
+                st.master_name,
+                v.refused
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            )),
+            _ => None,
+        };
+        self.log_sentinels.update("sentinels", &sentinel_note);
 
         let mut error: Option<String> = self.intake.error.clone();
         if let Some(Err(e)) = &resolved {
@@ -289,7 +387,10 @@ impl Manager {
                 Some(Err(_)) => None,
             };
             if let Some(creds) = creds {
-                match self.apply(d, observed, config, &creds, &local_ep).await {
+                match self
+                    .apply(d, observed, config, &creds, verdict.as_ref(), &local_ep)
+                    .await
+                {
                     Ok(false) => {}
                     Ok(true) => local_res = Self::read_local(&mut self.local, &local_ep).await,
                     Err(e) => error = Some(e),
@@ -364,13 +465,32 @@ impl Manager {
             _ => (None, None),
         };
 
+        let fenced = local_res.as_ref().is_ok_and(|(_, c)| c.fenced());
         let ready = match (observed, &desired) {
-            (Some(o), Some(d)) if !o.loading => match d.role {
-                Role::Primary => o.role == RedisRole::Master,
-                Role::Replica => link_up && !o.master_sync_in_progress,
+            (Some(o), Some(d)) if !o.loading && !fenced => match (d.role, &d.sentinel) {
+                (Role::Fenced, _) => false,
+                (Role::Primary, None) => o.role == RedisRole::Master,
+                (Role::Replica, None) => link_up && !o.master_sync_in_progress,
+                // The Sentinels own the role: ready as what Redis is. A replica of the upstream
+                // the topology names needs the probe too; one of another primary (the topology
+                // lags a Sentinel failover) needs Redis's own link.
+                (_, Some(_)) => match o.role {
+                    RedisRole::Master => true,
+                    RedisRole::Slave => {
+                        let probed = desired_up
+                            .as_ref()
+                            .is_some_and(|u| o.master == Some((u.host.clone(), u.port)));
+                        (if probed {
+                            link_up
+                        } else {
+                            o.master_link_status_up
+                        }) && !o.master_sync_in_progress
+                    }
+                },
             },
             _ => false,
         };
+        let elected = sentinel_view.as_ref().and_then(|v| v.elected.as_ref());
 
         let report = InstanceReport {
             pod: self.s.pod.clone(),
@@ -392,6 +512,10 @@ impl Manager {
             connected_replicas: observed.map_or(0, |o| o.connected_slaves),
             ready,
             error,
+            fenced,
+            sentinel_primary: elected.map(|e| e.addr()),
+            sentinel_epoch: elected.map(|e| e.config_epoch),
+            sentinels_reachable: sentinel_view.as_ref().map(|v| v.reachable),
         };
         self.publish_metrics(observed, &desired_up, &report, probe_seconds);
         *self.shared.report.lock().expect("report lock") = report;
@@ -405,12 +529,19 @@ impl Manager {
         observed: &Observed,
         config: &RedisConfig,
         creds: &Credentials,
+        verdict: Option<&Verdict>,
         local_ep: &Endpoint,
     ) -> Result<bool, String> {
-        let cmds = match plan(d, observed, config, creds) {
+        let planned = plan(d, observed, config, creds, verdict);
+        let waiting = matches!(planned, Err(PlanError::SentinelsFailingOver))
+            .then(|| PlanError::SentinelsFailingOver.to_string());
+        self.log_waiting.update("sentinel mode", &waiting);
+        let cmds = match planned {
             Ok(cmds) => cmds,
             // Not an error: Redis answers -LOADING until its dataset is in memory.
             Err(PlanError::Loading) => return Ok(false),
+            // Not an error either: the Sentinels finish within their failover timeout.
+            Err(PlanError::SentinelsFailingOver) => return Ok(false),
             Err(e) => return Err(e.to_string()),
         };
         for c in &cmds {
@@ -447,6 +578,7 @@ impl Manager {
         m.applied_epoch
             .set(report.applied_epoch.map_or(-1, |e| e as i64));
         m.topology_errors.set(i64::from(report.error.is_some()));
+        m.fenced.set(i64::from(report.fenced));
         if desired_up.is_some() {
             m.upstream_probe_seconds.set(probe_seconds);
         }

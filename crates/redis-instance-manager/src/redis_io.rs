@@ -311,6 +311,33 @@ impl Conn {
             .map_err(|e| classify(&e))
     }
 
+    /// `SENTINEL MASTER <name>` on a Sentinel: the flat field/value pairs, or `None` when the
+    /// Sentinel does not monitor `name` (`-ERR No such master with that name`).
+    pub async fn sentinel_master(
+        &self,
+        name: &str,
+    ) -> Result<Option<Vec<(String, String)>>, IoError> {
+        let res: Result<Vec<String>, _> = self
+            .client
+            .custom(
+                CustomCommand::new_static("SENTINEL", ClusterHash::FirstKey, false),
+                vec!["MASTER", name],
+            )
+            .await;
+        match res {
+            Ok(flat) => {
+                let mut pairs = Vec::with_capacity(flat.len() / 2);
+                let mut it = flat.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                Ok(Some(pairs))
+            }
+            Err(e) if e.details().contains("No such master") => Ok(None),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
     /// `CONFIG REWRITE`: persist the applied settings in redis-server's config file.
     pub async fn config_rewrite(&self) -> Result<(), IoError> {
         self.client
@@ -386,6 +413,14 @@ impl Cached {
 
     pub async fn config_rewrite(&mut self, ep: &Endpoint) -> Result<(), IoError> {
         cached_call!(self, ep, |c| c.config_rewrite())
+    }
+
+    pub async fn sentinel_master(
+        &mut self,
+        ep: &Endpoint,
+        name: &str,
+    ) -> Result<Option<Vec<(String, String)>>, IoError> {
+        cached_call!(self, ep, |c| c.sentinel_master(name))
     }
 }
 

@@ -690,3 +690,208 @@ pub fn make_certs(dir: &TempDir, ips: &[&str]) -> ServerTls {
         key: dir.path("tls.key"),
     }
 }
+
+/// A redis-sentinel process monitoring one master, in its own temporary directory (Sentinel
+/// rewrites its config file, so it must be writable).
+pub struct Sentinel {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: TempDir,
+    password: Option<String>,
+}
+
+pub struct SentinelOpts<'a> {
+    pub master_name: &'a str,
+    pub master_host: &'a str,
+    pub master_port: u16,
+    pub quorum: u32,
+    /// `requirepass` of the Sentinel, `sentinel sentinel-pass` (to its peers) and
+    /// `sentinel auth-pass` (to the monitored Redis): the cluster password for all three.
+    pub password: Option<&'a str>,
+    pub down_after_ms: u32,
+    pub failover_timeout_ms: u32,
+}
+
+impl Sentinel {
+    pub fn start(o: &SentinelOpts) -> Sentinel {
+        require("redis-sentinel");
+        require("redis-cli");
+        let port = free_port();
+        let dir = TempDir::new("sentinel");
+        let name = o.master_name;
+        let mut conf = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nlogfile {}\n\
+             sentinel monitor {name} {} {} {}\n\
+             sentinel down-after-milliseconds {name} {}\n\
+             sentinel failover-timeout {name} {}\n\
+             sentinel parallel-syncs {name} 1\n",
+            dir.0.display(),
+            dir.path("sentinel.log").display(),
+            o.master_host,
+            o.master_port,
+            o.quorum,
+            o.down_after_ms,
+            o.failover_timeout_ms,
+        );
+        if let Some(pw) = o.password {
+            conf.push_str(&format!(
+                "requirepass \"{pw}\"\nsentinel sentinel-pass \"{pw}\"\nsentinel auth-pass {name} \"{pw}\"\n"
+            ));
+        }
+        let path = dir.path("sentinel.conf");
+        std::fs::write(&path, conf).unwrap();
+        let child = Command::new("redis-sentinel")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn redis-sentinel");
+        let s = Sentinel {
+            child: Some(child),
+            port,
+            dir,
+            password: o.password.map(Into::into),
+        };
+        let ok = wait_until(Duration::from_secs(10), || {
+            s.try_cli(&["PING"]).is_some_and(|r| r.trim() == "PONG")
+        });
+        assert!(
+            ok.is_some(),
+            "redis-sentinel on port {port} did not start; log:\n{}",
+            s.log()
+        );
+        s
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let mut c = Command::new("redis-cli");
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(pw) = &self.password {
+            c.env("REDISCLI_AUTH", pw);
+        }
+        let out = c.args(args).stderr(Stdio::null()).output().ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !s.starts_with("Could not connect") && !s.is_empty()).then_some(s)
+    }
+
+    /// `SENTINEL MASTER <name>` as a map (empty if the Sentinel does not answer).
+    pub fn master(&self, name: &str) -> HashMap<String, String> {
+        let out = self
+            .try_cli(&["SENTINEL", "MASTER", name])
+            .unwrap_or_default();
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| (c[0].to_string(), c[1].to_string()))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Three Sentinels (quorum 2) monitoring `host:port`, with the cluster password, 1 s
+/// down-after and 3 s failover timeout; returns once every one knows the two others and
+/// `replicas` replicas.
+pub fn sentinels(
+    master_name: &str,
+    host: &str,
+    port: u16,
+    password: Option<&str>,
+    replicas: usize,
+) -> Vec<Sentinel> {
+    let opts = SentinelOpts {
+        master_name,
+        master_host: host,
+        master_port: port,
+        quorum: 2,
+        password,
+        down_after_ms: 1000,
+        failover_timeout_ms: 3000,
+    };
+    let all: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&opts)).collect();
+    let ok = wait_until(Duration::from_secs(15), || {
+        all.iter().all(|s| {
+            let m = s.master(master_name);
+            m.get("num-other-sentinels").map(String::as_str) == Some("2")
+                && m.get("num-slaves").and_then(|n| n.parse::<usize>().ok()) == Some(replicas)
+        })
+    });
+    assert!(
+        ok.is_some(),
+        "the Sentinels did not discover each other and {replicas} replica(s): {:?}\nlog:\n{}",
+        all.iter()
+            .map(|s| s.master(master_name))
+            .collect::<Vec<_>>(),
+        all[0].log()
+    );
+    all
+}
+
+/// Topology of a sentinel-mode pod: `base` plus the `sentinel` section.
+pub fn with_sentinel(
+    mut base: Value,
+    master_name: &str,
+    sentinels: &[Sentinel],
+    password_file: Option<&Path>,
+) -> Value {
+    let mut s = serde_json::json!({
+        "masterName": master_name,
+        "addresses": sentinels.iter().map(Sentinel::addr).collect::<Vec<_>>(),
+        "announceHost": "127.0.0.1",
+    });
+    if let Some(p) = password_file {
+        s["passwordFile"] = p.display().to_string().into();
+    }
+    base["sentinel"] = s;
+    base
+}
+
+/// One `AUTH` + `SET` on a fresh connection, raw RESP: `Ok(reply line)` (`+OK`, `-NOREPLICAS
+/// ...`, `-READONLY ...`) or `Err` when there is no connection.
+pub fn try_set(port: u16, password: Option<&str>, key: &str) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    let mut send = |args: &[&str]| -> Result<String, String> {
+        let mut cmd = format!("*{}\r\n", args.len());
+        for a in args {
+            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        w.write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
+        line.clear();
+        r.read_line(&mut line).map_err(|e| e.to_string())?;
+        if line.is_empty() {
+            return Err("connection closed".into());
+        }
+        Ok(line.trim_end().to_string())
+    };
+    if let Some(pw) = password {
+        let auth = send(&["AUTH", pw])?;
+        if auth != "+OK" {
+            return Ok(auth);
+        }
+    }
+    send(&["SET", key, "written"])
+}

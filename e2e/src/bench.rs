@@ -115,7 +115,11 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
     let read = |f: &str| std::fs::read_to_string(samples.join(f)).map_err(|e| e.to_string());
     d.sim.add_secret(NS, "prod-redis-auth", &d.passwords[PROD]);
     d.sim.add_secret(NS, "dr-redis-auth", &d.passwords[DR]);
-    d.sim.apply(&read("prod-redis.yaml")?, |_| {})?;
+    // This bench measures syncs and promotion, not Sentinel (see bench_failover): production
+    // runs standalone here so no Sentinel is needed.
+    d.sim.apply(&read("prod-redis.yaml")?, |v| {
+        v["spec"]["mode"] = "standalone".into();
+    })?;
     d.start_pods_when_applied(PROD)?;
     first_write(d, "prod-redis-0")?;
     println!("seeding {SEED_KEYS} keys of {SEED_VALUE} bytes on prod-redis-0 ...");

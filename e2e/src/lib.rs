@@ -3,6 +3,8 @@
 //! driving a simulated Kubernetes API (see [`sim`]). `make demo` narrates it; `make test` runs it.
 
 pub mod bench;
+pub mod bench_failover;
+pub mod controllers;
 pub mod net;
 pub mod procs;
 pub mod prom;

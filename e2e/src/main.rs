@@ -24,6 +24,10 @@ struct Args {
     /// Instead of the drill, replica mode against a Sentinel-managed source that fails over.
     #[arg(long)]
     source_failover: bool,
+    /// Instead of the drill, measure failover times: sentinel and standalone mode vs raw
+    /// Sentinel (`make bench-failover`).
+    #[arg(long)]
+    bench_failover: bool,
 }
 
 fn main() {
@@ -59,6 +63,26 @@ fn main() {
                         fmt(r.operator),
                         fmt(r.baseline),
                         r.baseline_name
+                    );
+                }
+                println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+                return;
+            }
+            Err(e) => {
+                eprintln!("bench failed: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    if args.bench_failover {
+        match redis_e2e::bench_failover::run(&options) {
+            Ok(series) => {
+                println!("\nFailover: Redis primary killed -> first write accepted");
+                for s in &series {
+                    println!(
+                        "  {:<66} {}",
+                        s.mode,
+                        redis_e2e::bench_failover::summary(&s.times)
                     );
                 }
                 println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());

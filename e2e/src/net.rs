@@ -25,6 +25,21 @@ pub fn pod_ip(region: char, ordinal: u32) -> String {
     }
 }
 
+/// Address of Sentinel pod `ordinal` of the region's cluster.
+pub fn sentinel_ip(region: char, ordinal: u32) -> String {
+    match region {
+        'a' => format!("10.77.10.{}", ordinal + 21),
+        _ => format!("10.77.20.{}", ordinal + 21),
+    }
+}
+
+/// Most Sentinel pods a region can hold.
+pub const MAX_SENTINELS: u32 = 3;
+
+/// The address of production's `-leader` Service (as a LoadBalancer IP would be): it follows
+/// the pod labelled `redis.io/role=primary` (see `controllers`).
+pub const PROD_LEADER_VIP: &str = "10.77.10.200";
+
 /// Run a command, failing loudly with its output.
 pub fn sh(args: &[&str]) -> Result<String, String> {
     let out = Command::new(args[0])
@@ -115,6 +130,16 @@ impl Regions {
                 ],
             )?;
         }
+        for i in 0..MAX_SENTINELS {
+            for (ns, region) in [(NS_A, 'a'), (NS_B, 'b')] {
+                let a = format!("{}/32", sentinel_ip(region, i));
+                in_ns(ns, &["ip", "addr", "add", &a, "dev", "lo"])?;
+            }
+        }
+        in_ns(
+            NS_A,
+            &["ip", "addr", "add", &format!("{PROD_LEADER_VIP}/32"), "dev", "lo"],
+        )?;
         sh(&["ip", "route", "add", "10.77.10.0/24", "via", "10.77.1.2"])?;
         sh(&["ip", "route", "add", "10.77.20.0/24", "via", "10.77.2.2"])?;
         in_ns(

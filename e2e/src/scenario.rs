@@ -11,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use redis_cluster_api::labels as l;
 use redis_cluster_api::report::InstanceReport;
+use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
 use redis_operator::builders::redis_conf;
 use redis_operator::platform::PodInfo;
 use serde_json::json;
 
-use crate::net::{NS_A, NS_B, Regions, pod_ip};
+use crate::controllers::{Controllers, Managed, sentinel_master};
+use crate::net::{MAX_SENTINELS, NS_A, NS_B, PROD_LEADER_VIP, Regions, pod_ip, sentinel_ip};
 use crate::procs::Proc;
 use crate::prom::{Prometheus, http_get};
 use crate::resp::{Conn, Reply};
@@ -62,6 +64,11 @@ pub(crate) struct Drill<'a> {
 /// cross-region example whose promoted leader reports `connected_slaves:4`; the other scenarios
 /// keep the sample's 3. One scenario runs per process.
 static DR_INSTANCES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(3);
+
+/// Production's Sentinel `down-after-milliseconds` in the drill.
+pub(crate) const SENTINEL_DOWN_AFTER_MS: u64 = 2000;
+/// DR's `failover.primaryUnavailableSeconds` in the drill (default 10).
+pub(crate) const DR_FAILOVER_AFTER_S: u64 = 3;
 
 /// Most pods a region can hold (addresses assigned in each namespace).
 pub(crate) const MAX_PODS: u32 = 5;
@@ -222,64 +229,10 @@ impl<'a> Drill<'a> {
     /// Start the pods of `cluster` as its StatefulSet would: one redis-server and one
     /// redis-instance-manager per pod, in the cluster's region.
     pub(crate) fn start_pods(&mut self, cluster: &str) -> Result<(), String> {
-        let rc = self.sim.get(NS, cluster);
-        let ns = if region_of(cluster) == 'a' {
-            NS_A
-        } else {
-            NS_B
-        };
-        let env = self.sim.env(NS, cluster);
-        for (i, pod) in pods(cluster).iter().enumerate() {
-            let dir = self.sim.pod_dir(pod);
-            std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
-            let ip = pod_ip(region_of(cluster), i as u32);
-            // The operator's own redis.conf, with the pod's paths; DEBUG DIGEST enabled so the
-            // drill can compare keyspaces (drill only).
-            let conf = redis_conf(&rc)
-                .replace("bind * -::*", &format!("bind {ip}"))
-                .replace("dir /data", &format!("dir {}", dir.join("data").display()))
-                .replace(
-                    "include /run/redis/auth.conf",
-                    &format!("include {}", dir.join("auth.conf").display()),
-                )
-                + "enable-debug-command yes\n"
-                // Outgoing connections from the pod's own address, as a pod's would be (all
-                // pods of a region share one namespace here).
-                + &format!("bind-source-addr {ip}\n");
-            std::fs::write(dir.join("redis.conf"), conf).map_err(|e| e.to_string())?;
-            let pw = &self.passwords[cluster];
-            // What the pod's init container writes (see builders::AUTH_SCRIPT).
-            std::fs::write(
-                dir.join("auth.conf"),
-                format!("requirepass \"{pw}\"\nmasterauth \"{pw}\"\n"),
-            )
-            .map_err(|e| e.to_string())?;
-            let redis = Proc::spawn(
-                &format!("{pod}/redis"),
-                Some(ns),
-                &[
-                    "redis-server".into(),
-                    dir.join("redis.conf").display().to_string(),
-                ],
-                &dir.join("redis.log"),
-            )?;
-            self.procs.insert(format!("{pod}/redis"), redis);
-            let im = Proc::spawn(
-                &format!("{pod}/instance-manager"),
-                Some(ns),
-                &[
-                    self.o.instance_manager.display().to_string(),
-                    format!("--cluster={cluster}"),
-                    format!("--namespace={NS}"),
-                    format!("--pod={pod}"),
-                    format!("--redis-addr={ip}:6379"),
-                    format!("--redis-password-file={}", env.auth_password_file),
-                    format!("--topology-file={}", dir.join("annotations").display()),
-                    format!("--http-addr={ip}:9121"),
-                ],
-                &dir.join("instance-manager.log"),
-            )?;
-            self.procs.insert(format!("{pod}/instance-manager"), im);
+        for i in 0..pods(cluster).len() as u32 {
+            self.start_pod(cluster, i)?;
+            let pod = l::pod_name(cluster, i);
+            let ip = pod_ip(region_of(cluster), i);
             self.sim.platform.add_pod(
                 NS,
                 PodInfo {
@@ -289,10 +242,103 @@ impl<'a> Drill<'a> {
                     report_endpoint: Some(format!("{ip}:9121")),
                     address: ip,
                     problem: None,
+                    redis_running: Some(true),
                 },
             );
         }
         Ok(())
+    }
+
+    /// The containers of pod `ordinal` start (or restart): the init container regenerates
+    /// redis.conf from the operator's template, keeping only a persisted `replicaof` line (see
+    /// builders::INIT_SCRIPT), then redis-server and the instance manager start.
+    pub(crate) fn start_pod(&mut self, cluster: &str, ordinal: u32) -> Result<(), String> {
+        let rc = self.sim.get(NS, cluster);
+        let ns = if region_of(cluster) == 'a' {
+            NS_A
+        } else {
+            NS_B
+        };
+        let env = self.sim.env(NS, cluster);
+        let pod = l::pod_name(cluster, ordinal);
+        let dir = self.sim.pod_dir(&pod);
+        std::fs::create_dir_all(dir.join("data")).map_err(|e| e.to_string())?;
+        let ip = pod_ip(region_of(cluster), ordinal);
+        let kept: String = std::fs::read_to_string(dir.join("redis.conf"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("replicaof "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        // The operator's own redis.conf, with the pod's paths; DEBUG DIGEST enabled so the
+        // drill can compare keyspaces (drill only).
+        let conf = redis_conf(&rc)
+            .replace("bind * -::*", &format!("bind {ip}"))
+            .replace("dir /data", &format!("dir {}", dir.join("data").display()))
+            .replace(
+                "include /run/redis/auth.conf",
+                &format!("include {}", dir.join("auth.conf").display()),
+            )
+            + "enable-debug-command yes\n"
+            // Outgoing connections from the pod's own address, as a pod's would be (all
+            // pods of a region share one namespace here).
+            + &format!("bind-source-addr {ip}\n")
+            + &format!("replica-announce-ip {ip}\n")
+            + &kept;
+        std::fs::write(dir.join("redis.conf"), conf).map_err(|e| e.to_string())?;
+        let pw = &self.passwords[cluster];
+        // What the pod's init container writes (see builders::AUTH_SCRIPT).
+        std::fs::write(
+            dir.join("auth.conf"),
+            format!("requirepass \"{pw}\"\nmasterauth \"{pw}\"\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        let redis = Proc::spawn(
+            &format!("{pod}/redis"),
+            Some(ns),
+            &[
+                "redis-server".into(),
+                dir.join("redis.conf").display().to_string(),
+            ],
+            &dir.join("redis.log"),
+        )?;
+        self.procs.insert(format!("{pod}/redis"), redis);
+        let im = Proc::spawn(
+            &format!("{pod}/instance-manager"),
+            Some(ns),
+            &[
+                self.o.instance_manager.display().to_string(),
+                format!("--cluster={cluster}"),
+                format!("--namespace={NS}"),
+                format!("--pod={pod}"),
+                format!("--redis-addr={ip}:6379"),
+                format!("--redis-password-file={}", env.auth_password_file),
+                format!("--topology-file={}", dir.join("annotations").display()),
+                format!("--http-addr={ip}:9121"),
+            ],
+            &dir.join("instance-manager.log"),
+        )?;
+        self.procs.insert(format!("{pod}/instance-manager"), im);
+        self.sim.set_redis_running(NS, &pod, true);
+        Ok(())
+    }
+
+    /// The pod's Redis container dies and stays down (crash loop back-off): the kubelet reports
+    /// it not running. The instance manager sidecar keeps running, as in a pod.
+    pub(crate) fn kill_redis(&mut self, pod: &str) {
+        if let Some(mut p) = self.procs.remove(&format!("{pod}/redis")) {
+            p.kill();
+        }
+        self.sim.set_redis_running(NS, pod, false);
+    }
+
+    /// The kubelet restarts the Redis container (the sidecar is restarted too, for simplicity).
+    pub(crate) fn restart_pod(&mut self, cluster: &str, pod: &str) -> Result<(), String> {
+        if let Some(mut p) = self.procs.remove(&format!("{pod}/instance-manager")) {
+            p.kill();
+        }
+        let ordinal = l::ordinal_of(cluster, pod).ok_or("not a pod of the cluster")?;
+        self.start_pod(cluster, ordinal)
     }
 
     /// What the StatefulSet controller does: once the operator has applied the cluster's
@@ -437,7 +483,21 @@ impl SplitBrainChecker {
                             Some(Reply::Array(Some(items)))
                                 if items.first().map(Reply::text).as_deref() == Some("master") =>
                             {
-                                writable.push(pod.clone())
+                                // A fenced master (booted fenced, or fenced by the operator)
+                                // refuses every write: not a second primary.
+                                let fenced = conns
+                                    .get_mut(&pod)
+                                    .and_then(|c| {
+                                        c.cmd(&["CONFIG", "GET", "min-replicas-to-write"]).ok()
+                                    })
+                                    .and_then(|r| match r {
+                                        Reply::Array(Some(kv)) => kv.get(1)?.text().parse().ok(),
+                                        _ => None,
+                                    })
+                                    .is_some_and(|v: u64| v >= u64::from(FENCE_MIN_REPLICAS));
+                                if !fenced {
+                                    writable.push(pod.clone())
+                                }
                             }
                             Some(_) => {}
                             None => {
@@ -527,22 +587,49 @@ fn scenario(d: &mut Drill) -> Result<(), String> {
         "Region A and region B are network namespaces joined by one veth pair: the inter-region link.\n\
          Each 'pod' is a real redis-server plus the real redis-instance-manager sidecar.\n\
          The Kubernetes API is simulated (objects, annotations, status); the operator's real reconcile\n\
-         code drives it. No DNS here: the DR sample's source.host points at prod-redis-0's address,\n\
-         as a LoadBalancer IP would; the DR cluster runs 5 instances, like the spec's redis-west.",
+         code drives it. Production is the spec's prod-redis sample in sentinel mode: three real\n\
+         redis-sentinel processes started from the operator's Sentinel StatefulSet. No DNS here: the\n\
+         DR sample's source.host is production's -leader endpoint as a LoadBalancer address (a virtual\n\
+         IP that follows the pod labelled primary); the DR cluster runs 5 instances, like the spec's\n\
+         redis-west.",
     );
     d.sim.add_secret(NS, "prod-redis-auth", &d.passwords[PROD]);
     d.sim.add_secret(NS, "dr-redis-auth", &d.passwords[DR]);
-    d.sim.apply(&read("prod-redis.yaml")?, |_| {})?;
-    let prod_leader_ip = pod_ip('a', 0);
+    d.sim.sentinel_addresses.lock().unwrap().insert(
+        PROD.into(),
+        (0..MAX_SENTINELS)
+            .map(|i| format!("{}:{}", sentinel_ip('a', i), l::SENTINEL_PORT))
+            .collect(),
+    );
+    // The spec's prod-redis sample (mode: sentinel), with a Sentinel down-after short enough
+    // for a drill (the default is 5 s).
+    d.sim.apply(&read("prod-redis.yaml")?, |v| {
+        v["spec"]["sentinel"] = json!({"downAfterMilliseconds": SENTINEL_DOWN_AFTER_MS});
+    })?;
+    // DR replicates production's -leader endpoint (a LoadBalancer address here).
+    let prod_leader_ip = PROD_LEADER_VIP.to_string();
     let ip = prod_leader_ip.clone();
     DR_INSTANCES.store(5, Ordering::Relaxed);
     d.sim.apply(&read("dr-redis.yaml")?, move |v| {
         v["spec"]["replicaMode"]["source"]["host"] = ip.into();
         v["spec"]["instances"] = 5.into();
+        v["spec"]["failover"] = json!({"primaryUnavailableSeconds": DR_FAILOVER_AFTER_S});
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     let operator = operator_loop(d.sim.clone(), stop.clone());
+    let controllers = Controllers::start(
+        d.sim.clone(),
+        vec![Managed {
+            namespace: NS.into(),
+            cluster: PROD.into(),
+            region: 'a',
+            password: d.passwords[PROD].clone(),
+            leader_vip: Some(PROD_LEADER_VIP.into()),
+        }],
+        d.o.dir.join("sentinels"),
+    );
     let result = story(d, &prod_leader_ip);
+    drop(controllers);
     stop.store(true, Ordering::Relaxed);
     let _ = operator.join();
     result
@@ -711,6 +798,9 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
     d.time("lag drained after load", drained);
     d.regions.unlimit()?;
 
+    // ---- 2b. production loses its primary pod: the Sentinels fail over ---------------------
+    sentinel_failover(d)?;
+
     // ---- 3. cut the link --------------------------------------------------------------------
     d.step(
         "3. Region A is lost: the link is cut silently (no TCP reset)",
@@ -858,12 +948,17 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         },
     )?;
 
+
+    // ---- 4b. DR's primary pod dies: the operator fails over ---------------------------------
+    let dr_primary = standalone_failover(d)?;
+    let leader_ip = pod_ip('b', l::ordinal_of(DR, &dr_primary).unwrap_or(0));
+
     // ---- 5. DR takes writes; production comes back as its replica --------------------------
     d.step(
         "5. DR takes writes; region A comes back and replicates from DR (the spec's \"Recover Primary Region\")",
         "prod-redis gets replicaMode.enabled: true with source = dr-redis's leader.",
     );
-    d.write_keys("dr-redis-0", "dr-writes", 1000, 100)?;
+    d.write_keys(&dr_primary, "dr-writes", 1000, 100)?;
     d.regions.restore()?;
     let dr_ip = leader_ip.clone();
     let recovered = Instant::now();
@@ -1000,6 +1095,431 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Which pod carries `redis.io/role=primary` (what the `-leader` Service selects).
+fn labelled_primary(d: &Drill, cluster: &str) -> Option<String> {
+    pods(cluster).into_iter().find(|p| {
+        d.sim
+            .platform
+            .pod(NS, p)
+            .is_some_and(|p| p.labels.get(l::ROLE).map(String::as_str) == Some(l::ROLE_PRIMARY))
+    })
+}
+
+fn stat(d: &Drill, pod: &str, field: &str) -> Result<u64, String> {
+    Ok(d
+        .info(pod, "stats")?
+        .get(field)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+fn offset(d: &Drill, pod: &str) -> Option<String> {
+    d.info(pod, "replication")
+        .ok()?
+        .get("master_repl_offset")
+        .cloned()
+}
+
+/// Every pod in `replicas` linked and at `primary`'s offset (nothing in flight).
+fn caught_up(d: &Drill, primary: &str, replicas: &[String]) -> Option<()> {
+    let target = offset(d, primary)?;
+    replicas
+        .iter()
+        .all(|p| {
+            d.info(p, "replication").is_ok_and(|i| {
+                i.get("master_link_status").map(String::as_str) == Some("up")
+                    && i.get("slave_repl_offset") == Some(&target)
+            })
+        })
+        .then_some(())
+}
+
+/// Write `n` keys through `addr`, each acknowledged with `WAIT acks`: the keys whose WAIT
+/// reached `acks` replicas.
+fn acked_writes(
+    addr: &str,
+    password: &str,
+    prefix: &str,
+    n: usize,
+    acks: usize,
+) -> Result<Vec<String>, String> {
+    let mut c = Conn::connect(addr, Some(password), Duration::from_secs(2))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let key = format!("{prefix}:{i}");
+        if c.cmd(&["SET", &key, "v"]).is_ok_and(|r| !r.is_error())
+            && let Ok(Reply::Int(got)) = c.cmd(&["WAIT", &acks.to_string(), "2000"])
+            && got as usize >= acks
+        {
+            acked.push(key);
+        }
+    }
+    if acked.len() < n {
+        return Err(format!(
+            "only {} of {n} writes were acknowledged by {acks} replicas",
+            acked.len()
+        ));
+    }
+    Ok(acked)
+}
+
+fn missing_keys(d: &Drill, pod: &str, keys: &[String]) -> Result<Vec<String>, String> {
+    let mut c = d.conn(pod)?;
+    let mut missing = Vec::new();
+    for k in keys {
+        match c.cmd(&["EXISTS", k]) {
+            Ok(Reply::Int(1)) => {}
+            _ => missing.push(k.clone()),
+        }
+    }
+    Ok(missing)
+}
+
+fn event(d: &Drill, cluster: &str, reason: &str) -> Option<(String, String)> {
+    d.sim
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e.0 == cluster && e.2 == reason)
+        .map(|e| (e.1.clone(), e.3.clone()))
+}
+
+/// Production (mode: sentinel) loses its primary pod; the Sentinels elect another; the operator
+/// follows; DR follows through the same endpoint with partial resyncs only.
+fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "2b. Production loses its primary pod: Sentinel failover inside region A",
+        "prod-redis runs mode: sentinel: the operator's 3 Sentinels elect a new primary; the operator follows\n\
+         (role label -> -leader endpoint, status.currentPrimary, a Failover Event); the DR cluster follows the\n\
+         new primary behind the same source.host with partial resyncs only; the old primary rejoins as replica.",
+    );
+    let old = "prod-redis-0".to_string();
+    let replicas: Vec<String> = pods(PROD)
+        .into_iter()
+        .skip(1)
+        .chain(pods(DR))
+        .collect();
+    wait(
+        "every replica at production's offset",
+        Duration::from_secs(60),
+        || caught_up(d, &old, &replicas),
+    )?;
+    let master = l::sentinel_master_name(PROD);
+    let sentinel0 = format!("{}:{}", sentinel_ip('a', 0), l::SENTINEL_PORT);
+    let pw = d.passwords[PROD].clone();
+    let r = wait(
+        "the Sentinels to monitor prod-redis-0",
+        Duration::from_secs(20),
+        || {
+            (0..MAX_SENTINELS)
+                .all(|i| {
+                    sentinel_master(
+                        &format!("{}:{}", sentinel_ip('a', i), l::SENTINEL_PORT),
+                        &pw,
+                        &master,
+                    )
+                    .as_deref()
+                        == Some(pod_ip('a', 0).as_str())
+                })
+                .then_some(())
+        },
+    );
+    d.check(
+        "3 operator-managed Sentinels (real redis-sentinel) monitor prod-redis-0",
+        r.map(|_| ()),
+    )?;
+    // Acknowledged writes: WAIT for more replicas than DR has, so at least one production
+    // replica holds each of them (the Sentinels pick the production replica with the highest
+    // offset).
+    let acks = pods(DR).len() + 1;
+    let vip = format!("{PROD_LEADER_VIP}:6379");
+    let acked = acked_writes(&vip, &pw, "acked-before-failover", 200, acks)?;
+    wait(
+        "every replica at production's offset",
+        Duration::from_secs(60),
+        || caught_up(d, &old, &replicas),
+    )?;
+    let before: BTreeMap<String, (u64, u64)> = pods(PROD)
+        .into_iter()
+        .skip(1)
+        .map(|p| {
+            let full = stat(d, &p, "sync_full").unwrap_or(0);
+            let partial = stat(d, &p, "sync_partial_ok").unwrap_or(0);
+            (p, (full, partial))
+        })
+        .collect();
+    let killed = Instant::now();
+    d.kill_redis(&old);
+    let (elected_ip, took) = wait(
+        "the Sentinels to elect a new primary",
+        Duration::from_secs(60),
+        || sentinel_master(&sentinel0, &pw, &master).filter(|ip| *ip != pod_ip('a', 0)),
+    )?;
+    let new = pods(PROD)
+        .into_iter()
+        .find(|p| addr(p) == format!("{elected_ip}:6379"))
+        .ok_or(format!("the Sentinels elected an unknown address {elected_ip}"))?;
+    d.time(&format!("sentinel mode: primary killed -> Sentinels elected {new}"), took);
+    let (_, took) = wait(
+        "a write accepted through prod-redis-leader",
+        Duration::from_secs(60),
+        || {
+            Conn::connect(&vip, Some(&pw), Duration::from_millis(300))
+                .ok()?
+                .cmd(&["SET", "drill:after-sentinel-failover", "yes"])
+                .ok()
+                .filter(|r| !r.is_error())
+        },
+    )?;
+    let _ = took;
+    d.time(
+        "sentinel mode: primary killed -> first write accepted through the -leader endpoint",
+        killed.elapsed(),
+    );
+    let r = wait(
+        "the role label, status and Event to follow",
+        Duration::from_secs(20),
+        || {
+            let status = d.sim.get(NS, PROD).status?;
+            (labelled_primary(d, PROD).as_deref() == Some(new.as_str())
+                && status.current_primary.as_deref() == Some(new.as_str())
+                && event(d, PROD, "Failover").is_some())
+            .then_some(())
+        },
+    );
+    let note = event(d, PROD, "Failover").map(|e| e.1).unwrap_or_default();
+    d.check(
+        &format!("label redis.io/role=primary, the -leader endpoint and status.currentPrimary moved to {new}; Event: \"{note}\""),
+        r.map(|_| ()).and_then(|_| {
+            if note.contains(&format!("{old} -> {new}")) {
+                Ok(())
+            } else {
+                Err(note.clone())
+            }
+        }),
+    )?;
+    let missing = missing_keys(d, &new, &acked)?;
+    d.check(
+        &format!(
+            "all {} writes acknowledged by {acks} replicas (WAIT) are on the new primary",
+            acked.len()
+        ),
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]))
+        },
+    )?;
+    let others: Vec<String> = pods(PROD)
+        .into_iter()
+        .filter(|p| *p != old && *p != new)
+        .chain(pods(DR))
+        .collect();
+    let (_, _) = wait(
+        "the other production replica and every DR pod to follow the new primary",
+        Duration::from_secs(60),
+        || caught_up(d, &new, &others),
+    )?;
+    d.time(
+        "sentinel mode: primary killed -> DR caught up with the new primary",
+        killed.elapsed(),
+    );
+    let (full_before, partial_before) = before[&new];
+    let full = stat(d, &new, "sync_full")?;
+    let partial = stat(d, &new, "sync_partial_ok")?;
+    let want = others.len() as u64;
+    d.check(
+        &format!("zero full resyncs: {new} served sync_full {full_before}->{full}, sync_partial_ok +{} (DR pods and the other replica)", partial - partial_before),
+        if full == full_before && partial >= partial_before + want {
+            Ok(())
+        } else {
+            Err(format!("expected +{want} partial resyncs"))
+        },
+    )?;
+    // The old primary's container comes back: it boots fenced and rejoins as a replica.
+    let sampler = NoWriteSampler::start(&old, &pw);
+    d.restart_pod(PROD, &old)?;
+    let new_ip = addr(&new).replace(":6379", "");
+    let (_, took) = wait(
+        "the old primary to rejoin as a replica",
+        Duration::from_secs(60),
+        || d.linked_to(&old, &new_ip).then_some(()),
+    )?;
+    d.time("sentinel mode: old primary restarted -> linked replica", took);
+    let (samples, accepted) = sampler.finish();
+    d.check(
+        &format!("{old} rejoined as a replica of {new} and accepted no write meanwhile ({samples} write attempts)"),
+        if accepted.is_empty() {
+            Ok(())
+        } else {
+            Err(accepted.join("; "))
+        },
+    )?;
+    let r = d.keyspaces_converge();
+    d.check("all production and DR keyspaces equal after the failover", r)?;
+    Ok(())
+}
+
+/// DR (promoted: a standalone cluster carrying production) loses its primary pod; the operator
+/// fences it, promotes the replica with the highest offset and re-points the others. Returns the
+/// new primary.
+fn standalone_failover(d: &mut Drill) -> Result<String, String> {
+    d.step(
+        "4b. DR's primary pod dies: the operator fails over (standalone mode)",
+        "The promoted DR cluster has no Sentinels. Its primary's Redis container stops; once it has been\n\
+         unavailable for failover.primaryUnavailableSeconds (3 s in the drill, 10 s by default) and the kubelet\n\
+         reports the container not running, the operator fences it, promotes the replica with the highest\n\
+         replication offset and re-points the others. A sampler tries to write to the old primary throughout.",
+    );
+    let old = "dr-redis-0".to_string();
+    let pw = d.passwords[DR].clone();
+    let replicas: Vec<String> = pods(DR).into_iter().skip(1).collect();
+    let acked = acked_writes(&addr(&old), &pw, "dr-acked", 200, replicas.len())?;
+    wait("every DR replica at the primary's offset", Duration::from_secs(60), || {
+        caught_up(d, &old, &replicas)
+    })?;
+    let before: BTreeMap<String, u64> = replicas
+        .iter()
+        .map(|p| (p.clone(), stat(d, p, "sync_full").unwrap_or(0)))
+        .collect();
+    let sampler = NoWriteSampler::start(&old, &pw);
+    let killed = Instant::now();
+    d.kill_redis(&old);
+    let (new, _) = wait("the operator to label a new primary", Duration::from_secs(60), || {
+        labelled_primary(d, DR).filter(|p| *p != old)
+    })?;
+    wait("the new primary to accept a write", Duration::from_secs(30), || {
+        d.conn(&new)
+            .ok()?
+            .cmd(&["SET", "drill:after-standalone-failover", "yes"])
+            .ok()
+            .filter(|r| !r.is_error())
+    })?;
+    d.time(
+        "standalone mode: primary killed -> first write accepted through the -leader endpoint",
+        killed.elapsed(),
+    );
+    let failing = event(d, DR, "FailingOver");
+    d.check(
+        &format!("Warning event FailingOver: \"{}\"", failing.as_ref().map(|e| e.1.as_str()).unwrap_or("")),
+        match &failing {
+            Some((t, note)) if t == "Warning" && note.contains("not running") => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    let r = wait("status and the Failover event", Duration::from_secs(20), || {
+        let status = d.sim.get(NS, DR).status?;
+        (status.current_primary.as_deref() == Some(new.as_str())
+            && event(d, DR, "Failover").is_some_and(|e| e.1.contains(&format!("{old} -> {new}"))))
+        .then_some(())
+    });
+    d.check(
+        &format!("status.currentPrimary and label moved to {new}; Event Failover {old} -> {new}"),
+        r.map(|_| ()),
+    )?;
+    let others: Vec<String> = replicas.iter().filter(|p| **p != new).cloned().collect();
+    wait("the other DR pods to follow the new primary", Duration::from_secs(60), || {
+        caught_up(d, &new, &others)
+    })?;
+    d.time(
+        "standalone mode: primary killed -> replicas re-attached to the new primary",
+        killed.elapsed(),
+    );
+    let fulls: Vec<String> = others
+        .iter()
+        .chain(std::iter::once(&new))
+        .filter_map(|p| {
+            let now = stat(d, p, "sync_full").ok()?;
+            (now != before[p]).then(|| format!("{p}: sync_full {} -> {now}", before[p]))
+        })
+        .collect();
+    let partial = stat(d, &new, "sync_partial_ok")?;
+    d.check(
+        &format!("zero full resyncs ({new} sync_partial_ok {partial})"),
+        if fulls.is_empty() && partial >= others.len() as u64 {
+            Ok(())
+        } else {
+            Err(format!("{fulls:?}, partial {partial}"))
+        },
+    )?;
+    let missing = missing_keys(d, &new, &acked)?;
+    d.check(
+        &format!("all {} writes acknowledged by every replica are on {new}", acked.len()),
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} missing", missing.len()))
+        },
+    )?;
+    d.restart_pod(DR, &old)?;
+    let new_ip = pod_ip('b', l::ordinal_of(DR, &new).unwrap_or(0));
+    let (_, took) = wait("the fenced old primary to rejoin as a replica", Duration::from_secs(60), || {
+        d.linked_to(&old, &new_ip).then_some(())
+    })?;
+    d.time("standalone mode: old primary restarted -> linked replica", took);
+    let (samples, accepted) = sampler.finish();
+    d.check(
+        &format!("the fenced {old} never accepted a write, from its death to rejoining ({samples} write attempts)"),
+        if accepted.is_empty() {
+            Ok(())
+        } else {
+            Err(accepted.join("; "))
+        },
+    )?;
+    Ok(new)
+}
+
+/// Tries a write on one pod every 50 ms and records every one that was accepted.
+struct NoWriteSampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl NoWriteSampler {
+    fn start(pod: &str, password: &str) -> NoWriteSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let (addr, password, pod) = (addr(pod), password.to_string(), pod.to_string());
+        let handle = std::thread::spawn(move || {
+            let mut attempts = 0;
+            let mut accepted = Vec::new();
+            let mut conn: Option<Conn> = None;
+            while !s.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    conn = Conn::connect(&addr, Some(&password), Duration::from_millis(200)).ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    attempts += 1;
+                    match c.cmd(&["SET", "drill:fence-probe", &attempts.to_string()]) {
+                        Ok(r) if !r.is_error() => accepted.push(format!("{pod} accepted write #{attempts}")),
+                        Ok(_) => {}
+                        Err(_) => conn = None,
+                    }
+                } else {
+                    attempts += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (attempts, accepted)
+        });
+        NoWriteSampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
 }
 
 /// The repository root: the folder holding Cargo.toml above this crate.

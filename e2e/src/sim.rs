@@ -30,6 +30,8 @@ pub struct Sim {
     clusters: Mutex<BTreeMap<String, Value>>,
     secrets: Mutex<BTreeMap<String, String>>,
     written: Mutex<BTreeMap<String, String>>,
+    /// Where each cluster's Sentinels listen (no DNS here), by cluster name.
+    pub sentinel_addresses: Mutex<BTreeMap<String, Vec<String>>>,
     /// `kubectl describe`'s Events, in order: (cluster, type, reason, note).
     pub events: Mutex<Vec<(String, String, String, String)>>,
     dir: PathBuf,
@@ -46,6 +48,7 @@ impl Sim {
             clusters: Mutex::new(BTreeMap::new()),
             secrets: Mutex::new(BTreeMap::new()),
             written: Mutex::new(BTreeMap::new()),
+            sentinel_addresses: Mutex::new(BTreeMap::new()),
             events: Mutex::new(Vec::new()),
             dir: dir.to_path_buf(),
         }
@@ -131,6 +134,21 @@ impl Sim {
             auth_password_file: d.join("auth/password").display().to_string(),
             source_password_file: d.join("source/password").display().to_string(),
             redis_port: 6379,
+            sentinel_addresses: self.sentinel_addresses.lock().unwrap().get(name).cloned(),
+        }
+    }
+
+    /// What the kubelet reports about a pod's Redis container.
+    pub fn set_redis_running(&self, ns: &str, pod: &str, running: bool) {
+        if let Some(p) = self
+            .platform
+            .state
+            .lock()
+            .unwrap()
+            .pods
+            .get_mut(&key(ns, pod))
+        {
+            p.redis_running = Some(running);
         }
     }
 

@@ -23,3 +23,8 @@ demo-run: drill-build
 bench: deps ## The drill's timings vs plain redis-cli on the same servers (needs root; see docs/bench-drill.md)
 	$(CARGO) build --release -p redis-e2e -p redis-instance-manager
 	target/release/redis-drill --bench --dir .drill-bench
+
+.PHONY: bench-failover
+bench-failover: deps ## Failover time, sentinel and standalone mode vs raw Sentinel (needs root; see docs/bench-failover.md)
+	$(CARGO) build --release -p redis-e2e -p redis-instance-manager
+	target/release/redis-drill --bench-failover --dir .drill-bench-failover

@@ -628,9 +628,16 @@ pub fn plan(view: &ClusterView) -> Plan {
     let leader_applied_something = leader_pod
         .and_then(|p| p.report.as_ref())
         .is_some_and(|r| r.applied_epoch.is_some());
+    // Any pod counts, not only the leader: after a failover the primary may be another pod.
     let demoting = leader_want.role == Role::Replica
         && (leader_published_role == Some(Role::Primary)
-            || (leader_observed_role == Some(Role::Primary) && leader_applied_something));
+            || (leader_observed_role == Some(Role::Primary) && leader_applied_something)
+            || view.pods.values().any(|p| {
+                p.published.as_ref().is_some_and(|t| t.role == Role::Primary)
+                    && p.report.as_ref().is_none_or(|r| {
+                        r.role == Some(ObservedRole::Primary) && !r.fenced
+                    })
+            }));
     let leader_syncing = leader_pod
         .and_then(|p| p.report.as_ref())
         .is_some_and(|r| r.sync_in_progress);

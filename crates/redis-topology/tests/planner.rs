@@ -751,6 +751,16 @@ fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
     assert_eq!(w.writable(), ["dr-redis-2"]);
     assert_eq!(w.pods["dr-redis-0"].report.as_ref().unwrap().role, Some(ObservedRole::Replica));
     assert!(w.reconcile().publish.is_empty());
+
+    // The drill's fail-back: promote: false still warns that local writes are discarded,
+    // although the primary is no longer the designated leader.
+    w.spec = with_promote(DR, false);
+    let p = w.reconcile();
+    assert!(reasons(&p).contains(&"Demoting"), "{:?}", reasons(&p));
+    assert_eq!(p.leader, "dr-redis-0");
+    w.converge();
+    assert_eq!(w.condition("ReplicaMode").1, "Enabled");
+    assert_eq!(w.status.as_ref().unwrap().current_primary, None);
 }
 
 #[test]

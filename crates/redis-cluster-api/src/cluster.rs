@@ -413,6 +413,10 @@ pub struct InstanceStatus {
     /// The last error the instance manager hit applying its topology, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Bytes this pod held beyond its upstream's new primary after the upstream failed over:
+    /// writes the new primary never received, lost with the full resync they forced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged_bytes: Option<i64>,
 }
 
 /// Condition types and reasons. The `ReplicaMode` reasons and messages are the spec's, verbatim.

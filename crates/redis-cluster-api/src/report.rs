@@ -60,6 +60,12 @@ pub struct InstanceReport {
     /// How many of the cluster's Sentinels answered this instance manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinels_reachable: Option<u32>,
+    /// The last time this replica's upstream failed over and this replica held writes the new
+    /// upstream never received (its offset beyond the new upstream's `second_repl_offset`), the
+    /// number of those bytes. Such a replica cannot resume partially: it resynchronises in full
+    /// and those writes are gone. Kept until the instance manager restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverged_bytes: Option<i64>,
 }
 
 /// The role Redis itself reports.

@@ -839,6 +839,7 @@ fn status(
                 replication_offset: r.and_then(|r| r.repl_offset),
                 lag_bytes: r.and_then(|r| r.lag_bytes),
                 ready: r.is_some_and(|r| r.ready),
+                diverged_bytes: r.and_then(|r| r.diverged_bytes),
                 error: match r {
                     None => Some(
                         pod.problem
@@ -851,6 +852,28 @@ fn status(
         })
         .collect();
     let ready_instances = instances_status.iter().filter(|i| i.ready).count() as i32;
+    // The one honest exception to "no full resync after a source failover": a pod that held
+    // writes the new primary never got. Say so, with the bytes, once per occurrence.
+    for i in &instances_status {
+        let Some(bytes) = i.diverged_bytes else {
+            continue;
+        };
+        let before = previous
+            .instances_status
+            .iter()
+            .find(|p| p.name == i.name)
+            .and_then(|p| p.diverged_bytes);
+        if before != Some(bytes) {
+            events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: "FullResyncAfterFailover",
+                note: format!(
+                    "{} held {bytes} bytes its upstream's new primary never received: it resynchronises in full and those writes are lost (the new primary never had them either)",
+                    i.name
+                ),
+            });
+        }
+    }
 
     // The primary: the leader once it confirmed; until then the last confirmed one (a failover
     // in progress still has a known former primary), except in replica mode, which has none.

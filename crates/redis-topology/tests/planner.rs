@@ -983,3 +983,25 @@ fn standalone_failover_never_makes_two_writable_primaries() {
     assert_eq!(runs, 14641);
     assert!(failovers > 100, "the sequences exercise failover ({failovers})");
 }
+
+#[test]
+fn a_replica_that_diverged_from_the_new_source_primary_is_evented_once_with_the_bytes() {
+    let mut w = World::new(spec(DR));
+    w.converge();
+    w.pods.get_mut("dr-redis-2").unwrap().report.as_mut().unwrap().diverged_bytes = Some(4242);
+    let mut notes = Vec::new();
+    for _ in 0..3 {
+        let p = w.reconcile();
+        notes.extend(
+            p.events
+                .into_iter()
+                .filter(|e| e.reason == "FullResyncAfterFailover" && e.type_ == EventType::Warning)
+                .map(|e| e.note),
+        );
+    }
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].starts_with("dr-redis-2 held 4242 bytes"), "{}", notes[0]);
+    let st = w.status.as_ref().unwrap();
+    let i = st.instances_status.iter().find(|i| i.name == "dr-redis-2").unwrap();
+    assert_eq!(i.diverged_bytes, Some(4242));
+}

@@ -13,6 +13,17 @@ for f in "${samples[@]}"; do
   target/debug/redis-operator render "$f" > "$out/$(basename "$f")"
 done
 echo "rendered ${#samples[@]} samples into $(cat "$out"/*.yaml | grep -c '^kind:') objects"
+# mode: sentinel samples must bring their Sentinels along, so the checks below cover them.
+for obj in "StatefulSet prod-redis-sentinel" "Service prod-redis-sentinel" \
+  "Service prod-redis-sentinel-headless" "PodDisruptionBudget prod-redis-sentinel-pdb" \
+  "NetworkPolicy prod-redis-sentinel"; do
+  kind=${obj% *} name=${obj#* }
+  found=$(awk -v k="$kind" -v n="$name" '
+    /^kind: / { kind = $2 } /^  name: / { if (kind == k && $2 == n) found = 1 }
+    /^---/ { kind = "" } END { print found + 0 }' "$out/prod-redis.yaml")
+  [ "$found" = 1 ] || { echo "prod-redis.yaml: $kind/$name not rendered" >&2; exit 1; }
+done
+echo "sentinel mode: the Sentinel StatefulSet, Services, PDB and NetworkPolicy are rendered"
 
 kubernetes-validate -k "$K8S_VERSION" --strict --quiet "$out"/*.yaml
 echo "kubernetes-validate ($K8S_VERSION, strict): all objects valid"

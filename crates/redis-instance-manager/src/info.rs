@@ -46,6 +46,8 @@ pub struct Observed {
     pub slave_repl_offset: Option<i64>,
     /// `master_repl_offset`.
     pub master_repl_offset: i64,
+    /// `master_replid`: on a replica, the replication id of the history it follows.
+    pub master_replid: String,
     pub connected_slaves: u32,
     pub sync_full: u64,
     pub sync_partial_ok: u64,
@@ -89,6 +91,7 @@ impl Observed {
             master_sync_in_progress: get("master_sync_in_progress") == Some("1"),
             slave_repl_offset: num("slave_repl_offset"),
             master_repl_offset: num("master_repl_offset").unwrap_or(0),
+            master_replid: get("master_replid").unwrap_or_default().to_string(),
             connected_slaves: num("connected_slaves").unwrap_or(0) as u32,
             sync_full: num("sync_full").unwrap_or(0) as u64,
             sync_partial_ok: num("sync_partial_ok").unwrap_or(0) as u64,

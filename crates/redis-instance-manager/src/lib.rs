@@ -7,11 +7,13 @@
 //! - [`plan`]: the decision, pure: desired topology + observed INFO/CONFIG -> commands.
 //! - [`intake`]: which topology is in force (versions, epochs), pure.
 //! - [`lag`]: lag in bytes and seconds from upstream offsets, pure.
+//! - [`divergence`]: writes a replica held that its new upstream never received, pure.
 //! - [`sentinel`]: what the Sentinels elected (choice among their answers), pure.
 //! - [`info`], [`downward`]: parsers, pure.
 //! - [`redis_io`]: the fred adapter; [`reconcile`]: the loop; [`source`]: file/kube sources;
 //!   [`metrics`], [`http`]: what is served.
 
+pub mod divergence;
 pub mod downward;
 pub mod http;
 pub mod info;

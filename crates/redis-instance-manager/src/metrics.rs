@@ -42,6 +42,7 @@ pub struct Metrics {
     pub upstream_repl_offset: Family<MasterLabels, Gauge>,
     pub replication_lag_bytes: Gauge,
     pub replication_lag_seconds: Gauge<f64, AtomicU64>,
+    pub replication_diverged_bytes: Gauge,
     pub master_repl_offset: Gauge,
     pub connected_slaves: Gauge,
     pub resyncs_full: Gauge,
@@ -74,6 +75,7 @@ impl Metrics {
             upstream_repl_offset: Family::default(),
             replication_lag_bytes: Gauge::default(),
             replication_lag_seconds: Gauge::default(),
+            replication_diverged_bytes: Gauge::default(),
             master_repl_offset: Gauge::default(),
             connected_slaves: Gauge::default(),
             resyncs_full: Gauge::default(),
@@ -128,6 +130,11 @@ impl Metrics {
             "redis_replication_lag_seconds",
             "Seconds since the upstream's offset first exceeded this replica's offset (probe-interval resolution); 0 when caught up and on a primary",
             m.replication_lag_seconds.clone(),
+        );
+        r.register(
+            "redis_replication_diverged_bytes",
+            "Bytes this replica held that its new upstream never received, at the last failover of the upstream since the instance manager started (a full resync lost them); 0 if none",
+            m.replication_diverged_bytes.clone(),
         );
         r.register(
             "redis_master_repl_offset",
@@ -217,6 +224,7 @@ mod tests {
             "redis_up",
             "redis_master_link_up",
             "redis_replication_lag_bytes",
+            "redis_replication_diverged_bytes",
             "redis_master_repl_offset",
             "redis_connected_slaves",
             "redis_replica_resyncs_full",

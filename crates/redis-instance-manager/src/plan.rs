@@ -285,6 +285,7 @@ mod tests {
             master_sync_in_progress: false,
             slave_repl_offset: None,
             master_repl_offset: 0,
+            master_replid: String::new(),
             connected_slaves: 0,
             sync_full: 0,
             sync_partial_ok: 0,

@@ -15,6 +15,7 @@ use redis_cluster_api::topology::{DesiredTopology, Role, SentinelTopology, Upstr
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::divergence::{Divergence, Finding, UpstreamIds};
 use crate::info::{Observed, RedisConfig, RedisRole, info_fields};
 use crate::intake::{Delivered, Intake, Outcome};
 use crate::lag::{OffsetHistory, lag_bytes};
@@ -104,6 +105,7 @@ pub struct Manager {
     sentinels: Vec<(String, Cached)>,
     history: OffsetHistory,
     history_target: Option<(String, u16)>,
+    divergence: Divergence,
     applied_epoch: Option<u64>,
     last_run_id: Option<String>,
     master_labels: Option<MasterLabels>,
@@ -151,6 +153,7 @@ impl Manager {
             intake: Intake::default(),
             history: OffsetHistory::default(),
             history_target: None,
+            divergence: Divergence::default(),
             applied_epoch: None,
             last_run_id: None,
             master_labels: None,
@@ -465,6 +468,22 @@ impl Manager {
             _ => (None, None),
         };
 
+        // Divergence: compare what the local Redis followed (remembered from earlier ticks: it
+        // may already have resynchronised in full by now) with the upstream's replication ids.
+        if let (Some(up), Some(Ok(text))) = (&desired_up, &probe_res)
+            && let Some(ids) = UpstreamIds::from_fields(&info_fields(text))
+        {
+            self.note_divergence(up, &ids);
+        }
+        if let Some(o) = observed
+            && o.role == RedisRole::Slave
+            && o.master_link_status_up
+            && !o.master_sync_in_progress
+        {
+            self.divergence
+                .remember(&o.master_replid, o.master_repl_offset);
+        }
+
         let fenced = local_res.as_ref().is_ok_and(|(_, c)| c.fenced());
         let ready = match (observed, &desired) {
             (Some(o), Some(d)) if !o.loading && !fenced => match (d.role, &d.sentinel) {
@@ -516,10 +535,32 @@ impl Manager {
             sentinel_primary: elected.map(|e| e.addr()),
             sentinel_epoch: elected.map(|e| e.config_epoch),
             sentinels_reachable: sentinel_view.as_ref().map(|v| v.reachable),
+            diverged_bytes: self.divergence.diverged_bytes,
         };
         self.publish_metrics(observed, &desired_up, &report, probe_seconds);
         *self.shared.report.lock().expect("report lock") = report;
         *self.shared.heartbeat.lock().expect("heartbeat lock") = Instant::now();
+    }
+
+    /// Compare the remembered replication position with the upstream's ids; log each finding once.
+    fn note_divergence(&mut self, up: &Upstream, ids: &UpstreamIds) {
+        let a = addr(&up.host, up.port);
+        match self.divergence.check(ids) {
+            Finding::Diverged { bytes, first: true } => warn!(
+                upstream = %a,
+                diverged_bytes = bytes,
+                "the upstream {a} is a new primary that took over from the one this replica followed, but this replica had {bytes} bytes of writes the new upstream primary never received: it resynchronises in full and those writes are lost"
+            ),
+            Finding::Unrelated {
+                remembered,
+                upstream,
+                first: true,
+            } => info!(
+                upstream = %a,
+                "the dataset of the upstream {a} (replication id {upstream}) does not descend from the one this replica followed ({remembered}): it resynchronises in full"
+            ),
+            _ => {}
+        }
     }
 
     /// Plan and execute; `Ok(true)` when commands were issued (Redis must be re-read).
@@ -647,5 +688,7 @@ impl Manager {
         if let Some(s) = report.lag_seconds {
             m.replication_lag_seconds.set(s);
         }
+        m.replication_diverged_bytes
+            .set(report.diverged_bytes.unwrap_or(0));
     }
 }

@@ -666,3 +666,118 @@ fn replicates_as_an_acl_user() {
     );
     assert!(!im.logs().contains("Repl-pw-5tG2"));
 }
+
+/// The upstream fails over to a replica that is behind this one: this replica's extra writes are
+/// reported (`divergedBytes`, a WARN line, `redis_replication_diverged_bytes`) and it
+/// resynchronises in full; a replica that was not ahead resumes partially and reports nothing.
+#[test]
+fn a_replica_ahead_of_the_new_upstream_reports_the_diverged_bytes_and_one_not_ahead_does_not() {
+    let dir = TempDir::new("diverge");
+    // No PINGs from the primary to its replicas during the test: offsets move only with writes.
+    let mut p = Redis::start(RedisOpts {
+        extra: vec!["--repl-ping-replica-period".into(), "3600".into()],
+        ..Default::default()
+    });
+    let r = Redis::start(RedisOpts::default());
+    let pods: Vec<Redis> = (0..2).map(|_| Redis::start(RedisOpts::default())).collect();
+    let dirs: Vec<TempDir> = (0..2).map(|_| TempDir::new("diverge-pod")).collect();
+    let topos: Vec<TopologyFile> = dirs.iter().map(TopologyFile::new).collect();
+    for t in &topos {
+        t.write(&replica_topology(1, "127.0.0.1", p.port(), None));
+    }
+    // D (ahead of R at the failover) and N (not ahead), both managed.
+    let ims: Vec<Im> = (0..2)
+        .map(|i| Im::start(None, &pods[i], &topos[i], &dirs[i], &[]))
+        .collect();
+    let (d, n) = (&pods[0], &pods[1]);
+    let (im_d, im_n) = (&ims[0], &ims[1]);
+    r.cli(&["REPLICAOF", "127.0.0.1", &p.port().to_string()]);
+    for i in 0..50 {
+        p.cli(&["SET", &format!("k{i}"), "before"]);
+    }
+    let off = p.info_num("master_repl_offset");
+    assert!(
+        wait_until(SECS(5), || r.info()["master_link_status"] == "up"
+            && r.info_num("slave_repl_offset") == off)
+        .is_some(),
+        "R did not catch up"
+    );
+    for im in &ims {
+        im.wait_status("caught up and seen so by the probe", SECS(10), |s| {
+            linked(s) && s["replOffset"] == off
+        });
+    }
+
+    // R is promoted (as a failover would): replid2 = P's replid, second_repl_offset = off + 1.
+    r.cli(&["REPLICAOF", "NO", "ONE"]);
+    let ri = r.info();
+    assert_eq!(ri["master_replid2"], p.info()["master_replid"]);
+    let second: i64 = ri["second_repl_offset"].parse().unwrap();
+    assert_eq!(second, off + 1);
+
+    // N is exactly at R's offset: it follows R with a partial resync, nothing diverged.
+    topos[1].write(&replica_topology(2, "127.0.0.1", r.port(), None));
+    im_n.wait_status("N follows R", SECS(10), |s| {
+        linked(s) && s["appliedEpoch"] == 2 && s["upstream"] == format!("127.0.0.1:{}", r.port())
+    });
+    assert_eq!(r.info_num("sync_partial_ok"), 1, "{}", r.log());
+    assert_eq!(r.info_num("sync_full"), 0, "{}", r.log());
+
+    // Writes R never gets reach D.
+    for i in 0..20 {
+        p.cli(&["SET", &format!("lost{i}"), "after-the-failover"]);
+    }
+    let d_off = p.info_num("master_repl_offset");
+    assert!(d_off > off);
+    im_d.wait_status(
+        "D has the writes R lacks, seen by the probe",
+        SECS(10),
+        |s| linked(s) && s["replOffset"] == d_off,
+    );
+
+    // The old primary dies; D is pointed at R.
+    p.stop();
+    topos[0].write(&replica_topology(2, "127.0.0.1", r.port(), None));
+    im_d.wait_status("D follows R", SECS(10), |s| {
+        linked(s) && s["appliedEpoch"] == 2 && s["upstream"] == format!("127.0.0.1:{}", r.port())
+    });
+    let expected = d_off + 1 - second;
+    assert!(expected > 0);
+    let st = im_d.status();
+    assert_eq!(st["divergedBytes"], expected, "{st}");
+    assert_eq!(
+        im_d.metric("redis_replication_diverged_bytes"),
+        Some(expected as f64)
+    );
+    assert_eq!(
+        im_d.logs().matches("never received").count(),
+        1,
+        "logged once:\n{}",
+        im_d.logs()
+    );
+    assert!(
+        im_d.logs().contains(&format!(
+            "this replica had {expected} bytes of writes the new upstream primary never received: it resynchronises in full and those writes are lost"
+        )),
+        "{}",
+        im_d.logs()
+    );
+    // A full sync from R: D holds R's dataset, the lost writes are gone.
+    assert_eq!(r.info_num("sync_full"), 1, "{}", r.log());
+    assert_eq!(d.info()["master_replid"], r.info()["master_replid"]);
+    assert!(d.cli(&["EXISTS", "lost0"]).trim() == "0");
+    assert_eq!(d.cli(&["GET", "k49"]).trim(), "before");
+    assert_eq!(d.cli(&["DBSIZE"]), r.cli(&["DBSIZE"]));
+    // Kept (not re-logged) while the instance manager runs.
+    std::thread::sleep(SECS(2));
+    assert_eq!(im_d.status()["divergedBytes"], expected);
+    assert_eq!(im_d.logs().matches("never received").count(), 1);
+
+    // N: nothing diverged.
+    let st = im_n.status();
+    assert!(st.get("divergedBytes").is_none(), "{st}");
+    assert_eq!(im_n.metric("redis_replication_diverged_bytes"), Some(0.0));
+    assert!(!im_n.logs().contains("never received"));
+    assert_eq!(n.cli(&["GET", "k49"]).trim(), "before");
+    drop(dir);
+}

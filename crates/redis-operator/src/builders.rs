@@ -18,8 +18,8 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::{Resource, ResourceExt};
-use redis_cluster_api::RedisCluster;
 use redis_cluster_api::labels::{self as l};
+use redis_cluster_api::{ClusterMode, RedisCluster};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -55,6 +55,20 @@ pub struct Owned {
     pub pdb: PodDisruptionBudget,
     pub network_policy: NetworkPolicy,
     pub statefulset: StatefulSet,
+    /// The Sentinel quorum, present exactly in `mode: sentinel`. Its StatefulSet is scaled to 0
+    /// (not removed) while the cluster replicates an external source, so promotion only changes
+    /// `replicas`.
+    pub sentinel: Option<SentinelObjects>,
+}
+
+/// The objects of a `mode: sentinel` cluster's Sentinels, in apply order.
+#[derive(Clone, Debug)]
+pub struct SentinelObjects {
+    /// `<name>-sentinel-headless` (peer DNS), then `<name>-sentinel` (clients).
+    pub services: Vec<Service>,
+    pub pdb: PodDisruptionBudget,
+    pub network_policy: NetworkPolicy,
+    pub statefulset: StatefulSet,
 }
 
 impl Owned {
@@ -78,6 +92,21 @@ impl Owned {
             "NetworkPolicy",
         ));
         out.push(to_value(&self.statefulset, "apps/v1", "StatefulSet"));
+        if let Some(sentinel) = &self.sentinel {
+            out.extend(
+                sentinel
+                    .services
+                    .iter()
+                    .map(|s| to_value(s, "v1", "Service")),
+            );
+            out.push(to_value(&sentinel.pdb, "policy/v1", "PodDisruptionBudget"));
+            out.push(to_value(
+                &sentinel.network_policy,
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+            ));
+            out.push(to_value(&sentinel.statefulset, "apps/v1", "StatefulSet"));
+        }
         out
     }
 }
@@ -104,8 +133,49 @@ pub fn common_labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// Label carried by the Sentinel pods of cluster `name` (value: `name`) and selected by their
+/// Services. Sentinel pods do not carry [`l::CLUSTER`], so no data-pod selector (Services, PDB,
+/// NetworkPolicy, the operator's pod list) ever matches them.
+pub const SENTINEL_LABEL: &str = "redis.io/sentinel";
+
+/// Labels on the Sentinel pods and on every object that exists only for them.
+pub fn sentinel_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (SENTINEL_LABEL.into(), name.into()),
+        (l::APP_NAME.into(), "redis".into()),
+        (l::APP_INSTANCE.into(), name.into()),
+        (l::APP_COMPONENT.into(), "sentinel".into()),
+        (l::APP_MANAGED_BY.into(), l::MANAGER.into()),
+    ])
+}
+
 pub fn headless_service(name: &str) -> String {
     format!("{name}-headless")
+}
+
+/// The headless Service giving each Sentinel pod a stable DNS name (peers, `announce-ip`).
+pub fn sentinel_headless_service(name: &str) -> String {
+    format!("{}-headless", l::sentinel_service(name))
+}
+
+/// The stable address of data pod `pod` of cluster `name`: `<pod>.<name>-headless.<ns>.svc`.
+/// Sentinels and replicas address Redis by it, never by a pod IP.
+pub fn pod_fqdn(name: &str, ns: &str, pod: &str) -> String {
+    format!("{pod}.{}.{ns}.svc", headless_service(name))
+}
+
+/// The stable address of Sentinel `ordinal`: `<name>-sentinel-<n>.<name>-sentinel-headless.<ns>.svc`.
+pub fn sentinel_fqdn(name: &str, ns: &str, ordinal: u32) -> String {
+    format!(
+        "{}.{}.{ns}.svc",
+        l::sentinel_pod_name(name, ordinal),
+        sentinel_headless_service(name)
+    )
+}
+
+/// The Sentinel quorum for `replicas` Sentinels: a majority.
+pub fn sentinel_quorum(replicas: i32) -> i32 {
+    replicas / 2 + 1
 }
 
 pub fn instance_manager_account(name: &str) -> String {
@@ -149,9 +219,16 @@ pub fn build(rc: &RedisCluster, settings: &Settings) -> Owned {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": instance_manager_account(&name)},
         "subjects": [{"kind": "ServiceAccount", "name": instance_manager_account(&name), "namespace": ns}],
     }));
+    let mut config_data = json!({"redis.conf": redis_conf(rc)});
+    if rc.spec.mode == ClusterMode::Sentinel {
+        config_data[SENTINEL_CONF_KEY] = sentinel_conf(rc).into();
+        // Read by the init scripts of both kinds of pod when no Sentinel answers: the primary
+        // the operator last recorded (empty when none).
+        config_data[PRIMARY_KEY] = recorded_primary(rc, &ns).unwrap_or_default().into();
+    }
     let config = typed(json!({
         "metadata": meta(config_map_name(&name)),
-        "data": {"redis.conf": redis_conf(rc)},
+        "data": config_data,
     }));
     let service = |svc_name: String, selector: Value, headless: bool| -> Service {
         let mut spec = json!({"selector": selector, "ports": redis_port});
@@ -195,8 +272,19 @@ pub fn build(rc: &RedisCluster, settings: &Settings) -> Owned {
     }));
     let statefulset = typed(json!({
         "metadata": meta(name.clone()),
-        "spec": statefulset_spec(rc, &name, settings),
+        "spec": statefulset_spec(rc, &name, &ns, settings),
     }));
+    let sentinel = (rc.spec.mode == ClusterMode::Sentinel).then(|| {
+        let meta = |obj_name: String| {
+            json!({
+                "name": obj_name,
+                "namespace": ns,
+                "labels": sentinel_labels(&name),
+                "ownerReferences": [owner],
+            })
+        };
+        sentinel_objects(rc, &name, &ns, settings, meta)
+    });
     Owned {
         service_account,
         role,
@@ -206,6 +294,7 @@ pub fn build(rc: &RedisCluster, settings: &Settings) -> Owned {
         pdb,
         network_policy,
         statefulset,
+        sentinel,
     }
 }
 
@@ -247,6 +336,20 @@ fn config_hash(text: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// Key of the ConfigMap holding [`sentinel_conf`] (mounted at `/etc/redis/conf/sentinel.conf`).
+const SENTINEL_CONF_KEY: &str = "sentinel.conf";
+/// Key of the ConfigMap holding the stable address of the primary the operator last recorded
+/// (`status.currentPrimary`), empty when none; mounted at `/etc/redis/conf/primary`.
+const PRIMARY_KEY: &str = "primary";
+
+/// `status.currentPrimary` as a stable address, if it names a pod of this cluster.
+fn recorded_primary(rc: &RedisCluster, ns: &str) -> Option<String> {
+    let name = rc.name_any();
+    let pod = rc.status.as_ref()?.current_primary.as_ref()?;
+    l::ordinal_of(&name, pod)?;
+    Some(pod_fqdn(&name, ns, pod))
+}
+
 /// Prepares the pod's Redis configuration before redis-server starts:
 ///
 /// - `/data/redis.conf`, the file redis-server runs with, is written fresh at every start: it
@@ -258,10 +361,48 @@ fn config_hash(text: &str) -> String {
 /// - `/run/redis/auth.conf` (memory-backed) gets `requirepass`/`masterauth` from the mounted
 ///   Secret, without the password ever being a process argument (printf is a shell builtin; sed
 ///   reads the file).
+///
+/// In `mode: sentinel` the pod spec also sets these variables (unset otherwise, which keeps the
+/// standalone behaviour above):
+///
+/// - `ANNOUNCE_HOST`: the pod's stable address, written as `replica-announce-ip` so Sentinels
+///   know replicas by name, never by pod IP.
+/// - `SENTINEL_HOST` (port `SENTINEL_PORT`, default 26379) and `MASTER_NAME`: when no
+///   `replicaof` was persisted, the Sentinels are asked (`SENTINEL get-master-addr-by-name`,
+///   3 s at most, password in `REDISCLI_AUTH` read from the file) who the primary is; if it is
+///   another host the pod starts as its replica. If none answers, the pod starts as a replica of
+///   the primary the operator recorded (`/etc/redis/conf/primary`), else of `DEFAULT_PRIMARY`
+///   (pod 0), unless that is itself. `REDIS_PORT` (default 6379) is the port of every data pod.
+///
+/// Either way the pod boots fenced; its instance manager does the rest.
 pub const INIT_SCRIPT: &str = r#"set -eu
 umask 077
 keep=$(grep -E '^(replicaof|slaveof) ' /data/redis.conf 2>/dev/null || true)
-{ printf 'include /etc/redis/conf/redis.conf\n'; [ -z "$keep" ] || printf '%s\n' "$keep"; } > /data/redis.conf.new
+announce=${ANNOUNCE_HOST:-}
+if [ -z "$keep" ] && [ -n "${SENTINEL_HOST:-}" ]; then
+  valid() { case "$1" in ''|*[!A-Za-z0-9.:-]*) return 1;; esac; }
+  if [ -f /etc/redis/auth/password ]; then
+    REDISCLI_AUTH=$(tr -d '\n' < /etc/redis/auth/password); export REDISCLI_AUTH
+  fi
+  self="$announce:${REDIS_PORT:-6379}"
+  answer=$(timeout 3 redis-cli -h "$SENTINEL_HOST" -p "${SENTINEL_PORT:-26379}" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null || true)
+  host=$(printf '%s\n' "$answer" | sed -n 1p)
+  port=$(printf '%s\n' "$answer" | sed -n 2p)
+  if ! valid "$host" || ! valid "$port"; then
+    host=
+    [ ! -s /etc/redis/conf/primary ] || host=$(tr -d ' \n' < /etc/redis/conf/primary)
+    valid "$host" || host=${DEFAULT_PRIMARY:-}
+    port=${REDIS_PORT:-6379}
+  fi
+  if valid "$host" && [ "$host:$port" != "$self" ]; then
+    keep="replicaof $host $port"
+  fi
+fi
+{
+  printf 'include /etc/redis/conf/redis.conf\n'
+  [ -z "$announce" ] || printf 'replica-announce-ip %s\n' "$announce"
+  [ -z "$keep" ] || printf '%s\n' "$keep"
+} > /data/redis.conf.new
 mv /data/redis.conf.new /data/redis.conf
 if [ -f /etc/redis/auth/password ]; then
   pw() { sed -e 's/[\\"]/\\&/g' /etc/redis/auth/password | tr -d '\n'; }
@@ -269,16 +410,185 @@ if [ -f /etc/redis/auth/password ]; then
 fi
 "#;
 
-fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value {
-    let spec = &rc.spec;
-    let labels = common_labels(name);
-    let restricted = json!({
+/// The line of [`sentinel_conf`] that stands where the `sentinel monitor` line belongs.
+pub const SENTINEL_MONITOR_PLACEHOLDER: &str = "# sentinel monitor: added at start";
+
+/// The static part of every Sentinel's configuration (the ConfigMap key `sentinel.conf`). No
+/// secret, no address: the Sentinel's init script ([`SENTINEL_INIT_SCRIPT`]) completes it.
+///
+/// A caller running Sentinels from it elsewhere (the e2e drill) must
+///
+/// 1. replace the line [`SENTINEL_MONITOR_PLACEHOLDER`] with
+///    `sentinel monitor <master> <host> <port> <quorum>` (see [`sentinel_monitor_line`], or use
+///    [`sentinel_conf_with_monitor`]). It must stay there: `resolve-hostnames` has to come before
+///    it, and the per-master options after it refer to the master it declares;
+/// 2. append `sentinel announce-ip <address others reach this Sentinel at>` (and `port <n>` to
+///    listen elsewhere than 26379; a later line wins);
+/// 3. when the cluster has an `authSecret`, append the three lines of [`sentinel_auth_conf`]:
+///    `requirepass "<pw>"`, `sentinel auth-pass <master> "<pw>"`, `sentinel sentinel-pass "<pw>"`
+///    (backslashes and double quotes escaped with a backslash).
+///
+/// The Sentinel must be able to rewrite the resulting file.
+pub fn sentinel_conf(rc: &RedisCluster) -> String {
+    let s = rc.spec.sentinel_settings();
+    let master = l::sentinel_master_name(&rc.name_any());
+    format!(
+        "# Managed by redis-operator: regenerated at every start.\n\
+         port {port}\n\
+         protected-mode no\n\
+         sentinel resolve-hostnames yes\n\
+         sentinel announce-hostnames yes\n\
+         {SENTINEL_MONITOR_PLACEHOLDER}\n\
+         sentinel down-after-milliseconds {master} {down}\n\
+         sentinel failover-timeout {master} {failover}\n\
+         sentinel parallel-syncs {master} 1\n",
+        port = l::SENTINEL_PORT,
+        down = s.down_after_milliseconds,
+        failover = s.failover_timeout_milliseconds,
+    )
+}
+
+/// `sentinel monitor <master> <host> <port> <quorum>` for this cluster's Sentinels, the quorum
+/// being a majority of `spec.sentinel.replicas`.
+pub fn sentinel_monitor_line(rc: &RedisCluster, host: &str, port: u16) -> String {
+    format!(
+        "sentinel monitor {} {host} {port} {}",
+        l::sentinel_master_name(&rc.name_any()),
+        sentinel_quorum(rc.spec.sentinel_settings().replicas)
+    )
+}
+
+/// [`sentinel_conf`] with its monitor line in place (step 1 of its contract).
+pub fn sentinel_conf_with_monitor(rc: &RedisCluster, host: &str, port: u16) -> String {
+    sentinel_conf(rc).replace(
+        SENTINEL_MONITOR_PLACEHOLDER,
+        &sentinel_monitor_line(rc, host, port),
+    )
+}
+
+/// The authentication lines a Sentinel of this cluster needs (step 3 of [`sentinel_conf`]'s
+/// contract), quoted exactly as [`SENTINEL_INIT_SCRIPT`] writes them. For callers that hold the
+/// password anyway (tests, the drill); the operator never renders them.
+pub fn sentinel_auth_conf(rc: &RedisCluster, password: &str) -> String {
+    let pw: String = password
+        .chars()
+        .filter(|c| *c != '\n')
+        .flat_map(|c| match c {
+            '\\' | '"' => vec!['\\', c],
+            _ => vec![c],
+        })
+        .collect();
+    format!(
+        "requirepass \"{pw}\"\nsentinel auth-pass {} \"{pw}\"\nsentinel sentinel-pass \"{pw}\"\n",
+        l::sentinel_master_name(&rc.name_any())
+    )
+}
+
+/// Writes a Sentinel's `/data/sentinel.conf` (an emptyDir: the Sentinel rewrites it) at every
+/// start: [`sentinel_conf`] from the ConfigMap with the monitor line in place, then
+/// `sentinel announce-ip $ANNOUNCE_HOST` and, if the password file exists, the lines of
+/// [`sentinel_auth_conf`] (printf and sed only: the password is never an argument or in the
+/// Sentinel's environment).
+///
+/// The monitored primary: the first peer in `SENTINEL_PEERS` (`host:port ...`) that answers
+/// `SENTINEL get-master-addr-by-name` within 2 s, so a restarted Sentinel joins the current
+/// decision; else the primary the operator recorded (`PRIMARY_FILE`, host only, port
+/// `REDIS_PORT`); else `DEFAULT_PRIMARY` (pod 0). `MASTER_NAME` and `QUORUM` are set by the pod
+/// spec. Paths default to the pod's and can be overridden (`SENTINEL_CONF`, `SENTINEL_TEMPLATE`,
+/// `PRIMARY_FILE`, `PASSWORD_FILE`), which the tests use.
+pub const SENTINEL_INIT_SCRIPT: &str = r#"set -eu
+umask 077
+conf=${SENTINEL_CONF:-/data/sentinel.conf}
+template=${SENTINEL_TEMPLATE:-/etc/redis/conf/sentinel.conf}
+primary_file=${PRIMARY_FILE:-/etc/redis/conf/primary}
+password_file=${PASSWORD_FILE:-/etc/redis/auth/password}
+: "${MASTER_NAME:?}" "${QUORUM:?}" "${ANNOUNCE_HOST:?}"
+valid() { case "$1" in ''|*[!A-Za-z0-9.:-]*) return 1;; esac; }
+if [ -f "$password_file" ]; then
+  REDISCLI_AUTH=$(tr -d '\n' < "$password_file"); export REDISCLI_AUTH
+fi
+host=
+port=
+for peer in ${SENTINEL_PEERS:-}; do
+  answer=$(timeout 2 redis-cli -h "${peer%:*}" -p "${peer##*:}" SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null || true)
+  host=$(printf '%s\n' "$answer" | sed -n 1p)
+  port=$(printf '%s\n' "$answer" | sed -n 2p)
+  if valid "$host" && valid "$port"; then break; fi
+  host=
+done
+if [ -z "$host" ]; then
+  [ ! -s "$primary_file" ] || host=$(tr -d ' \n' < "$primary_file")
+  valid "$host" || host=${DEFAULT_PRIMARY:?}
+  port=${REDIS_PORT:-6379}
+fi
+valid "$host"
+valid "$port"
+valid "$MASTER_NAME"
+valid "$QUORUM"
+{
+  sed -e "s|^# sentinel monitor: added at start\$|sentinel monitor $MASTER_NAME $host $port $QUORUM|" "$template"
+  printf 'sentinel announce-ip %s\n' "$ANNOUNCE_HOST"
+  if [ -f "$password_file" ]; then
+    pw() { sed -e 's/[\\"]/\\&/g' "$password_file" | tr -d '\n'; }
+    printf 'requirepass "'; pw
+    printf '"\nsentinel auth-pass %s "' "$MASTER_NAME"; pw
+    printf '"\nsentinel sentinel-pass "'; pw; printf '"\n'
+  fi
+} > "$conf.new"
+mv "$conf.new" "$conf"
+"#;
+
+/// Readiness and liveness of a Sentinel: it answers PING on its port. The password comes from the
+/// mounted file through `REDISCLI_AUTH`, never an argument.
+const SENTINEL_PROBE: &str = r#"[ ! -f /etc/redis/auth/password ] || { REDISCLI_AUTH=$(tr -d '\n' < /etc/redis/auth/password); export REDISCLI_AUTH; }
+redis-cli -p 26379 PING | grep -qx PONG
+"#;
+
+/// The container securityContext of every container the operator creates.
+fn restricted() -> Value {
+    json!({
         "allowPrivilegeEscalation": false,
         "readOnlyRootFilesystem": true,
         "runAsNonRoot": true,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
-    });
+    })
+}
+
+/// The pod securityContext of every pod the operator creates.
+fn pod_security() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        // A high UID that no host account has; the data volume is made writable via fsGroup.
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+fn field_env(env: &str, path: &str) -> Value {
+    json!({"name": env, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+}
+
+fn env(env: &str, value: impl Into<Value>) -> Value {
+    json!({"name": env, "value": value.into()})
+}
+
+/// Spread pods over nodes so one node loss takes one of them.
+fn spread(match_labels: Value) -> Value {
+    json!([{
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": match_labels},
+    }])
+}
+
+fn statefulset_spec(rc: &RedisCluster, name: &str, ns: &str, settings: &Settings) -> Value {
+    let spec = &rc.spec;
+    let labels = common_labels(name);
+    let restricted = restricted();
     let mut volumes = vec![
         json!({"name": "config", "configMap": {"name": config_map_name(name)}}),
         json!({"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
@@ -308,10 +618,30 @@ fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value
         init_mounts.push(mount);
         im_args.push("--redis-password-file=/etc/redis/auth/password".into());
     }
+    let mut init_env = vec![];
+    // Depends on the mode only, never on promotion: a promotion must not roll the data pods.
+    if spec.mode == ClusterMode::Sentinel {
+        init_env = vec![
+            field_env("POD_NAME", "metadata.name"),
+            env(
+                "ANNOUNCE_HOST",
+                format!("$(POD_NAME).{}.{ns}.svc", headless_service(name)),
+            ),
+            env(
+                "SENTINEL_HOST",
+                format!("{}.{ns}.svc", l::sentinel_service(name)),
+            ),
+            env("MASTER_NAME", l::sentinel_master_name(name)),
+            env("DEFAULT_PRIMARY", pod_fqdn(name, ns, &l::pod_name(name, 0))),
+        ];
+        init_mounts
+            .push(json!({"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true}));
+    }
     let init_containers = vec![json!({
         "name": "config",
         "image": settings.redis_image,
         "command": ["/bin/sh", "-c", INIT_SCRIPT],
+        "env": init_env,
         "volumeMounts": init_mounts,
         "securityContext": restricted,
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
@@ -340,20 +670,12 @@ fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value
             "--tls-key-file=/etc/redis/tls/tls.key".to_string(),
         ]);
     }
-    let field_env = |env: &str, path: &str| json!({"name": env, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut pod_spec = json!({
         "serviceAccountName": instance_manager_account(name),
         "automountServiceAccountToken": true,
         "enableServiceLinks": false,
         "terminationGracePeriodSeconds": 30,
-        "securityContext": {
-            "runAsNonRoot": true,
-            // A high UID that no host account has; the data volume is made writable via fsGroup.
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "initContainers": init_containers,
         "containers": [
             {
@@ -392,13 +714,7 @@ fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value
             },
         ],
         "volumes": volumes,
-        // Spread pods over nodes so one node loss takes one instance.
-        "topologySpreadConstraints": [{
-            "maxSkew": 1,
-            "topologyKey": "kubernetes.io/hostname",
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": {l::CLUSTER: name}},
-        }],
+        "topologySpreadConstraints": spread(json!({l::CLUSTER: name})),
     });
     if let Some(ns_sel) = &spec.node_selector {
         pod_spec["nodeSelector"] = json!(ns_sel);
@@ -437,6 +753,149 @@ fn statefulset_spec(rc: &RedisCluster, name: &str, settings: &Settings) -> Value
             "spec": pvc_spec,
         }],
     })
+}
+
+/// The Sentinel quorum of a `mode: sentinel` cluster; `meta` gives an object its name, namespace,
+/// Sentinel labels and owner.
+fn sentinel_objects(
+    rc: &RedisCluster,
+    name: &str,
+    ns: &str,
+    settings: &Settings,
+    meta: impl Fn(String) -> Value,
+) -> SentinelObjects {
+    let sentinel = rc.spec.sentinel_settings();
+    let selector = json!({ SENTINEL_LABEL: name });
+    let port = json!([{"name": "sentinel", "port": l::SENTINEL_PORT, "targetPort": "sentinel", "protocol": "TCP"}]);
+    let services = vec![
+        typed(json!({
+            "metadata": meta(sentinel_headless_service(name)),
+            // Peers must find each other before they are ready, as a restarted Sentinel asks them.
+            "spec": {"selector": selector, "ports": port, "clusterIP": "None", "publishNotReadyAddresses": true},
+        })),
+        typed(json!({
+            "metadata": meta(l::sentinel_service(name)),
+            "spec": {"selector": selector, "ports": port},
+        })),
+    ];
+    let pdb = typed(json!({
+        "metadata": meta(format!("{}-pdb", l::sentinel_service(name))),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    }));
+    // Clients and peer Sentinels may come from anywhere, as for Redis itself (the data pods'
+    // policy already admits the Sentinels on 6379: it restricts ports, not sources).
+    let network_policy = typed(json!({
+        "metadata": meta(l::sentinel_service(name)),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": l::SENTINEL_PORT, "protocol": "TCP"}]}],
+        },
+    }));
+
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": config_map_name(name)}}),
+        // The Sentinel rewrites its config (epochs, peers, replicas); a restart starts afresh
+        // and rejoins through its peers (see SENTINEL_INIT_SCRIPT).
+        json!({"name": "data", "emptyDir": {"sizeLimit": "16Mi"}}),
+    ];
+    let mut init_mounts = vec![
+        json!({"name": "data", "mountPath": "/data"}),
+        json!({"name": "config", "mountPath": "/etc/redis/conf", "readOnly": true}),
+    ];
+    let mut mounts = vec![json!({"name": "data", "mountPath": "/data"})];
+    if let Some(auth) = &rc.spec.auth_secret {
+        volumes.push(json!({"name": "auth", "secret": {"secretName": auth.name, "defaultMode": 0o440, "items": [{"key": "password", "path": "password"}]}}));
+        let mount = json!({"name": "auth", "mountPath": "/etc/redis/auth", "readOnly": true});
+        init_mounts.push(mount.clone());
+        // For the probes only.
+        mounts.push(mount);
+    }
+    let peers: Vec<String> = (0..sentinel.replicas.max(0) as u32)
+        .map(|i| format!("{}:{}", sentinel_fqdn(name, ns, i), l::SENTINEL_PORT))
+        .collect();
+    let probe =
+        json!({"exec": {"command": ["/bin/sh", "-c", SENTINEL_PROBE]}, "timeoutSeconds": 3});
+    let mut readiness = probe.clone();
+    readiness["periodSeconds"] = 5.into();
+    let mut liveness = probe;
+    liveness["periodSeconds"] = 10.into();
+    liveness["failureThreshold"] = 6.into();
+    let mut pod_spec = json!({
+        // No API access: the Sentinels only talk Redis.
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": pod_security(),
+        "initContainers": [{
+            "name": "config",
+            "image": settings.redis_image,
+            "command": ["/bin/sh", "-c", SENTINEL_INIT_SCRIPT],
+            // Everything here depends on the spec only (never on the primary of the moment), so
+            // a failover does not roll the Sentinels; the recorded primary is read from a file.
+            "env": [
+                field_env("POD_NAME", "metadata.name"),
+                env("ANNOUNCE_HOST", format!("$(POD_NAME).{}.{ns}.svc", sentinel_headless_service(name))),
+                env("MASTER_NAME", l::sentinel_master_name(name)),
+                env("QUORUM", sentinel_quorum(sentinel.replicas).to_string()),
+                env("SENTINEL_PEERS", peers.join(" ")),
+                env("DEFAULT_PRIMARY", pod_fqdn(name, ns, &l::pod_name(name, 0))),
+            ],
+            "volumeMounts": init_mounts,
+            "securityContext": restricted(),
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "32Mi"}},
+        }],
+        "containers": [{
+            "name": "sentinel",
+            "image": settings.redis_image,
+            "command": ["redis-sentinel", "/data/sentinel.conf"],
+            "ports": [{"name": "sentinel", "containerPort": l::SENTINEL_PORT, "protocol": "TCP"}],
+            "volumeMounts": mounts,
+            "securityContext": restricted(),
+            "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+            "readinessProbe": readiness,
+            "livenessProbe": liveness,
+        }],
+        "volumes": volumes,
+        "topologySpreadConstraints": spread(selector.clone()),
+    });
+    if let Some(ns_sel) = &rc.spec.node_selector {
+        pod_spec["nodeSelector"] = json!(ns_sel);
+    }
+    let replicas = if rc.spec.sentinels_active() {
+        sentinel.replicas
+    } else {
+        // A cluster replicating an external source runs no Sentinel: none may promote one of
+        // its pods against the source. Kept at 0 so promotion only scales it up.
+        0
+    };
+    let statefulset = typed(json!({
+        "metadata": meta(l::sentinel_service(name)),
+        "spec": {
+            "replicas": replicas,
+            "serviceName": sentinel_headless_service(name),
+            "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": sentinel_labels(name),
+                    "annotations": {
+                        "kubectl.kubernetes.io/default-container": "sentinel",
+                        // New timings restart the Sentinels one at a time.
+                        "redis.io/config-hash": config_hash(&sentinel_conf(rc)),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }));
+    SentinelObjects {
+        services,
+        pdb,
+        network_policy,
+        statefulset,
+    }
 }
 
 #[cfg(test)]
@@ -566,6 +1025,420 @@ mod tests {
                 &["ALL"]
             );
             assert!(c.resources.as_ref().unwrap().limits.is_some(), "{}", c.name);
+        }
+    }
+
+    fn all_objects(owned: &Owned) -> String {
+        serde_json::to_string(&owned.to_values()).unwrap()
+    }
+
+    #[test]
+    fn sentinel_objects_exist_exactly_in_sentinel_mode() {
+        let owned = build(&sample("prod-redis.yaml"), &Settings::default());
+        let sentinel = owned.sentinel.as_ref().expect("mode: sentinel");
+        let names: Vec<_> = sentinel
+            .services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["prod-redis-sentinel-headless", "prod-redis-sentinel"]
+        );
+        let headless = sentinel.services[0].spec.as_ref().unwrap();
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+        let port = &sentinel.services[1]
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!((port.name.as_deref(), port.port), (Some("sentinel"), 26379));
+        let sts = sentinel.statefulset.spec.as_ref().unwrap();
+        assert_eq!(
+            sentinel.statefulset.metadata.name.as_deref(),
+            Some("prod-redis-sentinel")
+        );
+        assert_eq!(sts.replicas, Some(3));
+        assert_eq!(
+            sts.service_name.as_deref(),
+            Some("prod-redis-sentinel-headless")
+        );
+        assert_eq!(
+            sentinel
+                .statefulset
+                .metadata
+                .owner_references
+                .as_ref()
+                .unwrap()[0]
+                .kind,
+            "RedisCluster"
+        );
+        let config = owned.config.data.as_ref().unwrap();
+        assert!(config.contains_key("sentinel.conf"));
+        assert_eq!(config["primary"], "", "no primary recorded yet");
+
+        for standalone in ["redis-west.yaml", "dr-redis.yaml", "redis-west-tls.yaml"] {
+            let owned = build(&sample(standalone), &Settings::default());
+            assert!(owned.sentinel.is_none(), "{standalone}");
+            let all = all_objects(&owned);
+            assert!(!all.contains("sentinel"), "{standalone}: {all}");
+        }
+    }
+
+    #[test]
+    fn an_unpromoted_replica_mode_cluster_runs_no_sentinel() {
+        let mut rc = sample("prod-redis.yaml");
+        rc.spec.replica_mode = sample("dr-redis.yaml").spec.replica_mode;
+        let replicas = |rc: &RedisCluster| {
+            let owned = build(rc, &Settings::default());
+            let sts = owned.sentinel.unwrap().statefulset;
+            (
+                sts.spec.as_ref().unwrap().replicas,
+                sts.spec.unwrap().template,
+            )
+        };
+        let (idle, idle_template) = replicas(&rc);
+        assert_eq!(idle, Some(0));
+        rc.spec.replica_mode.as_mut().unwrap().promote = true;
+        let (promoted, promoted_template) = replicas(&rc);
+        assert_eq!(promoted, Some(3));
+        // Promotion only scales: neither the Sentinel pods nor the data pods roll.
+        assert_eq!(idle_template, promoted_template);
+        let mut unpromoted = rc.clone();
+        unpromoted.spec.replica_mode.as_mut().unwrap().promote = false;
+        assert_eq!(
+            build(&rc, &Settings::default())
+                .statefulset
+                .spec
+                .unwrap()
+                .template,
+            build(&unpromoted, &Settings::default())
+                .statefulset
+                .spec
+                .unwrap()
+                .template
+        );
+    }
+
+    #[test]
+    fn sentinel_pods_match_no_data_pod_selector() {
+        let owned = build(&sample("prod-redis.yaml"), &Settings::default());
+        let sentinel = owned.sentinel.as_ref().unwrap();
+        let sentinel_sts = sentinel.statefulset.spec.as_ref().unwrap();
+        let sentinel_pod = sentinel_sts
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        let data_sts = owned.statefulset.spec.as_ref().unwrap();
+        let data_pod = data_sts
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        let matches = |selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
+            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        };
+        assert!(
+            !sentinel_pod.contains_key(l::CLUSTER),
+            "the operator lists data pods by it"
+        );
+        assert_eq!(sentinel_pod[l::APP_COMPONENT], "sentinel");
+        let data_selectors = owned
+            .services
+            .iter()
+            .map(|s| s.spec.clone().unwrap().selector.unwrap())
+            .chain([
+                owned
+                    .pdb
+                    .spec
+                    .clone()
+                    .unwrap()
+                    .selector
+                    .unwrap()
+                    .match_labels
+                    .unwrap(),
+                owned
+                    .network_policy
+                    .spec
+                    .clone()
+                    .unwrap()
+                    .pod_selector
+                    .unwrap()
+                    .match_labels
+                    .unwrap(),
+                data_sts.selector.match_labels.clone().unwrap(),
+                BTreeMap::from([(l::CLUSTER.to_string(), "prod-redis".to_string())]),
+            ]);
+        for selector in data_selectors {
+            // The role is patched onto each pod by the operator, not in the template.
+            assert!(
+                selector.contains_key(l::ROLE) || matches(&selector, &data_pod),
+                "{selector:?}"
+            );
+            assert!(
+                !matches(&selector, &sentinel_pod),
+                "{selector:?} selects Sentinels"
+            );
+        }
+        let sentinel_selectors = sentinel
+            .services
+            .iter()
+            .map(|s| s.spec.clone().unwrap().selector.unwrap())
+            .chain([
+                sentinel
+                    .pdb
+                    .spec
+                    .clone()
+                    .unwrap()
+                    .selector
+                    .unwrap()
+                    .match_labels
+                    .unwrap(),
+                sentinel
+                    .network_policy
+                    .spec
+                    .clone()
+                    .unwrap()
+                    .pod_selector
+                    .unwrap()
+                    .match_labels
+                    .unwrap(),
+                sentinel_sts.selector.match_labels.clone().unwrap(),
+            ]);
+        for selector in sentinel_selectors {
+            assert!(matches(&selector, &sentinel_pod), "{selector:?}");
+            assert!(
+                !matches(&selector, &data_pod),
+                "{selector:?} selects data pods"
+            );
+        }
+        let policy = sentinel.network_policy.spec.as_ref().unwrap();
+        let ports = policy.ingress.as_ref().unwrap()[0].ports.clone().unwrap();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(
+            ports[0].port,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(26379))
+        );
+    }
+
+    #[test]
+    fn sentinel_pods_are_placed_and_hardened_like_data_pods() {
+        let mut rc = sample("redis-east.yaml");
+        rc.spec.sentinel = Some(redis_cluster_api::SentinelSpec {
+            replicas: 5,
+            ..Default::default()
+        });
+        let owned = build(&rc, &Settings::default());
+        let sts = owned.sentinel.unwrap().statefulset.spec.unwrap();
+        assert_eq!(sts.replicas, Some(5));
+        let pod = sts.template.spec.unwrap();
+        let data_pod = owned.statefulset.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.node_selector, data_pod.node_selector);
+        assert_eq!(pod.security_context, data_pod.security_context);
+        let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+        let data_spread = &data_pod.topology_spread_constraints.as_ref().unwrap()[0];
+        assert_eq!(spread.topology_key, data_spread.topology_key);
+        assert_eq!(
+            spread
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[SENTINEL_LABEL],
+            "redis-east"
+        );
+        for c in pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+        {
+            assert_eq!(
+                c.security_context, data_pod.containers[0].security_context,
+                "{}",
+                c.name
+            );
+            assert!(c.resources.as_ref().unwrap().limits.is_some(), "{}", c.name);
+        }
+        let sentinel = &pod.containers[0];
+        assert!(sentinel.readiness_probe.is_some() && sentinel.liveness_probe.is_some());
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        let env: BTreeMap<_, _> = init
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(env["QUORUM"], "3");
+        assert_eq!(env["MASTER_NAME"], "redis-east");
+        assert_eq!(
+            env["ANNOUNCE_HOST"],
+            "$(POD_NAME).redis-east-sentinel-headless.default.svc"
+        );
+        assert_eq!(
+            env["DEFAULT_PRIMARY"],
+            "redis-east-0.redis-east-headless.default.svc"
+        );
+        assert_eq!(env["SENTINEL_PEERS"].split(' ').count(), 5);
+        assert!(
+            env["SENTINEL_PEERS"].starts_with(
+                "redis-east-sentinel-0.redis-east-sentinel-headless.default.svc:26379 "
+            )
+        );
+    }
+
+    #[test]
+    fn sentinel_conf_has_the_spec_timings_in_a_valid_order() {
+        let mut rc = sample("prod-redis.yaml");
+        rc.spec.sentinel = Some(redis_cluster_api::SentinelSpec {
+            replicas: 3,
+            down_after_milliseconds: 7000,
+            failover_timeout_milliseconds: 90000,
+        });
+        let conf = sentinel_conf_with_monitor(
+            &rc,
+            "prod-redis-0.prod-redis-headless.production.svc",
+            6379,
+        );
+        let lines: Vec<&str> = conf.lines().collect();
+        let at = |prefix: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{prefix} missing:\n{conf}"))
+        };
+        let monitor = at(
+            "sentinel monitor prod-redis prod-redis-0.prod-redis-headless.production.svc 6379 2",
+        );
+        assert!(at("port 26379") < monitor);
+        assert!(
+            at("sentinel resolve-hostnames yes") < monitor,
+            "names resolve from the start"
+        );
+        assert!(at("sentinel announce-hostnames yes") < monitor);
+        assert!(monitor < at("sentinel down-after-milliseconds prod-redis 7000"));
+        assert!(monitor < at("sentinel failover-timeout prod-redis 90000"));
+        assert!(monitor < at("sentinel parallel-syncs prod-redis 1"));
+        // The script substitutes the placeholder by its exact text.
+        assert!(sentinel_conf(&rc).contains(&format!("\n{SENTINEL_MONITOR_PLACEHOLDER}\n")));
+        assert!(SENTINEL_INIT_SCRIPT.contains(&format!("s|^{SENTINEL_MONITOR_PLACEHOLDER}\\$|")));
+        // Defaults when the spec says nothing.
+        rc.spec.sentinel = None;
+        let conf = sentinel_conf(&rc);
+        assert!(conf.contains("sentinel down-after-milliseconds prod-redis 5000\n"));
+        assert!(conf.contains("sentinel failover-timeout prod-redis 60000\n"));
+    }
+
+    #[test]
+    fn sentinel_auth_lines_quote_like_the_init_scripts() {
+        let rc = sample("prod-redis.yaml");
+        assert_eq!(
+            sentinel_auth_conf(&rc, "a \"b\\c\n"),
+            "requirepass \"a \\\"b\\\\c\"\n\
+             sentinel auth-pass prod-redis \"a \\\"b\\\\c\"\n\
+             sentinel sentinel-pass \"a \\\"b\\\\c\"\n"
+        );
+    }
+
+    #[test]
+    fn the_recorded_primary_is_published_by_address_and_never_rolls_a_pod() {
+        let mut rc = sample("prod-redis.yaml");
+        let before = build(&rc, &Settings::default());
+        rc.status = Some(redis_cluster_api::RedisClusterStatus {
+            current_primary: Some("prod-redis-2".into()),
+            ..Default::default()
+        });
+        let after = build(&rc, &Settings::default());
+        assert_eq!(
+            after.config.data.as_ref().unwrap()["primary"],
+            "prod-redis-2.prod-redis-headless.production.svc"
+        );
+        assert_eq!(before.statefulset.spec, after.statefulset.spec);
+        assert_eq!(
+            before.sentinel.unwrap().statefulset.spec,
+            after.sentinel.unwrap().statefulset.spec
+        );
+        // A name that is not one of this cluster's pods is not published.
+        rc.status.as_mut().unwrap().current_primary = Some("other-0".into());
+        let foreign = build(&rc, &Settings::default());
+        assert_eq!(foreign.config.data.unwrap()["primary"], "");
+    }
+
+    #[test]
+    fn data_pods_ask_the_sentinels_only_in_sentinel_mode() {
+        let init_env = |file: &str| {
+            let owned = build(&sample(file), &Settings::default());
+            let pod = owned.statefulset.spec.unwrap().template.spec.unwrap();
+            let init = pod.init_containers.unwrap().remove(0);
+            init.env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.name, e.value.unwrap_or_default()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let env = init_env("prod-redis.yaml");
+        assert_eq!(env["SENTINEL_HOST"], "prod-redis-sentinel.production.svc");
+        assert_eq!(
+            env["ANNOUNCE_HOST"],
+            "$(POD_NAME).prod-redis-headless.production.svc"
+        );
+        assert_eq!(
+            env["DEFAULT_PRIMARY"],
+            "prod-redis-0.prod-redis-headless.production.svc"
+        );
+        assert!(
+            init_env("redis-west.yaml").is_empty(),
+            "standalone unchanged"
+        );
+    }
+
+    #[test]
+    fn no_password_in_any_sentinel_object() {
+        for file in [
+            "prod-redis.yaml",
+            "redis-east.yaml",
+            "redis-east-min-sync.yaml",
+        ] {
+            let owned = build(&sample(file), &Settings::default());
+            // Rendered configuration carries no credential line: the init scripts add them from
+            // the mounted file at start.
+            for (key, text) in owned.config.data.as_ref().unwrap() {
+                for needle in ["requirepass", "masterauth", "auth-pass", "sentinel-pass"] {
+                    assert!(!text.contains(needle), "{file}: {key} has {needle}");
+                }
+            }
+            // No Secret value is copied into an environment variable or an argument.
+            let all = all_objects(&owned);
+            assert!(!all.contains("secretKeyRef"), "{file}");
+            assert!(!all.contains("--requirepass"), "{file}");
+            assert!(!all.contains("redis-cli -a"), "{file}");
+            // The password reaches the Sentinels only as a mounted file.
+            let pod = owned
+                .sentinel
+                .unwrap()
+                .statefulset
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap();
+            let secrets: Vec<_> = pod
+                .volumes
+                .iter()
+                .flatten()
+                .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+                .collect();
+            assert_eq!(secrets.len(), 1, "{file}");
         }
     }
 }

@@ -1,12 +1,16 @@
 //! The data pods' init script, run for real with /bin/sh against a real redis-server: the
 //! password (with spaces, quotes and backslashes) reaches Redis only through files, and a
-//! persisted `replicaof` line survives a restart while everything else is regenerated.
+//! persisted `replicaof` line survives a restart while everything else is regenerated. In
+//! `mode: sentinel` a fresh pod starts as a replica of the primary a real redis-sentinel names,
+//! and of the recorded primary or pod 0 when no Sentinel answers.
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redis_operator::builders::INIT_SCRIPT;
+use redis_cluster_api::RedisCluster;
+use redis_operator::builders::{INIT_SCRIPT, sentinel_auth_conf, sentinel_conf_with_monitor};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -102,4 +106,231 @@ fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
     );
     assert!(role.contains("10.0.0.9"), "{role:?}");
     assert!(!wrong.contains("PONG"), "a wrong password was accepted");
+}
+
+const PASSWORD: &str = r#"p a"s\s w'rd"#;
+
+/// A process killed when the test ends, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A pod's directories (data, run, auth, conf) under a scratch root, removed at the end.
+struct Pod(PathBuf);
+
+impl Pod {
+    fn new(test: &str) -> Pod {
+        let root = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["data", "run", "auth", "conf"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("auth/password"), format!("{PASSWORD}\n")).unwrap();
+        Pod(root)
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    /// Runs INIT_SCRIPT with the pod's paths and `env`; returns the main file it wrote.
+    fn init(&self, env: &[(&str, String)]) -> String {
+        let root = self.0.display();
+        let script = INIT_SCRIPT
+            .replace("/data/", &format!("{root}/data/"))
+            .replace("/etc/redis/conf/", &format!("{root}/conf/"))
+            .replace("/etc/redis/auth/", &format!("{root}/auth/"))
+            .replace("/run/redis/", &format!("{root}/run/"));
+        let out = Command::new("/bin/sh")
+            .args(["-c", &script])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(self.path("data/redis.conf")).unwrap()
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spawn(binary: &str, conf: &Path) -> Proc {
+    Proc(
+        Command::new(binary)
+            .arg(conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|_| panic!("{binary} is missing: run `make deps`")),
+    )
+}
+
+fn cluster() -> RedisCluster {
+    let text = std::fs::read_to_string(format!(
+        "{}/../../config/samples/prod-redis.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+/// The variables the pod spec sets in `mode: sentinel`, for a pod listening on `port` and
+/// Sentinels behind `sentinel_port`.
+fn sentinel_env(
+    port: u16,
+    sentinel_port: u16,
+    default_primary: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANNOUNCE_HOST", "127.0.0.1".into()),
+        ("SENTINEL_HOST", "127.0.0.1".into()),
+        ("SENTINEL_PORT", sentinel_port.to_string()),
+        ("MASTER_NAME", "prod-redis".into()),
+        ("DEFAULT_PRIMARY", default_primary.into()),
+        ("REDIS_PORT", port.to_string()),
+    ]
+}
+
+#[test]
+fn in_sentinel_mode_a_fresh_pod_replicates_the_primary_the_sentinels_name() {
+    for binary in ["redis-server", "redis-sentinel"] {
+        assert!(
+            Command::new(binary).arg("--version").output().is_ok(),
+            "{binary} is missing: run `make deps`"
+        );
+    }
+    let primary = Pod::new("init-sentinel-primary");
+    let (primary_port, sentinel_port, port) = (free_port(), free_port(), free_port());
+    let quoted = format!(
+        "\"{}\"",
+        PASSWORD.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    std::fs::write(
+        primary.path("data/redis.conf"),
+        format!(
+            "port {primary_port}\nbind 127.0.0.1\ndir {}\nrequirepass {quoted}\nrepl-diskless-sync-delay 0\n",
+            primary.path("data").display()
+        ),
+    )
+    .unwrap();
+    let _primary = spawn("redis-server", &primary.path("data/redis.conf"));
+    wait_for("the primary", || {
+        redis_cli(primary_port, PASSWORD, &["PING"]) == "PONG"
+    });
+    let rc = cluster();
+    std::fs::write(
+        primary.path("sentinel.conf"),
+        format!(
+            "{}port {sentinel_port}\nsentinel announce-ip 127.0.0.1\n{}",
+            sentinel_conf_with_monitor(&rc, "127.0.0.1", primary_port),
+            sentinel_auth_conf(&rc, PASSWORD)
+        ),
+    )
+    .unwrap();
+    let _sentinel = spawn("redis-sentinel", &primary.path("sentinel.conf"));
+    wait_for("the Sentinel", || {
+        redis_cli(
+            sentinel_port,
+            PASSWORD,
+            &["SENTINEL", "get-master-addr-by-name", "prod-redis"],
+        )
+        .contains(&primary_port.to_string())
+    });
+
+    // A fresh pod whose recorded primary and pod 0 are both elsewhere: the Sentinels win.
+    let pod = Pod::new("init-sentinel-replica");
+    std::fs::write(pod.path("conf/primary"), "10.9.9.9\n").unwrap();
+    std::fs::write(
+        pod.path("conf/redis.conf"),
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\ninclude {}\n",
+            pod.path("data").display(),
+            pod.path("run/auth.conf").display()
+        ),
+    )
+    .unwrap();
+    let main = pod.init(&sentinel_env(port, sentinel_port, "10.8.8.8"));
+    assert_eq!(
+        main,
+        format!(
+            "include {}\nreplica-announce-ip 127.0.0.1\nreplicaof 127.0.0.1 {primary_port}\n",
+            pod.path("conf/redis.conf").display()
+        )
+    );
+    let _redis = spawn("redis-server", &pod.path("data/redis.conf"));
+    wait_for("the replica's link to the primary", || {
+        redis_cli(port, PASSWORD, &["INFO", "replication"]).contains("master_link_status:up")
+    });
+
+    // The primary itself restarting (nothing persisted) stays a primary.
+    let again = Pod::new("init-sentinel-itself");
+    let main = again.init(&sentinel_env(primary_port, sentinel_port, "10.8.8.8"));
+    assert!(!main.contains("replicaof"), "{main}");
+    assert_password_in_no_process_arguments();
+}
+
+fn assert_password_in_no_process_arguments() {
+    let ps = Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    for fragment in [PASSWORD, "w'rd", r#"a"s\s"#] {
+        assert!(!ps.contains(fragment), "password in ps output:\n{ps}");
+    }
+}
+
+#[test]
+fn in_sentinel_mode_without_an_answer_a_pod_follows_the_recorded_primary_or_pod_0() {
+    let nobody = free_port();
+    let pod = Pod::new("init-sentinel-fallback");
+    let include = format!("include {}\n", pod.path("conf/redis.conf").display());
+    let announce = "replica-announce-ip 127.0.0.1\n";
+
+    // No Sentinel, nothing recorded: pod 0.
+    let main = pod.init(&sentinel_env(6379, nobody, "pod-0.example"));
+    assert_eq!(
+        main,
+        format!("{include}{announce}replicaof pod-0.example 6379\n")
+    );
+
+    // Pod 0 itself starts without replicaof.
+    std::fs::remove_file(pod.path("data/redis.conf")).unwrap();
+    let main = pod.init(&sentinel_env(6379, nobody, "127.0.0.1"));
+    assert_eq!(main, format!("{include}{announce}"));
+
+    // The operator recorded another primary: that one, pod 0 or not.
+    std::fs::write(pod.path("conf/primary"), "pod-2.example\n").unwrap();
+    let main = pod.init(&sentinel_env(6379, nobody, "127.0.0.1"));
+    assert_eq!(
+        main,
+        format!("{include}{announce}replicaof pod-2.example 6379\n")
+    );
+
+    // A persisted replicaof is kept as it is; nobody is asked.
+    std::fs::write(pod.path("data/redis.conf"), "replicaof 10.0.0.9 6379\n").unwrap();
+    let main = pod.init(&sentinel_env(6379, nobody, "pod-0.example"));
+    assert_eq!(
+        main,
+        format!("{include}{announce}replicaof 10.0.0.9 6379\n")
+    );
 }

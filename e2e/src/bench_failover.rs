@@ -23,7 +23,7 @@ use redis_cluster_api::labels as l;
 use redis_operator::builders::{redis_conf, sentinel_auth_conf, sentinel_conf_with_monitor};
 use serde_json::json;
 
-use crate::controllers::{Controllers, Managed, sentinel_master};
+use crate::controllers::{Controllers, Managed, sentinel_master, sentinels_settled};
 use crate::net::{MAX_SENTINELS, NS_B, PROD_LEADER_VIP, pod_ip, sentinel_ip};
 use crate::procs::Proc;
 use crate::resp::Conn;
@@ -144,21 +144,25 @@ fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
         // Settled: every Sentinel agrees, the other two are linked replicas of the primary.
         let (primary_ip, _) = wait("raw Sentinels to settle", Duration::from_secs(90), || {
             let m = sentinel_master(&sentinel(0), &pw, &master)?;
-            let agree = (1..MAX_SENTINELS)
-                .all(|i| sentinel_master(&sentinel(i), &pw, &master).as_deref() == Some(m.as_str()));
-            let linked = (0..3u32).filter(|i| pod_ip('b', *i) != m).all(|i| {
-                Conn::connect(&format!("{}:6379", pod_ip('b', i)), Some(&pw), Duration::from_millis(300))
-                    .ok()
-                    .and_then(|mut c| c.info("replication").ok())
-                    .is_some_and(|info| {
-                        info.get("master_host") == Some(&m)
-                            && info.get("master_link_status").map(String::as_str) == Some("up")
-                    })
+            let agree = (1..MAX_SENTINELS).all(|i| {
+                sentinel_master(&sentinel(i), &pw, &master).as_deref() == Some(m.as_str())
             });
-            (agree && linked).then_some(m)
+            let linked = (0..3u32).filter(|i| pod_ip('b', *i) != m).all(|i| {
+                Conn::connect(
+                    &format!("{}:6379", pod_ip('b', i)),
+                    Some(&pw),
+                    Duration::from_millis(300),
+                )
+                .ok()
+                .and_then(|mut c| c.info("replication").ok())
+                .is_some_and(|info| {
+                    info.get("master_host") == Some(&m)
+                        && info.get("master_link_status").map(String::as_str) == Some("up")
+                })
+            });
+            let addrs: Vec<String> = (0..MAX_SENTINELS).map(sentinel).collect();
+            (agree && linked && sentinels_settled(&addrs, &pw, &master, &m, 2)).then_some(m)
         })?;
-        // Let the Sentinels see the replicas' state for a moment, as in the operator's case.
-        std::thread::sleep(Duration::from_secs(2));
         let victim = (0..3u32).find(|i| pod_ip('b', *i) == primary_ip).unwrap();
         let killed = Instant::now();
         procs.remove(&format!("redis-{victim}"));
@@ -221,9 +225,17 @@ fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
     let mut via_sentinel = Vec::new();
     let master = l::sentinel_master_name(PROD);
     let sentinel0 = format!("{}:{}", sentinel_ip('a', 0), l::SENTINEL_PORT);
+    let addrs: Vec<String> = (0..MAX_SENTINELS)
+        .map(|i| format!("{}:{}", sentinel_ip('a', i), l::SENTINEL_PORT))
+        .collect();
     for round in 0..ROUNDS {
         let primary = settle(d, PROD)?;
-        std::thread::sleep(Duration::from_secs(2));
+        let ip = addr(&primary).replace(":6379", "");
+        wait(
+            "the Sentinels to know both replicas",
+            Duration::from_secs(60),
+            || sentinels_settled(&addrs, &pw_prod, &master, &ip, 2).then_some(()),
+        )?;
         let killed = Instant::now();
         d.kill_redis(&primary);
         let old_addr = addr(&primary);
@@ -256,12 +268,11 @@ fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
         d.restart_pod(PROD, &primary)?;
     }
 
-    println!(
-        "==> operator, mode: standalone (failover.primaryUnavailableSeconds {down_after_s})"
-    );
+    println!("==> operator, mode: standalone (failover.primaryUnavailableSeconds {down_after_s})");
     let mut standalone = Vec::new();
     for round in 0..ROUNDS {
         let primary = settle(d, DR)?;
+        // The same pause as the Sentinel cases get for free while Sentinels settle.
         std::thread::sleep(Duration::from_secs(2));
         let killed = Instant::now();
         d.kill_redis(&primary);
@@ -284,9 +295,7 @@ fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
             times: via_sentinel,
         },
         Series {
-            mode: format!(
-                "operator, standalone mode (primaryUnavailableSeconds {down_after_s})"
-            ),
+            mode: format!("operator, standalone mode (primaryUnavailableSeconds {down_after_s})"),
             times: standalone,
         },
     ])

@@ -60,6 +60,46 @@ pub fn sentinel_master(addr: &str, password: &str, master: &str) -> Option<Strin
     }
 }
 
+/// `SENTINEL MASTER <name>` from one Sentinel, as field -> value.
+pub fn sentinel_view(addr: &str, password: &str, master: &str) -> Option<BTreeMap<String, String>> {
+    let r = conn(addr, password)?
+        .cmd(&["SENTINEL", "MASTER", master])
+        .ok()?;
+    match r {
+        crate::resp::Reply::Array(Some(items)) => Some(
+            items
+                .chunks(2)
+                .filter(|kv| kv.len() == 2)
+                .map(|kv| (kv[0].text(), kv[1].text()))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Every Sentinel at `addrs` sees `primary` as a healthy master with `replicas` replicas and
+/// every other Sentinel: a failover from now on has somewhere to go. (Sentinels learn replicas
+/// from the primary's INFO, every 10 s: right after a start or a failover they may not know
+/// them yet.)
+pub fn sentinels_settled(
+    addrs: &[String],
+    password: &str,
+    master: &str,
+    primary: &str,
+    replicas: usize,
+) -> bool {
+    addrs.iter().all(|a| {
+        sentinel_view(a, password, master).is_some_and(|v| {
+            v.get("ip").map(String::as_str) == Some(primary)
+                && v.get("flags").map(String::as_str) == Some("master")
+                && v.get("num-slaves").and_then(|n| n.parse::<usize>().ok()) == Some(replicas)
+                && v.get("num-other-sentinels")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    == Some(addrs.len() - 1)
+        })
+    })
+}
+
 impl Controllers {
     pub fn start(sim: Arc<Sim>, managed: Vec<Managed>, dir: PathBuf) -> Controllers {
         let stop = Arc::new(AtomicBool::new(false));
@@ -215,8 +255,7 @@ fn follow_leader(sim: &Sim, m: &Managed, vip: &str, on: &Mutex<Option<String>>) 
     };
     let ip = pod_ip(m.region, ordinal);
     if let Some(mut c) = conn(&format!("{ip}:6379"), &m.password)
-        && c
-            .cmd(&["CONFIG", "SET", "bind", &format!("{ip} {vip}")])
+        && c.cmd(&["CONFIG", "SET", "bind", &format!("{ip} {vip}")])
             .is_ok_and(|r| !r.is_error())
     {
         *current = Some(target);

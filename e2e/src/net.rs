@@ -138,7 +138,14 @@ impl Regions {
         }
         in_ns(
             NS_A,
-            &["ip", "addr", "add", &format!("{PROD_LEADER_VIP}/32"), "dev", "lo"],
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{PROD_LEADER_VIP}/32"),
+                "dev",
+                "lo",
+            ],
         )?;
         sh(&["ip", "route", "add", "10.77.10.0/24", "via", "10.77.1.2"])?;
         sh(&["ip", "route", "add", "10.77.20.0/24", "via", "10.77.2.2"])?;

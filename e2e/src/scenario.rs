@@ -16,7 +16,7 @@ use redis_operator::builders::redis_conf;
 use redis_operator::platform::PodInfo;
 use serde_json::json;
 
-use crate::controllers::{Controllers, Managed, sentinel_master};
+use crate::controllers::{Controllers, Managed, sentinel_master, sentinels_settled};
 use crate::net::{MAX_SENTINELS, NS_A, NS_B, PROD_LEADER_VIP, Regions, pod_ip, sentinel_ip};
 use crate::procs::Proc;
 use crate::prom::{Prometheus, http_get};
@@ -948,7 +948,6 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         },
     )?;
 
-
     // ---- 4b. DR's primary pod dies: the operator fails over ---------------------------------
     let dr_primary = standalone_failover(d)?;
     let leader_ip = pod_ip('b', l::ordinal_of(DR, &dr_primary).unwrap_or(0));
@@ -1108,8 +1107,7 @@ fn labelled_primary(d: &Drill, cluster: &str) -> Option<String> {
 }
 
 fn stat(d: &Drill, pod: &str, field: &str) -> Result<u64, String> {
-    Ok(d
-        .info(pod, "stats")?
+    Ok(d.info(pod, "stats")?
         .get(field)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0))
@@ -1199,11 +1197,7 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
          new primary behind the same source.host with partial resyncs only; the old primary rejoins as replica.",
     );
     let old = "prod-redis-0".to_string();
-    let replicas: Vec<String> = pods(PROD)
-        .into_iter()
-        .skip(1)
-        .chain(pods(DR))
-        .collect();
+    let replicas: Vec<String> = pods(PROD).into_iter().skip(1).chain(pods(DR)).collect();
     wait(
         "every replica at production's offset",
         Duration::from_secs(60),
@@ -1212,25 +1206,18 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
     let master = l::sentinel_master_name(PROD);
     let sentinel0 = format!("{}:{}", sentinel_ip('a', 0), l::SENTINEL_PORT);
     let pw = d.passwords[PROD].clone();
+    let addrs: Vec<String> = (0..MAX_SENTINELS)
+        .map(|i| format!("{}:{}", sentinel_ip('a', i), l::SENTINEL_PORT))
+        .collect();
+    // Sentinels learn replicas from the primary's INFO every 10 s; DR pods are hidden
+    // (replica-announced no), so they see exactly production's 2 replicas.
     let r = wait(
-        "the Sentinels to monitor prod-redis-0",
-        Duration::from_secs(20),
-        || {
-            (0..MAX_SENTINELS)
-                .all(|i| {
-                    sentinel_master(
-                        &format!("{}:{}", sentinel_ip('a', i), l::SENTINEL_PORT),
-                        &pw,
-                        &master,
-                    )
-                    .as_deref()
-                        == Some(pod_ip('a', 0).as_str())
-                })
-                .then_some(())
-        },
+        "the Sentinels to monitor prod-redis-0 and know its 2 replicas",
+        Duration::from_secs(30),
+        || sentinels_settled(&addrs, &pw, &master, &pod_ip('a', 0), 2).then_some(()),
     );
     d.check(
-        "3 operator-managed Sentinels (real redis-sentinel) monitor prod-redis-0",
+        "3 operator-managed Sentinels (real redis-sentinel) monitor prod-redis-0, know its 2 replicas and not the 5 DR pods",
         r.map(|_| ()),
     )?;
     // Acknowledged writes: WAIT for more replicas than DR has, so at least one production
@@ -1263,8 +1250,13 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
     let new = pods(PROD)
         .into_iter()
         .find(|p| addr(p) == format!("{elected_ip}:6379"))
-        .ok_or(format!("the Sentinels elected an unknown address {elected_ip}"))?;
-    d.time(&format!("sentinel mode: primary killed -> Sentinels elected {new}"), took);
+        .ok_or(format!(
+            "the Sentinels elected an unknown address {elected_ip}"
+        ))?;
+    d.time(
+        &format!("sentinel mode: primary killed -> Sentinels elected {new}"),
+        took,
+    );
     let (_, took) = wait(
         "a write accepted through prod-redis-leader",
         Duration::from_secs(60),
@@ -1312,7 +1304,11 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]))
+            Err(format!(
+                "{} missing, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(3)]
+            ))
         },
     )?;
     let others: Vec<String> = pods(PROD)
@@ -1350,7 +1346,10 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
         Duration::from_secs(60),
         || d.linked_to(&old, &new_ip).then_some(()),
     )?;
-    d.time("sentinel mode: old primary restarted -> linked replica", took);
+    d.time(
+        "sentinel mode: old primary restarted -> linked replica",
+        took,
+    );
     let (samples, accepted) = sampler.finish();
     d.check(
         &format!("{old} rejoined as a replica of {new} and accepted no write meanwhile ({samples} write attempts)"),
@@ -1361,7 +1360,10 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
         },
     )?;
     let r = d.keyspaces_converge();
-    d.check("all production and DR keyspaces equal after the failover", r)?;
+    d.check(
+        "all production and DR keyspaces equal after the failover",
+        r,
+    )?;
     Ok(())
 }
 
@@ -1380,9 +1382,11 @@ fn standalone_failover(d: &mut Drill) -> Result<String, String> {
     let pw = d.passwords[DR].clone();
     let replicas: Vec<String> = pods(DR).into_iter().skip(1).collect();
     let acked = acked_writes(&addr(&old), &pw, "dr-acked", 200, replicas.len())?;
-    wait("every DR replica at the primary's offset", Duration::from_secs(60), || {
-        caught_up(d, &old, &replicas)
-    })?;
+    wait(
+        "every DR replica at the primary's offset",
+        Duration::from_secs(60),
+        || caught_up(d, &old, &replicas),
+    )?;
     let before: BTreeMap<String, u64> = replicas
         .iter()
         .map(|p| (p.clone(), stat(d, p, "sync_full").unwrap_or(0)))
@@ -1390,42 +1394,58 @@ fn standalone_failover(d: &mut Drill) -> Result<String, String> {
     let sampler = NoWriteSampler::start(&old, &pw);
     let killed = Instant::now();
     d.kill_redis(&old);
-    let (new, _) = wait("the operator to label a new primary", Duration::from_secs(60), || {
-        labelled_primary(d, DR).filter(|p| *p != old)
-    })?;
-    wait("the new primary to accept a write", Duration::from_secs(30), || {
-        d.conn(&new)
-            .ok()?
-            .cmd(&["SET", "drill:after-standalone-failover", "yes"])
-            .ok()
-            .filter(|r| !r.is_error())
-    })?;
+    let (new, _) = wait(
+        "the operator to label a new primary",
+        Duration::from_secs(60),
+        || labelled_primary(d, DR).filter(|p| *p != old),
+    )?;
+    wait(
+        "the new primary to accept a write",
+        Duration::from_secs(30),
+        || {
+            d.conn(&new)
+                .ok()?
+                .cmd(&["SET", "drill:after-standalone-failover", "yes"])
+                .ok()
+                .filter(|r| !r.is_error())
+        },
+    )?;
     d.time(
         "standalone mode: primary killed -> first write accepted through the -leader endpoint",
         killed.elapsed(),
     );
     let failing = event(d, DR, "FailingOver");
     d.check(
-        &format!("Warning event FailingOver: \"{}\"", failing.as_ref().map(|e| e.1.as_str()).unwrap_or("")),
+        &format!(
+            "Warning event FailingOver: \"{}\"",
+            failing.as_ref().map(|e| e.1.as_str()).unwrap_or("")
+        ),
         match &failing {
             Some((t, note)) if t == "Warning" && note.contains("not running") => Ok(()),
             other => Err(format!("{other:?}")),
         },
     )?;
-    let r = wait("status and the Failover event", Duration::from_secs(20), || {
-        let status = d.sim.get(NS, DR).status?;
-        (status.current_primary.as_deref() == Some(new.as_str())
-            && event(d, DR, "Failover").is_some_and(|e| e.1.contains(&format!("{old} -> {new}"))))
-        .then_some(())
-    });
+    let r = wait(
+        "status and the Failover event",
+        Duration::from_secs(20),
+        || {
+            let status = d.sim.get(NS, DR).status?;
+            (status.current_primary.as_deref() == Some(new.as_str())
+                && event(d, DR, "Failover")
+                    .is_some_and(|e| e.1.contains(&format!("{old} -> {new}"))))
+            .then_some(())
+        },
+    );
     d.check(
         &format!("status.currentPrimary and label moved to {new}; Event Failover {old} -> {new}"),
         r.map(|_| ()),
     )?;
     let others: Vec<String> = replicas.iter().filter(|p| **p != new).cloned().collect();
-    wait("the other DR pods to follow the new primary", Duration::from_secs(60), || {
-        caught_up(d, &new, &others)
-    })?;
+    wait(
+        "the other DR pods to follow the new primary",
+        Duration::from_secs(60),
+        || caught_up(d, &new, &others),
+    )?;
     d.time(
         "standalone mode: primary killed -> replicas re-attached to the new primary",
         killed.elapsed(),
@@ -1449,7 +1469,10 @@ fn standalone_failover(d: &mut Drill) -> Result<String, String> {
     )?;
     let missing = missing_keys(d, &new, &acked)?;
     d.check(
-        &format!("all {} writes acknowledged by every replica are on {new}", acked.len()),
+        &format!(
+            "all {} writes acknowledged by every replica are on {new}",
+            acked.len()
+        ),
         if missing.is_empty() {
             Ok(())
         } else {
@@ -1458,10 +1481,15 @@ fn standalone_failover(d: &mut Drill) -> Result<String, String> {
     )?;
     d.restart_pod(DR, &old)?;
     let new_ip = pod_ip('b', l::ordinal_of(DR, &new).unwrap_or(0));
-    let (_, took) = wait("the fenced old primary to rejoin as a replica", Duration::from_secs(60), || {
-        d.linked_to(&old, &new_ip).then_some(())
-    })?;
-    d.time("standalone mode: old primary restarted -> linked replica", took);
+    let (_, took) = wait(
+        "the fenced old primary to rejoin as a replica",
+        Duration::from_secs(60),
+        || d.linked_to(&old, &new_ip).then_some(()),
+    )?;
+    d.time(
+        "standalone mode: old primary restarted -> linked replica",
+        took,
+    );
     let (samples, accepted) = sampler.finish();
     d.check(
         &format!("the fenced {old} never accepted a write, from its death to rejoining ({samples} write attempts)"),
@@ -1496,7 +1524,9 @@ impl NoWriteSampler {
                 if let Some(c) = conn.as_mut() {
                     attempts += 1;
                     match c.cmd(&["SET", "drill:fence-probe", &attempts.to_string()]) {
-                        Ok(r) if !r.is_error() => accepted.push(format!("{pod} accepted write #{attempts}")),
+                        Ok(r) if !r.is_error() => {
+                            accepted.push(format!("{pod} accepted write #{attempts}"))
+                        }
                         Ok(_) => {}
                         Err(_) => conn = None,
                     }

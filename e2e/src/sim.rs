@@ -87,7 +87,19 @@ impl Sim {
     }
 
     fn store(&self, mut object: Value) -> Result<RedisCluster, String> {
-        let stored = redis_cluster_api::validation::validate_object(&object).map_err(|errors| {
+        let existing = {
+            let ns = object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            self.clusters.lock().unwrap().get(&key(ns, name)).cloned()
+        };
+        // An update is validated with its transition rules (oldSelf), as the apiserver does.
+        let validated = match &existing {
+            Some(old) => redis_cluster_api::validation::validate_update(old, &object),
+            None => redis_cluster_api::validation::validate_object(&object),
+        };
+        let stored = validated.map_err(|errors| {
             errors
                 .iter()
                 .map(|e| e.message.clone())

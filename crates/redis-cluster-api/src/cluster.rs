@@ -64,6 +64,7 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[x_kube(validation = Rule::new("!has(self.minSyncReplicas) || self.minSyncReplicas < self.instances").message("minSyncReplicas must be less than instances: the primary itself cannot acknowledge its own writes, so at most instances-1 replicas can").field_path(".minSyncReplicas"))]
+#[x_kube(validation = Rule::new("self.mode == oldSelf.mode").message("mode cannot be changed on an existing cluster: its Sentinels (or their absence) decide failover; create a new RedisCluster with the other mode and replicate into it").field_path(".mode"))]
 #[serde(rename_all = "camelCase")]
 pub struct RedisClusterSpec {
     /// Number of Redis pods, named `<name>-0` to `<name>-<instances-1>`. Pod 0 is the designated

@@ -47,15 +47,32 @@ pub fn validate_object(object: &Value) -> Result<Value, Vec<Rejection>> {
     validate_against(&crd_schema(), object)
 }
 
+/// Validate an update of `old` to `object`, transition rules (`oldSelf`) included.
+pub fn validate_update(old: &Value, object: &Value) -> Result<Value, Vec<Rejection>> {
+    validate_inner(&crd_schema(), object, Some(old))
+}
+
 /// [`validate_object`] against an explicit schema (e.g. one read back from a checked-in YAML).
 pub fn validate_against(schema: &Value, object: &Value) -> Result<Value, Vec<Rejection>> {
+    validate_inner(schema, object, None)
+}
+
+fn validate_inner(
+    schema: &Value,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<Value, Vec<Rejection>> {
     let defaulted = apply_defaults(schema, object);
     let mut errors = Vec::new();
     structural(schema, &defaulted, "", &mut errors);
     // Like the apiserver, CEL rules only run on a structurally valid object: a rule over a field
     // of the wrong type would only add noise to the message that matters.
     if errors.is_empty()
-        && let Err(cel) = Validator::new().validate(schema, &defaulted, None)
+        && let Err(cel) = Validator::new().validate(
+            schema,
+            &defaulted,
+            old.map(|o| apply_defaults(schema, o)).as_ref(),
+        )
     {
         for e in cel.iter() {
             let field = e.field_path.trim_start_matches('.').to_string();

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
 use kube::core::cel::{ScopeContext, analyze_rule, compile_schema};
-use redis_cluster_api::validation::{crd_schema, merge_patch, validate_against, validate_object};
+use redis_cluster_api::validation::{
+    crd_schema, merge_patch, validate_against, validate_object, validate_update,
+};
 use redis_cluster_api::{RedisCluster, crd_yaml};
 use serde_json::Value;
 
@@ -182,4 +184,40 @@ fn kubectl_ergonomics() {
             "Age"
         ]
     );
+}
+
+#[test]
+fn mode_is_immutable_but_everything_else_in_a_sample_can_change() {
+    let old = load(&repo().join("config/samples/prod-redis.yaml"));
+    let mut changed = old.clone();
+    merge_patch(
+        &mut changed,
+        &serde_json::json!({"spec": {"mode": "standalone"}}),
+    );
+    let errors = validate_update(&old, &changed).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].field, "spec.mode");
+    assert!(
+        errors[0]
+            .message
+            .contains("mode cannot be changed on an existing cluster"),
+        "{}",
+        errors[0].message
+    );
+    // A new object with either mode is fine, and other updates pass the transition rule.
+    validate_object(&changed).unwrap();
+    let mut scaled = old.clone();
+    merge_patch(
+        &mut scaled,
+        &serde_json::json!({"spec": {"instances": 5, "sentinel": {"replicas": 5}}}),
+    );
+    validate_update(&old, &scaled).unwrap();
+    // A cluster created without `mode` (defaulted to standalone) may say so explicitly later.
+    let dr = load(&repo().join("config/samples/dr-redis.yaml"));
+    let mut explicit = dr.clone();
+    merge_patch(
+        &mut explicit,
+        &serde_json::json!({"spec": {"mode": "standalone"}}),
+    );
+    validate_update(&dr, &explicit).unwrap();
 }

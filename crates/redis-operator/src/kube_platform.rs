@@ -105,6 +105,14 @@ impl Platform for KubePlatform {
         written += self.apply(&owned.pdb).await? as usize;
         written += self.apply(&owned.network_policy).await? as usize;
         written += self.apply(&owned.statefulset).await? as usize;
+        if let Some(sentinel) = &owned.sentinel {
+            for svc in &sentinel.services {
+                written += self.apply(svc).await? as usize;
+            }
+            written += self.apply(&sentinel.pdb).await? as usize;
+            written += self.apply(&sentinel.network_policy).await? as usize;
+            written += self.apply(&sentinel.statefulset).await? as usize;
+        }
         Ok(written)
     }
 

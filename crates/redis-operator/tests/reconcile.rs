@@ -174,23 +174,30 @@ async fn every_spec_sample_creates_its_objects_and_a_second_reconcile_writes_not
             .into_iter()
             .filter(|c| c.starts_with("apply"))
             .collect();
-        assert_eq!(
-            applied,
-            [
-                format!("apply ServiceAccount/{n}-instance-manager"),
-                format!("apply Role/{n}-instance-manager"),
-                format!("apply RoleBinding/{n}-instance-manager"),
-                format!("apply ConfigMap/{n}-config"),
-                format!("apply Service/{n}-leader"),
-                format!("apply Service/{n}-replica"),
-                format!("apply Service/{n}-any"),
-                format!("apply Service/{n}-headless"),
-                format!("apply PodDisruptionBudget/{n}-pdb"),
-                format!("apply NetworkPolicy/{n}-redis"),
-                format!("apply StatefulSet/{n}"),
-            ],
-            "{file}"
-        );
+        let mut expected = vec![
+            format!("apply ServiceAccount/{n}-instance-manager"),
+            format!("apply Role/{n}-instance-manager"),
+            format!("apply RoleBinding/{n}-instance-manager"),
+            format!("apply ConfigMap/{n}-config"),
+            format!("apply Service/{n}-leader"),
+            format!("apply Service/{n}-replica"),
+            format!("apply Service/{n}-any"),
+            format!("apply Service/{n}-headless"),
+            format!("apply PodDisruptionBudget/{n}-pdb"),
+            format!("apply NetworkPolicy/{n}-redis"),
+            format!("apply StatefulSet/{n}"),
+        ];
+        // The spec's sentinel-mode samples also get their Sentinels.
+        if matches!(file, "prod-redis.yaml" | "redis-east.yaml") {
+            expected.extend([
+                format!("apply Service/{n}-sentinel-headless"),
+                format!("apply Service/{n}-sentinel"),
+                format!("apply PodDisruptionBudget/{n}-sentinel-pdb"),
+                format!("apply NetworkPolicy/{n}-sentinel"),
+                format!("apply StatefulSet/{n}-sentinel"),
+            ]);
+        }
+        assert_eq!(applied, expected, "{file}");
         h.create_pods();
         h.step().await;
         h.report_all(true);

@@ -311,7 +311,9 @@ fn cannot_write(view: &ClusterView, pod: &str) -> Option<String> {
         return Some(format!("{pod} is gone"));
     };
     if p.redis_running == Some(false) {
-        return Some(format!("Kubernetes reports {pod}'s Redis container not running"));
+        return Some(format!(
+            "Kubernetes reports {pod}'s Redis container not running"
+        ));
     }
     match &p.report {
         Some(r) if r.fenced => Some(format!("{pod} reports itself fenced")),
@@ -452,9 +454,7 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
     } else if unavailable_for < delay {
         (
             "Unavailable",
-            format!(
-                "{why}; failover after {delay}s unavailable (so far {unavailable_for}s)"
-            ),
+            format!("{why}; failover after {delay}s unavailable (so far {unavailable_for}s)"),
         )
     } else {
         match (
@@ -515,15 +515,15 @@ fn desired_for(
     let (role, upstream, hidden) = match target {
         Target::Standalone | Target::Promoted(_) if fencing => (Role::Fenced, None, false),
         Target::Standalone | Target::Promoted(_) if is_leader => (Role::Primary, None, false),
-        Target::Standalone | Target::Promoted(_) => {
-            (Role::Replica, Some(peer_upstream(view, &lead.leader)), false)
-        }
+        Target::Standalone | Target::Promoted(_) => (
+            Role::Replica,
+            Some(peer_upstream(view, &lead.leader)),
+            false,
+        ),
         Target::Replica(_, ReplicaTopology::Cascading) if !is_leader => {
             (Role::Replica, Some(peer_upstream(view, &lead.leader)), true)
         }
-        Target::Replica(source, _) => {
-            (Role::Replica, Some(external_upstream(view, source)), true)
-        }
+        Target::Replica(source, _) => (Role::Replica, Some(external_upstream(view, source)), true),
     };
     let min_sync = view.spec.min_sync_replicas.unwrap_or(0).max(0) as u32;
     // Under Sentinel every pod carries the real value: the replica a Sentinel promotes must be
@@ -633,10 +633,12 @@ pub fn plan(view: &ClusterView) -> Plan {
         && (leader_published_role == Some(Role::Primary)
             || (leader_observed_role == Some(Role::Primary) && leader_applied_something)
             || view.pods.values().any(|p| {
-                p.published.as_ref().is_some_and(|t| t.role == Role::Primary)
-                    && p.report.as_ref().is_none_or(|r| {
-                        r.role == Some(ObservedRole::Primary) && !r.fenced
-                    })
+                p.published
+                    .as_ref()
+                    .is_some_and(|t| t.role == Role::Primary)
+                    && p.report
+                        .as_ref()
+                        .is_none_or(|r| r.role == Some(ObservedRole::Primary) && !r.fenced)
             }));
     let leader_syncing = leader_pod
         .and_then(|p| p.report.as_ref())

@@ -648,8 +648,7 @@ impl World {
             self.reconcile();
             let names: Vec<_> = self.pods.keys().cloned().collect();
             for n in names {
-                if self.pods[&n].published.is_some() && self.pods[&n].redis_running != Some(false)
-                {
+                if self.pods[&n].published.is_some() && self.pods[&n].redis_running != Some(false) {
                     self.apply(&n, true);
                 }
             }
@@ -657,7 +656,13 @@ impl World {
     }
 
     fn set_offset(&mut self, pod: &str, offset: i64) {
-        self.pods.get_mut(pod).unwrap().report.as_mut().unwrap().repl_offset = Some(offset);
+        self.pods
+            .get_mut(pod)
+            .unwrap()
+            .report
+            .as_mut()
+            .unwrap()
+            .repl_offset = Some(offset);
     }
 
     /// The Redis container of `pod` exits and stays down (kubelet reports it not running).
@@ -706,7 +711,10 @@ fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
     w.spec = with_promote(DR, true);
     w.converge();
     assert_eq!(w.condition("ReplicaMode").1, "Promoted");
-    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-0"));
+    assert_eq!(
+        w.status.as_ref().unwrap().current_primary.as_deref(),
+        Some("dr-redis-0")
+    );
     w.set_offset("dr-redis-1", 500);
     w.set_offset("dr-redis-2", 900);
 
@@ -722,7 +730,10 @@ fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
     w.advance(6);
     let p = w.reconcile();
     assert_eq!(p.order[0], "dr-redis-0", "the fence is written first");
-    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-0", "dr-redis-2"]);
+    assert_eq!(
+        p.publish.keys().collect::<Vec<_>>(),
+        ["dr-redis-0", "dr-redis-2"]
+    );
     let fence = &p.publish["dr-redis-0"];
     let promote = &p.publish["dr-redis-2"];
     assert_eq!(fence.role, Role::Fenced);
@@ -732,24 +743,45 @@ fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
     assert_eq!(p.role_labels["dr-redis-2"], "primary");
     assert_eq!(p.role_labels["dr-redis-0"], "replica");
     assert!(reasons(&p).contains(&"FailingOver"));
-    let note = &p.events.iter().find(|e| e.reason == "FailingOver").unwrap().note;
-    assert!(note.contains("not running") && note.contains("900"), "{note}");
+    let note = &p
+        .events
+        .iter()
+        .find(|e| e.reason == "FailingOver")
+        .unwrap()
+        .note;
+    assert!(
+        note.contains("not running") && note.contains("900"),
+        "{note}"
+    );
     // Still a promoted cluster, not "Promoting" again.
     assert_eq!(w.condition("ReplicaMode").1, "Promoted");
 
     w.apply("dr-redis-2", true);
     let p = w.reconcile();
     assert!(reasons(&p).contains(&"Failover"), "{:?}", reasons(&p));
-    assert_eq!(p.publish["dr-redis-1"].upstream.as_ref().unwrap().host, "dr-redis-2.dr-redis-headless");
-    assert_eq!(p.publish["dr-redis-0"].role, Role::Replica, "the old primary rejoins as a replica");
-    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-2"));
+    assert_eq!(
+        p.publish["dr-redis-1"].upstream.as_ref().unwrap().host,
+        "dr-redis-2.dr-redis-headless"
+    );
+    assert_eq!(
+        p.publish["dr-redis-0"].role,
+        Role::Replica,
+        "the old primary rejoins as a replica"
+    );
+    assert_eq!(
+        w.status.as_ref().unwrap().current_primary.as_deref(),
+        Some("dr-redis-2")
+    );
     assert_eq!(w.condition("PrimaryAvailable").0, "True");
 
     w.restart("dr-redis-0");
     assert_eq!(w.writable(), ["dr-redis-2"]);
     w.converge();
     assert_eq!(w.writable(), ["dr-redis-2"]);
-    assert_eq!(w.pods["dr-redis-0"].report.as_ref().unwrap().role, Some(ObservedRole::Replica));
+    assert_eq!(
+        w.pods["dr-redis-0"].report.as_ref().unwrap().role,
+        Some(ObservedRole::Replica)
+    );
     assert!(w.reconcile().publish.is_empty());
 
     // The drill's fail-back: promote: false still warns that local writes are discarded,
@@ -775,7 +807,10 @@ fn failover_waits_while_the_old_primary_might_still_take_writes() {
         w.advance(20);
         let p = w.reconcile();
         assert!(p.publish.is_empty(), "failed over without proof");
-        warnings += reasons(&p).iter().filter(|r| **r == "FailoverBlocked").count();
+        warnings += reasons(&p)
+            .iter()
+            .filter(|r| **r == "FailoverBlocked")
+            .count();
     }
     assert_eq!(warnings, 1, "warned once");
     let (_, reason, message) = w.condition("PrimaryAvailable");
@@ -826,12 +861,17 @@ fn an_operator_restarted_mid_failover_keeps_the_primary_it_chose() {
     assert!(p.publish.is_empty(), "{:?}", p.publish.keys());
     assert_eq!(p.leader, "dr-redis-2");
     w.converge();
-    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-2"));
+    assert_eq!(
+        w.status.as_ref().unwrap().current_primary.as_deref(),
+        Some("dr-redis-2")
+    );
 }
 
 #[test]
 fn sentinel_mode_follows_the_election_and_never_decides() {
-    let mut w = World::new(spec(&format!("{STANDALONE}mode: sentinel\nminSyncReplicas: 1\n")));
+    let mut w = World::new(spec(&format!(
+        "{STANDALONE}mode: sentinel\nminSyncReplicas: 1\n"
+    )));
     let p = w.reconcile();
     // No Sentinel has spoken yet: pod 0, every pod at once (the instance managers only follow).
     assert_eq!(p.publish.len(), 3);
@@ -839,9 +879,15 @@ fn sentinel_mode_follows_the_election_and_never_decides() {
     let s = t.sentinel.as_ref().expect("sentinel section");
     assert_eq!(s.master_name, "dr-redis");
     assert_eq!(s.addresses.len(), 3);
-    assert_eq!(s.addresses[0], "dr-redis-sentinel-0.dr-redis-sentinel-headless:26379");
+    assert_eq!(
+        s.addresses[0],
+        "dr-redis-sentinel-0.dr-redis-sentinel-headless:26379"
+    );
     assert_eq!(s.announce_host, "dr-redis-1.dr-redis-headless");
-    assert_eq!(t.min_replicas_to_write, 1, "replicas carry minSyncReplicas under Sentinel");
+    assert_eq!(
+        t.min_replicas_to_write, 1,
+        "replicas carry minSyncReplicas under Sentinel"
+    );
     w.converge();
     let names: Vec<String> = w.pods.keys().cloned().collect();
     let elect = |w: &mut World, host: &str, epoch: u64| {
@@ -854,17 +900,28 @@ fn sentinel_mode_follows_the_election_and_never_decides() {
     };
     elect(&mut w, "dr-redis-0.dr-redis-headless", 0);
     assert!(w.reconcile().publish.is_empty());
-    assert_eq!(w.status.as_ref().unwrap().current_primary.as_deref(), Some("dr-redis-0"));
+    assert_eq!(
+        w.status.as_ref().unwrap().current_primary.as_deref(),
+        Some("dr-redis-0")
+    );
 
     // The Sentinels fail over to dr-redis-1.
     w.kill("dr-redis-0");
     elect(&mut w, "dr-redis-1.dr-redis-headless", 1);
-    w.pods.get_mut("dr-redis-1").unwrap().report.as_mut().unwrap().role =
-        Some(ObservedRole::Primary);
+    w.pods
+        .get_mut("dr-redis-1")
+        .unwrap()
+        .report
+        .as_mut()
+        .unwrap()
+        .role = Some(ObservedRole::Primary);
     for _ in 0..3 {
         w.advance(60);
         let p = w.reconcile();
-        assert!(!reasons(&p).contains(&"FailingOver"), "the operator decided under Sentinel");
+        assert!(
+            !reasons(&p).contains(&"FailingOver"),
+            "the operator decided under Sentinel"
+        );
         assert_eq!(p.role_labels["dr-redis-1"], "primary");
         assert_eq!(p.leader, "dr-redis-1");
         w.apply("dr-redis-1", true);
@@ -873,8 +930,21 @@ fn sentinel_mode_follows_the_election_and_never_decides() {
     }
     let st = w.status.clone().unwrap();
     assert_eq!(st.current_primary.as_deref(), Some("dr-redis-1"));
-    assert_eq!(w.pods["dr-redis-2"].published.as_ref().unwrap().upstream.as_ref().unwrap().host, "dr-redis-1.dr-redis-headless");
-    assert_eq!(w.pods["dr-redis-0"].published.as_ref().unwrap().role, Role::Replica);
+    assert_eq!(
+        w.pods["dr-redis-2"]
+            .published
+            .as_ref()
+            .unwrap()
+            .upstream
+            .as_ref()
+            .unwrap()
+            .host,
+        "dr-redis-1.dr-redis-headless"
+    );
+    assert_eq!(
+        w.pods["dr-redis-0"].published.as_ref().unwrap().role,
+        Role::Replica
+    );
     let (_, _, message) = w.condition("PrimaryAvailable");
     assert!(message.contains("config epoch 1"), "{message}");
 }
@@ -947,9 +1017,7 @@ fn standalone_failover_never_makes_two_writable_primaries() {
                 _ => {
                     let names: Vec<_> = w.pods.keys().cloned().collect();
                     for n in names {
-                        if w.pods[&n].published.is_some()
-                            && w.pods[&n].report.is_some()
-                        {
+                        if w.pods[&n].published.is_some() && w.pods[&n].report.is_some() {
                             w.apply(&n, true);
                         }
                     }
@@ -966,9 +1034,16 @@ fn standalone_failover_never_makes_two_writable_primaries() {
             let published_primaries = w
                 .pods
                 .values()
-                .filter(|p| p.published.as_ref().is_some_and(|t| t.role == Role::Primary))
+                .filter(|p| {
+                    p.published
+                        .as_ref()
+                        .is_some_and(|t| t.role == Role::Primary)
+                })
                 .count();
-            assert!(published_primaries <= 1, "two published primaries (sequence {seq})");
+            assert!(
+                published_primaries <= 1,
+                "two published primaries (sequence {seq})"
+            );
             // Apply what was just published on every live pod too, so the writable check sees
             // the worst case (sidecars that act instantly).
             let names: Vec<_> = w.pods.keys().cloned().collect();
@@ -977,18 +1052,31 @@ fn standalone_failover_never_makes_two_writable_primaries() {
                     w.apply(&n, true);
                 }
             }
-            assert!(w.writable().len() <= 1, "two writable pods {:?} (sequence {seq})", w.writable());
+            assert!(
+                w.writable().len() <= 1,
+                "two writable pods {:?} (sequence {seq})",
+                w.writable()
+            );
         }
     }
     assert_eq!(runs, 14641);
-    assert!(failovers > 100, "the sequences exercise failover ({failovers})");
+    assert!(
+        failovers > 100,
+        "the sequences exercise failover ({failovers})"
+    );
 }
 
 #[test]
 fn a_replica_that_diverged_from_the_new_source_primary_is_evented_once_with_the_bytes() {
     let mut w = World::new(spec(DR));
     w.converge();
-    w.pods.get_mut("dr-redis-2").unwrap().report.as_mut().unwrap().diverged_bytes = Some(4242);
+    w.pods
+        .get_mut("dr-redis-2")
+        .unwrap()
+        .report
+        .as_mut()
+        .unwrap()
+        .diverged_bytes = Some(4242);
     let mut notes = Vec::new();
     for _ in 0..3 {
         let p = w.reconcile();
@@ -1000,8 +1088,16 @@ fn a_replica_that_diverged_from_the_new_source_primary_is_evented_once_with_the_
         );
     }
     assert_eq!(notes.len(), 1, "{notes:?}");
-    assert!(notes[0].starts_with("dr-redis-2 held 4242 bytes"), "{}", notes[0]);
+    assert!(
+        notes[0].starts_with("dr-redis-2 held 4242 bytes"),
+        "{}",
+        notes[0]
+    );
     let st = w.status.as_ref().unwrap();
-    let i = st.instances_status.iter().find(|i| i.name == "dr-redis-2").unwrap();
+    let i = st
+        .instances_status
+        .iter()
+        .find(|i| i.name == "dr-redis-2")
+        .unwrap();
     assert_eq!(i.diverged_bytes, Some(4242));
 }

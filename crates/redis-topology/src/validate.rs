@@ -84,6 +84,12 @@ pub fn problems(
             });
         }
     }
+    if spec.mode == redis_cluster_api::ClusterMode::Sentinel && spec.tls_secret.is_some() {
+        out.push(Problem {
+            reason: "Unsupported",
+            message: "mode: sentinel with tlsSecret is not supported yet: the Sentinels speak plain TCP and could not reach a Redis that serves TLS; use mode: standalone (the operator fails over) or remove tlsSecret".into(),
+        });
+    }
     if let Some(min) = spec.min_sync_replicas
         && min >= spec.instances
     {
@@ -120,6 +126,18 @@ mod tests {
 
     fn spec(yaml: &str) -> RedisClusterSpec {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn sentinel_mode_with_tls_is_refused_with_a_way_out() {
+        let s = spec("storage: {size: 1Gi}\nmode: sentinel\ntlsSecret: {name: t}\n");
+        let secrets = BTreeMap::from([("t".to_string(), SecretState::Present)]);
+        let p = problems("ns", &s, &secrets);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].reason, "Unsupported");
+        assert!(p[0].message.contains("use mode: standalone"));
+        let s = spec("storage: {size: 1Gi}\nmode: standalone\ntlsSecret: {name: t}\n");
+        assert!(problems("ns", &s, &secrets).is_empty());
     }
 
     #[test]

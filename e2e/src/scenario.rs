@@ -554,6 +554,7 @@ fn run_inner(o: &Options, out: &mut Report) -> Result<(), String> {
     }
     *out = std::mem::take(&mut d.report);
     if let Err(e) = &result {
+        println!("    FAIL {e}");
         println!("\nlogs and data: {}", o.dir.display());
         out.checks.push(("scenario".into(), Err(e.clone())));
     }

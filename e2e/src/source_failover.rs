@@ -49,6 +49,7 @@ pub fn run(o: &Options) -> Report {
     }
     report = std::mem::take(&mut d.report);
     if let Err(e) = result {
+        println!("    FAIL {e}");
         println!("\nlogs and data: {}", o.dir.display());
         report.checks.push(("scenario".into(), Err(e)));
     }

@@ -161,7 +161,11 @@ fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
                 })
             });
             let addrs: Vec<String> = (0..MAX_SENTINELS).map(sentinel).collect();
-            (agree && linked && sentinels_settled(&addrs, &pw, &master, &m, 2)).then_some(m)
+            let replicas: Vec<String> = (0..3u32)
+                .map(|i| pod_ip('b', i))
+                .filter(|ip| *ip != m)
+                .collect();
+            (agree && linked && sentinels_settled(&addrs, &pw, &master, &m, &replicas)).then_some(m)
         })?;
         let victim = (0..3u32).find(|i| pod_ip('b', *i) == primary_ip).unwrap();
         let killed = Instant::now();
@@ -231,10 +235,15 @@ fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
     for round in 0..ROUNDS {
         let primary = settle(d, PROD)?;
         let ip = addr(&primary).replace(":6379", "");
+        let replicas: Vec<String> = pods(PROD)
+            .iter()
+            .filter(|p| **p != primary)
+            .map(|p| addr(p).replace(":6379", ""))
+            .collect();
         wait(
             "the Sentinels to know both replicas",
             Duration::from_secs(60),
-            || sentinels_settled(&addrs, &pw_prod, &master, &ip, 2).then_some(()),
+            || sentinels_settled(&addrs, &pw_prod, &master, &ip, &replicas).then_some(()),
         )?;
         let killed = Instant::now();
         d.kill_redis(&primary);

@@ -77,26 +77,64 @@ pub fn sentinel_view(addr: &str, password: &str, master: &str) -> Option<BTreeMa
     }
 }
 
-/// Every Sentinel at `addrs` sees `primary` as a healthy master with `replicas` replicas and
-/// every other Sentinel: a failover from now on has somewhere to go. (Sentinels learn replicas
-/// from the primary's INFO, every 10 s: right after a start or a failover they may not know
-/// them yet.)
+/// `SENTINEL REPLICAS <name>` from one Sentinel: each listed replica as field -> value. Replicas
+/// that set `replica-announced no` (the DR pods) are not listed.
+pub fn sentinel_replicas(
+    addr: &str,
+    password: &str,
+    master: &str,
+) -> Option<Vec<BTreeMap<String, String>>> {
+    let r = conn(addr, password)?
+        .cmd(&["SENTINEL", "REPLICAS", master])
+        .ok()?;
+    match r {
+        crate::resp::Reply::Array(Some(items)) => Some(
+            items
+                .iter()
+                .filter_map(|item| match item {
+                    crate::resp::Reply::Array(Some(kv)) => Some(
+                        kv.chunks(2)
+                            .filter(|kv| kv.len() == 2)
+                            .map(|kv| (kv[0].text(), kv[1].text()))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Every Sentinel at `addrs` sees `primary` as a healthy master, lists exactly `replicas` as its
+/// healthy replicas, and knows every other Sentinel: a failover from now on has somewhere to go.
+/// (Sentinels learn replicas from the primary's INFO every 10 s: right after a start or a
+/// failover they may not know them yet.)
 pub fn sentinels_settled(
     addrs: &[String],
     password: &str,
     master: &str,
     primary: &str,
-    replicas: usize,
+    replicas: &[String],
 ) -> bool {
     addrs.iter().all(|a| {
-        sentinel_view(a, password, master).is_some_and(|v| {
+        let healthy_master = sentinel_view(a, password, master).is_some_and(|v| {
             v.get("ip").map(String::as_str) == Some(primary)
                 && v.get("flags").map(String::as_str) == Some("master")
-                && v.get("num-slaves").and_then(|n| n.parse::<usize>().ok()) == Some(replicas)
                 && v.get("num-other-sentinels")
                     .and_then(|n| n.parse::<usize>().ok())
                     == Some(addrs.len() - 1)
-        })
+        });
+        let mut listed: Vec<String> = sentinel_replicas(a, password, master)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.get("flags").map(String::as_str) == Some("slave"))
+            .filter_map(|r| r.get("ip").cloned())
+            .collect();
+        listed.sort();
+        let mut want = replicas.to_vec();
+        want.sort();
+        healthy_master && listed == want
     })
 }
 

@@ -1215,7 +1215,10 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
     let r = wait(
         "the Sentinels to monitor prod-redis-0 and know its 2 replicas",
         Duration::from_secs(30),
-        || sentinels_settled(&addrs, &pw, &master, &pod_ip('a', 0), 2).then_some(()),
+        || {
+            let replicas = [pod_ip('a', 1), pod_ip('a', 2)];
+            sentinels_settled(&addrs, &pw, &master, &pod_ip('a', 0), &replicas).then_some(())
+        },
     );
     d.check(
         "3 operator-managed Sentinels (real redis-sentinel) monitor prod-redis-0, know its 2 replicas and not the 5 DR pods",

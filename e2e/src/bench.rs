@@ -153,18 +153,20 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
         .get_mut("dr-redis-2/instance-manager")
         .unwrap()
         .kill();
+    // The operator's pods know REPLICAOF under a per-cluster name only (see builders::redis_conf).
+    let replicaof = redis_operator::builders::cluster_replicaof_command(&d.sim.get(NS, DR));
     let raw = |delay: &str| -> Result<Duration, String> {
         d.conn("prod-redis-0")?
             .cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", delay])
             .map_err(|e| e.to_string())?;
-        redis_cli(d, "dr-redis-2", &["REPLICAOF", "NO", "ONE"])?;
+        redis_cli(d, "dr-redis-2", &[&replicaof, "NO", "ONE"])?;
         redis_cli(
             d,
             "dr-redis-2",
             &["CONFIG", "SET", "masterauth", &d.passwords[PROD]],
         )?;
         let t = Instant::now();
-        redis_cli(d, "dr-redis-2", &["REPLICAOF", &prod_ip, "6379"])?;
+        redis_cli(d, "dr-redis-2", &[&replicaof, &prod_ip, "6379"])?;
         wait("raw full sync", Duration::from_secs(300), || {
             caught_up(d, "dr-redis-2", &prod_ip).then_some(())
         })?;
@@ -315,13 +317,14 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
             .then_some(())
     })?;
     stop_instance_managers(d, DR);
+    let replicaof = redis_operator::builders::cluster_replicaof_command(&d.sim.get(NS, DR));
     let t = Instant::now();
-    redis_cli(d, "dr-redis-0", &["REPLICAOF", "NO", "ONE"])?;
+    redis_cli(d, "dr-redis-0", &[&replicaof, "NO", "ONE"])?;
     first_write(d, "dr-redis-0")?;
     let raw_write = t.elapsed();
     for p in pods(DR).iter().skip(1) {
         redis_cli(d, p, &["CONFIG", "SET", "masterauth", &d.passwords[DR]])?;
-        redis_cli(d, p, &["REPLICAOF", &leader_ip, "6379"])?;
+        redis_cli(d, p, &[&replicaof, &leader_ip, "6379"])?;
     }
     wait("raw re-attach", Duration::from_secs(60), || {
         pods(DR)

@@ -13,6 +13,8 @@
 //! 2. When the source fails over for real (to its own replica), the DR cluster follows the new
 //!    primary behind the same endpoint with partial resyncs only: `sync_full` 0 on the new
 //!    primary, keyspaces equal.
+//! 3. The honest exception: when the new source primary lacks writes the DR pods already hold,
+//!    they resynchronise in full, and the operator reports each with the bytes lost.
 
 use std::time::{Duration, Instant};
 
@@ -427,6 +429,191 @@ fn story(d: &mut Drill) -> Result<(), String> {
     d.check(
         "every DR redis-server and instance manager still running",
         r,
+    )?;
+    diverged(d, &password, &start_redis)
+}
+
+/// The one honest exception to "no full resync": the new source primary lacks writes the DR
+/// pods already hold. src-0 returns as src-1's replica and is frozen (SIGSTOP) while src-1 takes
+/// a burst the DR pods receive in full; src-1 dies with most of the burst still in its output
+/// buffer for src-0; src-0 resumes and is elected. PSYNC cannot continue from the DR pods'
+/// offset: they resynchronise in full, and the operator says so with the bytes.
+fn diverged(
+    d: &mut Drill,
+    password: &str,
+    start_redis: &dyn Fn(&mut Drill, u32, Option<u32>, bool) -> Result<(), String>,
+) -> Result<(), String> {
+    d.step(
+        "The honest exception: the new source primary never got writes the DR pods hold",
+        "src-0 comes back as src-1's replica and is frozen while src-1 takes a 24 MB burst that the DR pods\n\
+         receive; src-1 dies; src-0 is elected. The DR pods are ahead of it: they must resynchronise in full,\n\
+         and the operator reports it as such (Event FullResyncAfterFailover, with the bytes lost).",
+    );
+    start_redis(d, 0, None, false)?;
+    let r = source_conn(password, 0)?
+        .cmd(&["REPLICAOF", &src_ip(1), "6379"])
+        .map_err(|e| e.to_string())?;
+    if r.is_error() {
+        return Err(r.text());
+    }
+    wait(
+        "the Sentinels to see src-0 as a healthy replica of src-1",
+        Duration::from_secs(60),
+        || {
+            let linked = source_conn(password, 0)
+                .ok()?
+                .info("replication")
+                .ok()?
+                .get("master_link_status")
+                .is_some_and(|s| s == "up");
+            let mut s = Conn::connect(
+                &format!("{}:26379", src_ip(1)),
+                None,
+                Duration::from_secs(1),
+            )
+            .ok()?;
+            let text = s.cmd(&["SENTINEL", "replicas", "source"]).ok()?.text();
+            (linked && text.contains(&src_ip(0)) && !text.contains("s_down")).then_some(())
+        },
+    )?;
+    let pid = d.procs["src-0"].pid().to_string();
+    crate::net::sh(&["kill", "-STOP", &pid])?;
+    let burst = (|| -> Result<(), String> {
+        let mut c = source_conn(password, 1)?;
+        let value = "x".repeat(8 * 1024);
+        for i in 0..3000 {
+            c.send(&["SET", &format!("burst:{i}"), &value])
+                .map_err(|e| e.to_string())?;
+        }
+        for _ in 0..3000 {
+            c.read().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })();
+    let caught_up = burst.and_then(|_| {
+        wait(
+            "the DR pods to receive the whole burst",
+            Duration::from_secs(60),
+            || {
+                let target = source_conn(password, 1)
+                    .ok()?
+                    .info("replication")
+                    .ok()?
+                    .get("master_repl_offset")
+                    .cloned()?;
+                // Received by Redis, and seen so by the instance managers (they sample once a
+                // second: what they report is what they remember when the upstream changes).
+                let target: i64 = target.parse().ok()?;
+                pods(DR)
+                    .iter()
+                    .all(|p| {
+                        d.status_report(p)
+                            .is_some_and(|r| r.master_link_up && r.repl_offset == Some(target))
+                    })
+                    .then_some(())
+            },
+        )
+    });
+    d.procs.remove("src-1");
+    crate::net::sh(&["kill", "-CONT", &pid])?;
+    caught_up?;
+    // A majority of the Sentinels names src-0 (what a Sentinel client goes by; a Sentinel that
+    // was cut off from the hello messages may lag behind).
+    wait("Sentinel to elect src-0", Duration::from_secs(60), || {
+        ((0..3)
+            .filter(|i| sentinel_master(*i).as_deref() == Some(src_ip(0).as_str()))
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .map_err(|e| {
+        let answers: Vec<Option<String>> = (0..3).map(sentinel_master).collect();
+        format!("{e}; the Sentinels answer {answers:?}")
+    })?;
+    let full_before: u64 = source_conn(password, 0)?
+        .info("stats")
+        .map_err(|e| e.to_string())?
+        .get("sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bind = format!("{} {SOURCE_VIP}", src_ip(0));
+    source_conn(password, 0)?
+        .cmd(&["CONFIG", "SET", "bind", &bind])
+        .map_err(|e| e.to_string())?;
+    let (notes, _) = wait(
+        "the operator to report the DR pods' full resyncs",
+        Duration::from_secs(60),
+        || {
+            let notes: Vec<String> = d
+                .sim
+                .events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e.0 == DR && e.2 == "FullResyncAfterFailover" && e.1 == "Warning")
+                .map(|e| e.3.clone())
+                .collect();
+            (notes.len() == pods(DR).len()).then_some(notes)
+        },
+    )?;
+    let bytes: Vec<i64> = notes
+        .iter()
+        .filter_map(|n| n.split(" held ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    d.check(
+        &format!("every DR pod's full resync is evented with the bytes the new primary never got (Warning FullResyncAfterFailover: \"{}\")", notes[0]),
+        if bytes.len() == notes.len() && bytes.iter().all(|b| *b > 0) {
+            Ok(())
+        } else {
+            Err(format!("{notes:?}"))
+        },
+    )?;
+    wait(
+        "the DR pods back in sync with src-0",
+        Duration::from_secs(60),
+        || {
+            let target = source_conn(password, 0)
+                .ok()?
+                .info("replication")
+                .ok()?
+                .get("master_repl_offset")
+                .cloned()?;
+            pods(DR)
+                .iter()
+                .all(|p| {
+                    d.linked_to(p, SOURCE_VIP)
+                        && d.info(p, "replication")
+                            .is_ok_and(|i| i.get("slave_repl_offset") == Some(&target))
+                })
+                .then_some(())
+        },
+    )?;
+    let full_after: u64 = source_conn(password, 0)?
+        .info("stats")
+        .map_err(|e| e.to_string())?
+        .get("sync_full")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let source_digest = source_conn(password, 0)?
+        .cmd(&["DEBUG", "DIGEST"])
+        .map_err(|e| e.to_string())?
+        .text();
+    let dr: Vec<String> = pods(DR)
+        .iter()
+        .map(|p| d.digest(p))
+        .collect::<Result<_, _>>()?;
+    d.check(
+        &format!(
+            "src-0 served {} full resyncs, and the DR keyspaces equal src-0's again (the lost burst is gone everywhere)",
+            full_after - full_before
+        ),
+        if full_after >= full_before + pods(DR).len() as u64
+            && dr.iter().all(|x| *x == source_digest)
+        {
+            Ok(())
+        } else {
+            Err(format!("sync_full {full_before}->{full_after}; {source_digest} vs {dr:?}"))
+        },
     )?;
     Ok(())
 }

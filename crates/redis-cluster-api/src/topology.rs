@@ -66,6 +66,35 @@ pub struct DesiredTopology {
     /// booted fenced at the primary the Sentinels elected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelTopology>,
+    /// The name `REPLICAOF` has in this pod's Redis. The operator's redis.conf renames it per
+    /// cluster (and disables `SLAVEOF`), so that nobody else holding the password can re-point
+    /// the pod: in particular not the Sentinels of the source region, which otherwise "fix" DR
+    /// pods to replicate the source primary's own address instead of the stable endpoint.
+    /// Absent: `REPLICAOF`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicaof_command: Option<String>,
+}
+
+/// The per-cluster name of `REPLICAOF` (see [`DesiredTopology::replicaof_command`]): derived
+/// from the cluster's UID when it has one (two regions may use the same cluster name), else from
+/// its namespace and name.
+pub fn replicaof_command(uid: Option<&str>, namespace: &str, name: &str) -> String {
+    let key = match uid {
+        Some(uid) if !uid.is_empty() => uid.to_string(),
+        _ => format!("{namespace}/{name}"),
+    };
+    // FNV-1a: stable across builds and platforms, no dependency; this is a name, not a secret.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("REPLICAOF-{:012x}", hash & 0xffff_ffff_ffff)
+}
+
+impl DesiredTopology {
+    /// The command to send for `REPLICAOF` to this pod's Redis.
+    pub fn replicaof_name(&self) -> &str {
+        self.replicaof_command.as_deref().unwrap_or("REPLICAOF")
+    }
 }
 
 /// Where the Sentinels of a `mode: sentinel` cluster are, and how they know this pod.
@@ -239,7 +268,24 @@ mod tests {
             min_replicas_max_lag: 10,
             primary: None,
             sentinel: None,
+            replicaof_command: None,
         }
+    }
+
+    #[test]
+    fn the_replicaof_name_is_stable_and_per_cluster() {
+        let a = replicaof_command(Some("5c1e2f3a-uid"), "production", "dr-redis");
+        assert_eq!(a, replicaof_command(Some("5c1e2f3a-uid"), "other", "other"));
+        assert_ne!(
+            a,
+            replicaof_command(Some("another-uid"), "production", "dr-redis")
+        );
+        assert_ne!(
+            replicaof_command(None, "production", "redis"),
+            replicaof_command(None, "staging", "redis")
+        );
+        assert!(a.starts_with("REPLICAOF-") && a.len() == "REPLICAOF-".len() + 12);
+        assert!(!a.contains(' '));
     }
 
     #[test]

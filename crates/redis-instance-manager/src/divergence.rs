@@ -76,14 +76,17 @@ impl Divergence {
 
     /// Remember the local Redis's position; call only while it is a replica with its link up
     /// (then its `master_replid`/`master_repl_offset` are its upstream's history).
-    pub fn remember(&mut self, replid: &str, offset: i64) {
+    /// Returns true when the replication id changed (a new history is followed).
+    pub fn remember(&mut self, replid: &str, offset: i64) -> bool {
         if replid.is_empty() {
-            return;
+            return false;
         }
+        let changed = self.remembered.as_ref().is_none_or(|p| p.replid != replid);
         self.remembered = Some(Position {
             replid: replid.to_string(),
             offset,
         });
+        changed
     }
 
     /// Compare the remembered position with the upstream's ids (call before [`remember`] with

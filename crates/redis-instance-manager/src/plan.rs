@@ -346,6 +346,7 @@ mod tests {
             min_replicas_max_lag: 10,
             primary: None,
             sentinel: None,
+            replicaof_command: None,
         }
     }
 

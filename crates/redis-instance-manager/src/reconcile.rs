@@ -479,9 +479,16 @@ impl Manager {
             && o.role == RedisRole::Slave
             && o.master_link_status_up
             && !o.master_sync_in_progress
+            && self
+                .divergence
+                .remember(&o.master_replid, o.master_repl_offset)
         {
-            self.divergence
-                .remember(&o.master_replid, o.master_repl_offset);
+            info!(
+                replid = %o.master_replid,
+                offset = o.master_repl_offset,
+                "following replication history {}",
+                o.master_replid
+            );
         }
 
         let fenced = local_res.as_ref().is_ok_and(|(_, c)| c.fenced());
@@ -587,7 +594,7 @@ impl Manager {
         };
         for c in &cmds {
             info!(epoch = d.epoch, command = %c.describe(), "applying");
-            if let Err(e) = self.local.execute(local_ep, c).await {
+            if let Err(e) = self.local.execute(local_ep, c, d.replicaof_name()).await {
                 return Err(format!("applying `{}` failed: {e}", c.describe()));
             }
         }

@@ -287,9 +287,10 @@ impl Conn {
         Ok(RedisConfig::from_pairs(pairs))
     }
 
-    /// Execute one planned command.
-    pub async fn execute(&self, cmd: &Command) -> Result<(), IoError> {
-        let (name, args): (&'static str, Vec<String>) = match cmd {
+    /// Execute one planned command. `replicaof` is the name `REPLICAOF` has in this Redis
+    /// (renamed per cluster by the operator's redis.conf).
+    pub async fn execute(&self, cmd: &Command, replicaof: &str) -> Result<(), IoError> {
+        let (name, args): (&str, Vec<String>) = match cmd {
             Command::ConfigSet(pairs) => {
                 let mut a = vec!["SET".to_string()];
                 for (k, v) in pairs {
@@ -298,12 +299,12 @@ impl Conn {
                 }
                 ("CONFIG", a)
             }
-            Command::ReplicaOf(h, p) => ("REPLICAOF", vec![h.clone(), p.to_string()]),
-            Command::ReplicaOfNoOne => ("REPLICAOF", vec!["NO".into(), "ONE".into()]),
+            Command::ReplicaOf(h, p) => (replicaof, vec![h.clone(), p.to_string()]),
+            Command::ReplicaOfNoOne => (replicaof, vec!["NO".into(), "ONE".into()]),
         };
         self.client
             .custom::<Value, String>(
-                CustomCommand::new_static(name, ClusterHash::FirstKey, false),
+                CustomCommand::new(name.to_string(), ClusterHash::FirstKey, false),
                 args,
             )
             .await
@@ -407,8 +408,13 @@ impl Cached {
         cached_call!(self, ep, |c| c.owned_config())
     }
 
-    pub async fn execute(&mut self, ep: &Endpoint, cmd: &Command) -> Result<(), IoError> {
-        cached_call!(self, ep, |c| c.execute(cmd))
+    pub async fn execute(
+        &mut self,
+        ep: &Endpoint,
+        cmd: &Command,
+        replicaof: &str,
+    ) -> Result<(), IoError> {
+        cached_call!(self, ep, |c| c.execute(cmd, replicaof))
     }
 
     pub async fn config_rewrite(&mut self, ep: &Endpoint) -> Result<(), IoError> {

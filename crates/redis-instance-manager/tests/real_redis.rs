@@ -781,3 +781,51 @@ fn a_replica_ahead_of_the_new_upstream_reports_the_diverged_bytes_and_one_not_ah
     assert_eq!(n.cli(&["GET", "k49"]).trim(), "before");
     drop(dir);
 }
+
+/// The operator's redis.conf renames REPLICAOF per cluster and removes SLAVEOF: the instance
+/// manager uses the name its topology gives, and nobody else with the password (the source
+/// region's Sentinels "fixing" a DR pod) can re-point the pod.
+#[test]
+fn a_renamed_replicaof_is_used_and_nobody_else_can_repoint_the_pod() {
+    let dir = TempDir::new("renamed");
+    let src = Redis::start(RedisOpts::default());
+    let other = Redis::start(RedisOpts::default());
+    let rep = Redis::start(RedisOpts {
+        extra: [
+            "--rename-command",
+            "SLAVEOF",
+            "",
+            "--rename-command",
+            "REPLICAOF",
+            "REPLICAOF-0123456789ab",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..RedisOpts::default()
+    });
+    let topo = TopologyFile::new(&dir);
+    let mut t = replica_topology(1, "127.0.0.1", src.port(), None);
+    t["replicaofCommand"] = "REPLICAOF-0123456789ab".into();
+    topo.write(&t);
+    let im = Im::start(None, &rep, &topo, &dir, &[]);
+    im.wait_status("link up through the renamed command", SECS(15), linked);
+    for cmd in ["REPLICAOF", "SLAVEOF"] {
+        let out = rep
+            .try_cli(&[cmd, "127.0.0.1", &other.port().to_string()])
+            .unwrap_or_default();
+        assert!(out.contains("unknown command"), "{cmd}: {out}");
+    }
+    assert_eq!(
+        rep.info()["master_port"],
+        src.port().to_string(),
+        "re-pointed by a foreign REPLICAOF"
+    );
+    // A later topology still moves it, through the renamed command.
+    let mut t = replica_topology(2, "127.0.0.1", other.port(), None);
+    t["replicaofCommand"] = "REPLICAOF-0123456789ab".into();
+    topo.write(&t);
+    im.wait_status("re-pointed by its topology", SECS(15), |s| {
+        linked(s) && s["appliedEpoch"] == 2
+    });
+    assert_eq!(rep.info()["master_port"], other.port().to_string());
+}

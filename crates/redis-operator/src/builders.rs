@@ -322,10 +322,27 @@ pub fn redis_conf(rc: &RedisCluster) -> String {
     // replicas continue partially, and a lone new replica should not wait. Nothing here depends
     // on `instances`, so scaling never restarts pods.
     c.push_str("repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n");
+    // Only this cluster's instance managers and Sentinels may re-point a pod: REPLICAOF gets a
+    // per-cluster name (they are told it) and SLAVEOF is gone. Anyone else holding the password,
+    // such as the source region's Sentinels "fixing" a DR pod to the source primary's own address
+    // instead of the stable endpoint, gets an unknown-command error.
+    c.push_str(&format!(
+        "rename-command SLAVEOF \"\"\nrename-command REPLICAOF {}\n",
+        cluster_replicaof_command(rc)
+    ));
     if spec.auth_secret.is_some() {
         c.push_str("include /run/redis/auth.conf\n");
     }
     c
+}
+
+/// The name `REPLICAOF` has in this cluster's pods (see [`redis_conf`]).
+pub fn cluster_replicaof_command(rc: &RedisCluster) -> String {
+    redis_cluster_api::topology::replicaof_command(
+        rc.metadata.uid.as_deref(),
+        &rc.namespace().unwrap_or_default(),
+        &rc.name_any(),
+    )
 }
 
 /// FNV-1a of the config: stable across builds and platforms (unlike `DefaultHasher`).
@@ -441,10 +458,13 @@ pub fn sentinel_conf(rc: &RedisCluster) -> String {
          {SENTINEL_MONITOR_PLACEHOLDER}\n\
          sentinel down-after-milliseconds {master} {down}\n\
          sentinel failover-timeout {master} {failover}\n\
-         sentinel parallel-syncs {master} 1\n",
+         sentinel parallel-syncs {master} 1\n\
+         sentinel rename-command {master} SLAVEOF {replicaof}\n\
+         sentinel rename-command {master} REPLICAOF {replicaof}\n",
         port = l::SENTINEL_PORT,
         down = s.down_after_milliseconds,
         failover = s.failover_timeout_milliseconds,
+        replicaof = cluster_replicaof_command(rc),
     )
 }
 

@@ -96,6 +96,8 @@ pub async fn reconcile<P: Platform>(
     // plan.
     let view = ClusterView {
         name: &name,
+        namespace: &namespace,
+        uid: rc.metadata.uid.as_deref(),
         generation: rc.metadata.generation,
         spec: &rc.spec,
         previous: Some(&previous),

@@ -252,7 +252,12 @@ async fn the_dr_sample_publishes_the_exact_topology_and_status() {
     );
     assert_eq!(
         annotations["redis.io/topology"],
-        r#"{"version":1,"cluster":"dr-redis","epoch":1,"role":"replica","upstream":{"kind":"external","host":"prod-redis-leader.production.svc.cluster.local","port":6379,"tls":false,"passwordFile":"/etc/redis/source/password","clusterName":"prod-redis-us-east"},"replicaPriority":0,"replicaAnnounced":false,"minReplicasToWrite":0,"minReplicasMaxLag":10}"#
+        r#"{"version":1,"cluster":"dr-redis","epoch":1,"role":"replica","upstream":{"kind":"external","host":"prod-redis-leader.production.svc.cluster.local","port":6379,"tls":false,"passwordFile":"/etc/redis/source/password","clusterName":"prod-redis-us-east"},"replicaPriority":0,"replicaAnnounced":false,"minReplicasToWrite":0,"minReplicasMaxLag":10,"replicaofCommand":"REPLICAOF-1025215e9243"}"#
+    );
+    // The same per-cluster REPLICAOF name the pods' redis.conf renames it to.
+    assert!(
+        redis_operator::builders::redis_conf(&h.rc)
+            .contains("rename-command REPLICAOF REPLICAOF-1025215e9243\n")
     );
     let Call::PatchPod { labels, .. } = &calls[1] else {
         unreachable!()

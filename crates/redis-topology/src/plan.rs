@@ -34,7 +34,7 @@ use redis_cluster_api::labels::{self, ROLE_PRIMARY, ROLE_REPLICA};
 use redis_cluster_api::report::{InstanceReport, ObservedRole};
 use redis_cluster_api::topology::{
     DesiredTopology, FENCE_MIN_REPLICAS, FORMAT_VERSION, Role, SentinelTopology, Upstream,
-    UpstreamKind,
+    UpstreamKind, replicaof_command,
 };
 use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus, ReplicaSourceSpec, ReplicaTopology};
 
@@ -88,6 +88,9 @@ pub struct PodView {
 #[derive(Clone, Debug)]
 pub struct ClusterView<'a> {
     pub name: &'a str,
+    pub namespace: &'a str,
+    /// `metadata.uid` of the `RedisCluster` (names the per-cluster `REPLICAOF`).
+    pub uid: Option<&'a str>,
     pub generation: Option<i64>,
     pub spec: &'a RedisClusterSpec,
     pub previous: Option<&'a RedisClusterStatus>,
@@ -575,6 +578,7 @@ fn desired_for(
             _ => Some(lead.leader.clone()),
         },
         sentinel,
+        replicaof_command: Some(replicaof_command(view.uid, view.namespace, view.name)),
     }
 }
 

@@ -74,6 +74,8 @@ impl World {
         self.clock += 1;
         let view = ClusterView {
             name: &self.name,
+            namespace: "production",
+            uid: Some("uid-dr-redis"),
             generation: Some(1),
             spec: &self.spec,
             previous: self.status.as_ref(),

@@ -433,16 +433,15 @@ fn story(d: &mut Drill) -> Result<(), String> {
     diverged(d, &password, &start_redis)
 }
 
+/// Starts source server `i` (optionally as a replica of another, optionally on the endpoint).
+type StartRedis = dyn Fn(&mut Drill, u32, Option<u32>, bool) -> Result<(), String>;
+
 /// The one honest exception to "no full resync": the new source primary lacks writes the DR
 /// pods already hold. src-0 returns as src-1's replica and is frozen (SIGSTOP) while src-1 takes
 /// a burst the DR pods receive in full; src-1 dies with most of the burst still in its output
 /// buffer for src-0; src-0 resumes and is elected. PSYNC cannot continue from the DR pods'
 /// offset: they resynchronise in full, and the operator says so with the bytes.
-fn diverged(
-    d: &mut Drill,
-    password: &str,
-    start_redis: &dyn Fn(&mut Drill, u32, Option<u32>, bool) -> Result<(), String>,
-) -> Result<(), String> {
+fn diverged(d: &mut Drill, password: &str, start_redis: &StartRedis) -> Result<(), String> {
     d.step(
         "The honest exception: the new source primary never got writes the DR pods hold",
         "src-0 comes back as src-1's replica and is frozen while src-1 takes a 24 MB burst that the DR pods\n\

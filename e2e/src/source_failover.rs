@@ -434,7 +434,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
 }
 
 /// Starts source server `i` (optionally as a replica of another, optionally on the endpoint).
-type StartRedis = dyn Fn(&mut Drill, u32, Option<u32>, bool) -> Result<(), String>;
+type StartRedis<'a> = dyn Fn(&mut Drill, u32, Option<u32>, bool) -> Result<(), String> + 'a;
 
 /// The one honest exception to "no full resync": the new source primary lacks writes the DR
 /// pods already hold. src-0 returns as src-1's replica and is frozen (SIGSTOP) while src-1 takes

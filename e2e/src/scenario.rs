@@ -859,11 +859,7 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         "kubectl patch rediscluster dr-redis --type=merge -p '{\"spec\":{\"replicaMode\":{\"promote\":true}}}'\n\
          The leader is told first (REPLICAOF NO ONE); the others follow it only once it reports primary.",
     );
-    let full_before: u64 = d
-        .info("dr-redis-0", "stats")?
-        .get("sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let full_before = stat(d, "dr-redis-0", "sync_full")?;
     let patched = Instant::now();
     d.sim
         .patch(NS, DR, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
@@ -898,15 +894,8 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         "promotion: patch -> replicas re-attached to the leader",
         patched.elapsed(),
     );
-    let stats = d.info("dr-redis-0", "stats")?;
-    let full_after: u64 = stats
-        .get("sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let partial: u64 = stats
-        .get("sync_partial_ok")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let full_after = stat(d, "dr-redis-0", "sync_full")?;
+    let partial = stat(d, "dr-redis-0", "sync_partial_ok")?;
     let r = if full_after == full_before && partial >= 2 {
         Ok(())
     } else {
@@ -993,11 +982,7 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
     let expected = format!("Cluster is replicating from dr-redis ({leader_ip}:6379)");
     let r = d.wait_condition(PROD, "ReplicaMode", "True", None, &expected);
     d.check(&format!("prod-redis status: \"{expected}\""), r)?;
-    let prod_full: u64 = d
-        .info("dr-redis-0", "stats")?
-        .get("sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let prod_full = stat(d, "dr-redis-0", "sync_full")?;
     d.say(&format!("    production resynchronised from DR with {prod_full} full sync(s): its pings during the cut moved its offset past DR's"));
 
     // ---- 6. fail back with the spec's promote: false ----------------------------------------
@@ -1107,11 +1092,13 @@ fn labelled_primary(d: &Drill, cluster: &str) -> Option<String> {
     })
 }
 
+/// A numeric `INFO` field (0 when absent).
+pub(crate) fn num(info: &BTreeMap<String, String>, field: &str) -> u64 {
+    info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 fn stat(d: &Drill, pod: &str, field: &str) -> Result<u64, String> {
-    Ok(d.info(pod, "stats")?
-        .get(field)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0))
+    Ok(num(&d.info(pod, "stats")?, field))
 }
 
 fn offset(d: &Drill, pod: &str) -> Option<String> {

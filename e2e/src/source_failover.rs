@@ -67,6 +67,32 @@ fn source_conn(password: &str, i: u32) -> Result<Conn, String> {
     .map_err(|e| format!("src-{i}: {e}"))
 }
 
+/// A counter from source server `i`'s `INFO stats` (0 when absent).
+fn source_stat(password: &str, i: u32, field: &str) -> Result<u64, String> {
+    let info = source_conn(password, i)?
+        .info("stats")
+        .map_err(|e| e.to_string())?;
+    Ok(crate::scenario::num(&info, field))
+}
+
+/// Every DR pod linked through the endpoint and at source server `i`'s current offset.
+fn dr_caught_up_with(d: &Drill, password: &str, i: u32) -> Option<()> {
+    let target = source_conn(password, i)
+        .ok()?
+        .info("replication")
+        .ok()?
+        .get("master_repl_offset")
+        .cloned()?;
+    pods(DR)
+        .iter()
+        .all(|p| {
+            d.linked_to(p, SOURCE_VIP)
+                && d.info(p, "replication")
+                    .is_ok_and(|i| i.get("slave_repl_offset") == Some(&target))
+        })
+        .then_some(())
+}
+
 fn sentinel_master(i: u32) -> Option<String> {
     let mut c = Conn::connect(
         &format!("{}:26379", src_ip(i)),
@@ -326,17 +352,8 @@ fn story(d: &mut Drill) -> Result<(), String> {
             (text.contains(&src_ip(1)) && !text.contains("s_down")).then_some(())
         },
     )?;
-    let before = source_conn(&password, 1)?
-        .info("stats")
-        .map_err(|e| e.to_string())?;
-    let full_before: u64 = before
-        .get("sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let partial_before: u64 = before
-        .get("sync_partial_ok")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let full_before = source_stat(&password, 1, "sync_full")?;
+    let partial_before = source_stat(&password, 1, "sync_partial_ok")?;
     let killed = Instant::now();
     d.procs.remove("src-0");
     let (_, took) = wait("Sentinel to elect src-1", Duration::from_secs(30), || {
@@ -367,39 +384,14 @@ fn story(d: &mut Drill) -> Result<(), String> {
     let (_, _) = wait(
         "the DR pods to follow the new source primary",
         Duration::from_secs(60),
-        || {
-            let target = source_conn(&password, 1)
-                .ok()?
-                .info("replication")
-                .ok()?
-                .get("master_repl_offset")
-                .cloned()?;
-            pods(DR)
-                .iter()
-                .all(|p| {
-                    d.info(p, "replication").is_ok_and(|i| {
-                        i.get("master_link_status").map(String::as_str) == Some("up")
-                            && i.get("slave_repl_offset") == Some(&target)
-                    })
-                })
-                .then_some(())
-        },
+        || dr_caught_up_with(d, &password, 1),
     )?;
     d.time(
         "source failover -> all DR pods caught up with the new primary",
         killed.elapsed(),
     );
-    let after = source_conn(&password, 1)?
-        .info("stats")
-        .map_err(|e| e.to_string())?;
-    let full_after: u64 = after
-        .get("sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let partial_after: u64 = after
-        .get("sync_partial_ok")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let full_after = source_stat(&password, 1, "sync_full")?;
+    let partial_after = source_stat(&password, 1, "sync_partial_ok")?;
     let r = if full_after == full_before && partial_after >= partial_before + 3 {
         Ok(())
     } else {
@@ -529,12 +521,7 @@ fn diverged(d: &mut Drill, password: &str, start_redis: &StartRedis) -> Result<(
         let answers: Vec<Option<String>> = (0..3).map(sentinel_master).collect();
         format!("{e}; the Sentinels answer {answers:?}")
     })?;
-    let full_before: u64 = source_conn(password, 0)?
-        .info("stats")
-        .map_err(|e| e.to_string())?
-        .get("sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let full_before = source_stat(password, 0, "sync_full")?;
     let bind = format!("{} {SOURCE_VIP}", src_ip(0));
     source_conn(password, 0)?
         .cmd(&["CONFIG", "SET", "bind", &bind])
@@ -570,29 +557,9 @@ fn diverged(d: &mut Drill, password: &str, start_redis: &StartRedis) -> Result<(
     wait(
         "the DR pods back in sync with src-0",
         Duration::from_secs(60),
-        || {
-            let target = source_conn(password, 0)
-                .ok()?
-                .info("replication")
-                .ok()?
-                .get("master_repl_offset")
-                .cloned()?;
-            pods(DR)
-                .iter()
-                .all(|p| {
-                    d.linked_to(p, SOURCE_VIP)
-                        && d.info(p, "replication")
-                            .is_ok_and(|i| i.get("slave_repl_offset") == Some(&target))
-                })
-                .then_some(())
-        },
+        || dr_caught_up_with(d, password, 0),
     )?;
-    let full_after: u64 = source_conn(password, 0)?
-        .info("stats")
-        .map_err(|e| e.to_string())?
-        .get("sync_full")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let full_after = source_stat(password, 0, "sync_full")?;
     let source_digest = source_conn(password, 0)?
         .cmd(&["DEBUG", "DIGEST"])
         .map_err(|e| e.to_string())?

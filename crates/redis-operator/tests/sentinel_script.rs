@@ -5,35 +5,17 @@
 //! than the one it would otherwise start from.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use redis_cluster_api::{RedisCluster, SentinelSpec};
+mod common;
+
+use common::*;
 use redis_operator::builders::{
     SENTINEL_INIT_SCRIPT, sentinel_auth_conf, sentinel_conf, sentinel_monitor_line, sentinel_quorum,
 };
-
-const PASSWORD: &str = r#"p a"s\s w'rd"#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A process killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A scratch directory removed when the test ends.
 struct Scratch(PathBuf);
@@ -54,34 +36,6 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn require(binary: &str) {
-    assert!(
-        Command::new(binary).arg("--version").output().is_ok(),
-        "{binary} is missing: run `make deps`"
-    );
-}
-
-fn redis_cli(port: u16, password: &str, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .env("REDISCLI_AUTH", password)
-        .output()
-        .expect("redis-cli is missing: run `make deps`");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -119,12 +73,7 @@ fn redis(scratch: &Scratch, port: u16, upstream: Option<u16>) -> Proc {
 }
 
 fn cluster() -> RedisCluster {
-    let text = std::fs::read_to_string(format!(
-        "{}/../../config/samples/prod-redis.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let mut rc: RedisCluster = serde_yaml::from_str(&text).unwrap();
+    let mut rc = prod_redis();
     rc.spec.sentinel = Some(SentinelSpec {
         replicas: 3,
         down_after_milliseconds: 3000,
@@ -210,18 +159,6 @@ fn sentinel_master(port: u16) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn assert_password_in_no_process_arguments() {
-    let ps = Command::new("ps")
-        .args(["-eo", "args"])
-        .output()
-        .expect("ps");
-    let ps = String::from_utf8_lossy(&ps.stdout);
-    assert!(ps.contains("redis-sentinel"), "ps shows the Sentinels");
-    for fragment in [PASSWORD, "w'rd", r#"a"s\s"#] {
-        assert!(!ps.contains(fragment), "password in ps output:\n{ps}");
-    }
-}
-
 #[test]
 fn a_sentinel_from_the_script_authenticates_and_counts_the_replica() {
     require("redis-server");
@@ -300,6 +237,17 @@ fn a_sentinel_from_the_script_authenticates_and_counts_the_replica() {
     );
     // The Sentinel itself requires the password.
     assert!(!redis_cli(sentinel_port, "wrong", &["PING"]).contains("PONG"));
+    assert!(
+        String::from_utf8_lossy(
+            &Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .contains("redis-sentinel"),
+        "ps shows the Sentinels"
+    );
     assert_password_in_no_process_arguments();
 }
 
@@ -360,5 +308,16 @@ fn a_restarted_sentinel_monitors_the_primary_its_peers_report() {
     assert!(!peers.contains("s_down"), "{peers}");
     let last_ok = field(&peers, "last-ok-ping-reply").expect("peer's last-ok-ping-reply");
     assert!(last_ok < 2000, "the peer does not answer PINGs:\n{peers}");
+    assert!(
+        String::from_utf8_lossy(
+            &Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .contains("redis-sentinel"),
+        "ps shows the Sentinels"
+    );
     assert_password_in_no_process_arguments();
 }

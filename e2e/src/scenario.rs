@@ -183,12 +183,24 @@ impl<'a> Drill<'a> {
 
     pub(crate) fn conn(&self, pod: &str) -> Result<Conn, String> {
         let cluster = if pod.starts_with(PROD) { PROD } else { DR };
-        Conn::connect(
-            &addr(pod),
-            Some(&self.passwords[cluster]),
-            Duration::from_secs(2),
-        )
-        .map_err(|e| format!("{pod}: {e}"))
+        // Retry a refused connection for a moment: when the simulated -leader Service moves
+        // its address (`CONFIG SET bind`), Redis re-creates its listening sockets and refuses
+        // connections for a few milliseconds; a real Service never touches Redis's listeners.
+        let mut attempt = 0;
+        loop {
+            match Conn::connect(
+                &addr(pod),
+                Some(&self.passwords[cluster]),
+                Duration::from_secs(2),
+            ) {
+                Ok(c) => return Ok(c),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && attempt < 10 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(format!("{pod}: {e}")),
+            }
+        }
     }
 
     pub(crate) fn info(
@@ -765,7 +777,16 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
             .ok()?;
         Some(up - down)
     };
-    let before = independent(d).unwrap_or(0);
+    // A reading can fail transiently (a connection refused while the simulated -leader
+    // Service moves): retry it rather than count a failed reading as 0.
+    let measure = |d: &Drill| {
+        wait("an independent lag reading", Duration::from_secs(2), || {
+            independent(d)
+        })
+        .map(|(v, _)| v)
+        .unwrap_or(-1)
+    };
+    let before = measure(d);
     // The sidecar probes every second: its latest sample is at most ~1.2 s old.
     std::thread::sleep(Duration::from_millis(1500));
     let sidecar = wait("the sidecar's lag", Duration::from_secs(3), || {
@@ -773,7 +794,7 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
     })
     .map(|(lag, _)| lag)
     .unwrap_or(-1);
-    let after = independent(d).unwrap_or(0);
+    let after = measure(d);
     let r = if before > 0 && sidecar <= before + 256 && sidecar + 256 >= after {
         Ok(())
     } else {

@@ -230,13 +230,43 @@ fn decider(view: &ClusterView, target: Target) -> Decider {
     let own_primary = match target {
         Target::Replica(..) => return Decider::Spec,
         Target::Standalone => true,
-        Target::Promoted(_) => promotion_done(view),
+        Target::Promoted(_) => handed_to_sentinels(view, target),
     };
     if own_primary && view.spec.sentinels_active() {
         Decider::Sentinel
     } else {
         Decider::Operator
     }
+}
+
+/// A promoted sentinel-mode cluster is handed to its Sentinels only once the operator's
+/// promotion is complete on every pod (the leader primary, every other pod confirmed as its
+/// replica): the instance managers never change roles under Sentinel, so a pod that had not yet
+/// applied its re-pointing (a sidecar may skip an intermediate epoch) would stay a replica of the
+/// old source forever. Once handed over (a published topology names the Sentinels), it stays so.
+fn handed_to_sentinels(view: &ClusterView, target: Target) -> bool {
+    if view
+        .pods
+        .values()
+        .any(|p| p.published.as_ref().is_some_and(|t| t.sentinel.is_some()))
+    {
+        return true;
+    }
+    if !promotion_done(view) {
+        return false;
+    }
+    let operator = Leadership {
+        leader: recorded_primary(view),
+        decider: Decider::Operator,
+        failover: None,
+        available: None,
+        sentinel_epoch: None,
+        blocked_warning: None,
+    };
+    view.pods.iter().all(|(name, pod)| {
+        labels::ordinal_of(view.name, name).is_none()
+            || confirmed(Some(pod), &desired_for(view, target, &operator, name))
+    })
 }
 
 /// The primary the operator chose last: named by the newest published topology, or by the

@@ -1103,3 +1103,44 @@ fn a_replica_that_diverged_from_the_new_source_primary_is_evented_once_with_the_
         .unwrap();
     assert_eq!(i.diverged_bytes, Some(4242));
 }
+
+/// A promoted sentinel-mode cluster stays under the operator until every pod confirmed the
+/// promotion: a sidecar that skipped the intermediate epoch (it polls a file) must still get a
+/// topology that re-points it, because under Sentinel it would never change roles itself.
+#[test]
+fn a_promoted_sentinel_cluster_is_handed_to_its_sentinels_only_after_every_pod_moved() {
+    let yaml = format!("{DR}mode: sentinel\n");
+    let mut w = World::new(spec(&yaml));
+    w.converge();
+    let mut promoted = spec(&yaml);
+    promoted.replica_mode.as_mut().unwrap().promote = true;
+    w.spec = promoted;
+    // The leader is promoted and confirms; the others are published as its replicas, still
+    // without a sentinel section.
+    for _ in 0..3 {
+        w.reconcile();
+        w.apply("dr-redis-0", true);
+    }
+    assert_eq!(w.condition("ReplicaMode").1, "Promoted");
+    for n in ["dr-redis-1", "dr-redis-2"] {
+        let t = w.pods[n].published.clone().unwrap();
+        assert_eq!(t.upstream.as_ref().unwrap().kind, UpstreamKind::Peer, "{n}");
+        assert!(
+            t.sentinel.is_none(),
+            "{n} handed to the Sentinels before it moved"
+        );
+    }
+    // More reconciles while dr-redis-1/2 have not applied: still not handed over.
+    for _ in 0..3 {
+        let p = w.reconcile();
+        assert!(p.publish.values().all(|t| t.sentinel.is_none()));
+    }
+    // They apply; now every pod gets the sentinel section.
+    w.apply("dr-redis-1", true);
+    w.apply("dr-redis-2", true);
+    let p = w.reconcile();
+    assert_eq!(p.publish.len(), 3, "{:?}", p.publish.keys());
+    assert!(p.publish.values().all(|t| t.sentinel.is_some()));
+    w.apply_all(true);
+    assert!(w.reconcile().publish.is_empty());
+}

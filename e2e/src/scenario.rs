@@ -618,6 +618,8 @@ fn scenario(d: &mut Drill) -> Result<(), String> {
     // for a drill (the default is 5 s).
     d.sim.apply(&read("prod-redis.yaml")?, |v| {
         v["spec"]["sentinel"] = json!({"downAfterMilliseconds": SENTINEL_DOWN_AFTER_MS});
+        // An isolated primary stops taking writes (min-replicas-to-write 1, max-lag 10 s).
+        v["spec"]["minSyncReplicas"] = 1.into();
     })?;
     // DR replicates production's -leader endpoint (a LoadBalancer address here).
     let prod_leader_ip = PROD_LEADER_VIP.to_string();
@@ -1322,6 +1324,21 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
                 Err(note.clone())
             }
         }),
+    )?;
+    // minSyncReplicas travels with every pod under Sentinel (replicas carry it too), so the
+    // replica the Sentinels promoted enforces it without waiting for the operator.
+    let mrtw = d
+        .conn(&new)?
+        .cmd(&["CONFIG", "GET", "min-replicas-to-write"])
+        .map_err(|e| e.to_string())?
+        .text();
+    d.check(
+        &format!("the promoted {new} enforces minSyncReplicas: 1 (CONFIG GET: {mrtw})"),
+        if mrtw.ends_with(" 1") {
+            Ok(())
+        } else {
+            Err(mrtw.clone())
+        },
     )?;
     let missing = missing_keys(d, &new, &acked)?;
     d.check(

@@ -352,6 +352,24 @@ fn story(d: &mut Drill) -> Result<(), String> {
             (text.contains(&src_ip(1)) && !text.contains("s_down")).then_some(())
         },
     )?;
+    // Steady state before the disaster: every DR pod and src-1 hold everything src-0 has
+    // streamed (a DR pod that only just finished its sync from the restarted src-0 would ask
+    // src-1 for history older than src-1's own backlog: a full resync, by Redis's rules).
+    wait(
+        "the DR pods and src-1 at src-0's offset",
+        Duration::from_secs(30),
+        || {
+            dr_caught_up_with(d, &password, 0)?;
+            let target = source_conn(&password, 0)
+                .ok()?
+                .info("replication")
+                .ok()?
+                .get("master_repl_offset")
+                .cloned()?;
+            let src1 = source_conn(&password, 1).ok()?.info("replication").ok()?;
+            (src1.get("slave_repl_offset") == Some(&target)).then_some(())
+        },
+    )?;
     let full_before = source_stat(&password, 1, "sync_full")?;
     let partial_before = source_stat(&password, 1, "sync_partial_ok")?;
     let killed = Instant::now();

@@ -24,15 +24,16 @@ fn setup() -> (KubePlatform, Verifier) {
     (KubePlatform::new(client, Some("test".into())), handle)
 }
 
-fn dr() -> RedisCluster {
-    let path = format!(
-        "{}/../../config/samples/dr-redis.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+fn sample(file: &str) -> RedisCluster {
+    let path = format!("{}/../../config/samples/{file}", env!("CARGO_MANIFEST_DIR"));
     let mut rc: RedisCluster =
         serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     rc.metadata.uid = Some("uid-1".into());
     rc
+}
+
+fn dr() -> RedisCluster {
+    sample("dr-redis.yaml")
 }
 
 /// Expect one request; answer it with `status` and `body`. Returns the request body as JSON.
@@ -127,35 +128,64 @@ async fn pod_metadata_is_merge_patched_with_only_what_changed() {
     verifier.await.unwrap();
 }
 
+/// The API paths of what every cluster owns, in the order they are applied.
+fn data_paths(n: &str) -> Vec<String> {
+    vec![
+        format!("/api/v1/namespaces/production/serviceaccounts/{n}-instance-manager"),
+        format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/production/roles/{n}-instance-manager"
+        ),
+        format!(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/production/rolebindings/{n}-instance-manager"
+        ),
+        format!("/api/v1/namespaces/production/configmaps/{n}-config"),
+        format!("/api/v1/namespaces/production/services/{n}-leader"),
+        format!("/api/v1/namespaces/production/services/{n}-replica"),
+        format!("/api/v1/namespaces/production/services/{n}-any"),
+        format!("/api/v1/namespaces/production/services/{n}-headless"),
+        format!("/apis/policy/v1/namespaces/production/poddisruptionbudgets/{n}-pdb"),
+        format!("/apis/networking.k8s.io/v1/namespaces/production/networkpolicies/{n}-redis"),
+        format!("/apis/apps/v1/namespaces/production/statefulsets/{n}"),
+    ]
+}
+
 #[tokio::test]
 async fn owned_objects_are_applied_once_and_not_rewritten_when_unchanged() {
-    let rc = dr();
+    applied_once_then_never_rewritten(dr(), data_paths("dr-redis")).await;
+}
+
+/// mode: sentinel adds the Sentinels' objects, after the data StatefulSet.
+#[tokio::test]
+async fn sentinel_objects_are_applied_after_the_data_pods() {
+    let mut paths = data_paths("prod-redis");
+    paths.extend(
+        [
+            "/api/v1/namespaces/production/services/prod-redis-sentinel-headless",
+            "/api/v1/namespaces/production/services/prod-redis-sentinel",
+            "/apis/policy/v1/namespaces/production/poddisruptionbudgets/prod-redis-sentinel-pdb",
+            "/apis/networking.k8s.io/v1/namespaces/production/networkpolicies/prod-redis-sentinel",
+            "/apis/apps/v1/namespaces/production/statefulsets/prod-redis-sentinel",
+        ]
+        .map(String::from),
+    );
+    applied_once_then_never_rewritten(sample("prod-redis.yaml"), paths).await;
+}
+
+async fn applied_once_then_never_rewritten(rc: RedisCluster, paths: Vec<String>) {
     let owned = build(&rc, &Settings::default());
     let objects = owned.to_values();
-    let paths = [
-        "/api/v1/namespaces/production/serviceaccounts/dr-redis-instance-manager",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/production/roles/dr-redis-instance-manager",
-        "/apis/rbac.authorization.k8s.io/v1/namespaces/production/rolebindings/dr-redis-instance-manager",
-        "/api/v1/namespaces/production/configmaps/dr-redis-config",
-        "/api/v1/namespaces/production/services/dr-redis-leader",
-        "/api/v1/namespaces/production/services/dr-redis-replica",
-        "/api/v1/namespaces/production/services/dr-redis-any",
-        "/api/v1/namespaces/production/services/dr-redis-headless",
-        "/apis/policy/v1/namespaces/production/poddisruptionbudgets/dr-redis-pdb",
-        "/apis/networking.k8s.io/v1/namespaces/production/networkpolicies/dr-redis-redis",
-        "/apis/apps/v1/namespaces/production/statefulsets/dr-redis",
-    ];
     assert_eq!(objects.len(), paths.len());
+    let count = paths.len();
 
     // First pass: nothing exists; every object is read, then server-side applied with force.
     let (platform, mut handle) = setup();
-    let (objs, p) = (objects.clone(), paths);
+    let (objs, p) = (objects.clone(), paths.clone());
     let verifier = tokio::spawn(async move {
         for (obj, path) in objs.iter().zip(p) {
             expect(
                 &mut handle,
                 http::Method::GET,
-                path,
+                &path,
                 StatusCode::NOT_FOUND,
                 not_found(),
             )
@@ -172,7 +202,7 @@ async fn owned_objects_are_applied_once_and_not_rewritten_when_unchanged() {
             assert_eq!(&body, obj, "{path}");
         }
     });
-    assert_eq!(platform.apply_owned(&owned).await.unwrap(), 11);
+    assert_eq!(platform.apply_owned(&owned).await.unwrap(), count);
     verifier.await.unwrap();
 
     // Second pass: the server has them (with its own defaults added): reads only, no write.
@@ -182,7 +212,7 @@ async fn owned_objects_are_applied_once_and_not_rewritten_when_unchanged() {
             let mut live = obj.clone();
             live["metadata"]["resourceVersion"] = "42".into();
             live["metadata"]["creationTimestamp"] = "2026-11-25T00:00:00Z".into();
-            expect(&mut handle, http::Method::GET, path, StatusCode::OK, live).await;
+            expect(&mut handle, http::Method::GET, &path, StatusCode::OK, live).await;
         }
         let mut handle = pin!(handle);
         assert!(

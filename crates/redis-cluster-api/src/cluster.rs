@@ -68,7 +68,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct RedisClusterSpec {
     /// Number of Redis pods, named `<name>-0` to `<name>-<instances-1>`. Pod 0 is the designated
-    /// leader: the primary, or in replica mode the pod promoted on failover.
+    /// leader: the first primary, or in replica mode the pod promoted on failover. After a
+    /// failover inside the cluster the primary may be another pod: see `status.currentPrimary`.
     #[serde(default = "default_instances")]
     #[schemars(range(min = 1))]
     pub instances: i32,

@@ -5,10 +5,10 @@
 //! the spec's designated leader "ordinal 0" relies on), a PVC per pod that survives pod deletion,
 //! stable DNS through the headless Service (peers replicate from `<pod>.<name>-headless`, never a
 //! pod IP), and a rolling update that goes from the highest ordinal down, so the designated
-//! leader (pod 0) restarts last. Its limits are accepted knowingly: scale-down always removes the
-//! highest ordinals (never pod 0, the only pod this operator ever makes primary), and per-pod
-//! labels (`redis.io/role`, `redis.io/instance`) and the topology annotation are patched onto the
-//! pods by the operator.
+//! leader (pod 0) restarts last. Its limits are accepted knowingly: scale-down and rolling updates
+//! always go from the highest ordinal down, which after a failover may be the primary (the
+//! restart is then a failover; README "Known limitations"), and per-pod labels (`redis.io/role`,
+//! `redis.io/instance`) and the topology annotation are patched onto the pods by the operator.
 
 use std::collections::BTreeMap;
 

@@ -27,7 +27,9 @@ use crate::controllers::{Controllers, Managed, sentinel_master, sentinels_settle
 use crate::net::{MAX_SENTINELS, NS_B, PROD_LEADER_VIP, pod_ip, sentinel_ip};
 use crate::procs::Proc;
 use crate::resp::Conn;
-use crate::scenario::{DR, Drill, NS, Options, PROD, addr, operator_loop, pods, wait};
+use crate::scenario::{
+    DR, Drill, NS, Options, PROD, addr, labelled_primary, operator_loop, pods, wait,
+};
 
 pub const ROUNDS: usize = 3;
 
@@ -286,7 +288,7 @@ fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
         let killed = Instant::now();
         d.kill_redis(&primary);
         let took = until_write(killed, "standalone mode", || {
-            labelled(d, DR)
+            labelled_primary(d, DR)
                 .filter(|p| *p != primary)
                 .is_some_and(|p| write_ok(&addr(&p), &pw_dr))
         })?;
@@ -310,15 +312,6 @@ fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
     ])
 }
 
-fn labelled(d: &Drill, cluster: &str) -> Option<String> {
-    pods(cluster).into_iter().find(|p| {
-        d.sim
-            .platform
-            .pod(NS, p)
-            .is_some_and(|p| p.labels.get(l::ROLE).map(String::as_str) == Some(l::ROLE_PRIMARY))
-    })
-}
-
 /// Wait until the cluster is settled: the labelled primary accepts writes and every other pod
 /// is a linked replica of it. Returns the primary.
 fn settle(d: &Drill, cluster: &str) -> Result<String, String> {
@@ -326,7 +319,7 @@ fn settle(d: &Drill, cluster: &str) -> Result<String, String> {
         &format!("{cluster} to settle"),
         Duration::from_secs(120),
         || {
-            let p = labelled(d, cluster)?;
+            let p = labelled_primary(d, cluster)?;
             let ip = addr(&p).replace(":6379", "");
             let status = d.sim.get(NS, cluster).status?;
             (status.current_primary.as_deref() == Some(p.as_str())

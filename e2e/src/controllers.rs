@@ -45,8 +45,10 @@ pub struct Controllers {
     pub sentinels: Arc<Mutex<BTreeMap<String, Proc>>>,
 }
 
+/// An empty `password` means a server without `requirepass` (no AUTH).
 fn conn(addr: &str, password: &str) -> Option<Conn> {
-    Conn::connect(addr, Some(password), Duration::from_millis(300)).ok()
+    let auth = (!password.is_empty()).then_some(password);
+    Conn::connect(addr, auth, Duration::from_millis(300)).ok()
 }
 
 /// `SENTINEL get-master-addr-by-name` from one Sentinel.
@@ -273,7 +275,7 @@ fn follow_leader(sim: &Sim, m: &Managed, vip: &str, on: &Mutex<Option<String>>) 
             let ip = pod_ip(m.region, ordinal);
             if let Some(mut c) = conn(&format!("{ip}:6379"), &m.password)
                 && let Ok(r) = c.cmd(&["CONFIG", "GET", "bind"])
-                && !format!("{r:?}").contains(vip)
+                && !r.text().contains(vip)
             {
                 let _ = c.cmd(&["CONFIG", "SET", "bind", &format!("{ip} {vip}")]);
             }

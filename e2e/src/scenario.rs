@@ -122,6 +122,30 @@ fn random_password() -> String {
     )
 }
 
+/// `SET <prefix>:<i>` with an `size`-byte value for i in 0..n, pipelined 500 at a time; any
+/// refused write is an error.
+pub(crate) fn pipeline_sets(
+    c: &mut Conn,
+    prefix: &str,
+    n: usize,
+    size: usize,
+) -> Result<(), String> {
+    let value = "x".repeat(size);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        for i in chunk {
+            c.send(&["SET", &format!("{prefix}:{i}"), &value])
+                .map_err(|e| e.to_string())?;
+        }
+        for _ in chunk {
+            let r = c.read().map_err(|e| e.to_string())?;
+            if r.is_error() {
+                return Err(format!("a write was refused: {}", r.text()));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<'a> Drill<'a> {
     /// Check the tools, create the two regions and an empty simulated cluster.
     pub(crate) fn prepare(o: &'a Options) -> Result<Drill<'a>, String> {
@@ -388,21 +412,7 @@ impl<'a> Drill<'a> {
         n: usize,
         size: usize,
     ) -> Result<(), String> {
-        let mut c = self.conn(pod)?;
-        let value = "x".repeat(size);
-        for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
-            for i in chunk {
-                c.send(&["SET", &format!("{prefix}:{i}"), &value])
-                    .map_err(|e| e.to_string())?;
-            }
-            for _ in chunk {
-                let r = c.read().map_err(|e| e.to_string())?;
-                if r.is_error() {
-                    return Err(format!("{pod} refused a write: {}", r.text()));
-                }
-            }
-        }
-        Ok(())
+        pipeline_sets(&mut self.conn(pod)?, prefix, n, size).map_err(|e| format!("{pod}: {e}"))
     }
 
     /// Every pod of both clusters holds the same keyspace.
@@ -1106,7 +1116,7 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
 }
 
 /// Which pod carries `redis.io/role=primary` (what the `-leader` Service selects).
-fn labelled_primary(d: &Drill, cluster: &str) -> Option<String> {
+pub(crate) fn labelled_primary(d: &Drill, cluster: &str) -> Option<String> {
     pods(cluster).into_iter().find(|p| {
         d.sim
             .platform
@@ -1175,7 +1185,8 @@ fn acked_writes(
     Ok(acked)
 }
 
-fn missing_keys(d: &Drill, pod: &str, keys: &[String]) -> Result<Vec<String>, String> {
+/// Every key of `keys` exists on `pod`; the error says how many are missing, with examples.
+fn keys_present(d: &Drill, pod: &str, keys: &[String]) -> Result<(), String> {
     let mut c = d.conn(pod)?;
     let mut missing = Vec::new();
     for k in keys {
@@ -1184,7 +1195,47 @@ fn missing_keys(d: &Drill, pod: &str, keys: &[String]) -> Result<Vec<String>, St
             _ => missing.push(k.clone()),
         }
     }
-    Ok(missing)
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} missing, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        ))
+    }
+}
+
+/// The old primary's container comes back; it must rejoin `new` as a replica, and the sampler
+/// (running since before its death or its restart) must have had no write accepted.
+fn rejoins_without_writes(
+    d: &mut Drill,
+    cluster: &str,
+    old: &str,
+    new: &str,
+    sampler: NoWriteSampler,
+    mode: &str,
+) -> Result<(), String> {
+    d.restart_pod(cluster, old)?;
+    let new_ip = addr(new).replace(":6379", "");
+    let (_, took) = wait(
+        "the old primary to rejoin as a replica",
+        Duration::from_secs(60),
+        || d.linked_to(old, &new_ip).then_some(()),
+    )?;
+    d.time(
+        &format!("{mode}: old primary restarted -> linked replica"),
+        took,
+    );
+    let (samples, accepted) = sampler.finish();
+    d.check(
+        &format!("{old} rejoined as a replica of {new} and accepted no write meanwhile ({samples} write attempts)"),
+        if accepted.is_empty() {
+            Ok(())
+        } else {
+            Err(accepted.join("; "))
+        },
+    )
 }
 
 fn event(d: &Drill, cluster: &str, reason: &str) -> Option<(String, String)> {
@@ -1340,21 +1391,13 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
             Err(mrtw.clone())
         },
     )?;
-    let missing = missing_keys(d, &new, &acked)?;
+    let r = keys_present(d, &new, &acked);
     d.check(
         &format!(
             "all {} writes acknowledged by {acks} replicas (WAIT) are on the new primary",
             acked.len()
         ),
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} missing, e.g. {:?}",
-                missing.len(),
-                &missing[..missing.len().min(3)]
-            ))
-        },
+        r,
     )?;
     let others: Vec<String> = pods(PROD)
         .into_iter()
@@ -1384,26 +1427,7 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
     )?;
     // The old primary's container comes back: it boots fenced and rejoins as a replica.
     let sampler = NoWriteSampler::start(&old, &pw);
-    d.restart_pod(PROD, &old)?;
-    let new_ip = addr(&new).replace(":6379", "");
-    let (_, took) = wait(
-        "the old primary to rejoin as a replica",
-        Duration::from_secs(60),
-        || d.linked_to(&old, &new_ip).then_some(()),
-    )?;
-    d.time(
-        "sentinel mode: old primary restarted -> linked replica",
-        took,
-    );
-    let (samples, accepted) = sampler.finish();
-    d.check(
-        &format!("{old} rejoined as a replica of {new} and accepted no write meanwhile ({samples} write attempts)"),
-        if accepted.is_empty() {
-            Ok(())
-        } else {
-            Err(accepted.join("; "))
-        },
-    )?;
+    rejoins_without_writes(d, PROD, &old, &new, sampler, "sentinel mode")?;
     let r = d.keyspaces_converge();
     d.check(
         "all production and DR keyspaces equal after the failover",
@@ -1528,38 +1552,15 @@ fn standalone_failover(d: &mut Drill) -> Result<String, String> {
             Err(format!("{fulls:?}, partial {partial}"))
         },
     )?;
-    let missing = missing_keys(d, &new, &acked)?;
+    let r = keys_present(d, &new, &acked);
     d.check(
         &format!(
             "all {} writes acknowledged by every replica are on {new}",
             acked.len()
         ),
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} missing", missing.len()))
-        },
+        r,
     )?;
-    d.restart_pod(DR, &old)?;
-    let new_ip = pod_ip('b', l::ordinal_of(DR, &new).unwrap_or(0));
-    let (_, took) = wait(
-        "the fenced old primary to rejoin as a replica",
-        Duration::from_secs(60),
-        || d.linked_to(&old, &new_ip).then_some(()),
-    )?;
-    d.time(
-        "standalone mode: old primary restarted -> linked replica",
-        took,
-    );
-    let (samples, accepted) = sampler.finish();
-    d.check(
-        &format!("the fenced {old} never accepted a write, from its death to rejoining ({samples} write attempts)"),
-        if accepted.is_empty() {
-            Ok(())
-        } else {
-            Err(accepted.join("; "))
-        },
-    )?;
+    rejoins_without_writes(d, DR, &old, &new, sampler, "standalone mode")?;
     Ok(new)
 }
 

@@ -18,10 +18,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::controllers;
 use crate::net::{NS_A, pod_ip};
 use crate::procs::Proc;
-use crate::resp::{Conn, Reply};
-use crate::scenario::{DR, Drill, NS, Options, Report, operator_loop, pods, wait};
+use crate::resp::Conn;
+use crate::scenario::{DR, Drill, NS, Options, Report, operator_loop, pipeline_sets, pods, wait};
 
 /// The stable endpoint of the source in region A.
 pub const SOURCE_VIP: &str = "10.77.10.100";
@@ -77,12 +78,7 @@ fn source_stat(password: &str, i: u32, field: &str) -> Result<u64, String> {
 
 /// Every DR pod linked through the endpoint and at source server `i`'s current offset.
 fn dr_caught_up_with(d: &Drill, password: &str, i: u32) -> Option<()> {
-    let target = source_conn(password, i)
-        .ok()?
-        .info("replication")
-        .ok()?
-        .get("master_repl_offset")
-        .cloned()?;
+    let target = source_offset(password, i)?;
     pods(DR)
         .iter()
         .all(|p| {
@@ -93,20 +89,32 @@ fn dr_caught_up_with(d: &Drill, password: &str, i: u32) -> Option<()> {
         .then_some(())
 }
 
+/// The primary source Sentinel `i` names (the source's Sentinels have no password).
 fn sentinel_master(i: u32) -> Option<String> {
-    let mut c = Conn::connect(
-        &format!("{}:26379", src_ip(i)),
-        None,
-        Duration::from_secs(1),
+    controllers::sentinel_master(&format!("{}:26379", src_ip(i)), "", "source")
+}
+
+/// The replicas source Sentinel `i` lists, as (ip, healthy: not `s_down`).
+fn sentinel_replicas(i: u32) -> Option<Vec<(String, bool)>> {
+    let list = controllers::sentinel_replicas(&format!("{}:26379", src_ip(i)), "", "source")?;
+    Some(
+        list.into_iter()
+            .map(|r| {
+                let healthy = !r.get("flags").is_some_and(|f| f.contains("s_down"));
+                (r.get("ip").cloned().unwrap_or_default(), healthy)
+            })
+            .collect(),
     )
-    .ok()?;
-    match c
-        .cmd(&["SENTINEL", "get-master-addr-by-name", "source"])
+}
+
+/// Source server `i`'s current `master_repl_offset`.
+fn source_offset(password: &str, i: u32) -> Option<String> {
+    source_conn(password, i)
         .ok()?
-    {
-        Reply::Array(Some(items)) if items.len() == 2 => Some(items[0].text()),
-        _ => None,
-    }
+        .info("replication")
+        .ok()?
+        .get("master_repl_offset")
+        .cloned()
 }
 
 fn story(d: &mut Drill) -> Result<(), String> {
@@ -224,14 +232,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
         v["spec"]["replicaMode"]["source"]["host"] = SOURCE_VIP.into()
     })?;
     d.start_pods_when_applied(DR)?;
-    let mut c = source_conn(&password, 0)?;
-    for i in 0..2000 {
-        c.send(&["SET", &format!("k:{i}"), "v"])
-            .map_err(|e| e.to_string())?;
-    }
-    for _ in 0..2000 {
-        c.read().map_err(|e| e.to_string())?;
-    }
+    pipeline_sets(&mut source_conn(&password, 0)?, "k", 2000, 1)?;
     wait(
         "every DR pod linked through the endpoint",
         Duration::from_secs(30),
@@ -254,20 +255,9 @@ fn story(d: &mut Drill) -> Result<(), String> {
         },
     )?;
     std::thread::sleep(Duration::from_secs(11));
-    let mut s = Conn::connect(
-        &format!("{}:26379", src_ip(0)),
-        None,
-        Duration::from_secs(1),
-    )
-    .map_err(|e| e.to_string())?;
-    let replicas = s
-        .cmd(&["SENTINEL", "replicas", "source"])
-        .map_err(|e| e.to_string())?;
-    let r = match &replicas {
-        Reply::Array(Some(list)) if list.len() == 1 && list[0].text().contains(&src_ip(1)) => {
-            Ok(())
-        }
-        other => Err(other.text()),
+    let r = match sentinel_replicas(0) {
+        Some(list) if list.len() == 1 && list[0].0 == src_ip(1) => Ok(()),
+        other => Err(format!("{other:?}")),
     };
     d.check(
         "the source's Sentinels list only the source's own replica (DR pods: replica-announced no)",
@@ -342,14 +332,9 @@ fn story(d: &mut Drill) -> Result<(), String> {
         "the Sentinels to see src-1 again",
         Duration::from_secs(30),
         || {
-            let mut s = Conn::connect(
-                &format!("{}:26379", src_ip(0)),
-                None,
-                Duration::from_secs(1),
-            )
-            .ok()?;
-            let text = s.cmd(&["SENTINEL", "replicas", "source"]).ok()?.text();
-            (text.contains(&src_ip(1)) && !text.contains("s_down")).then_some(())
+            sentinel_replicas(0)?
+                .contains(&(src_ip(1), true))
+                .then_some(())
         },
     )?;
     // Steady state before the disaster: every DR pod and src-1 hold everything src-0 has
@@ -360,12 +345,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
         Duration::from_secs(30),
         || {
             dr_caught_up_with(d, &password, 0)?;
-            let target = source_conn(&password, 0)
-                .ok()?
-                .info("replication")
-                .ok()?
-                .get("master_repl_offset")
-                .cloned()?;
+            let target = source_offset(&password, 0)?;
             let src1 = source_conn(&password, 1).ok()?.info("replication").ok()?;
             (src1.get("slave_repl_offset") == Some(&target)).then_some(())
         },
@@ -475,41 +455,19 @@ fn diverged(d: &mut Drill, password: &str, start_redis: &StartRedis) -> Result<(
                 .ok()?
                 .get("master_link_status")
                 .is_some_and(|s| s == "up");
-            let mut s = Conn::connect(
-                &format!("{}:26379", src_ip(1)),
-                None,
-                Duration::from_secs(1),
-            )
-            .ok()?;
-            let text = s.cmd(&["SENTINEL", "replicas", "source"]).ok()?.text();
-            (linked && text.contains(&src_ip(0)) && !text.contains("s_down")).then_some(())
+            (linked && sentinel_replicas(1)?.contains(&(src_ip(0), true))).then_some(())
         },
     )?;
     let pid = d.procs["src-0"].pid().to_string();
     crate::net::sh(&["kill", "-STOP", &pid])?;
-    let burst = (|| -> Result<(), String> {
-        let mut c = source_conn(password, 1)?;
-        let value = "x".repeat(8 * 1024);
-        for i in 0..3000 {
-            c.send(&["SET", &format!("burst:{i}"), &value])
-                .map_err(|e| e.to_string())?;
-        }
-        for _ in 0..3000 {
-            c.read().map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    })();
+    let burst =
+        source_conn(password, 1).and_then(|mut c| pipeline_sets(&mut c, "burst", 3000, 8 * 1024));
     let caught_up = burst.and_then(|_| {
         wait(
             "the DR pods to receive the whole burst",
             Duration::from_secs(60),
             || {
-                let target = source_conn(password, 1)
-                    .ok()?
-                    .info("replication")
-                    .ok()?
-                    .get("master_repl_offset")
-                    .cloned()?;
+                let target = source_offset(password, 1)?;
                 // Received by Redis, and seen so by the instance managers (they sample once a
                 // second: what they report is what they remember when the upstream changes).
                 let target: i64 = target.parse().ok()?;

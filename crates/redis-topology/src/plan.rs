@@ -261,7 +261,6 @@ fn handed_to_sentinels(view: &ClusterView, target: Target) -> bool {
         failover: None,
         available: None,
         sentinel_epoch: None,
-        blocked_warning: None,
     };
     view.pods.iter().all(|(name, pod)| {
         labels::ordinal_of(view.name, name).is_none()
@@ -394,9 +393,10 @@ struct Leadership {
     failover: Option<Failover>,
     available: Option<Desired>,
     sentinel_epoch: Option<u64>,
-    /// The primary is unavailable and the operator cannot fail over (yet): say it once.
-    blocked_warning: Option<String>,
 }
+
+/// `PrimaryAvailable` reason (and Warning event) when the operator cannot fail over yet.
+const FAILOVER_BLOCKED: &str = "FailoverBlocked";
 
 fn seconds_between(from: &Time, to: &Time) -> i64 {
     to.0.as_second() - from.0.as_second()
@@ -411,7 +411,6 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
         failover: None,
         available: None,
         sentinel_epoch: None,
-        blocked_warning: None,
     };
     let recorded = recorded_primary(view);
     match decider {
@@ -507,21 +506,19 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
                     format!("{why}; failing over to {to} (replication offset {offset})"),
                 )
             }
-            (None, _) => {
-                let m = format!(
+            (None, _) => (
+                FAILOVER_BLOCKED,
+                format!(
                     "{why}; failover blocked: nothing proves {} stopped accepting writes (its container may still run, e.g. on an unreachable node). Deleting the pod lets the failover proceed",
                     out.leader
-                );
-                out.blocked_warning = Some(m.clone());
-                ("FailoverBlocked", m)
-            }
-            (Some(_), None) => {
-                let m = format!(
+                ),
+            ),
+            (Some(_), None) => (
+                FAILOVER_BLOCKED,
+                format!(
                     "{why}; failover blocked: no replica is in sync with a known replication offset"
-                );
-                out.blocked_warning = Some(m.clone());
-                ("FailoverBlocked", m)
-            }
+                ),
+            ),
         }
     };
     out.available = Some(Desired {
@@ -711,15 +708,20 @@ pub fn plan(view: &ClusterView) -> Plan {
             ),
         });
     }
-    if let Some(m) = &lead.blocked_warning {
+    // A blocked failover is warned once, when the condition turns to it.
+    if let Some(c) = lead
+        .available
+        .as_ref()
+        .filter(|c| c.reason == FAILOVER_BLOCKED)
+    {
         let was = view
             .previous
             .and_then(|s| conditions::find(&s.conditions, names::PRIMARY_AVAILABLE));
-        if was.is_none_or(|c| c.reason != "FailoverBlocked") {
+        if was.is_none_or(|w| w.reason != FAILOVER_BLOCKED) {
             events.push(PlannedEvent {
                 type_: EventType::Warning,
-                reason: "FailoverBlocked",
-                note: m.clone(),
+                reason: FAILOVER_BLOCKED,
+                note: c.message.clone(),
             });
         }
     }

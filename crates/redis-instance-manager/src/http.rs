@@ -68,7 +68,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::Settings;
+    use crate::reconcile::ManagerConfig;
     use axum::body::Body;
     use axum::http::Request;
     use redis_cluster_api::report::InstanceReport;
@@ -76,7 +76,7 @@ mod tests {
     use tower::ServiceExt;
 
     fn shared() -> Shared {
-        Shared::new(&Settings {
+        Shared::new(&ManagerConfig {
             cluster: "dr".into(),
             namespace: "prod".into(),
             pod: "dr-0".into(),

@@ -1,4 +1,4 @@
-//! Parsing `INFO` and `CONFIG GET` replies into what the planner and the metrics need.
+//! Parsing `INFO` and `CONFIG GET` replies into what `commands_for` and the metrics need.
 
 use std::collections::BTreeMap;
 

@@ -8,7 +8,7 @@ pub type Delivered = Option<Result<String, String>>;
 
 /// What happened to the last delivery.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Admission {
     /// Nothing new (same raw value as before, or nothing delivered yet).
     Unchanged,
     /// A newer epoch: act on it.
@@ -35,29 +35,29 @@ impl Intake {
         self.desired.as_ref()
     }
 
-    pub fn offer(&mut self, delivered: &Delivered) -> Outcome {
+    pub fn offer(&mut self, delivered: &Delivered) -> Admission {
         let Some(d) = delivered else {
-            return Outcome::Unchanged;
+            return Admission::Unchanged;
         };
         if self.last_raw.as_ref() == Some(d) {
-            return Outcome::Unchanged;
+            return Admission::Unchanged;
         }
         self.last_raw = Some(d.clone());
         let outcome = match d {
-            Err(why) => Outcome::Refused(format!("topology annotation cannot be read: {why}")),
+            Err(why) => Admission::Refused(format!("topology annotation cannot be read: {why}")),
             Ok(raw) => match DesiredTopology::parse(raw) {
-                Err(e) => Outcome::Refused(e.to_string()),
+                Err(e) => Admission::Refused(e.to_string()),
                 Ok(t) if t.supersedes(self.desired.as_ref()) => {
                     let epoch = t.epoch;
                     self.desired = Some(t);
-                    Outcome::Accepted(epoch)
+                    Admission::Accepted(epoch)
                 }
                 Ok(t) => {
                     let current = self.desired.as_ref().map_or(0, |d| d.epoch);
                     if t.epoch == current {
-                        Outcome::SameEpoch
+                        Admission::SameEpoch
                     } else {
-                        Outcome::Stale {
+                        Admission::Stale {
                             epoch: t.epoch,
                             current,
                         }
@@ -66,11 +66,11 @@ impl Intake {
             },
         };
         self.error = match &outcome {
-            Outcome::Refused(m) => Some(match &self.desired {
+            Admission::Refused(m) => Some(match &self.desired {
                 Some(d) => format!("{m} (keeping the topology of epoch {})", d.epoch),
                 None => m.clone(),
             }),
-            Outcome::Stale { epoch, current } => Some(format!(
+            Admission::Stale { epoch, current } => Some(format!(
                 "ignoring topology epoch {epoch}: epoch {current} is already in force (epochs never go back)"
             )),
             _ => None,
@@ -105,18 +105,18 @@ mod tests {
     #[test]
     fn newer_wins_stale_and_unknown_are_refused_and_the_last_good_stays() {
         let mut i = Intake::default();
-        assert_eq!(i.offer(&None), Outcome::Unchanged);
+        assert_eq!(i.offer(&None), Admission::Unchanged);
         assert_eq!(
             i.offer(&raw(5, FORMAT_VERSION, Role::Primary)),
-            Outcome::Accepted(5)
+            Admission::Accepted(5)
         );
         assert_eq!(
             i.offer(&raw(5, FORMAT_VERSION, Role::Primary)),
-            Outcome::Unchanged
+            Admission::Unchanged
         );
         assert_eq!(
             i.offer(&raw(4, FORMAT_VERSION, Role::Primary)),
-            Outcome::Stale {
+            Admission::Stale {
                 epoch: 4,
                 current: 5
             }
@@ -124,7 +124,7 @@ mod tests {
         assert!(i.error.as_deref().unwrap().contains("epoch 4"));
         assert_eq!(i.desired().unwrap().epoch, 5);
         match i.offer(&raw(9, 2, Role::Primary)) {
-            Outcome::Refused(m) => assert!(m.contains("format version 2"), "{m}"),
+            Admission::Refused(m) => assert!(m.contains("format version 2"), "{m}"),
             o => panic!("{o:?}"),
         }
         assert!(
@@ -136,15 +136,15 @@ mod tests {
         assert_eq!(i.desired().unwrap().epoch, 5);
         assert!(matches!(
             i.offer(&Some(Err("bad quoting".into()))),
-            Outcome::Refused(_)
+            Admission::Refused(_)
         ));
         assert!(matches!(
             i.offer(&Some(Ok("{".into()))),
-            Outcome::Refused(_)
+            Admission::Refused(_)
         ));
         assert_eq!(
             i.offer(&raw(6, FORMAT_VERSION, Role::Primary)),
-            Outcome::Accepted(6)
+            Admission::Accepted(6)
         );
         assert_eq!(i.error, None);
         // Same epoch, different content (re-published): not applied twice.
@@ -152,7 +152,7 @@ mod tests {
             DesiredTopology::parse(&raw(6, FORMAT_VERSION, Role::Primary).unwrap().unwrap())
                 .unwrap();
         t.replica_priority = 7;
-        assert_eq!(i.offer(&Some(Ok(t.to_annotation()))), Outcome::SameEpoch);
+        assert_eq!(i.offer(&Some(Ok(t.to_annotation()))), Admission::SameEpoch);
         assert_eq!(i.desired().unwrap().replica_priority, 0);
     }
 }

@@ -4,7 +4,7 @@
 //! [`redis_cluster_api::topology`]), applies it to the local Redis, probes the upstream itself
 //! (true lag, fast detection of silent cuts) and serves metrics, health and a JSON status.
 //!
-//! - [`plan`]: the decision, pure: desired topology + observed INFO/CONFIG -> commands.
+//! - [`commands`]: which commands, pure: desired topology + observed INFO/CONFIG -> commands.
 //! - [`intake`]: which topology is in force (versions, epochs), pure.
 //! - [`lag`]: lag in bytes and seconds from upstream offsets, pure.
 //! - [`divergence`]: writes a replica held that its new upstream never received, pure.
@@ -13,6 +13,7 @@
 //! - [`redis_io`]: the fred adapter; [`reconcile`]: the loop; [`source`]: file/kube sources;
 //!   [`metrics`], [`http`]: what is served.
 
+pub mod commands;
 pub mod divergence;
 pub mod downward;
 pub mod http;
@@ -20,7 +21,6 @@ pub mod info;
 pub mod intake;
 pub mod lag;
 pub mod metrics;
-pub mod plan;
 pub mod reconcile;
 pub mod redis_io;
 pub mod secret;

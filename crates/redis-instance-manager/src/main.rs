@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use redis_instance_manager::commands::TlsFiles;
 use redis_instance_manager::http;
 use redis_instance_manager::intake::Delivered;
-use redis_instance_manager::plan::TlsFiles;
-use redis_instance_manager::reconcile::{Manager, Settings, Shared};
+use redis_instance_manager::reconcile::{Manager, ManagerConfig, Shared};
 use redis_instance_manager::source;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -146,7 +146,7 @@ async fn run(args: Args) -> Result<(), String> {
         }),
         _ => None,
     };
-    let settings = Settings {
+    let config = ManagerConfig {
         cluster: args.cluster,
         namespace: args.namespace.clone(),
         pod: args.pod.clone(),
@@ -157,7 +157,7 @@ async fn run(args: Args) -> Result<(), String> {
         probe_timeout: args.probe_timeout,
         tls,
     };
-    let shared = Arc::new(Shared::new(&settings));
+    let shared = Arc::new(Shared::new(&config));
     let (tx, rx) = watch::channel::<Delivered>(None);
     match args.topology_file {
         Some(path) => {
@@ -172,8 +172,8 @@ async fn run(args: Args) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.http_addr))?;
-    info!(addr = %args.http_addr, interval = ?settings.probe_interval, timeout = ?settings.probe_timeout, "serving /metrics /healthz /readyz /status");
-    tokio::spawn(Manager::new(settings, shared.clone()).run(rx));
+    info!(addr = %args.http_addr, interval = ?config.probe_interval, timeout = ?config.probe_timeout, "serving /metrics /healthz /readyz /status");
+    tokio::spawn(Manager::new(config, shared.clone()).run(rx));
     axum::serve(listener, http::router(shared))
         .with_graceful_shutdown(shutdown())
         .await

@@ -1,6 +1,6 @@
 //! The reconcile loop: one task, one tick per probe interval (and at once when the topology
 //! changes). Each tick reads the local Redis, probes the upstream and (in sentinel mode) asks the
-//! Sentinels concurrently, asks the pure planner what to do, does it, and publishes the result as
+//! Sentinels concurrently, asks `commands_for` what to do, does it, and publishes the result as
 //! metrics and `/status`.
 //!
 //! Both topology sources (downward-API file, Kubernetes watch) feed this loop through one
@@ -15,12 +15,12 @@ use redis_cluster_api::topology::{DesiredTopology, Role, SentinelTopology, Upstr
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::commands::{Blocked, Credentials, TlsFiles, commands_for};
 use crate::divergence::{Divergence, Finding, UpstreamIds};
 use crate::info::{Observed, RedisConfig, RedisRole, info_fields};
-use crate::intake::{Delivered, Intake, Outcome};
+use crate::intake::{Admission, Delivered, Intake};
 use crate::lag::{OffsetHistory, lag_bytes};
 use crate::metrics::{InfoLabels, MasterLabels, Metrics};
-use crate::plan::{Credentials, PlanError, TlsFiles, plan};
 use crate::redis_io::{Cached, Endpoint, IoError};
 use crate::secret::Secret;
 use crate::sentinel::{self, MasterAnswer, Reply, Verdict, View};
@@ -30,7 +30,7 @@ const LOCAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the loop needs to know, from the command line.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct ManagerConfig {
     pub cluster: String,
     pub namespace: String,
     pub pod: String,
@@ -52,17 +52,17 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(settings: &Settings) -> Shared {
+    pub fn new(config: &ManagerConfig) -> Shared {
         Shared {
-            metrics: Metrics::new(&settings.cluster, &settings.namespace, &settings.pod),
+            metrics: Metrics::new(&config.cluster, &config.namespace, &config.pod),
             report: Mutex::new(InstanceReport {
-                pod: settings.pod.clone(),
+                pod: config.pod.clone(),
                 ..Default::default()
             }),
             heartbeat: Mutex::new(Instant::now()),
             // A tick is bounded by the local and probe timeouts (a few seconds); only a wedged
             // process misses this many.
-            liveness_limit: (settings.probe_interval * 10).max(Duration::from_secs(30)),
+            liveness_limit: (config.probe_interval * 10).max(Duration::from_secs(30)),
         }
     }
 
@@ -78,11 +78,11 @@ impl Shared {
 
 /// Logs a message once when it appears or changes, and once when it clears.
 #[derive(Default)]
-struct Once {
+struct LogOnChange {
     last: Option<String>,
 }
 
-impl Once {
+impl LogOnChange {
     fn update(&mut self, what: &str, now: &Option<String>) {
         if *now == self.last {
             return;
@@ -96,7 +96,7 @@ impl Once {
 }
 
 pub struct Manager {
-    s: Settings,
+    s: ManagerConfig,
     shared: Arc<Shared>,
     intake: Intake,
     local: Cached,
@@ -110,11 +110,11 @@ pub struct Manager {
     last_run_id: Option<String>,
     master_labels: Option<MasterLabels>,
     info_labels: Option<InfoLabels>,
-    log_link: Once,
-    log_error: Once,
-    log_rewrite: Once,
-    log_sentinels: Once,
-    log_waiting: Once,
+    log_link: LogOnChange,
+    log_error: LogOnChange,
+    log_rewrite: LogOnChange,
+    log_sentinels: LogOnChange,
+    log_waiting: LogOnChange,
     clock0: Instant,
 }
 
@@ -143,7 +143,7 @@ fn link_message(up: &Upstream, e: &IoError) -> String {
 }
 
 impl Manager {
-    pub fn new(s: Settings, shared: Arc<Shared>) -> Manager {
+    pub fn new(s: ManagerConfig, shared: Arc<Shared>) -> Manager {
         Manager {
             local: Cached::new(LOCAL_TIMEOUT),
             upstream: Cached::new(s.probe_timeout),
@@ -158,11 +158,11 @@ impl Manager {
             last_run_id: None,
             master_labels: None,
             info_labels: None,
-            log_link: Once::default(),
-            log_error: Once::default(),
-            log_rewrite: Once::default(),
-            log_sentinels: Once::default(),
-            log_waiting: Once::default(),
+            log_link: LogOnChange::default(),
+            log_error: LogOnChange::default(),
+            log_rewrite: LogOnChange::default(),
+            log_sentinels: LogOnChange::default(),
+            log_waiting: LogOnChange::default(),
             clock0: Instant::now(),
         }
     }
@@ -225,7 +225,7 @@ impl Manager {
             })?),
         };
         if up.tls && self.s.tls.is_none() {
-            return Err(PlanError::TlsFilesMissing(addr(&up.host, up.port)).to_string());
+            return Err(Blocked::TlsFilesMissing(addr(&up.host, up.port)).to_string());
         }
         let ep = Endpoint {
             host: up.host.clone(),
@@ -311,9 +311,11 @@ impl Manager {
     /// One pass: read, decide, act, report.
     pub async fn tick(&mut self, delivered: &Delivered) {
         match self.intake.offer(delivered) {
-            Outcome::Accepted(epoch) => info!(epoch, "topology accepted"),
-            Outcome::SameEpoch => info!("topology re-published with the same epoch; nothing to do"),
-            Outcome::Stale { .. } | Outcome::Refused(_) | Outcome::Unchanged => {}
+            Admission::Accepted(epoch) => info!(epoch, "topology accepted"),
+            Admission::SameEpoch => {
+                info!("topology re-published with the same epoch; nothing to do")
+            }
+            Admission::Stale { .. } | Admission::Refused(_) | Admission::Unchanged => {}
         }
         let desired: Option<DesiredTopology> = self.intake.desired().cloned();
         let desired_up: Option<Upstream> = desired
@@ -580,16 +582,13 @@ impl Manager {
         verdict: Option<&Verdict>,
         local_ep: &Endpoint,
     ) -> Result<bool, String> {
-        let planned = plan(d, observed, config, creds, verdict);
-        let waiting = matches!(planned, Err(PlanError::SentinelsFailingOver))
-            .then(|| PlanError::SentinelsFailingOver.to_string());
+        let planned = commands_for(d, observed, config, creds, verdict);
+        let waiting = matches!(planned, Err(Blocked::SentinelsFailingOver))
+            .then(|| Blocked::SentinelsFailingOver.to_string());
         self.log_waiting.update("sentinel mode", &waiting);
         let cmds = match planned {
             Ok(cmds) => cmds,
-            // Not an error: Redis answers -LOADING until its dataset is in memory.
-            Err(PlanError::Loading) => return Ok(false),
-            // Not an error either: the Sentinels finish within their failover timeout.
-            Err(PlanError::SentinelsFailingOver) => return Ok(false),
+            Err(b) if b.is_wait() => return Ok(false),
             Err(e) => return Err(e.to_string()),
         };
         for c in &cmds {

@@ -16,8 +16,8 @@ use fred::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use fred::types::config::{TlsConfig, TlsConnector, TlsHostMapping};
 use fred::types::{ClusterHash, ConnectHandle, CustomCommand};
 
+use crate::commands::{Command, TlsFiles};
 use crate::info::{OWNED_PARAMETERS, RedisConfig};
-use crate::plan::{Command, TlsFiles};
 use crate::secret::Secret;
 
 /// Run one call on a cached connection within the timeout; drop the connection on failure.

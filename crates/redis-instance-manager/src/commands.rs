@@ -1,8 +1,9 @@
-//! The decision, and nothing else: given the desired topology, what Redis says about itself and
-//! the credentials the instance manager could read, which commands bring Redis there.
+//! Which commands bring the local Redis to its desired topology, and nothing else: given the
+//! desired topology, what Redis says about itself and the credentials the instance manager could
+//! read, [`commands_for`] lists the `CONFIG SET`/`REPLICAOF` commands to issue.
 //!
 //! Pure and total, so it is tested exhaustively (see the tests below); `redis_io` executes the
-//! commands. The plan is empty when Redis already is what the topology asks for, which is what
+//! commands. The list is empty when Redis already is what the topology asks for, which is what
 //! makes the loop idempotent and restart-safe: re-running it every probe interval, after an
 //! instance manager restart or after a redis-server restart issues only what differs, and never
 //! a `REPLICAOF` to the upstream Redis already replicates (that would be a no-op at best and a
@@ -80,9 +81,10 @@ impl Command {
     }
 }
 
-/// Why the topology cannot be applied (the caller keeps Redis as it is and reports this).
+/// Why the topology cannot be applied this tick: the caller keeps Redis as it is and reports
+/// this, except for the two waits ([`Blocked::is_wait`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
+pub enum Blocked {
     #[error(
         "the upstream {0} requires TLS but this instance manager has no --tls-ca-file/--tls-cert-file/--tls-key-file: mount the cluster's tlsSecret"
     )]
@@ -97,6 +99,14 @@ pub enum PlanError {
         "staying fenced: the Sentinels cannot be asked who the primary is ({0}); check the Sentinels' password file"
     )]
     SentinelsCannotTell(String),
+}
+
+impl Blocked {
+    /// Not an error, only a wait: Redis answers `-LOADING` until its dataset is in memory, and
+    /// the Sentinels finish a failover within their failover timeout.
+    pub fn is_wait(&self) -> bool {
+        matches!(self, Blocked::Loading | Blocked::SentinelsFailingOver)
+    }
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -117,15 +127,15 @@ enum RoleAction {
 ///
 /// `sentinels` is what the Sentinels said this tick; it only matters in sentinel mode
 /// (`desired.sentinel` present), where `None` counts as [`Verdict::NobodyKnows`].
-pub fn plan(
+pub fn commands_for(
     desired: &DesiredTopology,
     observed: &Observed,
     config: &RedisConfig,
     creds: &Credentials,
     sentinels: Option<&Verdict>,
-) -> Result<Vec<Command>, PlanError> {
+) -> Result<Vec<Command>, Blocked> {
     if observed.loading {
-        return Err(PlanError::Loading);
+        return Err(Blocked::Loading);
     }
     let fence = FENCE_MIN_REPLICAS.to_string();
     if desired.role == Role::Fenced {
@@ -164,7 +174,7 @@ pub fn plan(
             let tls = creds
                 .tls
                 .as_ref()
-                .ok_or_else(|| PlanError::TlsFilesMissing(format!("{}:{}", up.host, up.port)))?;
+                .ok_or_else(|| Blocked::TlsFilesMissing(format!("{}:{}", up.host, up.port)))?;
             // Files before the switch, in the same atomic CONFIG SET.
             want("tls-ca-cert-file", tls.ca.clone());
             want("tls-cert-file", tls.cert.clone());
@@ -239,7 +249,7 @@ fn role_action(
     observed: &Observed,
     config: &RedisConfig,
     sentinels: Option<&Verdict>,
-) -> Result<RoleAction, PlanError> {
+) -> Result<RoleAction, Blocked> {
     let by_topology = || match &desired.upstream {
         Some(up) if desired.role == Role::Replica => {
             RoleAction::Replicate(up.host.clone(), up.port)
@@ -261,10 +271,10 @@ fn role_action(
             settled: true,
         } => Ok(RoleAction::Replicate(host.clone(), *port)),
         Verdict::Us { settled: false } | Verdict::Other { settled: false, .. } => {
-            Err(PlanError::SentinelsFailingOver)
+            Err(Blocked::SentinelsFailingOver)
         }
         Verdict::NobodyKnows => Ok(by_topology()),
-        Verdict::CannotTell(why) => Err(PlanError::SentinelsCannotTell(why.clone())),
+        Verdict::CannotTell(why) => Err(Blocked::SentinelsCannotTell(why.clone())),
     }
 }
 
@@ -426,8 +436,8 @@ mod tests {
         vec![None, Some(Secret::new("pw-a")), Some(Secret::new("pw-b"))]
     }
 
-    /// Every (desired, observed state, current config, credentials) combination: one plan
-    /// converges (a second plan is empty), a converged Redis gets no command at all, REPLICAOF
+    /// Every (desired, observed state, current config, credentials) combination: one list
+    /// converges (a second one is empty), a converged Redis gets no command at all, REPLICAOF
     /// is issued exactly when the upstream differs, and the final state is the desired one.
     #[test]
     fn exhaustive_convergence_and_idempotence() {
@@ -451,10 +461,10 @@ mod tests {
                                 tls: Some(tls_files()),
                             };
                             let (mut o, mut c) = (o0.clone(), c0.clone());
-                            let cmds = plan(&d, &o, &c, &creds, None).unwrap();
+                            let cmds = commands_for(&d, &o, &c, &creds, None).unwrap();
                             simulate(&mut o, &mut c, &cmds);
                             assert_eq!(
-                                plan(&d, &o, &c, &creds, None).unwrap(),
+                                commands_for(&d, &o, &c, &creds, None).unwrap(),
                                 vec![],
                                 "{d:?} {o0:?}"
                             );
@@ -515,7 +525,7 @@ mod tests {
                                 c.get("min-replicas-to-write"),
                                 d.min_replicas_to_write.to_string()
                             );
-                            // At most one CONFIG SET per plan (atomic), plus the fence
+                            // At most one CONFIG SET per list (atomic), plus the fence
                             // after a REPLICAOF.
                             assert!(
                                 cmds.iter()
@@ -549,7 +559,7 @@ mod tests {
             password: Some(Secret::new("pw")),
             tls: None,
         };
-        assert_eq!(plan(&d, &o, &c, &creds, None).unwrap(), vec![]);
+        assert_eq!(commands_for(&d, &o, &c, &creds, None).unwrap(), vec![]);
     }
 
     #[test]
@@ -565,7 +575,7 @@ mod tests {
             password: Some(Secret::new("hunter2")),
             tls: None,
         };
-        let cmds = plan(
+        let cmds = commands_for(
             &d,
             &observed(RedisRole::Master, None),
             &default_config(),
@@ -594,14 +604,14 @@ mod tests {
         );
         let o = observed(RedisRole::Master, None);
         assert_eq!(
-            plan(&d, &o, &default_config(), &Credentials::default(), None),
-            Err(PlanError::TlsFilesMissing("src:6380".into()))
+            commands_for(&d, &o, &default_config(), &Credentials::default(), None),
+            Err(Blocked::TlsFilesMissing("src:6380".into()))
         );
         let creds = Credentials {
             password: None,
             tls: Some(tls_files()),
         };
-        let cmds = plan(&d, &o, &default_config(), &creds, None).unwrap();
+        let cmds = commands_for(&d, &o, &default_config(), &creds, None).unwrap();
         let Command::ConfigSet(pairs) = &cmds[0] else {
             panic!("{cmds:?}")
         };
@@ -615,7 +625,7 @@ mod tests {
     fn promotion_is_replicaof_no_one_then_settings() {
         let d = topo(Role::Primary, None, 100, true, 1);
         let o = observed(RedisRole::Slave, Some(("src", 6379)));
-        let cmds = plan(&d, &o, &default_config(), &Credentials::default(), None).unwrap();
+        let cmds = commands_for(&d, &o, &default_config(), &Credentials::default(), None).unwrap();
         assert_eq!(cmds[0], Command::ReplicaOfNoOne);
         assert_eq!(cmds[1].describe(), "CONFIG SET min-replicas-to-write \"1\"");
     }
@@ -653,7 +663,7 @@ mod tests {
                     if sentinels {
                         d = with_sentinels(d);
                     }
-                    let cmds = plan(&d, &o, &c, &Credentials::default(), None).unwrap();
+                    let cmds = commands_for(&d, &o, &c, &Credentials::default(), None).unwrap();
                     if c.fenced() {
                         assert_eq!(cmds, vec![], "already fenced: no-op");
                     } else {
@@ -670,7 +680,7 @@ mod tests {
     /// Sentinel mode, every desired x observed x fenced-or-not x Sentinel verdict: the role is
     /// changed only for a fenced master, as the Sentinels (or, when none knows, the topology)
     /// say; a master never accepts writes between two commands unless it stays primary; one
-    /// plan converges.
+    /// `commands_for` converges.
     #[test]
     fn sentinel_mode_changes_the_role_only_of_a_fenced_master() {
         let verdicts = [
@@ -700,7 +710,7 @@ mod tests {
                     for v in &verdicts {
                         cases += 1;
                         let boot_fenced = o0.role == RedisRole::Master && c0.fenced();
-                        let res = plan(&d, &o0, &c0, &creds, Some(v));
+                        let res = commands_for(&d, &o0, &c0, &creds, Some(v));
                         if !boot_fenced {
                             let cmds = res.unwrap();
                             assert!(!cmds.iter().any(is_role_change), "{cmds:?}");
@@ -711,17 +721,17 @@ mod tests {
                                 d.min_replicas_to_write.to_string(),
                                 "replicas and masters get the topology's value"
                             );
-                            assert_eq!(plan(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
+                            assert_eq!(commands_for(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
                             continue;
                         }
                         let cmds = match (v, res) {
                             (Verdict::Us { settled: false }, r)
                             | (Verdict::Other { settled: false, .. }, r) => {
-                                assert_eq!(r, Err(PlanError::SentinelsFailingOver));
+                                assert_eq!(r, Err(Blocked::SentinelsFailingOver));
                                 continue;
                             }
                             (Verdict::CannotTell(_), r) => {
-                                assert!(matches!(r, Err(PlanError::SentinelsCannotTell(_))));
+                                assert!(matches!(r, Err(Blocked::SentinelsCannotTell(_))));
                                 continue;
                             }
                             (_, r) => r.unwrap(),
@@ -743,7 +753,7 @@ mod tests {
                         assert_eq!(o.master, expected_master, "{v:?} {cmds:?}");
                         assert!(!c.fenced());
                         assert!(!cmds.contains(&Command::ReplicaOfNoOne));
-                        assert_eq!(plan(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
+                        assert_eq!(commands_for(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
                     }
                 }
             }
@@ -777,7 +787,7 @@ mod tests {
                 settled: true,
             },
         ] {
-            assert_eq!(plan(&d, &o, &c, &creds, Some(&v)).unwrap(), vec![]);
+            assert_eq!(commands_for(&d, &o, &c, &creds, Some(&v)).unwrap(), vec![]);
         }
     }
 
@@ -787,8 +797,8 @@ mod tests {
         let mut o = observed(RedisRole::Slave, Some(("src", 6379)));
         o.loading = true;
         assert_eq!(
-            plan(&d, &o, &default_config(), &Credentials::default(), None),
-            Err(PlanError::Loading)
+            commands_for(&d, &o, &default_config(), &Credentials::default(), None),
+            Err(Blocked::Loading)
         );
     }
 }

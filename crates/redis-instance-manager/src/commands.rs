@@ -81,14 +81,19 @@ impl Command {
     }
 }
 
+/// The upstream (`host:port`) is reached over TLS, but the instance manager has no certificates.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the upstream {0} requires TLS but this instance manager has no --tls-ca-file/--tls-cert-file/--tls-key-file: mount the cluster's tlsSecret"
+)]
+pub struct NoTlsFiles(pub String);
+
 /// Why the topology cannot be applied this tick: the caller keeps Redis as it is and reports
 /// this, except for the two waits ([`Blocked::is_wait`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Blocked {
-    #[error(
-        "the upstream {0} requires TLS but this instance manager has no --tls-ca-file/--tls-cert-file/--tls-key-file: mount the cluster's tlsSecret"
-    )]
-    TlsFilesMissing(String),
+    #[error(transparent)]
+    TlsFilesMissing(#[from] NoTlsFiles),
     #[error("redis-server is loading its dataset; waiting")]
     Loading,
     /// A boot-fenced Redis waits while the Sentinels fail a master over (not an error).
@@ -174,7 +179,7 @@ pub fn commands_for(
             let tls = creds
                 .tls
                 .as_ref()
-                .ok_or_else(|| Blocked::TlsFilesMissing(format!("{}:{}", up.host, up.port)))?;
+                .ok_or_else(|| NoTlsFiles(crate::addr(&up.host, up.port)))?;
             // Files before the switch, in the same atomic CONFIG SET.
             want("tls-ca-cert-file", tls.ca.clone());
             want("tls-cert-file", tls.cert.clone());
@@ -281,92 +286,7 @@ fn role_action(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redis_cluster_api::topology::{FORMAT_VERSION, SentinelTopology, Upstream, UpstreamKind};
-
-    fn observed(role: RedisRole, master: Option<(&str, u16)>) -> Observed {
-        Observed {
-            run_id: "r".into(),
-            redis_version: "7.0.15".into(),
-            redis_mode: "standalone".into(),
-            role,
-            master: master.map(|(h, p)| (h.to_string(), p)),
-            master_link_status_up: master.is_some(),
-            master_last_io_seconds_ago: None,
-            master_sync_in_progress: false,
-            slave_repl_offset: None,
-            master_repl_offset: 0,
-            master_replid: String::new(),
-            connected_slaves: 0,
-            sync_full: 0,
-            sync_partial_ok: 0,
-            sync_partial_err: 0,
-            loading: false,
-        }
-    }
-
-    /// Redis as Redis 7 starts without any of our settings.
-    fn default_config() -> RedisConfig {
-        RedisConfig::from_pairs(
-            [
-                ("replica-priority", "100"),
-                ("replica-announced", "yes"),
-                ("min-replicas-to-write", "0"),
-                ("min-replicas-max-lag", "10"),
-                ("masteruser", ""),
-                ("masterauth", ""),
-                ("tls-replication", "no"),
-                ("tls-ca-cert-file", ""),
-                ("tls-cert-file", ""),
-                ("tls-key-file", ""),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        )
-    }
-
-    fn upstream(host: &str, port: u16, tls: bool, user: Option<&str>) -> Upstream {
-        Upstream {
-            kind: UpstreamKind::External,
-            host: host.into(),
-            port,
-            tls,
-            password_file: Some("/etc/redis-source/password".into()),
-            username: user.map(Into::into),
-            cluster_name: None,
-        }
-    }
-
-    fn topo(
-        role: Role,
-        up: Option<Upstream>,
-        prio: u32,
-        announced: bool,
-        mrtw: u32,
-    ) -> DesiredTopology {
-        DesiredTopology {
-            version: FORMAT_VERSION,
-            cluster: "dr".into(),
-            epoch: 1,
-            role,
-            upstream: up,
-            replica_priority: prio,
-            replica_announced: announced,
-            min_replicas_to_write: mrtw,
-            min_replicas_max_lag: 10,
-            primary: None,
-            sentinel: None,
-            replicaof_command: None,
-        }
-    }
-
-    fn tls_files() -> TlsFiles {
-        TlsFiles {
-            ca: "/tls/ca.crt".into(),
-            cert: "/tls/tls.crt".into(),
-            key: "/tls/tls.key".into(),
-        }
-    }
+    use crate::testing::*;
 
     /// A model of what the commands do to Redis, to check convergence.
     fn simulate(o: &mut Observed, c: &mut RedisConfig, cmds: &[Command]) {
@@ -605,7 +525,7 @@ mod tests {
         let o = observed(RedisRole::Master, None);
         assert_eq!(
             commands_for(&d, &o, &default_config(), &Credentials::default(), None),
-            Err(Blocked::TlsFilesMissing("src:6380".into()))
+            Err(Blocked::TlsFilesMissing(NoTlsFiles("src:6380".into())))
         );
         let creds = Credentials {
             password: None,
@@ -628,25 +548,6 @@ mod tests {
         let cmds = commands_for(&d, &o, &default_config(), &Credentials::default(), None).unwrap();
         assert_eq!(cmds[0], Command::ReplicaOfNoOne);
         assert_eq!(cmds[1].describe(), "CONFIG SET min-replicas-to-write \"1\"");
-    }
-
-    fn with_sentinels(mut d: DesiredTopology) -> DesiredTopology {
-        d.sentinel = Some(SentinelTopology {
-            master_name: "mymaster".into(),
-            addresses: vec!["s-0:26379".into(), "s-1:26379".into()],
-            announce_host: "me".into(),
-            password_file: None,
-        });
-        d
-    }
-
-    fn fenced_config() -> RedisConfig {
-        let mut c = default_config();
-        c.values.insert(
-            "min-replicas-to-write".into(),
-            FENCE_MIN_REPLICAS.to_string(),
-        );
-        c
     }
 
     fn is_role_change(c: &Command) -> bool {

@@ -15,6 +15,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::info::{Observed, RedisRole};
+
 /// A replication history position: replication id and offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Position {
@@ -39,6 +41,14 @@ impl UpstreamIds {
             second_repl_offset: f.get("second_repl_offset")?.parse().ok()?,
         })
     }
+}
+
+/// The position to remember from the local Redis's `INFO`: only while it is a replica with its
+/// link up and no sync in progress are its `master_replid`/`master_repl_offset` the history of
+/// its upstream (during a sync they are about to be replaced).
+pub fn followed(o: &Observed) -> Option<(&str, i64)> {
+    (o.role == RedisRole::Slave && o.master_link_status_up && !o.master_sync_in_progress)
+        .then_some((o.master_replid.as_str(), o.master_repl_offset))
 }
 
 /// What a comparison with the upstream found.
@@ -125,6 +135,7 @@ impl Divergence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::observed;
 
     fn up(replid: &str, replid2: &str, second: i64) -> UpstreamIds {
         UpstreamIds {
@@ -141,6 +152,41 @@ mod tests {
         assert_eq!(UpstreamIds::from_fields(&f), Some(up("bbb", "aaa", 501)));
         let f = crate::info::info_fields("role:master\r\nmaster_replid:bbb\r\n");
         assert_eq!(UpstreamIds::from_fields(&f), None);
+    }
+
+    /// What is remembered from the local Redis: only a linked replica's position, not one
+    /// that is syncing (its ids are about to change) or whose link is down.
+    #[test]
+    fn only_a_linked_replica_tells_what_it_follows() {
+        let replica = || {
+            let mut o = observed(RedisRole::Slave, Some(("src", 6379)));
+            o.master_replid = "aaa".into();
+            o.master_repl_offset = 620;
+            o
+        };
+        let rows = [
+            ("a linked replica", replica(), Some(("aaa", 620))),
+            ("a master", observed(RedisRole::Master, None), None),
+            (
+                "link down",
+                Observed {
+                    master_link_status_up: false,
+                    ..replica()
+                },
+                None,
+            ),
+            (
+                "syncing",
+                Observed {
+                    master_sync_in_progress: true,
+                    ..replica()
+                },
+                None,
+            ),
+        ];
+        for (name, o, expected) in &rows {
+            assert_eq!(followed(o), *expected, "{name}");
+        }
     }
 
     #[test]

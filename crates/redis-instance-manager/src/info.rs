@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
 
+use crate::divergence::UpstreamIds;
 use crate::secret::Secret;
 
 /// The parameters the instance manager owns, as `CONFIG GET` spells them.
@@ -107,6 +108,25 @@ impl Observed {
     }
 }
 
+/// What the upstream probe's `INFO replication` says, as far as the instance manager uses it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    /// The upstream's `master_repl_offset`: what it has written, the reference for lag.
+    pub master_repl_offset: Option<i64>,
+    /// Its replication ids, to tell whether this replica diverged at a failover.
+    pub ids: Option<UpstreamIds>,
+}
+
+impl UpstreamInfo {
+    pub fn parse(text: &str) -> UpstreamInfo {
+        let f = info_fields(text);
+        UpstreamInfo {
+            master_repl_offset: f.get("master_repl_offset").and_then(|v| v.parse().ok()),
+            ids: UpstreamIds::from_fields(&f),
+        }
+    }
+}
+
 /// The current values of [`OWNED_PARAMETERS`]. `masterauth` is kept as a [`Secret`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -168,6 +188,19 @@ pub(crate) mod tests {
         assert_eq!(o.master_repl_offset, 77);
         assert!(o.loading);
         assert!(Observed::parse("nothing here").is_err());
+    }
+
+    #[test]
+    fn parses_what_the_probe_uses_of_the_upstream() {
+        let u = UpstreamInfo::parse(
+            "# Replication\r\nrole:master\r\nmaster_replid:bbb\r\nmaster_replid2:aaa\r\nmaster_repl_offset:900\r\nsecond_repl_offset:501\r\n",
+        );
+        assert_eq!(u.master_repl_offset, Some(900));
+        assert_eq!(u.ids.unwrap().second_repl_offset, 501);
+        assert_eq!(
+            UpstreamInfo::parse("role:master\r\n"),
+            UpstreamInfo::default()
+        );
     }
 
     #[test]

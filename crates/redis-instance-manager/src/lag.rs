@@ -9,8 +9,15 @@
 //! seconds is `now - t`, where `t` is the time of the first recorded sample whose upstream offset
 //! is beyond the replica's offset. It is 0 when caught up, has the resolution of one probe
 //! interval, and is a lower bound when the replica is behind the oldest sample kept.
+//!
+//! [`Lag`] keeps that history for the upstream the topology names and starts it over when the
+//! upstream changes; [`reading`] says what a tick's observations allow to measure.
 
 use std::collections::VecDeque;
+
+use redis_cluster_api::topology::Upstream;
+
+use crate::info::Observed;
 
 /// Recent upstream offsets with their timestamps (seconds on a monotonic clock).
 #[derive(Debug, Default)]
@@ -53,6 +60,85 @@ impl OffsetHistory {
     }
 }
 
+/// What one tick can measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// Nothing to lag behind: the local Redis answered and the topology names no upstream
+    /// (primary, fenced, or no topology yet). The lag is 0.
+    NoUpstream,
+    /// The local Redis replicates the topology's upstream and both offsets were read this tick.
+    Offsets { upstream: i64, replica: i64 },
+    /// Not measurable: the local Redis or the probe did not answer, or Redis does not replicate
+    /// the topology's upstream (yet). `/status` then says `null`; the gauges keep their value.
+    Unknown,
+}
+
+/// What this tick's observations allow to measure. `upstream` is the topology's upstream
+/// (replicas only), `upstream_offset` what the probe read from it.
+pub fn reading(
+    upstream: Option<&Upstream>,
+    observed: Option<&Observed>,
+    upstream_offset: Option<i64>,
+) -> Reading {
+    match (upstream, observed, upstream_offset) {
+        (None, Some(_), _) => Reading::NoUpstream,
+        (Some(up), Some(o), Some(uo)) if o.master == Some((up.host.clone(), up.port)) => {
+            Reading::Offsets {
+                upstream: uo,
+                replica: o.processed_offset(),
+            }
+        }
+        _ => Reading::Unknown,
+    }
+}
+
+/// The lag reported for one tick (`None`: not measurable, see [`Reading::Unknown`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LagNow {
+    pub bytes: Option<i64>,
+    pub seconds: Option<f64>,
+}
+
+/// The offset history of the upstream the topology names.
+#[derive(Debug, Default)]
+pub struct Lag {
+    history: OffsetHistory,
+    upstream: Option<(String, u16)>,
+}
+
+impl Lag {
+    /// Record this tick's reading at `now` (seconds, monotonic) and say the lag. A different
+    /// upstream than last tick (or none) starts the history over: the samples of another server
+    /// say nothing about this one.
+    pub fn update(
+        &mut self,
+        now: f64,
+        upstream: Option<&Upstream>,
+        observed: Option<&Observed>,
+        upstream_offset: Option<i64>,
+    ) -> LagNow {
+        let target = upstream.map(|u| (u.host.clone(), u.port));
+        if target != self.upstream {
+            self.history.clear();
+            self.upstream = target;
+        }
+        match reading(upstream, observed, upstream_offset) {
+            Reading::NoUpstream => LagNow {
+                bytes: Some(0),
+                seconds: Some(0.0),
+            },
+            Reading::Offsets { upstream, replica } => {
+                self.history.record(now, upstream);
+                LagNow {
+                    bytes: Some(lag_bytes(upstream, replica)),
+                    seconds: self.history.lag_seconds(now, replica),
+                }
+            }
+            Reading::Unknown => LagNow::default(),
+        }
+    }
+}
+
 /// `upstream - replica`, never negative (the two reads are not atomic: the replica may have
 /// moved past the offset the probe read a moment earlier).
 pub fn lag_bytes(upstream_offset: i64, replica_offset: i64) -> i64 {
@@ -62,6 +148,8 @@ pub fn lag_bytes(upstream_offset: i64, replica_offset: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::info::RedisRole;
+    use crate::testing::{observed, upstream};
 
     #[test]
     fn bytes_are_upstream_minus_replica_never_negative() {
@@ -95,5 +183,103 @@ mod tests {
             h.record(2.0 + i as f64, 10 + i);
         }
         assert_eq!(h.samples.len(), CAPACITY);
+    }
+
+    fn replica_at(host: &str, port: u16, offset: i64) -> Observed {
+        let mut o = observed(RedisRole::Slave, Some((host, port)));
+        o.slave_repl_offset = Some(offset);
+        o
+    }
+
+    /// What a tick can measure, every branch of [`reading`].
+    #[test]
+    fn what_a_tick_can_measure() {
+        let src = upstream("src", 6379, false, None);
+        let src = Some(&src);
+        let at = |host, port, offset| Some(replica_at(host, port, offset));
+        let master = || Some(observed(RedisRole::Master, None));
+        let offsets = |upstream, replica| Reading::Offsets { upstream, replica };
+        // (the topology's upstream, the local Redis, the upstream's offset probed, reading)
+        let rows = [
+            // No upstream (primary, fenced, no topology): 0 while Redis answers.
+            (None, master(), None, Reading::NoUpstream),
+            (None, at("src", 6379, 5), Some(10), Reading::NoUpstream),
+            (None, None, None, Reading::Unknown),
+            // A replica of the upstream, caught up and behind.
+            (src, at("src", 6379, 1500), Some(1500), offsets(1500, 1500)),
+            (src, at("src", 6379, 1500), Some(2000), offsets(2000, 1500)),
+            // The probe timed out; the local Redis cannot be read.
+            (src, at("src", 6379, 1500), None, Reading::Unknown),
+            (src, None, Some(2000), Reading::Unknown),
+            // The upstream changed and Redis still replicates the old one (same host, another
+            // port is another upstream); not re-pointed yet.
+            (src, at("old-src", 6379, 1500), Some(2000), Reading::Unknown),
+            (src, at("src", 6380, 1500), Some(2000), Reading::Unknown),
+            (src, master(), Some(2000), Reading::Unknown),
+        ];
+        for (i, (up, o, uo, expected)) in rows.iter().enumerate() {
+            assert_eq!(reading(*up, o.as_ref(), *uo), *expected, "row {i}");
+        }
+    }
+
+    /// Lag over ticks: the history belongs to one upstream and starts over when it changes.
+    #[test]
+    fn the_history_starts_over_when_the_upstream_changes() {
+        let a = upstream("a", 6379, false, None);
+        let b = upstream("b", 6379, false, None);
+        let mut lag = Lag::default();
+        let tick = |lag: &mut Lag, now: f64, up: &Upstream, replica: i64, upstream: i64| {
+            lag.update(
+                now,
+                Some(up),
+                Some(&replica_at(&up.host, 6379, replica)),
+                Some(upstream),
+            )
+        };
+        // (time, upstream, replica offset, upstream offset, lag bytes, lag seconds)
+        let rows: [(f64, &Upstream, i64, i64, i64, f64); 6] = [
+            (0.0, &a, 100, 100, 0, 0.0),
+            (1.0, &a, 100, 300, 200, 0.0),
+            (3.0, &a, 100, 500, 400, 2.0),
+            (4.0, &a, 500, 500, 0, 0.0),
+            // Re-pointed at b, far ahead: b's first sample is the oldest known.
+            (5.0, &b, 500, 9000, 8500, 0.0),
+            (7.0, &b, 500, 9100, 8600, 2.0),
+        ];
+        for (now, up, replica, upstream, bytes, seconds) in rows {
+            assert_eq!(
+                tick(&mut lag, now, up, replica, upstream),
+                LagNow {
+                    bytes: Some(bytes),
+                    seconds: Some(seconds)
+                },
+                "t={now}"
+            );
+        }
+        // A tick that cannot measure says nothing and forgets nothing.
+        assert_eq!(lag.update(8.0, Some(&b), None, None), LagNow::default());
+        assert_eq!(
+            tick(&mut lag, 9.0, &b, 500, 9100),
+            LagNow {
+                bytes: Some(8600),
+                seconds: Some(4.0)
+            }
+        );
+        // A primary: 0, and the history of b is gone.
+        let primary = observed(RedisRole::Master, None);
+        assert_eq!(
+            lag.update(10.0, None, Some(&primary), None),
+            LagNow {
+                bytes: Some(0),
+                seconds: Some(0.0)
+            }
+        );
+        assert_eq!(
+            tick(&mut lag, 11.0, &b, 500, 9100),
+            LagNow {
+                bytes: Some(8600),
+                seconds: Some(0.0)
+            }
+        );
     }
 }

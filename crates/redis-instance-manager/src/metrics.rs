@@ -11,12 +11,30 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use redis_cluster_api::report::InstanceReport;
+use redis_cluster_api::topology::Upstream;
+
+use crate::info::{Observed, RedisRole};
 
 /// `master_host`/`master_port`, as redis_exporter labels its replica metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MasterLabels {
     pub master_host: String,
     pub master_port: String,
+}
+
+impl MasterLabels {
+    /// Replica series are labelled with the topology's upstream, or with the one Redis reports
+    /// (the topology says primary but Redis still replicates); none for a master.
+    pub fn of(upstream: Option<&Upstream>, observed: Option<&Observed>) -> Option<MasterLabels> {
+        upstream
+            .map(|u| (u.host.clone(), u.port))
+            .or_else(|| observed.and_then(|o| o.master.clone()))
+            .map(|(h, p)| MasterLabels {
+                master_host: h,
+                master_port: p.to_string(),
+            })
+    }
 }
 
 /// Labels of `redis_instance_info` (a subset of redis_exporter's).
@@ -26,6 +44,28 @@ pub struct InfoLabels {
     pub redis_version: String,
     pub redis_mode: String,
     pub run_id: String,
+}
+
+impl InfoLabels {
+    pub fn of(o: &Observed) -> InfoLabels {
+        InfoLabels {
+            role: match o.role {
+                RedisRole::Master => "master".into(),
+                RedisRole::Slave => "slave".into(),
+            },
+            redis_version: o.redis_version.clone(),
+            redis_mode: o.redis_mode.clone(),
+            run_id: o.run_id.clone(),
+        }
+    }
+}
+
+/// The label sets exported now: when one changes, the series with the old labels are removed
+/// rather than left behind at their last value.
+#[derive(Debug, Default)]
+pub struct Exported {
+    master: Option<MasterLabels>,
+    info: Option<InfoLabels>,
 }
 
 /// OpenMetrics content type for `/metrics`.
@@ -185,6 +225,78 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
+    /// Set every series from one tick: its report, what the local Redis said (`None`: it could
+    /// not be read), the topology's upstream, and how long the tick's reads took.
+    pub fn publish(
+        &self,
+        exported: &mut Exported,
+        report: &InstanceReport,
+        observed: Option<&Observed>,
+        upstream: Option<&Upstream>,
+        probe_seconds: f64,
+    ) {
+        self.up.set(i64::from(observed.is_some()));
+        self.applied_epoch
+            .set(report.applied_epoch.map_or(-1, |e| e as i64));
+        self.topology_errors.set(i64::from(report.error.is_some()));
+        self.fenced.set(i64::from(report.fenced));
+        if upstream.is_some() {
+            self.upstream_probe_seconds.set(probe_seconds);
+        }
+        let info = observed.map(InfoLabels::of);
+        if info != exported.info {
+            self.instance_info.clear();
+            if let Some(l) = &info {
+                self.instance_info.get_or_create(l).set(1);
+            }
+            exported.info = info;
+        }
+        let master = MasterLabels::of(upstream, observed);
+        if master != exported.master {
+            self.master_link_up.clear();
+            self.master_last_io_seconds_ago.clear();
+            self.master_sync_in_progress.clear();
+            self.slave_repl_offset.clear();
+            self.upstream_repl_offset.clear();
+            exported.master = master.clone();
+        }
+        if let Some(l) = &master {
+            self.master_link_up
+                .get_or_create(l)
+                .set(i64::from(report.master_link_up));
+            if let Some(o) = observed {
+                self.master_last_io_seconds_ago
+                    .get_or_create(l)
+                    .set(o.master_last_io_seconds_ago.unwrap_or(-1));
+                self.master_sync_in_progress
+                    .get_or_create(l)
+                    .set(i64::from(o.master_sync_in_progress));
+                self.slave_repl_offset
+                    .get_or_create(l)
+                    .set(o.processed_offset());
+            }
+            if let Some(uo) = report.upstream_offset {
+                self.upstream_repl_offset.get_or_create(l).set(uo);
+            }
+        }
+        if let Some(o) = observed {
+            self.master_repl_offset.set(o.master_repl_offset);
+            self.connected_slaves.set(i64::from(o.connected_slaves));
+            self.resyncs_full.set(o.sync_full as i64);
+            self.partial_resync_accepted.set(o.sync_partial_ok as i64);
+            self.partial_resync_denied.set(o.sync_partial_err as i64);
+        }
+        // Not measurable this tick (see `lag::Reading`): the last value stays.
+        if let Some(l) = report.lag_bytes {
+            self.replication_lag_bytes.set(l);
+        }
+        if let Some(s) = report.lag_seconds {
+            self.replication_lag_seconds.set(s);
+        }
+        self.replication_diverged_bytes
+            .set(report.diverged_bytes.unwrap_or(0));
+    }
+
     /// The OpenMetrics text.
     pub fn encode(&self) -> String {
         let mut s = String::with_capacity(4096);
@@ -197,6 +309,93 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{observed, upstream};
+
+    /// Which `master_host`/`master_port` the replica series carry.
+    #[test]
+    fn replica_series_follow_the_topology_then_redis() {
+        let labels = |h: &str, p: &str| {
+            Some(MasterLabels {
+                master_host: h.into(),
+                master_port: p.into(),
+            })
+        };
+        let src = upstream("src", 6379, false, None);
+        let old = observed(RedisRole::Slave, Some(("old", 6380)));
+        let master = observed(RedisRole::Master, None);
+        let rows = [
+            (
+                "the topology's upstream",
+                Some(&src),
+                Some(&old),
+                labels("src", "6379"),
+            ),
+            (
+                "... also while Redis is down",
+                Some(&src),
+                None,
+                labels("src", "6379"),
+            ),
+            (
+                "no upstream: what Redis replicates",
+                None,
+                Some(&old),
+                labels("old", "6380"),
+            ),
+            ("a master: none", None, Some(&master), None),
+            ("nothing known: none", None, None, None),
+        ];
+        for (name, up, o, expected) in rows {
+            assert_eq!(MasterLabels::of(up, o), expected, "{name}");
+        }
+    }
+
+    /// Published series: a change of upstream replaces the `master_*` series, and a tick that
+    /// cannot measure the lag keeps the last value.
+    #[test]
+    fn publishing_replaces_series_whose_labels_changed() {
+        let m = Metrics::new("dr", "prod", "dr-0");
+        let mut exported = Exported::default();
+        let a = upstream("a", 6379, false, None);
+        let b = upstream("b", 6379, false, None);
+        let o = observed(RedisRole::Slave, Some(("a", 6379)));
+        let report = InstanceReport {
+            master_link_up: true,
+            lag_bytes: Some(42),
+            ..Default::default()
+        };
+        m.publish(&mut exported, &report, Some(&o), Some(&a), 0.01);
+        let text = m.encode();
+        assert!(text.contains("master_host=\"a\""), "{text}");
+        assert!(
+            text.contains(
+                "redis_replication_lag_bytes{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\"} 42"
+            ),
+            "{text}"
+        );
+        let unmeasured = InstanceReport {
+            lag_bytes: None,
+            ..report
+        };
+        m.publish(&mut exported, &unmeasured, Some(&o), Some(&b), 0.01);
+        let text = m.encode();
+        assert!(!text.contains("master_host=\"a\""), "{text}");
+        assert!(text.contains("master_host=\"b\""), "{text}");
+        assert!(
+            text.contains(
+                "redis_replication_lag_bytes{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\"} 42"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("redis_instance_info{"), "{text}");
+        m.publish(&mut exported, &unmeasured, None, Some(&b), 0.01);
+        let text = m.encode();
+        assert!(!text.contains("redis_instance_info{"), "{text}");
+        assert!(
+            text.contains("redis_up{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\"} 0"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn every_series_has_the_pod_labels_and_exporter_names() {

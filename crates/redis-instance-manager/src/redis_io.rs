@@ -1,5 +1,5 @@
 //! The thin Redis adapter (fred): connect with a hard timeout, read `INFO` and `CONFIG GET`,
-//! execute planned commands. No decisions are made here.
+//! execute the commands `commands_for` decided. No decisions are made here.
 //!
 //! Connections are kept between probes (one round trip per probe, no TLS handshake every
 //! second) and thrown away on the first error or timeout: the next probe reconnects from scratch,
@@ -21,11 +21,15 @@ use crate::info::{OWNED_PARAMETERS, RedisConfig};
 use crate::secret::Secret;
 
 /// Run one call on a cached connection within the timeout; drop the connection on failure.
+/// The error names the step that did not complete: connecting (with AUTH and the TLS
+/// handshake) or the call itself.
 macro_rules! cached_call {
-    ($self:ident, $ep:ident, |$c:ident| $call:expr) => {{
+    ($self:ident, $ep:ident, $step:expr, |$c:ident| $call:expr) => {{
         let timeout = $self.timeout;
+        let mut reached = Step::Connect;
         let res = match tokio::time::timeout(timeout, async {
             let $c = $self.get($ep).await?;
+            reached = $step;
             $call.await
         })
         .await
@@ -40,7 +44,11 @@ macro_rules! cached_call {
         if matches!(res, Err(ref e) if !matches!(e, IoError::Redis(_))) {
             $self.reset();
         }
-        res
+        res.map_err(|cause| RedisError {
+            addr: $ep.addr(),
+            step: reached,
+            cause,
+        })
     }};
 }
 
@@ -56,35 +64,76 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::addr(&self.host, self.port)
     }
 }
 
-/// Why a connection or command failed, classified for a user.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why a connection or command failed, classified for a user (the words only: callers say
+/// which server, [`RedisError`] which step).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IoError {
     /// The server rejected our credentials.
+    #[error("{0}")]
     Auth(String),
     /// TCP could not be established, was reset, or the server did not answer in time.
+    #[error("{0}")]
     Unreachable(String),
     /// TLS configuration or handshake failure.
+    #[error("{0}")]
     Tls(String),
     /// The server answered with an error.
+    #[error("{0}")]
     Redis(String),
 }
 
-impl std::fmt::Display for IoError {
+/// The step of a call to Redis that did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// TCP, the TLS handshake and `AUTH` (fred does them as one).
+    Connect,
+    Info,
+    InfoReplication,
+    ConfigGet,
+    ConfigSet,
+    ReplicaOf,
+    ConfigRewrite,
+    SentinelMaster,
+}
+
+impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IoError::Auth(d) | IoError::Unreachable(d) | IoError::Tls(d) | IoError::Redis(d) => {
-                f.write_str(d)
-            }
+        f.write_str(match self {
+            Step::Connect => "connect",
+            Step::Info => "INFO",
+            Step::InfoReplication => "INFO replication",
+            Step::ConfigGet => "CONFIG GET",
+            Step::ConfigSet => "CONFIG SET",
+            Step::ReplicaOf => "REPLICAOF",
+            Step::ConfigRewrite => "CONFIG REWRITE",
+            Step::SentinelMaster => "SENTINEL MASTER",
+        })
+    }
+}
+
+impl Step {
+    /// The step that executes `cmd`.
+    pub fn of(cmd: &Command) -> Step {
+        match cmd {
+            Command::ConfigSet(_) => Step::ConfigSet,
+            Command::ReplicaOf(..) | Command::ReplicaOfNoOne => Step::ReplicaOf,
         }
     }
+}
+
+/// A failed call to one Redis server: which server, which step, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{step} {addr}: {cause}")]
+pub struct RedisError {
+    /// `host:port` of the server.
+    pub addr: String,
+    pub step: Step,
+    /// Why, in words for a user.
+    pub cause: IoError,
 }
 
 /// Stable, human wording for a fred error (no addresses of ephemeral ports, no secrets).
@@ -396,16 +445,16 @@ impl Cached {
         Ok(self.conn.as_ref().expect("just connected"))
     }
 
-    pub async fn info(&mut self, ep: &Endpoint) -> Result<String, IoError> {
-        cached_call!(self, ep, |c| c.info())
+    pub async fn info(&mut self, ep: &Endpoint) -> Result<String, RedisError> {
+        cached_call!(self, ep, Step::Info, |c| c.info())
     }
 
-    pub async fn info_replication(&mut self, ep: &Endpoint) -> Result<String, IoError> {
-        cached_call!(self, ep, |c| c.info_replication())
+    pub async fn info_replication(&mut self, ep: &Endpoint) -> Result<String, RedisError> {
+        cached_call!(self, ep, Step::InfoReplication, |c| c.info_replication())
     }
 
-    pub async fn owned_config(&mut self, ep: &Endpoint) -> Result<RedisConfig, IoError> {
-        cached_call!(self, ep, |c| c.owned_config())
+    pub async fn owned_config(&mut self, ep: &Endpoint) -> Result<RedisConfig, RedisError> {
+        cached_call!(self, ep, Step::ConfigGet, |c| c.owned_config())
     }
 
     pub async fn execute(
@@ -413,20 +462,20 @@ impl Cached {
         ep: &Endpoint,
         cmd: &Command,
         replicaof: &str,
-    ) -> Result<(), IoError> {
-        cached_call!(self, ep, |c| c.execute(cmd, replicaof))
+    ) -> Result<(), RedisError> {
+        cached_call!(self, ep, Step::of(cmd), |c| c.execute(cmd, replicaof))
     }
 
-    pub async fn config_rewrite(&mut self, ep: &Endpoint) -> Result<(), IoError> {
-        cached_call!(self, ep, |c| c.config_rewrite())
+    pub async fn config_rewrite(&mut self, ep: &Endpoint) -> Result<(), RedisError> {
+        cached_call!(self, ep, Step::ConfigRewrite, |c| c.config_rewrite())
     }
 
     pub async fn sentinel_master(
         &mut self,
         ep: &Endpoint,
         name: &str,
-    ) -> Result<Option<Vec<(String, String)>>, IoError> {
-        cached_call!(self, ep, |c| c.sentinel_master(name))
+    ) -> Result<Option<Vec<(String, String)>>, RedisError> {
+        cached_call!(self, ep, Step::SentinelMaster, |c| c.sentinel_master(name))
     }
 }
 
@@ -443,6 +492,32 @@ mod tests {
         assert_eq!(
             tls_detail("received fatal alert: HandshakeFailure"),
             "TLS handshake failed: received fatal alert: HandshakeFailure"
+        );
+    }
+
+    /// A refused connection is reported at the connect step, with the address.
+    #[tokio::test]
+    async fn a_failed_call_names_the_address_and_the_step() {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ep = Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            username: None,
+            password: None,
+            tls: None,
+        };
+        let mut cached = Cached::new(Duration::from_secs(2));
+        let e = cached.info(&ep).await.unwrap_err();
+        assert_eq!(e.step, Step::Connect);
+        assert_eq!(e.cause, IoError::Unreachable("connection refused".into()));
+        assert_eq!(
+            e.to_string(),
+            format!("connect 127.0.0.1:{port}: connection refused")
         );
     }
 

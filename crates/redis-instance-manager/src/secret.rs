@@ -49,21 +49,41 @@ impl Secret {
 }
 
 /// Why a password file could not be used (never carries file content).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretFileError {
+    #[error("does not exist")]
     Missing,
+    #[error("is empty")]
     Empty,
+    #[error("cannot be read ({0})")]
     Unreadable(String),
 }
 
-impl std::fmt::Display for SecretFileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SecretFileError::Missing => f.write_str("does not exist"),
-            SecretFileError::Empty => f.write_str("is empty"),
-            SecretFileError::Unreadable(kind) => write!(f, "cannot be read ({kind})"),
-        }
-    }
+/// A password file the instance manager needs, which one, and why it cannot be used. The
+/// messages say what to mount where; they are shown in `/status` (see docs/instance-manager.md,
+/// "Errors a user can act on").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordFileError {
+    /// `--redis-password-file`: the cluster's own password, for the local Redis.
+    #[error("the local Redis password file {path} {reason}")]
+    Local {
+        path: String,
+        reason: SecretFileError,
+    },
+    /// `upstream.passwordFile`: the upstream's password (`masterauth`, the probe's `AUTH`).
+    #[error(
+        "the source password file {path} {reason}: mount the source's auth Secret (key \"password\") at that path"
+    )]
+    Source {
+        path: String,
+        reason: SecretFileError,
+    },
+    /// `sentinel.passwordFile`: the password the Sentinels require.
+    #[error("the Sentinels' password file {path} {reason}")]
+    Sentinels {
+        path: String,
+        reason: SecretFileError,
+    },
 }
 
 #[cfg(test)]
@@ -93,5 +113,33 @@ mod tests {
             Err(SecretFileError::Missing)
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn password_file_errors_say_which_file_and_what_to_do() {
+        let source = PasswordFileError::Source {
+            path: "/etc/redis-source/password".into(),
+            reason: SecretFileError::Missing,
+        };
+        assert_eq!(
+            source.to_string(),
+            "the source password file /etc/redis-source/password does not exist: mount the source's auth Secret (key \"password\") at that path"
+        );
+        let local = PasswordFileError::Local {
+            path: "/etc/redis/auth/password".into(),
+            reason: SecretFileError::Empty,
+        };
+        assert_eq!(
+            local.to_string(),
+            "the local Redis password file /etc/redis/auth/password is empty"
+        );
+        let sentinels = PasswordFileError::Sentinels {
+            path: "/p".into(),
+            reason: SecretFileError::Unreadable("permission denied".into()),
+        };
+        assert_eq!(
+            sentinels.to_string(),
+            "the Sentinels' password file /p cannot be read (permission denied)"
+        );
     }
 }

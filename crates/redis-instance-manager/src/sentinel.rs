@@ -4,6 +4,8 @@
 //! In sentinel mode the Sentinels decide which Redis is primary; the instance manager only reads
 //! their view (to report it, and to point a Redis that booted fenced at the primary they elected).
 
+use redis_cluster_api::topology::SentinelTopology;
+
 /// One Sentinel's answer to `SENTINEL MASTER <name>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MasterAnswer {
@@ -78,11 +80,7 @@ pub struct Elected {
 
 impl Elected {
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        crate::addr(&self.host, self.port)
     }
 }
 
@@ -147,6 +145,23 @@ pub fn view(replies: &[Reply]) -> View {
         reachable,
         refused,
     }
+}
+
+/// What to log (once) while no Sentinel names a master: which Sentinels were asked, for which
+/// master, and why one refused us. `None` once a master is known.
+pub fn unknown_master_note(topology: &SentinelTopology, view: &View) -> Option<String> {
+    if view.elected.is_some() {
+        return None;
+    }
+    Some(format!(
+        "no Sentinel of {} knows a master {:?}{}",
+        topology.addresses.join(","),
+        topology.master_name,
+        view.refused
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    ))
 }
 
 /// What the Sentinels' view means for this pod (known to them as `announce_host:own_port`).
@@ -327,6 +342,41 @@ mod tests {
                 settled: true
             }
         );
+    }
+
+    #[test]
+    fn the_note_names_the_sentinels_the_master_and_a_refusal() {
+        let st = SentinelTopology {
+            master_name: "mymaster".into(),
+            addresses: vec!["s-0:26379".into(), "s-1:26379".into()],
+            announce_host: "me".into(),
+            password_file: None,
+        };
+        // (view, expected note)
+        let rows: [(View, Option<&str>); 4] = [
+            (view(&[answer("a", 6379, 2, "master")]), None),
+            (
+                view(&[Reply::NotMonitored, Reply::Unreachable("timeout".into())]),
+                Some("no Sentinel of s-0:26379,s-1:26379 knows a master \"mymaster\""),
+            ),
+            (
+                view(&[Reply::Refused("Sentinel s-0:26379: WRONGPASS".into())]),
+                Some(
+                    "no Sentinel of s-0:26379,s-1:26379 knows a master \"mymaster\" (Sentinel s-0:26379: WRONGPASS)",
+                ),
+            ),
+            // A refusal does not matter once another Sentinel names the master.
+            (
+                view(&[
+                    Reply::Refused("WRONGPASS".into()),
+                    answer("a", 6379, 2, "master"),
+                ]),
+                None,
+            ),
+        ];
+        for (v, expected) in rows {
+            assert_eq!(unknown_master_note(&st, &v).as_deref(), expected, "{v:?}");
+        }
     }
 
     #[test]

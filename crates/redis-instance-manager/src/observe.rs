@@ -1,0 +1,295 @@
+//! A tick's reads, and nothing else: whom to talk to (resolved from the topology, the flags and
+//! the mounted password files), then the local Redis, the upstream probe and the Sentinels,
+//! concurrently, each within its timeout. What the readings mean is decided by `assess`,
+//! `commands` and `lag`, which do no I/O.
+
+use std::time::{Duration, Instant};
+
+use redis_cluster_api::topology::{DesiredTopology, SentinelTopology, Upstream};
+
+use crate::assess::desired_upstream;
+use crate::commands::{Credentials, NoTlsFiles};
+use crate::info::{Observed, RedisConfig, UpstreamInfo};
+use crate::reconcile::ManagerConfig;
+use crate::redis_io::{Cached, Endpoint, IoError, RedisError};
+use crate::secret::{PasswordFileError, Secret};
+use crate::sentinel::{self, MasterAnswer, Reply, View};
+
+/// Timeout for commands to the local Redis (same pod: generous, it only bounds a wedged server).
+const LOCAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the local redis-server could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot read the local redis-server at {}: {}: {}", .0.addr, .0.step, .0.cause)]
+    Redis(RedisError),
+    #[error("cannot read the local redis-server at {addr}: {why}")]
+    Unparsable { addr: String, why: String },
+}
+
+/// Why the upstream can be neither probed nor replicated this tick.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    PasswordFile(#[from] PasswordFileError),
+    #[error(transparent)]
+    NoTlsFiles(#[from] NoTlsFiles),
+}
+
+/// How to reach the upstream: what `CONFIG SET` gives Redis, and where the probe connects.
+#[derive(Clone, Debug)]
+pub struct Reach {
+    pub credentials: Credentials,
+    pub probe: Endpoint,
+}
+
+/// Whom a tick talks to. Password files are re-read every tick, so a fixed or rotated Secret
+/// is picked up without a restart.
+#[derive(Clone, Debug)]
+pub struct Targets {
+    /// The local redis-server (without a password when its file cannot be read).
+    pub local: Endpoint,
+    /// Why the local password file cannot be used.
+    pub local_password: Option<PasswordFileError>,
+    /// The upstream of a replica topology, and how to reach it or why it cannot be reached.
+    pub upstream: Option<(Upstream, Result<Reach, UpstreamError>)>,
+}
+
+impl Targets {
+    pub fn resolve(config: &ManagerConfig, desired: Option<&DesiredTopology>) -> Targets {
+        let (password, local_password) = match &config.redis_password_file {
+            None => (None, None),
+            Some(p) => match Secret::read_file(p) {
+                Ok(s) => (Some(s), None),
+                Err(reason) => (
+                    None,
+                    Some(PasswordFileError::Local {
+                        path: p.display().to_string(),
+                        reason,
+                    }),
+                ),
+            },
+        };
+        Targets {
+            local: Endpoint {
+                host: config.redis_host.clone(),
+                port: config.redis_port,
+                username: None,
+                password,
+                tls: None,
+            },
+            local_password,
+            upstream: desired
+                .and_then(desired_upstream)
+                .map(|up| (up.clone(), reach(config, up))),
+        }
+    }
+
+    /// The credentials `commands_for` needs; `None` when the upstream cannot be reached (then
+    /// nothing is applied: `masterauth` must not be cleared because a file is missing).
+    pub fn credentials(&self) -> Option<Credentials> {
+        match &self.upstream {
+            None => Some(Credentials::default()),
+            Some((_, Ok(r))) => Some(r.credentials.clone()),
+            Some((_, Err(_))) => None,
+        }
+    }
+}
+
+/// The upstream's password and TLS files, or why they cannot be had.
+fn reach(config: &ManagerConfig, up: &Upstream) -> Result<Reach, UpstreamError> {
+    let password = match &up.password_file {
+        None => None,
+        Some(p) => {
+            Some(
+                Secret::read_file(p.as_ref()).map_err(|reason| PasswordFileError::Source {
+                    path: p.clone(),
+                    reason,
+                })?,
+            )
+        }
+    };
+    if up.tls && config.tls.is_none() {
+        return Err(NoTlsFiles(crate::addr(&up.host, up.port)).into());
+    }
+    Ok(Reach {
+        probe: Endpoint {
+            host: up.host.clone(),
+            port: up.port,
+            username: up.username.clone(),
+            password: password.clone(),
+            tls: if up.tls { config.tls.clone() } else { None },
+        },
+        credentials: Credentials {
+            password,
+            tls: config.tls.clone(),
+        },
+    })
+}
+
+/// What the upstream probe found (replica topologies only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Not sent: what it needs (password file, TLS files) is missing.
+    NotSent(UpstreamError),
+    /// No usable answer: unreachable, timeout, refused authentication, TLS failure, error reply.
+    Failed(RedisError),
+    /// It answered `INFO replication`.
+    Answered(UpstreamInfo),
+}
+
+/// Everything one tick read.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// The local Redis (`INFO`, `CONFIG GET` of the owned parameters).
+    pub local: Result<(Observed, RedisConfig), LocalError>,
+    /// `None` when the topology names no upstream.
+    pub probe: Option<Probe>,
+    /// `None` outside sentinel mode.
+    pub sentinels: Option<View>,
+    /// How long the concurrent reads took.
+    pub seconds: f64,
+}
+
+/// The connections the loop keeps between ticks (see `redis_io` for why they are kept).
+pub struct Connections {
+    local: Cached,
+    upstream: Cached,
+    /// One per Sentinel address of the topology (sentinel mode only).
+    sentinels: Vec<(String, Cached)>,
+    probe_timeout: Duration,
+}
+
+impl Connections {
+    pub fn new(probe_timeout: Duration) -> Connections {
+        Connections {
+            local: Cached::new(LOCAL_TIMEOUT),
+            upstream: Cached::new(probe_timeout),
+            sentinels: Vec::new(),
+            probe_timeout,
+        }
+    }
+
+    /// The local Redis, for executing commands.
+    pub fn local(&mut self) -> &mut Cached {
+        &mut self.local
+    }
+
+    /// Read the local Redis, probe the upstream and ask the Sentinels, concurrently.
+    pub async fn observe(
+        &mut self,
+        targets: &Targets,
+        sentinels: Option<&SentinelTopology>,
+    ) -> Observation {
+        let started = Instant::now();
+        let timeout = self.probe_timeout;
+        let (local, upstream, conns) = (&mut self.local, &mut self.upstream, &mut self.sentinels);
+        let (local, probe, replies) = tokio::join!(
+            read_local(local, &targets.local),
+            async {
+                let (_, reach) = targets.upstream.as_ref()?;
+                Some(match reach {
+                    Err(e) => Probe::NotSent(e.clone()),
+                    Ok(r) => match upstream.info_replication(&r.probe).await {
+                        Ok(text) => Probe::Answered(UpstreamInfo::parse(&text)),
+                        Err(e) => Probe::Failed(e),
+                    },
+                })
+            },
+            async { Some(ask_sentinels(conns, sentinels?, timeout).await) }
+        );
+        let seconds = started.elapsed().as_secs_f64();
+        if sentinels.is_none() {
+            self.sentinels.clear();
+        }
+        Observation {
+            local,
+            probe,
+            sentinels: replies.as_deref().map(sentinel::view),
+            seconds,
+        }
+    }
+
+    /// Read the local Redis again (after commands changed it).
+    pub async fn read_local(
+        &mut self,
+        ep: &Endpoint,
+    ) -> Result<(Observed, RedisConfig), LocalError> {
+        read_local(&mut self.local, ep).await
+    }
+}
+
+async fn read_local(
+    local: &mut Cached,
+    ep: &Endpoint,
+) -> Result<(Observed, RedisConfig), LocalError> {
+    let text = local.info(ep).await.map_err(LocalError::Redis)?;
+    let observed = Observed::parse(&text).map_err(|why| LocalError::Unparsable {
+        addr: ep.addr(),
+        why,
+    })?;
+    let config = local.owned_config(ep).await.map_err(LocalError::Redis)?;
+    Ok((observed, config))
+}
+
+/// Ask every Sentinel of `st` for the master, concurrently, each within the probe timeout.
+/// Connections are kept per address like the upstream probe's.
+async fn ask_sentinels(
+    conns: &mut Vec<(String, Cached)>,
+    st: &SentinelTopology,
+    timeout: Duration,
+) -> Vec<Reply> {
+    if conns.len() != st.addresses.len()
+        || conns.iter().zip(&st.addresses).any(|((a, _), b)| a != b)
+    {
+        conns.clear();
+        conns.extend(
+            st.addresses
+                .iter()
+                .map(|a| (a.clone(), Cached::new(timeout))),
+        );
+    }
+    let password =
+        match &st.password_file {
+            None => Ok(None),
+            Some(p) => Secret::read_file(p.as_ref()).map(Some).map_err(|reason| {
+                PasswordFileError::Sentinels {
+                    path: p.clone(),
+                    reason,
+                }
+            }),
+        };
+    let asks = conns.iter_mut().map(|(addr, cached)| {
+        let password = password.clone();
+        async move {
+            let password = match password {
+                Ok(p) => p,
+                Err(e) => return Reply::Refused(e.to_string()),
+            };
+            let (host, port) = match sentinel::split_addr(addr) {
+                Ok(hp) => hp,
+                Err(e) => return Reply::Refused(e),
+            };
+            let ep = Endpoint {
+                host,
+                port,
+                username: None,
+                password,
+                tls: None,
+            };
+            match cached.sentinel_master(&ep, &st.master_name).await {
+                Ok(None) => Reply::NotMonitored,
+                Ok(Some(pairs)) => match MasterAnswer::from_pairs(&pairs) {
+                    Ok(a) => Reply::Master(a),
+                    Err(e) => Reply::Refused(format!("Sentinel {addr}: {e}")),
+                },
+                Err(RedisError {
+                    cause: IoError::Unreachable(e),
+                    ..
+                }) => Reply::Unreachable(e),
+                Err(e) => Reply::Refused(format!("Sentinel {addr}: {}", e.cause)),
+            }
+        }
+    });
+    futures::future::join_all(asks).await
+}

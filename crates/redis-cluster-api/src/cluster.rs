@@ -421,7 +421,9 @@ pub struct InstanceStatus {
     pub diverged_bytes: Option<i64>,
 }
 
-/// Condition types and reasons. The `ReplicaMode` reasons and messages are the spec's, verbatim.
+/// Condition types and reasons: values of the CRD's `status.conditions`, user-visible and
+/// compared by tools, so each is written once here. The `ReplicaMode` reasons and messages are
+/// part of the user-facing API (docs/install.md shows them).
 pub mod conditions {
     /// `True` while the cluster replicates an external source; `False` once promoted.
     pub const REPLICA_MODE: &str = "ReplicaMode";
@@ -435,15 +437,48 @@ pub mod conditions {
     /// `False` starts the failover clock.
     pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
 
+    /// `ReplicaMode=True`: replicating the source.
     pub const REASON_ENABLED: &str = "Enabled";
+    /// `ReplicaMode=False`: promoted, the leader confirmed it is primary.
     pub const REASON_PROMOTED: &str = "Promoted";
+    /// `ReplicaMode=True`: promotion requested, the leader has not confirmed yet.
+    pub const REASON_PROMOTING: &str = "Promoting";
+    /// `ReplicaMode=True`: returning to replicating the source after a promotion.
+    pub const REASON_DEMOTING: &str = "Demoting";
+    /// `ReplicaMode=False`: replica mode switched off (or never on while the field is set).
+    pub const REASON_DISABLED: &str = "Disabled";
 
-    /// The spec's message for `ReplicaMode=True/Enabled`.
+    /// `SourceLinkUp=Unknown`: no instance manager reported on the link yet.
+    pub const REASON_NO_REPORTS: &str = "NoReports";
+    /// `SourceLinkUp=True`.
+    pub const REASON_LINK_UP: &str = "LinkUp";
+    /// `SourceLinkUp=False`.
+    pub const REASON_LINK_DOWN: &str = "LinkDown";
+
+    /// `Ready=True`.
+    pub const REASON_ALL_INSTANCES_READY: &str = "AllInstancesReady";
+    /// `Ready=False`.
+    pub const REASON_INSTANCES_NOT_READY: &str = "InstancesNotReady";
+
+    /// `PrimaryAvailable=True`.
+    pub const REASON_AVAILABLE: &str = "Available";
+    /// `PrimaryAvailable=False`, no failover (yet).
+    pub const REASON_UNAVAILABLE: &str = "Unavailable";
+    /// `PrimaryAvailable=False`, the operator is failing over.
+    pub const REASON_FAILING_OVER: &str = "FailingOver";
+    /// `PrimaryAvailable=False`, the operator cannot fail over yet (no proof, no replica).
+    pub const REASON_FAILOVER_BLOCKED: &str = "FailoverBlocked";
+
+    /// `ConfigurationValid=True`. When `False`, the reason is the first problem's
+    /// (`redis_topology::EventReason`: `SecretMissing`, `InvalidSpec`, ...).
+    pub const REASON_VALID: &str = "Valid";
+
+    /// The message for `ReplicaMode=True/Enabled` (user-facing, kept verbatim).
     pub fn replicating_message(source_name: &str, host: &str, port: i32) -> String {
         format!("Cluster is replicating from {source_name} ({host}:{port})")
     }
 
-    /// The spec's message for `ReplicaMode=False/Promoted`.
+    /// The message for `ReplicaMode=False/Promoted` (user-facing, kept verbatim).
     pub fn promoted_message(source_name: &str) -> String {
         format!("Cluster promoted to standalone (former source: {source_name})")
     }

@@ -8,13 +8,16 @@
 //! - [`topology`]: the desired replication state the operator publishes in a pod annotation and
 //!   the instance manager applies.
 //! - [`report`]: what each instance manager reports about its Redis (`GET /status`).
-//! - [`labels`]: label and annotation keys, and the names of the objects a cluster owns.
+//! - [`labels`]: label and annotation keys.
+//! - [`names`]: every name derived from a cluster's name (objects, DNS names), ports, in-pod
+//!   paths and ConfigMap keys.
 //! - [`validation`] (feature `validation`): validate a manifest against the generated CRD schema
 //!   the way the apiserver does (structural checks and CEL rules), for tests and for the drill's
 //!   simulated API.
 
 pub mod cluster;
 pub mod labels;
+pub mod names;
 pub mod report;
 pub mod topology;
 #[cfg(feature = "validation")]

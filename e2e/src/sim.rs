@@ -202,7 +202,7 @@ impl Sim {
                     self.events.lock().unwrap().push((
                         name.to_string(),
                         format!("{type_:?}"),
-                        reason,
+                        reason.to_string(),
                         note,
                     ));
                 }

@@ -187,7 +187,7 @@ impl Platform for KubePlatform {
                 EventType::Normal => KubeEventType::Normal,
                 EventType::Warning => KubeEventType::Warning,
             },
-            reason: event.reason.into(),
+            reason: event.reason.as_str().into(),
             note: Some(event.note.chars().take(1000).collect()),
             action: "Reconcile".into(),
             secondary: None,

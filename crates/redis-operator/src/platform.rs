@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus};
-use redis_topology::PlannedEvent;
+use redis_topology::{EventReason, PlannedEvent};
 use redis_topology::validate::SecretState;
 use serde_json::Value;
 
@@ -144,7 +144,7 @@ pub enum Call {
     PatchStatus(Box<RedisClusterStatus>),
     Event {
         type_: redis_topology::EventType,
-        reason: String,
+        reason: EventReason,
         note: String,
     },
 }
@@ -320,7 +320,7 @@ impl Platform for MemoryPlatform {
     async fn publish_event(&self, _rc: &RedisCluster, event: &PlannedEvent) -> Result<(), Error> {
         self.state.lock().unwrap().calls.push(Call::Event {
             type_: event.type_,
-            reason: event.reason.into(),
+            reason: event.reason,
             note: event.note.clone(),
         });
         Ok(())

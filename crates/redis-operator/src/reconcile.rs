@@ -10,14 +10,14 @@ use std::time::Duration;
 use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use redis_cluster_api::conditions as names;
+use redis_cluster_api::conditions as cond;
 use redis_cluster_api::labels as l;
 use redis_cluster_api::topology::DesiredTopology;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus};
 use redis_topology::conditions::{self, Desired, Status};
 use redis_topology::plan::ClusterView;
 use redis_topology::validate::{self, Problem};
-use redis_topology::{Environment, EventType, PlannedEvent, PodView};
+use redis_topology::{Environment, EventReason, EventType, PlannedEvent, PodView};
 
 use crate::Error;
 use crate::builders::{self, Settings};
@@ -138,9 +138,9 @@ pub async fn reconcile<P: Platform>(
 
     // status: ConfigurationValid is ours to set here; the planner kept the rest.
     let config_ok = Desired {
-        type_: names::CONFIGURATION_VALID,
+        type_: cond::CONFIGURATION_VALID,
         status: Status::True,
-        reason: "Valid",
+        reason: cond::REASON_VALID,
         message: "Spec and referenced Secrets are usable".into(),
     };
     set_condition(
@@ -150,12 +150,12 @@ pub async fn reconcile<P: Platform>(
         rc.metadata.generation,
         &now,
     );
-    if let Some(c) = conditions::find(&previous.conditions, names::CONFIGURATION_VALID)
-        && c.status == "False"
+    if let Some(c) = conditions::find(&previous.conditions, cond::CONFIGURATION_VALID)
+        && c.status == Status::False.as_str()
     {
         plan.events.push(PlannedEvent {
             type_: EventType::Normal,
-            reason: "ConfigurationValid",
+            reason: EventReason::ConfigurationValid,
             note: "Spec and referenced Secrets are usable again".into(),
         });
     }
@@ -163,11 +163,14 @@ pub async fn reconcile<P: Platform>(
     if status_written {
         platform.patch_status(rc, &plan.status).await?;
     }
-    let promoted = plan.events.iter().any(|e| e.reason == "Promoted");
+    let promoted = plan
+        .events
+        .iter()
+        .any(|e| e.reason == EventReason::Promoted);
     for event in &plan.events {
         // An Event that fails to publish must not fail the reconcile that already acted.
         if let Err(e) = platform.publish_event(rc, event).await {
-            tracing::warn!(error = %e, reason = event.reason, "could not publish event");
+            tracing::warn!(error = %e, reason = event.reason.as_str(), "could not publish event");
         }
     }
     Ok(Outcome {
@@ -204,16 +207,16 @@ async fn invalid<P: Platform>(
     let mut status = previous.clone();
     status.observed_generation = rc.metadata.generation;
     let desired = Desired {
-        type_: names::CONFIGURATION_VALID,
+        type_: cond::CONFIGURATION_VALID,
         status: Status::False,
-        reason: problems[0].reason,
+        reason: problems[0].reason.as_str(),
         message: message.clone(),
     };
     set_condition(&mut status, previous, desired, rc.metadata.generation, &now);
     let changed = status != *previous;
     if changed {
         platform.patch_status(rc, &status).await?;
-        let was = conditions::find(&previous.conditions, names::CONFIGURATION_VALID);
+        let was = conditions::find(&previous.conditions, cond::CONFIGURATION_VALID);
         if was.is_none_or(|c| c.message != message) {
             let event = PlannedEvent {
                 type_: EventType::Warning,

@@ -11,7 +11,7 @@ use redis_cluster_api::topology::{DesiredTopology, Role};
 use redis_operator::builders::Settings;
 use redis_operator::platform::{Call, MemoryPlatform, PodInfo};
 use redis_operator::reconcile::{Outcome, reconcile};
-use redis_topology::{Environment, EventType};
+use redis_topology::{Environment, EventReason, EventType};
 
 fn sample(file: &str) -> RedisCluster {
     let path = format!("{}/../../config/samples/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -361,7 +361,7 @@ async fn promotion_and_demotion_step_by_step() {
                 type_: EventType::Warning,
                 reason,
                 note,
-            } if reason == "Demoting" => Some(note.clone()),
+            } if *reason == EventReason::Demoting => Some(note.clone()),
             _ => None,
         })
         .expect("a Warning Demoting event");

@@ -3,11 +3,14 @@
 //! carry out the result.
 //!
 //! - [`plan`]: where promotion, demotion and each pod's topology are decided.
+//! - [`events`]: the Events recorded on the way, with their typed reasons.
 //! - [`conditions`]: condition bookkeeping (`lastTransitionTime` only moves on a status flip).
 //! - [`validate`]: checks the apiserver cannot do (referenced Secrets exist and have a password).
 
 pub mod conditions;
+pub mod events;
 pub mod plan;
 pub mod validate;
 
-pub use plan::{Environment, EventType, Plan, PlannedEvent, PodView, plan};
+pub use events::{EventReason, EventType, PlannedEvent};
+pub use plan::{Environment, Plan, PodView, plan};

@@ -7,7 +7,8 @@
 //! published annotations, or from `status.currentPrimary` when every annotation is gone).
 //!
 //! Who decides which pod is primary:
-//! - replica mode (not promoted): nobody; the designated leader is pod 0 (the spec's rule);
+//! - replica mode (not promoted): nobody; the designated leader is pod 0 (README.md, "Safety
+//!   rules the planner enforces");
 //! - `mode: sentinel` with its own primary: the Sentinels. The operator follows their election
 //!   (read by the instance managers from the Sentinels themselves) and publishes it;
 //! - otherwise the operator: the primary stays where it is until it has been unavailable for
@@ -29,8 +30,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use redis_cluster_api::conditions as names;
-use redis_cluster_api::labels::{self, ROLE_PRIMARY, ROLE_REPLICA};
+use redis_cluster_api::conditions as cond;
+use redis_cluster_api::labels::{ROLE_PRIMARY, ROLE_REPLICA};
+use redis_cluster_api::names;
 use redis_cluster_api::report::{InstanceReport, ObservedRole};
 use redis_cluster_api::topology::{
     DesiredTopology, FENCE_MIN_REPLICAS, FORMAT_VERSION, Role, SentinelTopology, Upstream,
@@ -39,6 +41,7 @@ use redis_cluster_api::topology::{
 use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus, ReplicaSourceSpec, ReplicaTopology};
 
 use crate::conditions::{self, Desired, Status};
+use crate::events::{EventReason, EventType, PlannedEvent};
 
 /// Where the pods find what the operator mounts, and the Redis port. Differs between a real
 /// Kubernetes pod and the drill's processes, so it is an input rather than a constant.
@@ -59,9 +62,9 @@ impl Environment {
     /// The paths the operator's pod template mounts.
     pub fn kubernetes() -> Self {
         Environment {
-            auth_password_file: "/etc/redis/auth/password".into(),
-            source_password_file: "/etc/redis/source/password".into(),
-            redis_port: 6379,
+            auth_password_file: names::paths::auth_password_file(),
+            source_password_file: names::paths::source_password_file(),
+            redis_port: names::REDIS_PORT,
             sentinel_addresses: None,
         }
     }
@@ -98,21 +101,6 @@ pub struct ClusterView<'a> {
     pub pods: &'a BTreeMap<String, PodView>,
     pub env: &'a Environment,
     pub now: Time,
-}
-
-/// `Normal` or `Warning`, as Kubernetes Events have it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventType {
-    Normal,
-    Warning,
-}
-
-/// An Event to record: every step a user cares about, so `kubectl describe` tells the story.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedEvent {
-    pub type_: EventType,
-    pub reason: &'static str,
-    pub note: String,
 }
 
 /// What to do.
@@ -222,8 +210,8 @@ enum Decider {
 /// behaves as a cluster with its own primary (failover, Sentinels).
 fn promotion_done(view: &ClusterView) -> bool {
     view.previous
-        .and_then(|s| conditions::find(&s.conditions, names::REPLICA_MODE))
-        .is_some_and(|c| c.reason == names::REASON_PROMOTED)
+        .and_then(|s| conditions::find(&s.conditions, cond::REPLICA_MODE))
+        .is_some_and(|c| c.reason == cond::REASON_PROMOTED)
 }
 
 fn decider(view: &ClusterView, target: Target) -> Decider {
@@ -263,7 +251,7 @@ fn handed_to_sentinels(view: &ClusterView, target: Target) -> bool {
         sentinel_epoch: None,
     };
     view.pods.iter().all(|(name, pod)| {
-        labels::ordinal_of(view.name, name).is_none()
+        names::ordinal_of(view.name, name).is_none()
             || confirmed(Some(pod), &desired_for(view, target, &operator, name))
     })
 }
@@ -280,12 +268,12 @@ fn recorded_primary(view: &ClusterView) -> String {
         Some(t) => t
             .primary
             .clone()
-            .unwrap_or_else(|| labels::pod_name(view.name, 0)),
+            .unwrap_or_else(|| names::pod_name(view.name, 0)),
         None => view
             .previous
             .and_then(|s| s.current_primary.clone())
-            .filter(|p| labels::ordinal_of(view.name, p).is_some())
-            .unwrap_or_else(|| labels::pod_name(view.name, 0)),
+            .filter(|p| names::ordinal_of(view.name, p).is_some())
+            .unwrap_or_else(|| names::pod_name(view.name, 0)),
     }
 }
 
@@ -370,7 +358,7 @@ fn best_replica(view: &ClusterView, except: &str) -> Option<(String, i64)> {
         .max_by_key(|(name, offset)| {
             (
                 *offset,
-                std::cmp::Reverse(labels::ordinal_of(view.name, name).unwrap_or(u32::MAX)),
+                std::cmp::Reverse(names::ordinal_of(view.name, name).unwrap_or(u32::MAX)),
             )
         })
         .map(|(name, offset)| (name.clone(), offset))
@@ -395,16 +383,13 @@ struct Leadership {
     sentinel_epoch: Option<u64>,
 }
 
-/// `PrimaryAvailable` reason (and Warning event) when the operator cannot fail over yet.
-const FAILOVER_BLOCKED: &str = "FailoverBlocked";
-
 fn seconds_between(from: &Time, to: &Time) -> i64 {
     to.0.as_second() - from.0.as_second()
 }
 
 fn leadership(view: &ClusterView, target: Target) -> Leadership {
     let decider = decider(view, target);
-    let pod0 = labels::pod_name(view.name, 0);
+    let pod0 = names::pod_name(view.name, 0);
     let mut out = Leadership {
         leader: pod0.clone(),
         decider,
@@ -425,9 +410,9 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
             }
             out.available = Some(match availability(view, &out.leader) {
                 Ok(()) => Desired {
-                    type_: names::PRIMARY_AVAILABLE,
+                    type_: cond::PRIMARY_AVAILABLE,
                     status: Status::True,
-                    reason: "Available",
+                    reason: cond::REASON_AVAILABLE,
                     message: match out.sentinel_epoch {
                         Some(e) => format!(
                             "{} answers; elected by the Sentinels (config epoch {e})",
@@ -437,9 +422,9 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
                     },
                 },
                 Err(why) => Desired {
-                    type_: names::PRIMARY_AVAILABLE,
+                    type_: cond::PRIMARY_AVAILABLE,
                     status: Status::False,
-                    reason: "Unavailable",
+                    reason: cond::REASON_UNAVAILABLE,
                     message: format!("{why}; the Sentinels decide the failover"),
                 },
             });
@@ -456,9 +441,9 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
     let why = match availability(view, &out.leader) {
         Ok(()) => {
             out.available = Some(Desired {
-                type_: names::PRIMARY_AVAILABLE,
+                type_: cond::PRIMARY_AVAILABLE,
                 status: Status::True,
-                reason: "Available",
+                reason: cond::REASON_AVAILABLE,
                 message: format!("{} answers", out.leader),
             });
             return out;
@@ -467,25 +452,25 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
     };
     let was = view
         .previous
-        .and_then(|s| conditions::find(&s.conditions, names::PRIMARY_AVAILABLE))
-        .filter(|c| c.status == "False");
+        .and_then(|s| conditions::find(&s.conditions, cond::PRIMARY_AVAILABLE))
+        .filter(|c| c.status == Status::False.as_str());
     let unavailable_for = was
         .map(|c| seconds_between(&c.last_transition_time, &view.now))
         .unwrap_or(0);
     let delay = i64::from(settings.primary_unavailable_seconds.max(1));
     let (reason, message) = if view.spec.instances <= 1 {
         (
-            "Unavailable",
+            cond::REASON_UNAVAILABLE,
             format!("{why}; a single-instance cluster has no replica to fail over to"),
         )
     } else if !settings.enabled {
         (
-            "Unavailable",
+            cond::REASON_UNAVAILABLE,
             format!("{why}; automatic failover is disabled (spec.failover.enabled: false)"),
         )
     } else if unavailable_for < delay {
         (
-            "Unavailable",
+            cond::REASON_UNAVAILABLE,
             format!("{why}; failover after {delay}s unavailable (so far {unavailable_for}s)"),
         )
     } else {
@@ -502,19 +487,19 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
                     unavailable_for,
                 });
                 (
-                    "FailingOver",
+                    cond::REASON_FAILING_OVER,
                     format!("{why}; failing over to {to} (replication offset {offset})"),
                 )
             }
             (None, _) => (
-                FAILOVER_BLOCKED,
+                cond::REASON_FAILOVER_BLOCKED,
                 format!(
                     "{why}; failover blocked: nothing proves {} stopped accepting writes (its container may still run, e.g. on an unreachable node). Deleting the pod lets the failover proceed",
                     out.leader
                 ),
             ),
             (Some(_), None) => (
-                FAILOVER_BLOCKED,
+                cond::REASON_FAILOVER_BLOCKED,
                 format!(
                     "{why}; failover blocked: no replica is in sync with a known replication offset"
                 ),
@@ -522,7 +507,7 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
         }
     };
     out.available = Some(Desired {
-        type_: names::PRIMARY_AVAILABLE,
+        type_: cond::PRIMARY_AVAILABLE,
         status: Status::False,
         reason,
         message,
@@ -564,15 +549,14 @@ fn desired_for(
         _ => 0,
     };
     let sentinel = (lead.decider == Decider::Sentinel).then(|| SentinelTopology {
-        master_name: labels::sentinel_master_name(view.name),
+        master_name: names::sentinel_master_name(view.name),
         addresses: view.env.sentinel_addresses.clone().unwrap_or_else(|| {
             (0..view.spec.sentinel_settings().replicas.max(0) as u32)
                 .map(|i| {
                     format!(
-                        "{}.{}-sentinel-headless:{}",
-                        labels::sentinel_pod_name(view.name, i),
-                        view.name,
-                        labels::SENTINEL_PORT
+                        "{}:{}",
+                        names::sentinel_host(view.name, i),
+                        names::SENTINEL_PORT
                     )
                 })
                 .collect()
@@ -640,7 +624,7 @@ pub fn plan(view: &ClusterView) -> Plan {
     let sentinel = lead.decider == Decider::Sentinel;
     let mut desired: BTreeMap<String, DesiredTopology> = BTreeMap::new();
     for name in view.pods.keys() {
-        if labels::ordinal_of(view.name, name).is_some() {
+        if names::ordinal_of(view.name, name).is_some() {
             desired.insert(name.clone(), desired_for(view, target, &lead, name));
         }
     }
@@ -684,7 +668,7 @@ pub fn plan(view: &ClusterView) -> Plan {
         (
             Some(p) != fenced_pod.as_ref(),
             p != &leader,
-            labels::ordinal_of(view.name, p),
+            names::ordinal_of(view.name, p),
         )
     });
 
@@ -701,7 +685,7 @@ pub fn plan(view: &ClusterView) -> Plan {
     if let Some(f) = &lead.failover {
         events.push(PlannedEvent {
             type_: EventType::Warning,
-            reason: "FailingOver",
+            reason: EventReason::FailingOver,
             note: format!(
                 "{} unavailable for {}s ({}): fencing it and promoting {} (highest replication offset, {})",
                 f.from, f.unavailable_for, f.proof, f.to, f.offset
@@ -712,15 +696,15 @@ pub fn plan(view: &ClusterView) -> Plan {
     if let Some(c) = lead
         .available
         .as_ref()
-        .filter(|c| c.reason == FAILOVER_BLOCKED)
+        .filter(|c| c.reason == cond::REASON_FAILOVER_BLOCKED)
     {
         let was = view
             .previous
-            .and_then(|s| conditions::find(&s.conditions, names::PRIMARY_AVAILABLE));
-        if was.is_none_or(|w| w.reason != FAILOVER_BLOCKED) {
+            .and_then(|s| conditions::find(&s.conditions, cond::PRIMARY_AVAILABLE));
+        if was.is_none_or(|w| w.reason != cond::REASON_FAILOVER_BLOCKED) {
             events.push(PlannedEvent {
                 type_: EventType::Warning,
-                reason: FAILOVER_BLOCKED,
+                reason: EventReason::FailoverBlocked,
                 note: c.message.clone(),
             });
         }
@@ -749,7 +733,7 @@ pub fn plan(view: &ClusterView) -> Plan {
             {
                 events.push(PlannedEvent {
                     type_: EventType::Normal,
-                    reason: "Promoting",
+                    reason: EventReason::Promoting,
                     note: format!(
                         "Promoting {leader} to standalone primary (REPLICAOF NO ONE); former source: {}",
                         source.display_name()
@@ -761,7 +745,7 @@ pub fn plan(view: &ClusterView) -> Plan {
             {
                 events.push(PlannedEvent {
                     type_: EventType::Warning,
-                    reason: "Demoting",
+                    reason: EventReason::Demoting,
                     note: format!(
                         "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded",
                         source.display_name(),
@@ -773,7 +757,7 @@ pub fn plan(view: &ClusterView) -> Plan {
         }
         events.push(PlannedEvent {
             type_: EventType::Normal,
-            reason: "TopologyPublished",
+            reason: EventReason::TopologyPublished,
             note: describe(name, &topology),
         });
         publish.insert(name.clone(), topology);
@@ -904,7 +888,7 @@ fn status(
         if before != Some(bytes) {
             events.push(PlannedEvent {
                 type_: EventType::Warning,
-                reason: "FullResyncAfterFailover",
+                reason: EventReason::FullResyncAfterFailover,
                 note: format!(
                     "{} held {bytes} bytes its upstream's new primary never received: it resynchronises in full and those writes are lost (the new primary never had them either)",
                     i.name
@@ -926,7 +910,7 @@ fn status(
     {
         events.push(PlannedEvent {
             type_: EventType::Warning,
-            reason: "Failover",
+            reason: EventReason::Failover,
             note: match (lead.decider, lead.sentinel_epoch) {
                 (Decider::Sentinel, Some(epoch)) => format!(
                     "Primary changed: {old} -> {new} (elected by the Sentinels, config epoch {epoch})"
@@ -948,13 +932,14 @@ fn status(
         Target::Standalone => None,
     };
 
-    // ReplicaMode: the spec's reasons and messages, verbatim, plus the in-between states.
-    let had_replica_mode = conditions::find(&previous.conditions, names::REPLICA_MODE).is_some();
+    // ReplicaMode: the user-facing reasons and messages (docs/install.md), verbatim, plus the
+    // in-between states.
+    let had_replica_mode = conditions::find(&previous.conditions, cond::REPLICA_MODE).is_some();
     match target {
         Target::Replica(source, _) if demoting => wanted.push(Desired {
-            type_: names::REPLICA_MODE,
+            type_: cond::REPLICA_MODE,
             status: Status::True,
-            reason: "Demoting",
+            reason: cond::REASON_DEMOTING,
             message: format!(
                 "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded",
                 source.display_name(),
@@ -963,23 +948,23 @@ fn status(
             ),
         }),
         Target::Replica(source, _) => wanted.push(Desired {
-            type_: names::REPLICA_MODE,
+            type_: cond::REPLICA_MODE,
             status: Status::True,
-            reason: names::REASON_ENABLED,
-            message: names::replicating_message(&source.display_name(), &source.host, source.port),
+            reason: cond::REASON_ENABLED,
+            message: cond::replicating_message(&source.display_name(), &source.host, source.port),
         }),
         Target::Promoted(source) if leader_confirmed || promotion_done(view) => {
             wanted.push(Desired {
-                type_: names::REPLICA_MODE,
+                type_: cond::REPLICA_MODE,
                 status: Status::False,
-                reason: names::REASON_PROMOTED,
-                message: names::promoted_message(&source.display_name()),
+                reason: cond::REASON_PROMOTED,
+                message: cond::promoted_message(&source.display_name()),
             });
-            let was = conditions::find(&previous.conditions, names::REPLICA_MODE);
-            if was.is_none_or(|c| c.reason != names::REASON_PROMOTED) {
+            let was = conditions::find(&previous.conditions, cond::REPLICA_MODE);
+            if was.is_none_or(|c| c.reason != cond::REASON_PROMOTED) {
                 events.push(PlannedEvent {
                     type_: EventType::Normal,
-                    reason: "Promoted",
+                    reason: EventReason::Promoted,
                     note: format!(
                         "{leader} is primary and accepts writes; cluster promoted to standalone (former source: {})",
                         source.display_name()
@@ -988,9 +973,9 @@ fn status(
             }
         }
         Target::Promoted(source) => wanted.push(Desired {
-            type_: names::REPLICA_MODE,
+            type_: cond::REPLICA_MODE,
             status: Status::True,
-            reason: "Promoting",
+            reason: cond::REASON_PROMOTING,
             message: if leader_syncing {
                 format!(
                     "Promotion requested: waiting for {leader} to finish its sync from {} first (promoting a replica in the middle of a full sync would lose data)",
@@ -1005,9 +990,9 @@ fn status(
         }),
         Target::Standalone if had_replica_mode || view.spec.replica_mode.is_some() => {
             wanted.push(Desired {
-                type_: names::REPLICA_MODE,
+                type_: cond::REPLICA_MODE,
                 status: Status::False,
-                reason: "Disabled",
+                reason: cond::REASON_DISABLED,
                 message: "Replica mode is disabled: the cluster runs standalone".into(),
             })
         }
@@ -1047,16 +1032,16 @@ fn status(
             .any(|name| view.pods[*name].report.is_some());
         let cond = if external.is_empty() || !reported {
             Desired {
-                type_: names::SOURCE_LINK_UP,
+                type_: cond::SOURCE_LINK_UP,
                 status: Status::Unknown,
-                reason: "NoReports",
+                reason: cond::REASON_NO_REPORTS,
                 message: "No instance manager has reported on the link to the source yet".into(),
             }
         } else if down.is_empty() {
             Desired {
-                type_: names::SOURCE_LINK_UP,
+                type_: cond::SOURCE_LINK_UP,
                 status: Status::True,
-                reason: "LinkUp",
+                reason: cond::REASON_LINK_UP,
                 message: format!(
                     "{} of {} pods linked to {} ({endpoint})",
                     external.len(),
@@ -1066,9 +1051,9 @@ fn status(
             }
         } else {
             Desired {
-                type_: names::SOURCE_LINK_UP,
+                type_: cond::SOURCE_LINK_UP,
                 status: Status::False,
-                reason: "LinkDown",
+                reason: cond::REASON_LINK_DOWN,
                 message: format!(
                     "Link to {} ({endpoint}) is down: {}",
                     source.display_name(),
@@ -1076,20 +1061,20 @@ fn status(
                 ),
             }
         };
-        let was = conditions::find(&previous.conditions, names::SOURCE_LINK_UP);
+        let was = conditions::find(&previous.conditions, cond::SOURCE_LINK_UP);
         let flipped_to = |s: Status| cond.status == s && was.is_none_or(|c| c.status != s.as_str());
         // Warn when a link that was up goes down; a cluster still making its first sync is
         // False in the condition (with the reason per pod) but that is no incident.
-        if cond.status == Status::False && was.is_some_and(|c| c.status == "True") {
+        if cond.status == Status::False && was.is_some_and(|c| c.status == Status::True.as_str()) {
             events.push(PlannedEvent {
                 type_: EventType::Warning,
-                reason: "SourceLinkDown",
+                reason: EventReason::SourceLinkDown,
                 note: cond.message.clone(),
             });
         } else if flipped_to(Status::True) && was.is_some() {
             events.push(PlannedEvent {
                 type_: EventType::Normal,
-                reason: "SourceLinkUp",
+                reason: EventReason::SourceLinkUp,
                 note: cond.message.clone(),
             });
         }
@@ -1108,9 +1093,9 @@ fn status(
         .collect();
     wanted.push(if ready_instances >= expected && not_ready.is_empty() {
         Desired {
-            type_: names::READY,
+            type_: cond::READY,
             status: Status::True,
-            reason: "AllInstancesReady",
+            reason: cond::REASON_ALL_INSTANCES_READY,
             message: format!("{ready_instances}/{expected} instances ready"),
         }
     } else {
@@ -1119,9 +1104,9 @@ fn status(
             message.push_str(&format!("; not ready: {}", not_ready.join(", ")));
         }
         Desired {
-            type_: names::READY,
+            type_: cond::READY,
             status: Status::False,
-            reason: "InstancesNotReady",
+            reason: cond::REASON_INSTANCES_NOT_READY,
             message,
         }
     });
@@ -1129,7 +1114,7 @@ fn status(
     // Keep conditions other code owns (ConfigurationValid is set by the reconciler).
     let mut merged = conditions::merge(&previous.conditions, wanted, view.generation, &view.now);
     for c in &previous.conditions {
-        if c.type_ == names::CONFIGURATION_VALID {
+        if c.type_ == cond::CONFIGURATION_VALID {
             merged.push(c.clone());
         }
     }

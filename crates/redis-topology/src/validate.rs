@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 
 use redis_cluster_api::RedisClusterSpec;
+use redis_cluster_api::names::{PASSWORD_KEY, TLS_CERT_KEY};
+
+use crate::events::EventReason;
 
 /// What the operator found for each Secret name the spec references.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,8 +22,9 @@ pub enum SecretState {
 /// A reason the spec cannot be acted on yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
-    /// Machine-readable reason for the condition and the Event.
-    pub reason: &'static str,
+    /// Reason of the Event, and (as [`EventReason::as_str`]) of the `ConfigurationValid=False`
+    /// condition.
+    pub reason: EventReason,
     pub message: String,
 }
 
@@ -28,10 +32,10 @@ pub struct Problem {
 pub fn referenced_secrets(spec: &RedisClusterSpec) -> Vec<(String, &'static str)> {
     let mut out = Vec::new();
     if let Some(s) = &spec.auth_secret {
-        out.push((s.name.clone(), "password"));
+        out.push((s.name.clone(), PASSWORD_KEY));
     }
     if let Some(s) = &spec.tls_secret {
-        out.push((s.name.clone(), "tls.crt"));
+        out.push((s.name.clone(), TLS_CERT_KEY));
     }
     if let Some(name) = spec
         .replica_mode
@@ -40,7 +44,7 @@ pub fn referenced_secrets(spec: &RedisClusterSpec) -> Vec<(String, &'static str)
         .and_then(|s| s.auth_secret_name.as_ref())
         .filter(|n| !n.is_empty())
     {
-        out.push((name.clone(), "password"));
+        out.push((name.clone(), PASSWORD_KEY));
     }
     out.sort();
     out.dedup();
@@ -58,14 +62,14 @@ pub fn problems(
         match secrets.get(&name).copied().unwrap_or(SecretState::Missing) {
             SecretState::Present => {}
             SecretState::Missing => out.push(Problem {
-                reason: "SecretMissing",
+                reason: EventReason::SecretMissing,
                 message: format!(
                     "Secret {namespace}/{name} does not exist: create it with a '{key}' key{}",
                     copy_hint(spec, &name, namespace)
                 ),
             }),
             SecretState::MissingKey => out.push(Problem {
-                reason: "SecretKeyMissing",
+                reason: EventReason::SecretKeyMissing,
                 message: format!("Secret {namespace}/{name} has no '{key}' key"),
             }),
         }
@@ -73,20 +77,20 @@ pub fn problems(
     if let Some(rm) = &spec.replica_mode {
         if rm.promote && !rm.enabled {
             out.push(Problem {
-                reason: "InvalidSpec",
+                reason: EventReason::InvalidSpec,
                 message: "replicaMode.promote: true needs replicaMode.enabled: true".into(),
             });
         }
         if rm.enabled && rm.source.is_none() {
             out.push(Problem {
-                reason: "InvalidSpec",
+                reason: EventReason::InvalidSpec,
                 message: "replicaMode.enabled: true needs replicaMode.source".into(),
             });
         }
     }
     if spec.mode == redis_cluster_api::ClusterMode::Sentinel && spec.tls_secret.is_some() {
         out.push(Problem {
-            reason: "Unsupported",
+            reason: EventReason::Unsupported,
             message: "mode: sentinel with tlsSecret is not supported yet: the Sentinels speak plain TCP and could not reach a Redis that serves TLS; use mode: standalone (the operator fails over) or remove tlsSecret".into(),
         });
     }
@@ -94,7 +98,7 @@ pub fn problems(
         && min >= spec.instances
     {
         out.push(Problem {
-            reason: "InvalidSpec",
+            reason: EventReason::InvalidSpec,
             message: format!(
                 "minSyncReplicas ({min}) must be less than instances ({}): the primary could never accept a write",
                 spec.instances
@@ -134,7 +138,7 @@ mod tests {
         let secrets = BTreeMap::from([("t".to_string(), SecretState::Present)]);
         let p = problems("ns", &s, &secrets);
         assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].reason, "Unsupported");
+        assert_eq!(p[0].reason, EventReason::Unsupported);
         assert!(p[0].message.contains("use mode: standalone"));
         let s = spec("storage: {size: 1Gi}\nmode: standalone\ntlsSecret: {name: t}\n");
         assert!(problems("ns", &s, &secrets).is_empty());
@@ -148,7 +152,7 @@ mod tests {
         let secrets = BTreeMap::from([("dr-auth".to_string(), SecretState::Present)]);
         let p = problems("dr", &s, &secrets);
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].reason, "SecretMissing");
+        assert_eq!(p[0].reason, EventReason::SecretMissing);
         assert_eq!(
             p[0].message,
             "Secret dr/prod-auth does not exist: create it with a 'password' key (the source cluster's password: copy the Secret from the source namespace into dr)"
@@ -183,7 +187,7 @@ mod tests {
 
     #[test]
     fn shared_secret_is_checked_once() {
-        // The spec's cross-region example uses one Secret for both passwords.
+        // A cross-region pair may use one Secret for both passwords.
         let s = spec(
             "storage: {size: 1Gi}\nauthSecret: {name: redis-password}\nreplicaMode: {enabled: true, source: {host: h, authSecretName: redis-password}}",
         );

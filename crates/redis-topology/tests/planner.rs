@@ -13,7 +13,7 @@ use redis_cluster_api::report::{InstanceReport, ObservedRole};
 use redis_cluster_api::topology::{Role, UpstreamKind};
 use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus};
 use redis_topology::plan::ClusterView;
-use redis_topology::{Environment, EventType, Plan, PodView, plan};
+use redis_topology::{Environment, EventReason, EventType, Plan, PodView, plan};
 
 const DR: &str = "storage: {size: 1Gi}
 instances: 3
@@ -171,7 +171,7 @@ impl World {
     }
 }
 
-fn reasons(p: &Plan) -> Vec<&'static str> {
+fn reasons(p: &Plan) -> Vec<EventReason> {
     p.events.iter().map(|e| e.reason).collect()
 }
 
@@ -242,14 +242,17 @@ fn promotion_goes_leader_first_then_the_others() {
     w.apply_all(true);
     w.reconcile();
 
-    // The spec's patch: promote: true.
+    // The promotion patch (README.md): promote: true.
     w.spec = with_promote(DR, true);
     let step1 = w.reconcile();
     assert_eq!(step1.publish.keys().collect::<Vec<_>>(), ["dr-redis-0"]);
     assert_eq!(step1.publish["dr-redis-0"].role, Role::Primary);
     assert_eq!(step1.publish["dr-redis-0"].epoch, 4);
     assert_eq!(step1.publish["dr-redis-0"].replica_priority, 100);
-    assert_eq!(reasons(&step1), ["Promoting", "TopologyPublished"]);
+    assert_eq!(
+        reasons(&step1),
+        [EventReason::Promoting, EventReason::TopologyPublished]
+    );
     assert_eq!(w.condition("ReplicaMode").1, "Promoting");
     assert_eq!(w.status.as_ref().unwrap().current_primary, None);
     // The others keep replicating the source meanwhile.
@@ -291,7 +294,7 @@ fn promotion_goes_leader_first_then_the_others() {
         w.status.as_ref().unwrap().replicating_from.as_deref(),
         Some("promoted")
     );
-    assert!(reasons(&step2).contains(&"Promoted"));
+    assert!(reasons(&step2).contains(&EventReason::Promoted));
     assert!(
         w.status
             .as_ref()
@@ -419,7 +422,7 @@ fn demotion_returns_to_the_source_and_warns_that_local_writes_are_discarded() {
     let warning = p
         .events
         .iter()
-        .find(|e| e.reason == "Demoting")
+        .find(|e| e.reason == EventReason::Demoting)
         .expect("no Demoting event");
     assert_eq!(warning.type_, EventType::Warning);
     assert!(
@@ -437,7 +440,7 @@ fn demotion_returns_to_the_source_and_warns_that_local_writes_are_discarded() {
     assert!(p.publish.is_empty());
     assert_eq!(w.condition("ReplicaMode").1, "Enabled");
     assert!(
-        !p.events.iter().any(|e| e.reason == "Demoting"),
+        !p.events.iter().any(|e| e.reason == EventReason::Demoting),
         "warned twice"
     );
 }
@@ -456,11 +459,11 @@ fn a_silent_link_cut_is_visible_in_status_and_warned_once() {
         message.contains("dr-redis-0: upstream did not answer within 1s"),
         "{message}"
     );
-    assert_eq!(reasons(&p), ["SourceLinkDown"]);
+    assert_eq!(reasons(&p), [EventReason::SourceLinkDown]);
     assert_eq!(w.condition("Ready").0, "False");
     assert!(w.reconcile().events.is_empty());
     w.apply_all(true);
-    assert_eq!(reasons(&w.reconcile()), ["SourceLinkUp"]);
+    assert_eq!(reasons(&w.reconcile()), [EventReason::SourceLinkUp]);
 }
 
 #[test]
@@ -744,11 +747,11 @@ fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
     assert!(fence.epoch < promote.epoch);
     assert_eq!(p.role_labels["dr-redis-2"], "primary");
     assert_eq!(p.role_labels["dr-redis-0"], "replica");
-    assert!(reasons(&p).contains(&"FailingOver"));
+    assert!(reasons(&p).contains(&EventReason::FailingOver));
     let note = &p
         .events
         .iter()
-        .find(|e| e.reason == "FailingOver")
+        .find(|e| e.reason == EventReason::FailingOver)
         .unwrap()
         .note;
     assert!(
@@ -760,7 +763,11 @@ fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
 
     w.apply("dr-redis-2", true);
     let p = w.reconcile();
-    assert!(reasons(&p).contains(&"Failover"), "{:?}", reasons(&p));
+    assert!(
+        reasons(&p).contains(&EventReason::Failover),
+        "{:?}",
+        reasons(&p)
+    );
     assert_eq!(
         p.publish["dr-redis-1"].upstream.as_ref().unwrap().host,
         "dr-redis-2.dr-redis-headless"
@@ -790,7 +797,11 @@ fn a_promoted_dr_cluster_fails_over_fence_first_to_the_most_advanced_replica() {
     // although the primary is no longer the designated leader.
     w.spec = with_promote(DR, false);
     let p = w.reconcile();
-    assert!(reasons(&p).contains(&"Demoting"), "{:?}", reasons(&p));
+    assert!(
+        reasons(&p).contains(&EventReason::Demoting),
+        "{:?}",
+        reasons(&p)
+    );
     assert_eq!(p.leader, "dr-redis-0");
     w.converge();
     assert_eq!(w.condition("ReplicaMode").1, "Enabled");
@@ -811,7 +822,7 @@ fn failover_waits_while_the_old_primary_might_still_take_writes() {
         assert!(p.publish.is_empty(), "failed over without proof");
         warnings += reasons(&p)
             .iter()
-            .filter(|r| **r == "FailoverBlocked")
+            .filter(|r| **r == EventReason::FailoverBlocked)
             .count();
     }
     assert_eq!(warnings, 1, "warned once");
@@ -921,7 +932,7 @@ fn sentinel_mode_follows_the_election_and_never_decides() {
         w.advance(60);
         let p = w.reconcile();
         assert!(
-            !reasons(&p).contains(&"FailingOver"),
+            !reasons(&p).contains(&EventReason::FailingOver),
             "the operator decided under Sentinel"
         );
         assert_eq!(p.role_labels["dr-redis-1"], "primary");
@@ -963,7 +974,11 @@ fn sentinel_failover_is_recorded_in_an_event_old_to_new() {
     let mut events = Vec::new();
     for _ in 0..3 {
         let p = w.reconcile();
-        events.extend(p.events.into_iter().filter(|e| e.reason == "Failover"));
+        events.extend(
+            p.events
+                .into_iter()
+                .filter(|e| e.reason == EventReason::Failover),
+        );
         w.apply_all(true);
         for n in ["dr-redis-0", "dr-redis-1", "dr-redis-2"] {
             let r = w.pods.get_mut(n).unwrap().report.as_mut().unwrap();
@@ -1026,7 +1041,7 @@ fn standalone_failover_never_makes_two_writable_primaries() {
                 }
             }
             let p = w.reconcile();
-            if reasons(&p).contains(&"FailingOver") {
+            if reasons(&p).contains(&EventReason::FailingOver) {
                 failovers += 1;
             }
             for (pod, t) in &p.publish {
@@ -1085,7 +1100,10 @@ fn a_replica_that_diverged_from_the_new_source_primary_is_evented_once_with_the_
         notes.extend(
             p.events
                 .into_iter()
-                .filter(|e| e.reason == "FullResyncAfterFailover" && e.type_ == EventType::Warning)
+                .filter(|e| {
+                    e.reason == EventReason::FullResyncAfterFailover
+                        && e.type_ == EventType::Warning
+                })
                 .map(|e| e.note),
         );
     }

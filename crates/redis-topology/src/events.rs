@@ -1,0 +1,114 @@
+//! The Events the operator records: every step a user cares about, so `kubectl describe` tells
+//! the story. Their reasons are user-visible (and matched by tools), so they are one enum whose
+//! strings are fixed by a test.
+
+/// `Normal` or `Warning`, as Kubernetes Events have it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Why an Event was recorded. [`EventReason::as_str`] is the Event's `reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventReason {
+    /// The leader is told to become a standalone primary (`promote: true`).
+    Promoting,
+    /// The leader confirmed it is primary: the promotion is complete.
+    Promoted,
+    /// The cluster returns to replicating its source; local writes since the promotion are lost.
+    Demoting,
+    /// A pod's topology annotation was written.
+    TopologyPublished,
+    /// The operator fences the unavailable primary and promotes the best replica.
+    FailingOver,
+    /// The primary is unavailable but the operator cannot fail over yet.
+    FailoverBlocked,
+    /// `status.currentPrimary` moved to another pod.
+    Failover,
+    /// A replica held writes its upstream's new primary never got, and resynchronises in full.
+    FullResyncAfterFailover,
+    /// The link to the external source went down.
+    SourceLinkDown,
+    /// The link to the external source is back.
+    SourceLinkUp,
+    /// The spec and the Secrets it names are usable again.
+    ConfigurationValid,
+    /// A Secret the spec names does not exist.
+    SecretMissing,
+    /// A Secret the spec names has no usable key.
+    SecretKeyMissing,
+    /// Conflicting fields that slipped past the schema.
+    InvalidSpec,
+    /// A combination the operator does not support yet.
+    Unsupported,
+}
+
+impl EventReason {
+    /// The Event's `reason`, as `kubectl describe` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::Promoting => "Promoting",
+            EventReason::Promoted => "Promoted",
+            EventReason::Demoting => "Demoting",
+            EventReason::TopologyPublished => "TopologyPublished",
+            EventReason::FailingOver => "FailingOver",
+            EventReason::FailoverBlocked => "FailoverBlocked",
+            EventReason::Failover => "Failover",
+            EventReason::FullResyncAfterFailover => "FullResyncAfterFailover",
+            EventReason::SourceLinkDown => "SourceLinkDown",
+            EventReason::SourceLinkUp => "SourceLinkUp",
+            EventReason::ConfigurationValid => "ConfigurationValid",
+            EventReason::SecretMissing => "SecretMissing",
+            EventReason::SecretKeyMissing => "SecretKeyMissing",
+            EventReason::InvalidSpec => "InvalidSpec",
+            EventReason::Unsupported => "Unsupported",
+        }
+    }
+}
+
+impl std::fmt::Display for EventReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An Event to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub type_: EventType,
+    pub reason: EventReason,
+    pub note: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_keep_their_user_visible_strings() {
+        for (reason, text) in [
+            (EventReason::Promoting, "Promoting"),
+            (EventReason::Promoted, "Promoted"),
+            (EventReason::Demoting, "Demoting"),
+            (EventReason::TopologyPublished, "TopologyPublished"),
+            (EventReason::FailingOver, "FailingOver"),
+            (EventReason::FailoverBlocked, "FailoverBlocked"),
+            (EventReason::Failover, "Failover"),
+            (
+                EventReason::FullResyncAfterFailover,
+                "FullResyncAfterFailover",
+            ),
+            (EventReason::SourceLinkDown, "SourceLinkDown"),
+            (EventReason::SourceLinkUp, "SourceLinkUp"),
+            (EventReason::ConfigurationValid, "ConfigurationValid"),
+            (EventReason::SecretMissing, "SecretMissing"),
+            (EventReason::SecretKeyMissing, "SecretKeyMissing"),
+            (EventReason::InvalidSpec, "InvalidSpec"),
+            (EventReason::Unsupported, "Unsupported"),
+        ] {
+            assert_eq!(reason.as_str(), text);
+            assert_eq!(reason.to_string(), text);
+        }
+    }
+}

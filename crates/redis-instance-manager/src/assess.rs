@@ -630,12 +630,13 @@ mod tests {
     /// One error is shown: rows of (what is wrong, the error shown).
     #[test]
     fn the_error_shown_is_the_first_of_its_causes() {
-        const APPLY: &str = "applying `REPLICAOF src 6379` failed: REPLICAOF 127.0.0.1:6379: ERR x";
+        const APPLY: &str =
+            "applying `REPLICAOF src 6379` failed: ERR x (REPLICAOF 127.0.0.1:6379)";
         const INTAKE: &str =
             "ignoring topology epoch 4: epoch 5 is already in force (epochs never go back)";
         const NOT_SENT: &str = "the source password file /etc/redis-source/password does not exist: mount the source's auth Secret (key \"password\") at that path";
         const LOCAL: &str =
-            "cannot read the local redis-server at 127.0.0.1:6379: connect: connection refused";
+            "cannot read the local redis-server at 127.0.0.1:6379: connection refused (connect)";
         const LOCAL_PW: &str =
             "the local Redis password file /etc/redis/auth/password does not exist";
         type Change = fn(&mut Tick);

@@ -21,7 +21,7 @@ const LOCAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Why the local redis-server could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LocalError {
-    #[error("cannot read the local redis-server at {}: {}: {}", .0.addr, .0.step, .0.cause)]
+    #[error("cannot read the local redis-server at {}: {} ({})", .0.addr, .0.cause, .0.step)]
     Redis(RedisError),
     #[error("cannot read the local redis-server at {addr}: {why}")]
     Unparsable { addr: String, why: String },

@@ -125,9 +125,11 @@ impl Step {
     }
 }
 
-/// A failed call to one Redis server: which server, which step, and why.
+/// A failed call to one Redis server: which server, which step, and why. The cause comes first
+/// so that messages keep reading as they did before the step was added
+/// (`connection refused (connect 127.0.0.1:6379)`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{step} {addr}: {cause}")]
+#[error("{cause} ({step} {addr})")]
 pub struct RedisError {
     /// `host:port` of the server.
     pub addr: String,
@@ -517,7 +519,7 @@ mod tests {
         assert_eq!(e.cause, IoError::Unreachable("connection refused".into()));
         assert_eq!(
             e.to_string(),
-            format!("connect 127.0.0.1:{port}: connection refused")
+            format!("connection refused (connect 127.0.0.1:{port})")
         );
     }
 

@@ -91,6 +91,9 @@ pub struct Agent {
 pub struct PodHandle {
     pub namespace: String,
     pub name: String,
+    /// When the worker started: of two pods with one name (a StatefulSet pod replaced while
+    /// the old one is being torn down), the newer is the one asked about.
+    pub since: std::time::Instant,
     pub tx: watch::Sender<Option<Pod>>,
 }
 
@@ -107,7 +110,8 @@ impl Agent {
     pub fn pod_uid(&self, namespace: &str, name: &str) -> Option<String> {
         let pods = self.pods.lock().ok()?;
         pods.iter()
-            .find(|(_, h)| h.namespace == namespace && h.name == name)
+            .filter(|(_, h)| h.namespace == namespace && h.name == name)
+            .max_by_key(|(_, h)| h.since)
             .map(|(uid, _)| uid.clone())
     }
 
@@ -448,6 +452,7 @@ fn deliver(agent: &Arc<Agent>, pod: Pod) {
         PodHandle {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
+            since: std::time::Instant::now(),
             tx,
         },
     );

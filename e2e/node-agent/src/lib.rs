@@ -15,6 +15,7 @@ pub mod probe;
 pub mod provisioner;
 pub mod quantity;
 pub mod runtime;
+pub mod selftest;
 pub mod server;
 pub mod volumes;
 pub mod worker;

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use redis_node_agent::{agent, provisioner, runtime};
+use redis_node_agent::{agent, provisioner, runtime, selftest};
 
 /// Plays the kubelet for the local multi-region cluster: runs the pods bound to a Node as
 /// processes in network namespaces, and provisions local PersistentVolumes.
@@ -19,6 +19,8 @@ enum Command {
     Node(Box<agent::NodeArgs>),
     /// Dynamic provisioning for StorageClass provisioner `redis-e2e.io/local`.
     Provisioner(provisioner::ProvisionerArgs),
+    /// End-to-end checks against a real control plane (kcluster), through kubectl.
+    SelfTest(selftest::SelfTestArgs),
     /// (internal) The parent of one container: logs its output, records its exit.
     #[command(hide = true)]
     Shim {
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
             init_tracing();
             tokio::runtime::Runtime::new()?.block_on(agent::run(*args))
         }
+        Command::SelfTest(args) => selftest::run(args),
         Command::Provisioner(args) => {
             init_tracing();
             tokio::runtime::Runtime::new()?.block_on(provisioner::run(args))

@@ -474,7 +474,7 @@ mod tests {
         assert_eq!(
             argv.join(" "),
             "/usr/bin/nsenter --target=42 --mount --uts --net -- /usr/bin/setpriv --reuid=1 --regid=2 \
-             --clear-groups -- /usr/bin/env -i --chdir=/ PATH=/opt/bin:/usr/bin -- redis-cli INFO"
+             --clear-groups -- /usr/bin/env -i --chdir=/ -- PATH=/opt/bin:/usr/bin redis-cli INFO"
         );
     }
 

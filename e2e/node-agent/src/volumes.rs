@@ -468,6 +468,7 @@ fn empty_dir(
     let ed = v.empty_dir.as_ref().expect("emptyDir");
     let fresh = !dir.exists();
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut mounted = false;
     if ed.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
         let size = ed
             .size_limit
@@ -492,8 +493,10 @@ fn empty_dir(
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
         }
+        mounted = true;
     }
-    if fresh || ed.medium.as_deref() == Some("Memory") {
+    // Set up once (the kubelet's emptyDir SetUp is a no-op when ready).
+    if fresh || mounted {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
             .map_err(|e| e.to_string())?;

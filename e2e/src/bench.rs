@@ -153,8 +153,8 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
         .get_mut("dr-redis-2/instance-manager")
         .unwrap()
         .kill();
-    // The operator's pods know REPLICAOF under a per-cluster name only (see builders::redis_conf).
-    let replicaof = redis_operator::builders::cluster_replicaof_command(&d.sim.get(NS, DR));
+    // The operator's pods know REPLICAOF under a per-cluster name only (see config::redis_conf).
+    let replicaof = redis_operator::config::cluster_replicaof_command(&d.sim.get(NS, DR));
     let raw = |delay: &str| -> Result<Duration, String> {
         d.conn("prod-redis-0")?
             .cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", delay])
@@ -317,7 +317,7 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
             .then_some(())
     })?;
     stop_instance_managers(d, DR);
-    let replicaof = redis_operator::builders::cluster_replicaof_command(&d.sim.get(NS, DR));
+    let replicaof = redis_operator::config::cluster_replicaof_command(&d.sim.get(NS, DR));
     let t = Instant::now();
     redis_cli(d, "dr-redis-0", &[&replicaof, "NO", "ONE"])?;
     first_write(d, "dr-redis-0")?;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis_cluster_api::labels as l;
-use redis_operator::builders::{redis_conf, sentinel_auth_conf, sentinel_conf_with_monitor};
+use redis_operator::config::{redis_conf, sentinel_auth_conf, sentinel_conf_with_monitor};
 use serde_json::json;
 
 use crate::controllers::{Controllers, Managed, sentinel_master, sentinels_settled};

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis_cluster_api::labels as l;
-use redis_operator::builders::{sentinel_auth_conf, sentinel_conf_with_monitor};
+use redis_operator::config::{sentinel_auth_conf, sentinel_conf_with_monitor};
 
 use crate::net::{NS_A, NS_B, pod_ip, sentinel_ip};
 use crate::procs::Proc;

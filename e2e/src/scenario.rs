@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use redis_cluster_api::labels as l;
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
-use redis_operator::builders::redis_conf;
+use redis_operator::config::redis_conf;
 use redis_operator::platform::PodInfo;
 use serde_json::json;
 
@@ -287,7 +287,7 @@ impl<'a> Drill<'a> {
 
     /// The containers of pod `ordinal` start (or restart): the init container regenerates
     /// redis.conf from the operator's template, keeping only a persisted `replicaof` line (see
-    /// builders::INIT_SCRIPT), then redis-server and the instance manager start.
+    /// scripts::INIT_SCRIPT), then redis-server and the instance manager start.
     pub(crate) fn start_pod(&mut self, cluster: &str, ordinal: u32) -> Result<(), String> {
         let rc = self.sim.get(NS, cluster);
         let ns = if region_of(cluster) == 'a' {
@@ -323,7 +323,7 @@ impl<'a> Drill<'a> {
             + &kept;
         std::fs::write(dir.join("redis.conf"), conf).map_err(|e| e.to_string())?;
         let pw = &self.passwords[cluster];
-        // What the pod's init container writes (see builders::AUTH_SCRIPT).
+        // What the pod's init container writes (see scripts::INIT_SCRIPT).
         std::fs::write(
             dir.join("auth.conf"),
             format!("requirepass \"{pw}\"\nmasterauth \"{pw}\"\n"),

@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use redis_cluster_api::RedisCluster;
 use redis_cluster_api::validation::merge_patch;
-use redis_operator::builders::Settings;
+use redis_operator::objects::Settings;
 use redis_operator::platform::{Call, MemoryPlatform};
 use redis_operator::reconcile::{Outcome, reconcile};
 use redis_topology::Environment;

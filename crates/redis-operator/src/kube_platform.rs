@@ -10,14 +10,14 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis_cluster_api::report::InstanceReport;
-use redis_cluster_api::{RedisCluster, RedisClusterStatus, labels as l};
+use redis_cluster_api::{RedisCluster, RedisClusterStatus, labels as l, names};
 use redis_topology::validate::SecretState;
 use redis_topology::{EventType, PlannedEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::builders::{METRICS_PORT, Owned, headless_service};
+use crate::objects::Owned;
 use crate::platform::{Platform, PodInfo, contains, http_get_report};
 use crate::{Error, FIELD_MANAGER};
 
@@ -130,12 +130,12 @@ impl Platform for KubePlatform {
             .map(|p| {
                 let name = p.name_any();
                 PodInfo {
-                    address: format!("{name}.{}.{namespace}.svc", headless_service(cluster)),
+                    address: names::pod_fqdn(cluster, namespace, &name),
                     report_endpoint: p
                         .status
                         .as_ref()
                         .and_then(|s| s.pod_ip.as_ref())
-                        .map(|ip| format!("{ip}:{METRICS_PORT}")),
+                        .map(|ip| format!("{ip}:{}", names::METRICS_PORT)),
                     problem: pod_problem(&p),
                     redis_running: redis_running(&p),
                     labels: p.metadata.labels.clone().unwrap_or_default(),

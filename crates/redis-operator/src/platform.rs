@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus};
-use redis_topology::{EventReason, PlannedEvent};
 use redis_topology::validate::SecretState;
+use redis_topology::{EventReason, PlannedEvent};
 use serde_json::Value;
 
 use crate::Error;
-use crate::builders::Owned;
+use crate::objects::Owned;
 
 /// A data pod as the reconciler sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The reconcile pipeline for one `RedisCluster`:
 //! read -> validate (pure) -> build (pure) -> apply -> observe -> plan (pure) -> publish -> status.
 //!
-//! Everything that decides is in `builders` and `redis_topology`; this file only sequences I/O
+//! Everything that decides is in `objects`, `config` and `redis_topology`; this file only sequences I/O
 //! through the [`Platform`] seam, so the same code drives a real cluster and the drill.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use redis_topology::validate::{self, Problem};
 use redis_topology::{Environment, EventReason, EventType, PlannedEvent, PodView};
 
 use crate::Error;
-use crate::builders::{self, Settings};
+use crate::objects::{self, Settings};
 use crate::platform::Platform;
 
 /// What one reconcile did, for the controller's requeue decision, metrics and tests.
@@ -68,7 +68,7 @@ pub async fn reconcile<P: Platform>(
     }
 
     // build + apply the owned objects.
-    let owned = builders::build(rc, settings);
+    let owned = objects::build(rc, settings);
     platform.apply_owned(&owned).await?;
 
     // observe: pods, their annotations, their instance managers' reports (concurrently).

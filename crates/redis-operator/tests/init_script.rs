@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::*;
-use redis_operator::builders::{INIT_SCRIPT, sentinel_auth_conf, sentinel_conf_with_monitor};
+use redis_operator::config::{sentinel_auth_conf, sentinel_conf_with_monitor};
+use redis_operator::scripts::INIT_SCRIPT;
 
 #[test]
 fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {

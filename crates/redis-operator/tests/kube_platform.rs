@@ -9,7 +9,7 @@ use http::{Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
 use redis_cluster_api::RedisCluster;
-use redis_operator::builders::{Settings, build};
+use redis_operator::objects::{Settings, build};
 use redis_operator::kube_platform::KubePlatform;
 use redis_operator::platform::Platform;
 use redis_topology::validate::SecretState;

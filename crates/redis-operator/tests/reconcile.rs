@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use redis_cluster_api::RedisCluster;
 use redis_cluster_api::report::{InstanceReport, ObservedRole};
 use redis_cluster_api::topology::{DesiredTopology, Role};
-use redis_operator::builders::Settings;
+use redis_operator::objects::Settings;
 use redis_operator::platform::{Call, MemoryPlatform, PodInfo};
 use redis_operator::reconcile::{Outcome, reconcile};
 use redis_topology::{Environment, EventReason, EventType};
@@ -187,7 +187,7 @@ async fn every_spec_sample_creates_its_objects_and_a_second_reconcile_writes_not
             format!("apply NetworkPolicy/{n}-redis"),
             format!("apply StatefulSet/{n}"),
         ];
-        // The spec's sentinel-mode samples also get their Sentinels.
+        // The sentinel-mode samples also get their Sentinels.
         if matches!(file, "prod-redis.yaml" | "redis-east.yaml") {
             expected.extend([
                 format!("apply Service/{n}-sentinel-headless"),
@@ -256,7 +256,7 @@ async fn the_dr_sample_publishes_the_exact_topology_and_status() {
     );
     // The same per-cluster REPLICAOF name the pods' redis.conf renames it to.
     assert!(
-        redis_operator::builders::redis_conf(&h.rc)
+        redis_operator::config::redis_conf(&h.rc)
             .contains("rename-command REPLICAOF REPLICAOF-1025215e9243\n")
     );
     let Call::PatchPod { labels, .. } = &calls[1] else {

@@ -13,9 +13,10 @@ use redis_cluster_api::{RedisCluster, SentinelSpec};
 mod common;
 
 use common::*;
-use redis_operator::builders::{
-    SENTINEL_INIT_SCRIPT, sentinel_auth_conf, sentinel_conf, sentinel_monitor_line, sentinel_quorum,
+use redis_operator::config::{
+    sentinel_auth_conf, sentinel_conf, sentinel_monitor_line, sentinel_quorum,
 };
+use redis_operator::scripts::SENTINEL_INIT_SCRIPT;
 
 /// A scratch directory removed when the test ends.
 struct Scratch(PathBuf);
@@ -183,7 +184,7 @@ fn a_sentinel_from_the_script_authenticates_and_counts_the_replica() {
         sentinel_conf(&rc)
             .replace("port 26379\n", &format!("port {sentinel_port}\n"))
             .replace(
-                redis_operator::builders::SENTINEL_MONITOR_PLACEHOLDER,
+                redis_operator::config::SENTINEL_MONITOR_PLACEHOLDER,
                 &sentinel_monitor_line(&rc, "127.0.0.1", primary_port)
             ),
         sentinel_auth_conf(&rc, PASSWORD)

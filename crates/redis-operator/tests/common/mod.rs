@@ -60,7 +60,7 @@ impl Drop for Proc {
     }
 }
 
-/// The spec's prod-redis sample (mode: sentinel).
+/// The prod-redis sample (mode: sentinel).
 pub fn prod_redis() -> RedisCluster {
     let text = std::fs::read_to_string(format!(
         "{}/../../config/samples/prod-redis.yaml",

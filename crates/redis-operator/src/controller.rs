@@ -17,9 +17,9 @@ use redis_cluster_api::RedisCluster;
 use redis_cluster_api::labels as l;
 use redis_topology::Environment;
 
-use crate::kube_platform::KubePlatform;
 use crate::metrics::{ClusterLabels, Metrics};
 use crate::objects::Settings;
+use crate::platform::kube::KubePlatform;
 use crate::{Error, reconcile};
 
 pub struct Context {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use redis_cluster_api::RedisCluster;
-use redis_operator::objects::{Settings, build};
 use redis_operator::controller::{self, Context};
-use redis_operator::kube_platform::KubePlatform;
 use redis_operator::leader::LeaderElector;
 use redis_operator::metrics::{self, Metrics};
+use redis_operator::objects::{Settings, build};
+use redis_operator::platform::kube::KubePlatform;
 use redis_topology::Environment;
 use tokio::sync::watch;
 

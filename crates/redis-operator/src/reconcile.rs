@@ -53,7 +53,9 @@ pub async fn reconcile<P: Platform>(
     now: Time,
 ) -> Result<Outcome, Error> {
     let name = rc.name_any();
-    let namespace = rc.namespace().ok_or(Error::Unnamespaced)?;
+    let namespace = rc
+        .namespace()
+        .ok_or_else(|| Error::Unnamespaced(name.clone()))?;
     let previous = rc.status.clone().unwrap_or_default();
 
     // validate: what the schema cannot check.

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Patch, PatchParams};
@@ -17,13 +16,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::objects::Owned;
-use crate::platform::{Platform, PodInfo, contains, http_get_report};
+use super::report::ReportClient;
+use super::{Platform, PodInfo, contains};
+use crate::error::{ObjectId, Step};
+use crate::objects::{Object, Owned, REDIS_CONTAINER};
 use crate::{Error, FIELD_MANAGER};
 
 pub struct KubePlatform {
     client: Client,
     recorder: Recorder,
+    reports: ReportClient,
 }
 
 impl KubePlatform {
@@ -35,6 +37,7 @@ impl KubePlatform {
         KubePlatform {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            reports: ReportClient::default(),
         }
     }
 
@@ -49,12 +52,18 @@ impl KubePlatform {
     {
         let ns = obj.meta().namespace.clone().unwrap_or_default();
         let name = obj.meta().name.clone().unwrap_or_default();
+        let id = || ObjectId::new(K::kind(&()), &ns, &name);
         let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
-        let mut desired = serde_json::to_value(obj)?;
+        let mut desired = serde_json::to_value(obj).map_err(Error::serialize(Step::Apply, id()))?;
         desired["apiVersion"] = K::api_version(&()).into();
         desired["kind"] = K::kind(&()).into();
-        if let Some(live) = api.get_opt(&name).await? {
-            let mut live = serde_json::to_value(&live)?;
+        if let Some(live) = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(Step::Apply, id()))?
+        {
+            let mut live =
+                serde_json::to_value(&live).map_err(Error::serialize(Step::Apply, id()))?;
             live["apiVersion"] = desired["apiVersion"].clone();
             live["kind"] = desired["kind"].clone();
             if contains(&live, &desired) {
@@ -66,7 +75,8 @@ impl KubePlatform {
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&desired),
         )
-        .await?;
+        .await
+        .map_err(Error::kube(Step::Apply, id()))?;
         Ok(true)
     }
 }
@@ -79,7 +89,11 @@ impl Platform for KubePlatform {
         key: &str,
     ) -> Result<SecretState, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        Ok(match api.get_opt(name).await? {
+        let secret = api.get_opt(name).await.map_err(Error::kube(
+            Step::ReadSecret,
+            ObjectId::new(Secret::kind(&()), namespace, name),
+        ))?;
+        Ok(match secret {
             None => SecretState::Missing,
             Some(s) => {
                 let has = s.data.as_ref().is_some_and(|d| d.contains_key(key))
@@ -95,23 +109,20 @@ impl Platform for KubePlatform {
 
     async fn apply_owned(&self, owned: &Owned) -> Result<usize, Error> {
         let mut written = 0;
-        written += self.apply(&owned.service_account).await? as usize;
-        written += self.apply(&owned.role).await? as usize;
-        written += self.apply(&owned.role_binding).await? as usize;
-        written += self.apply(&owned.config).await? as usize;
-        for svc in &owned.services {
-            written += self.apply(svc).await? as usize;
-        }
-        written += self.apply(&owned.pdb).await? as usize;
-        written += self.apply(&owned.network_policy).await? as usize;
-        written += self.apply(&owned.statefulset).await? as usize;
-        if let Some(sentinel) = &owned.sentinel {
-            for svc in &sentinel.services {
-                written += self.apply(svc).await? as usize;
-            }
-            written += self.apply(&sentinel.pdb).await? as usize;
-            written += self.apply(&sentinel.network_policy).await? as usize;
-            written += self.apply(&sentinel.statefulset).await? as usize;
+        for object in owned.objects() {
+            // Typed per kind: the request path comes from the type, and the live object is read
+            // back through it, so server defaults it does not know are ignored.
+            let changed = match object {
+                Object::ServiceAccount(o) => self.apply(o).await?,
+                Object::Role(o) => self.apply(o).await?,
+                Object::RoleBinding(o) => self.apply(o).await?,
+                Object::ConfigMap(o) => self.apply(o).await?,
+                Object::Service(o) => self.apply(o).await?,
+                Object::PodDisruptionBudget(o) => self.apply(o).await?,
+                Object::NetworkPolicy(o) => self.apply(o).await?,
+                Object::StatefulSet(o) => self.apply(o).await?,
+            };
+            written += usize::from(changed);
         }
         Ok(written)
     }
@@ -121,7 +132,11 @@ impl Platform for KubePlatform {
         let selector = format!("{}={cluster}", l::CLUSTER);
         let pods = api
             .list(&kube::api::ListParams::default().labels(&selector))
-            .await?;
+            .await
+            .map_err(Error::kube(
+                Step::ListPods,
+                ObjectId::new(RedisCluster::kind(&()), namespace, cluster),
+            ))?;
         Ok(pods
             .items
             .into_iter()
@@ -156,7 +171,11 @@ impl Platform for KubePlatform {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
         api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+            .await
+            .map_err(Error::kube(
+                Step::PatchPod,
+                ObjectId::new(Pod::kind(&()), namespace, pod),
+            ))?;
         Ok(())
     }
 
@@ -165,8 +184,8 @@ impl Platform for KubePlatform {
         rc: &RedisCluster,
         status: &RedisClusterStatus,
     ) -> Result<(), Error> {
-        let api: Api<RedisCluster> =
-            Api::namespaced(self.client.clone(), &rc.namespace().unwrap_or_default());
+        let ns = rc.namespace().unwrap_or_default();
+        let api: Api<RedisCluster> = Api::namespaced(self.client.clone(), &ns);
         let patch = json!({
             "apiVersion": RedisCluster::api_version(&()),
             "kind": RedisCluster::kind(&()),
@@ -177,7 +196,11 @@ impl Platform for KubePlatform {
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await?;
+        .await
+        .map_err(Error::kube(
+            Step::PatchStatus,
+            ObjectId::new(RedisCluster::kind(&()), &ns, &rc.name_any()),
+        ))?;
         Ok(())
     }
 
@@ -192,13 +215,23 @@ impl Platform for KubePlatform {
             action: "Reconcile".into(),
             secondary: None,
         };
-        self.recorder.publish(&ev, &rc.object_ref(&())).await?;
+        self.recorder
+            .publish(&ev, &rc.object_ref(&()))
+            .await
+            .map_err(Error::kube(
+                Step::PublishEvent,
+                ObjectId::new(
+                    RedisCluster::kind(&()),
+                    &rc.namespace().unwrap_or_default(),
+                    &rc.name_any(),
+                ),
+            ))?;
         Ok(())
     }
 
     async fn fetch_report(&self, pod: &PodInfo) -> Option<InstanceReport> {
         let endpoint = pod.report_endpoint.as_ref()?;
-        http_get_report(endpoint, Duration::from_secs(2)).await
+        self.reports.get(endpoint).await
     }
 }
 
@@ -247,7 +280,7 @@ pub fn redis_running(pod: &Pod) -> Option<bool> {
         .container_statuses
         .iter()
         .flatten()
-        .find(|c| c.name == "redis")?;
+        .find(|c| c.name == REDIS_CONTAINER)?;
     Some(cs.state.as_ref()?.running.is_some())
 }
 

@@ -14,6 +14,7 @@ use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
 use redis_operator::config::redis_conf;
 use redis_operator::platform::PodInfo;
+use redis_topology::EventReason;
 use serde_json::json;
 
 use crate::controllers::{Controllers, Managed, sentinel_master, sentinels_settled};
@@ -1067,7 +1068,7 @@ fn story(d: &mut Drill, prod_leader_ip: &str) -> Result<(), String> {
         .lock()
         .unwrap()
         .iter()
-        .find(|e| e.0 == DR && e.2 == "Demoting")
+        .find(|e| e.0 == DR && e.2 == EventReason::Demoting.as_str())
         .cloned();
     let r = match &warned {
         Some((_, t, _, note)) if t == "Warning" && note.contains("discarded") => Ok(()),
@@ -1238,14 +1239,14 @@ fn rejoins_without_writes(
     )
 }
 
-fn event(d: &Drill, cluster: &str, reason: &str) -> Option<(String, String)> {
+fn event(d: &Drill, cluster: &str, reason: EventReason) -> Option<(String, String)> {
     d.sim
         .events
         .lock()
         .unwrap()
         .iter()
         .rev()
-        .find(|e| e.0 == cluster && e.2 == reason)
+        .find(|e| e.0 == cluster && e.2 == reason.as_str())
         .map(|e| (e.1.clone(), e.3.clone()))
 }
 
@@ -1361,11 +1362,13 @@ fn sentinel_failover(d: &mut Drill) -> Result<(), String> {
             let status = d.sim.get(NS, PROD).status?;
             (labelled_primary(d, PROD).as_deref() == Some(new.as_str())
                 && status.current_primary.as_deref() == Some(new.as_str())
-                && event(d, PROD, "Failover").is_some())
+                && event(d, PROD, EventReason::Failover).is_some())
             .then_some(())
         },
     );
-    let note = event(d, PROD, "Failover").map(|e| e.1).unwrap_or_default();
+    let note = event(d, PROD, EventReason::Failover)
+        .map(|e| e.1)
+        .unwrap_or_default();
     d.check(
         &format!("label redis.io/role=primary, the -leader endpoint and status.currentPrimary moved to {new}; Event: \"{note}\""),
         r.map(|_| ()).and_then(|_| {
@@ -1499,7 +1502,7 @@ fn standalone_failover(d: &mut Drill) -> Result<String, String> {
             Err(format!("{writable:?}"))
         },
     )?;
-    let failing = event(d, DR, "FailingOver");
+    let failing = event(d, DR, EventReason::FailingOver);
     d.check(
         &format!(
             "Warning event FailingOver: \"{}\"",
@@ -1516,7 +1519,7 @@ fn standalone_failover(d: &mut Drill) -> Result<String, String> {
         || {
             let status = d.sim.get(NS, DR).status?;
             (status.current_primary.as_deref() == Some(new.as_str())
-                && event(d, DR, "Failover")
+                && event(d, DR, EventReason::Failover)
                     .is_some_and(|e| e.1.contains(&format!("{old} -> {new}"))))
             .then_some(())
         },

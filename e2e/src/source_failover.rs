@@ -18,6 +18,8 @@
 
 use std::time::{Duration, Instant};
 
+use redis_topology::EventReason;
+
 use crate::controllers;
 use crate::net::{NS_A, pod_ip};
 use crate::procs::Proc;
@@ -512,7 +514,11 @@ fn diverged(d: &mut Drill, password: &str, start_redis: &StartRedis) -> Result<(
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|e| e.0 == DR && e.2 == "FullResyncAfterFailover" && e.1 == "Warning")
+                .filter(|e| {
+                    e.0 == DR
+                        && e.2 == EventReason::FullResyncAfterFailover.as_str()
+                        && e.1 == "Warning"
+                })
                 .map(|e| e.3.clone())
                 .collect();
             (notes.len() == pods(DR).len()).then_some(notes)

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use redis_cluster_api::RedisCluster;
+use redis_cluster_api::names;
 use redis_cluster_api::report::{InstanceReport, ObservedRole};
 use redis_cluster_api::topology::{DesiredTopology, Role};
 use redis_operator::objects::Settings;
@@ -86,7 +87,7 @@ impl Harness {
             self.platform.add_pod(
                 &self.ns(),
                 PodInfo {
-                    address: format!("{name}.{}-headless.{}.svc", self.name(), self.ns()),
+                    address: names::pod_fqdn(&self.name(), &self.ns(), &name),
                     labels: BTreeMap::from([("redis.io/cluster".into(), self.name())]),
                     name,
                     ..Default::default()
@@ -449,7 +450,7 @@ impl Harness {
                 self.platform.add_pod(
                     &self.ns(),
                     PodInfo {
-                        address: format!("{name}.{}-headless.{}.svc", self.name(), self.ns()),
+                        address: names::pod_fqdn(&self.name(), &self.ns(), &name),
                         name,
                         ..Default::default()
                     },

@@ -32,8 +32,8 @@ pub const APP_COMPONENT: &str = "app.kubernetes.io/component";
 /// Value of [`APP_MANAGED_BY`] on everything the operator creates.
 pub const MANAGER: &str = "redis-operator";
 
-// Object names used to live here; callers (the instance manager, the drill) still address
-// them as `labels::...`.
+// Defined in `names`; re-exported for the instance manager and the drill, which address them
+// as `labels::...`.
 pub use crate::names::{
     SENTINEL_PORT, any_service, leader_service, ordinal_of, pod_name, replica_service,
     sentinel_master_name, sentinel_pod_name, sentinel_service,

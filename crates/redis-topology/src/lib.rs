@@ -2,7 +2,7 @@
 //! was observed and returns what should be. The operator (and the drill's simulation) feed it and
 //! carry out the result.
 //!
-//! - [`plan`]: where promotion, demotion and each pod's topology are decided.
+//! - [`plan`](mod@plan): where promotion, demotion and each pod's topology are decided.
 //! - [`events`]: the Events recorded on the way, with their typed reasons.
 //! - [`conditions`]: condition bookkeeping (`lastTransitionTime` only moves on a status flip).
 //! - [`validate`]: checks the apiserver cannot do (referenced Secrets exist and have a password).

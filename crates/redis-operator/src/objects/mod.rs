@@ -3,9 +3,9 @@
 //!
 //! Every object is a typed k8s-openapi struct literal, so a misspelled field does not compile
 //! (a `json!` blob deserialised into these types would drop it silently). One module per object
-//! family: [`data`] (the data StatefulSet), [`sentinel`] (the Sentinels' StatefulSet),
-//! [`services`], [`policy`] (RBAC, PodDisruptionBudgets, NetworkPolicies), [`config_map`];
-//! [`pod`] holds what every pod template shares. Names come from
+//! family: `data` (the data StatefulSet), `sentinel` (the Sentinels' StatefulSet), `services`,
+//! `policy` (RBAC, PodDisruptionBudgets, NetworkPolicies), `config_map`; `pod` holds what every
+//! pod template shares. Names come from
 //! [`redis_cluster_api::names`]; configuration files from [`crate::config`]; scripts from
 //! [`crate::scripts`].
 //!

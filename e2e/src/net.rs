@@ -4,11 +4,14 @@
 //!
 //! ```text
 //!   root ns: drill, operator loop, Prometheus
-//!     rd-ra0 10.77.1.1/30 ---- rd-ra1 10.77.1.2/30   region A (rdrill-a): pods 10.77.10.N on lo
-//!     rd-rb0 10.77.2.1/30 ---- rd-rb1 10.77.2.2/30   region B (rdrill-b): pods 10.77.20.N on lo
-//!   region A rd-ab0 10.77.3.1/30 ==== rd-ab1 10.77.3.2/30 region B   <- the inter-region link
+//!     rd-ra0 10.77.201.1/30 ---- rd-ra1 10.77.201.2/30   region A (rdrill-a): pods 10.77.10.N on lo
+//!     rd-rb0 10.77.202.1/30 ---- rd-rb1 10.77.202.2/30   region B (rdrill-b): pods 10.77.20.N on lo
+//!   region A rd-ab0 10.77.203.1/30 ==== rd-ab1 10.77.203.2/30 region B   <- the inter-region link
 //! ```
-//! Only addresses assigned here are ever contacted.
+//! Only addresses assigned here are ever contacted. The root namespace's links stay clear of the
+//! real cluster's (`e2e/kcluster`: 10.77.0.1, 10.77.1-3.0/30 on the host, pods in 10.78-80/16),
+//! so the drill and that cluster can run on one machine at the same time: with the same host
+//! subnet on two links, the kernel routes the drill's traffic into the cluster's region.
 
 use std::process::Command;
 
@@ -77,6 +80,22 @@ impl Regions {
         }
         sh(&["ip", "-V"]).map_err(|e| format!("iproute2 is missing ({e}): run `make deps`"))?;
         cleanup();
+        // What is left after the cleanup belongs to someone else: sharing a subnet or a route
+        // would send the drill's traffic (or theirs) to the wrong namespace, silently.
+        for prefix in [
+            "10.77.201.0/30",
+            "10.77.202.0/30",
+            "10.77.10.0/24",
+            "10.77.20.0/24",
+        ] {
+            let holders = sh(&["ip", "-o", "addr", "show", "to", prefix])?
+                + &sh(&["ip", "route", "show", "root", prefix])?;
+            if let Some(line) = holders.lines().next() {
+                return Err(format!(
+                    "{prefix} is already in use in the root network namespace ({line}): the drill's addresses must be free"
+                ));
+            }
+        }
         let r = Regions { pods_per_region };
         sh(&["ip", "netns", "add", NS_A])?;
         sh(&["ip", "netns", "add", NS_B])?;
@@ -92,13 +111,13 @@ impl Regions {
                 "ip", "link", "add", LINK_A, "type", "veth", "peer", "name", LINK_B, "netns", NS_B,
             ],
         )?;
-        sh(&["ip", "addr", "add", "10.77.1.1/30", "dev", "rd-ra0"])?;
-        sh(&["ip", "addr", "add", "10.77.2.1/30", "dev", "rd-rb0"])?;
+        sh(&["ip", "addr", "add", "10.77.201.1/30", "dev", "rd-ra0"])?;
+        sh(&["ip", "addr", "add", "10.77.202.1/30", "dev", "rd-rb0"])?;
         sh(&["ip", "link", "set", "rd-ra0", "up"])?;
         sh(&["ip", "link", "set", "rd-rb0", "up"])?;
         for (ns, root_link, root_addr, ab_link, ab_addr) in [
-            (NS_A, "rd-ra1", "10.77.1.2/30", LINK_A, "10.77.3.1/30"),
-            (NS_B, "rd-rb1", "10.77.2.2/30", LINK_B, "10.77.3.2/30"),
+            (NS_A, "rd-ra1", "10.77.201.2/30", LINK_A, "10.77.203.1/30"),
+            (NS_B, "rd-rb1", "10.77.202.2/30", LINK_B, "10.77.203.2/30"),
         ] {
             in_ns(ns, &["ip", "link", "set", "lo", "up"])?;
             in_ns(ns, &["ip", "addr", "add", root_addr, "dev", root_link])?;
@@ -147,15 +166,15 @@ impl Regions {
                 "lo",
             ],
         )?;
-        sh(&["ip", "route", "add", "10.77.10.0/24", "via", "10.77.1.2"])?;
-        sh(&["ip", "route", "add", "10.77.20.0/24", "via", "10.77.2.2"])?;
+        sh(&["ip", "route", "add", "10.77.10.0/24", "via", "10.77.201.2"])?;
+        sh(&["ip", "route", "add", "10.77.20.0/24", "via", "10.77.202.2"])?;
         in_ns(
             NS_A,
-            &["ip", "route", "add", "10.77.20.0/24", "via", "10.77.3.2"],
+            &["ip", "route", "add", "10.77.20.0/24", "via", "10.77.203.2"],
         )?;
         in_ns(
             NS_B,
-            &["ip", "route", "add", "10.77.10.0/24", "via", "10.77.3.1"],
+            &["ip", "route", "add", "10.77.10.0/24", "via", "10.77.203.1"],
         )?;
         Ok(r)
     }
@@ -177,7 +196,7 @@ impl Regions {
                 "replace",
                 "10.77.10.0/24",
                 "via",
-                "10.77.3.1",
+                "10.77.203.1",
             ],
         );
         let _ = in_ns(
@@ -188,7 +207,7 @@ impl Regions {
                 "replace",
                 "10.77.20.0/24",
                 "via",
-                "10.77.3.2",
+                "10.77.203.2",
             ],
         );
         Ok(())

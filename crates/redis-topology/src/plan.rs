@@ -590,6 +590,7 @@ fn desired_for(
         },
         sentinel,
         replicaof_command: Some(replicaof_command(view.uid, view.namespace, view.name)),
+        accept_history: None,
     }
 }
 

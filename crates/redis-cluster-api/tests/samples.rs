@@ -9,11 +9,8 @@ use redis_cluster_api::validation::{
     crd_schema, merge_patch, validate_against, validate_object, validate_update,
 };
 use redis_cluster_api::{RedisCluster, crd_yaml};
+use redis_test_support::repo_root as repo;
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)

@@ -4,9 +4,9 @@
 //! `mode: sentinel` a fresh pod starts as a replica of the primary a real redis-sentinel names,
 //! and of the recorded primary or pod 0 when no Sentinel answers.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 mod common;
 
@@ -16,20 +16,10 @@ use redis_operator::scripts::INIT_SCRIPT;
 
 #[test]
 fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
-    assert!(
-        Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_ok(),
-        "redis-server is missing: run `make deps`"
-    );
-    let root = std::env::temp_dir().join(format!("init-script-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    for d in ["data", "run", "auth", "conf"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    let password = r#"p a"s\s w'rd"#;
-    std::fs::write(root.join("auth/password"), format!("{password}\n")).unwrap();
+    require("redis-server");
+    let pod = Pod::new("init-script");
+    let root = pod.0.0.clone();
+    let password = PASSWORD;
     let port = free_port();
     std::fs::write(
         root.join("conf/redis.conf"),
@@ -66,24 +56,15 @@ fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
         "only the template include and the persisted replicaof survive"
     );
 
-    let mut server = Command::new("redis-server")
-        .arg(root.join("data/redis.conf"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let server = spawn("redis-server", &root.join("data/redis.conf"));
     let mut role = String::new();
-    while Instant::now() < deadline {
+    wait_until(Duration::from_secs(10), || {
         role = redis_cli(port, password, &["ROLE"]);
-        if !role.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        !role.is_empty()
+    });
     let wrong = redis_cli(port, "wrong", &["PING"]);
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&root);
+    drop(server);
+    drop(pod);
     assert!(
         role.starts_with("slave"),
         "restarted as a replica of its old upstream: {role:?}"
@@ -93,26 +74,25 @@ fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
 }
 
 /// A pod's directories (data, run, auth, conf) under a scratch root, removed at the end.
-struct Pod(PathBuf);
+struct Pod(ScratchDir);
 
 impl Pod {
     fn new(test: &str) -> Pod {
-        let root = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
+        let root = ScratchDir::new(test);
         for d in ["data", "run", "auth", "conf"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::create_dir_all(root.path(d)).unwrap();
         }
-        std::fs::write(root.join("auth/password"), format!("{PASSWORD}\n")).unwrap();
+        std::fs::write(root.path("auth/password"), format!("{PASSWORD}\n")).unwrap();
         Pod(root)
     }
 
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.0.path(file)
     }
 
     /// Runs INIT_SCRIPT with the pod's paths and `env`; returns the main file it wrote.
     fn init(&self, env: &[(&str, String)]) -> String {
-        let root = self.0.display();
+        let root = self.0.0.display();
         let script = INIT_SCRIPT
             .replace("/data/", &format!("{root}/data/"))
             .replace("/etc/redis/conf/", &format!("{root}/conf/"))
@@ -132,20 +112,11 @@ impl Pod {
     }
 }
 
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
+/// `binary` (redis-server or redis-sentinel) on `conf`, logging next to it, killed at the end.
 fn spawn(binary: &str, conf: &Path) -> Proc {
-    Proc(
-        Command::new(binary)
-            .arg(conf)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|_| panic!("{binary} is missing: run `make deps`")),
-    )
+    let args = [binary.to_string(), conf.display().to_string()];
+    Proc::spawn(binary, None, &args, &conf.with_extension("log"))
+        .unwrap_or_else(|e| panic!("{e}: run `make deps`"))
 }
 
 /// The variables the pod spec sets in `mode: sentinel`, for a pod listening on `port` and
@@ -168,17 +139,11 @@ fn sentinel_env(
 #[test]
 fn in_sentinel_mode_a_fresh_pod_replicates_the_primary_the_sentinels_name() {
     for binary in ["redis-server", "redis-sentinel"] {
-        assert!(
-            Command::new(binary).arg("--version").output().is_ok(),
-            "{binary} is missing: run `make deps`"
-        );
+        require(binary);
     }
     let primary = Pod::new("init-sentinel-primary");
     let (primary_port, sentinel_port, port) = (free_port(), free_port(), free_port());
-    let quoted = format!(
-        "\"{}\"",
-        PASSWORD.replace('\\', "\\\\").replace('"', "\\\"")
-    );
+    let quoted = quote(PASSWORD);
     std::fs::write(
         primary.path("data/redis.conf"),
         format!(

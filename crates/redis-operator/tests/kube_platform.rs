@@ -25,9 +25,7 @@ fn setup() -> (KubePlatform, Verifier) {
 }
 
 fn sample(file: &str) -> RedisCluster {
-    let path = format!("{}/../../config/samples/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut rc: RedisCluster =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut rc: RedisCluster = redis_test_support::samples::load(file);
     rc.metadata.uid = Some("uid-1".into());
     rc
 }

@@ -15,9 +15,7 @@ use redis_operator::reconcile::{Outcome, reconcile};
 use redis_topology::{Environment, EventReason, EventType};
 
 fn sample(file: &str) -> RedisCluster {
-    let path = format!("{}/../../config/samples/{file}", env!("CARGO_MANIFEST_DIR"));
-    let mut rc: RedisCluster =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut rc: RedisCluster = redis_test_support::samples::load(file);
     rc.metadata.uid = Some("uid-1".into());
     rc.metadata.generation = Some(1);
     rc.metadata

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use redis_cluster_api::{RedisCluster, SentinelSpec};
@@ -17,60 +17,31 @@ use redis_operator::config::{
     sentinel_auth_conf, sentinel_conf, sentinel_monitor_line, sentinel_quorum,
 };
 use redis_operator::scripts::SENTINEL_INIT_SCRIPT;
+use redis_test_support::redis::{RedisOpts, RedisServer, fields};
 
-/// A scratch directory removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let root = std::env::temp_dir().join(format!("{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("password"), format!("{PASSWORD}\n")).unwrap();
-        Scratch(root)
-    }
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The password as redis.conf quotes it (the same quoting the scripts use).
-fn quoted(password: &str) -> String {
-    format!(
-        "\"{}\"",
-        password.replace('\\', "\\\\").replace('"', "\\\"")
-    )
+/// A scratch directory holding the password file, removed when the test ends.
+fn scratch(test: &str) -> ScratchDir {
+    let dir = ScratchDir::new(test);
+    std::fs::write(dir.path("password"), format!("{PASSWORD}\n")).unwrap();
+    dir
 }
 
 /// A password-protected redis-server on `port`, optionally a replica of `upstream`. The password
-/// comes from its config file, like in the pods.
-fn redis(scratch: &Scratch, port: u16, upstream: Option<u16>) -> Proc {
-    let dir = scratch.path(&format!("redis-{port}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut conf = format!(
-        "port {port}\nbind 127.0.0.1\ndir {}\nrequirepass {pw}\nmasterauth {pw}\nreplica-announce-ip 127.0.0.1\n",
-        dir.display(),
-        pw = quoted(PASSWORD)
-    );
+/// comes from its config file (quoted as the scripts quote it), like in the pods.
+fn redis(port: u16, upstream: Option<u16>) -> RedisServer {
+    let mut conf = vec![
+        format!("masterauth {}", quote(PASSWORD)),
+        "replica-announce-ip 127.0.0.1".into(),
+    ];
     if let Some(up) = upstream {
-        conf.push_str(&format!("replicaof 127.0.0.1 {up}\n"));
+        conf.push(format!("replicaof 127.0.0.1 {up}"));
     }
-    std::fs::write(dir.join("redis.conf"), conf).unwrap();
-    let child = Command::new("redis-server")
-        .arg(dir.join("redis.conf"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&format!("redis on {port}"), Duration::from_secs(10), || {
-        (redis_cli(port, PASSWORD, &["PING"]) == "PONG").then_some(())
-    });
-    Proc(child)
+    RedisServer::start(RedisOpts {
+        port,
+        password: Some(PASSWORD.into()),
+        conf,
+        ..Default::default()
+    })
 }
 
 fn cluster() -> RedisCluster {
@@ -86,7 +57,7 @@ fn cluster() -> RedisCluster {
 /// Runs SENTINEL_INIT_SCRIPT for a Sentinel listening on `port` (the template is the operator's
 /// `sentinel_conf` with only the port changed) and returns the path of the config it wrote.
 fn run_script(
-    scratch: &Scratch,
+    scratch: &ScratchDir,
     rc: &RedisCluster,
     port: u16,
     peers: &[u16],
@@ -136,39 +107,35 @@ fn run_script(
 }
 
 fn sentinel(conf: &Path, port: u16) -> Proc {
-    let child = Command::new("redis-sentinel")
-        .arg(conf)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let log = conf.with_extension("log");
+    let args = ["redis-sentinel".into(), conf.display().to_string()];
+    let sentinel = Proc::spawn("redis-sentinel", None, &args, &log).unwrap();
     wait_for(
         &format!("sentinel on {port}"),
         Duration::from_secs(10),
         || (redis_cli(port, PASSWORD, &["PING"]) == "PONG").then_some(()),
     );
-    Proc(child)
+    sentinel
 }
 
 /// `SENTINEL MASTER prod-redis` as a map.
 fn sentinel_master(port: u16) -> BTreeMap<String, String> {
-    let out = redis_cli(port, PASSWORD, &["SENTINEL", "MASTER", "prod-redis"]);
-    let lines: Vec<&str> = out.lines().collect();
-    lines
-        .chunks(2)
-        .filter(|kv| kv.len() == 2)
-        .map(|kv| (kv[0].to_string(), kv[1].to_string()))
-        .collect()
+    fields(&redis_cli(
+        port,
+        PASSWORD,
+        &["SENTINEL", "MASTER", "prod-redis"],
+    ))
 }
 
 #[test]
 fn a_sentinel_from_the_script_authenticates_and_counts_the_replica() {
     require("redis-server");
     require("redis-sentinel");
-    let scratch = Scratch::new("sentinel-script");
+    let scratch = scratch("sentinel-script");
     let rc = cluster();
     let (primary_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
-    let _primary = redis(&scratch, primary_port, None);
-    let _replica = redis(&scratch, replica_port, Some(primary_port));
+    let _primary = redis(primary_port, None);
+    let _replica = redis(replica_port, Some(primary_port));
 
     // No peer answers (nothing listens there): the operator's recorded primary is used.
     let conf = run_script(
@@ -256,11 +223,11 @@ fn a_sentinel_from_the_script_authenticates_and_counts_the_replica() {
 fn a_restarted_sentinel_monitors_the_primary_its_peers_report() {
     require("redis-server");
     require("redis-sentinel");
-    let scratch = Scratch::new("sentinel-peers");
+    let scratch = scratch("sentinel-peers");
     let rc = cluster();
     let (old_port, elected_port) = (free_port(), free_port());
-    let _old = redis(&scratch, old_port, None);
-    let _elected = redis(&scratch, elected_port, None);
+    let _old = redis(old_port, None);
+    let _elected = redis(elected_port, None);
 
     // A peer that has followed a failover to `elected`.
     let peer_port = free_port();

@@ -8,12 +8,7 @@ use redis_cluster_api::labels as l;
 use super::*;
 
 pub(crate) fn sample(file: &str) -> RedisCluster {
-    let text = std::fs::read_to_string(format!(
-        "{}/../../config/samples/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let mut rc: RedisCluster = serde_yaml::from_str(&text).unwrap();
+    let mut rc: RedisCluster = redis_test_support::samples::load(file);
     rc.metadata.uid = Some("uid-1".into());
     rc
 }

@@ -75,6 +75,9 @@ pub const KUBELET_VERSION: &str = "v1.37.2";
 
 pub struct Agent {
     pub args: NodeArgs,
+    /// This binary's path, taken at start: the shims are started from it. (Not
+    /// /proc/self/exe at spawn time: a rebuild replaces the file while agents run.)
+    pub exe: PathBuf,
     pub client: kube::Client,
     pub tools: Tools,
     pub images: Vec<(String, PathBuf)>,
@@ -317,7 +320,7 @@ async fn status_loop(agent: Arc<Agent>) {
     let nodes: Api<Node> = Api::all(agent.client.clone());
     let name = agent.args.node_name.clone();
     loop {
-        let server = match nodes.get_status(&name).await {
+        let server = match nodes.get(&name).await {
             Ok(n) => serde_json::to_value(n.status.unwrap_or_default()).unwrap_or_default(),
             Err(e) => {
                 tracing::warn!(error = %e, "reading the node status");
@@ -517,7 +520,9 @@ pub async fn run(args: NodeArgs) -> Result<()> {
         }
     });
 
+    let exe = std::env::current_exe().context("the agent's own path")?;
     let agent = Arc::new(Agent {
+        exe,
         events: Events::new(client.clone(), &args.node_name),
         host_path: std::env::var("PATH").unwrap_or_else(|_| {
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()

@@ -253,7 +253,42 @@ pub fn setup(
         "dev",
         &veth,
     ])?;
+    // Proxy ARP answers only for addresses the region can route elsewhere, and a region has
+    // no default route: the pod's gateway gets a permanent neighbour entry instead (the
+    // region end's MAC), as Calico's CNI plugin does.
+    let link = run(&[
+        ip_tool,
+        "-n",
+        region_netns,
+        "-o",
+        "link",
+        "show",
+        "dev",
+        &veth,
+    ])?;
+    let mac = link_mac(&link).ok_or_else(|| format!("no MAC address for {veth}: {link}"))?;
+    run(&[
+        ip_tool,
+        "-n",
+        &ns,
+        "neigh",
+        "replace",
+        "169.254.1.1",
+        "lladdr",
+        &mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ])?;
     Ok(())
+}
+
+/// The MAC address in an `ip -o link show` line.
+pub fn link_mac(line: &str) -> Option<String> {
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "link/ether")?;
+    words.next().map(String::from)
 }
 
 /// Remove the pod's namespace (killing what still runs in it: only pods being torn down
@@ -307,6 +342,13 @@ mod tests {
         assert_eq!(pod_netns(uid), "kcp-7f3a9c1e");
         assert_eq!(pod_veth(uid), "kcv7f3a9c1e");
         assert!(pod_veth(uid).len() <= 15);
+    }
+
+    #[test]
+    fn mac_from_ip_link() {
+        let line = "5: kcvd58fc96f@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP \\    link/ether 9a:6f:ef:ca:58:7f brd ff:ff:ff:ff:ff:ff link-netns kcp-d58fc96f";
+        assert_eq!(link_mac(line).as_deref(), Some("9a:6f:ef:ca:58:7f"));
+        assert_eq!(link_mac("1: lo: <LOOPBACK>"), None);
     }
 
     #[test]

@@ -386,6 +386,10 @@ fn run_checks(k: &Kube, r: &mut Report) -> Result<()> {
         })(),
     );
 
+    // A namespace left by an earlier run goes first (its pods through graceful deletion).
+    if k.run(&["get", "namespace", NS]).is_ok() {
+        k.run(&["delete", "namespace", NS, "--wait=true", "--timeout=120s"])?;
+    }
     k.apply(&base_objects())?;
     // The default ServiceAccount appears with the namespace (the controller makes it).
     wait(
@@ -467,7 +471,8 @@ fn run_checks(k: &Kube, r: &mut Report) -> Result<()> {
                 "cat",
                 "/etc/agent-test/podinfo/labels",
             ])?;
-            expect(labels.trim() == "app=\"agent-test\"", || {
+            // (The apiserver also copies the node's topology labels to a bound pod.)
+            expect(labels.lines().any(|l| l == "app=\"agent-test\""), || {
                 format!("labels file {labels:?}")
             })?;
             k.run(&[

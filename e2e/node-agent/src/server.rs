@@ -328,15 +328,17 @@ async fn exec(
             "you must specify at least one command for the container",
         );
     }
+    // The container first: a refused WebSocket makes kubectl retry with SPDY, and the
+    // reason it sees is the one of that second request.
+    let (pid, cfg) = match running_container(&agent, &ns, &pod, &container) {
+        Ok(x) => x,
+        Err((code, msg)) => return error(code, msg),
+    };
     let Ok(ws) = ws else {
         return error(
             StatusCode::BAD_REQUEST,
             "redis-node-agent serves exec over WebSocket (v5.channel.k8s.io) only, not SPDY",
         );
-    };
-    let (pid, cfg) = match running_container(&agent, &ns, &pod, &container) {
-        Ok(x) => x,
-        Err((code, msg)) => return error(code, msg),
     };
     let opts = ExecOpts {
         stdin: flag(&q, "stdin") || flag(&q, "input"),
@@ -413,7 +415,7 @@ async fn exec_session(socket: WebSocket, argv: Vec<String>, command: Vec<String>
                     channel::internal_error(&e.to_string()).as_bytes(),
                 ))
                 .await;
-            let _ = out_tx.send(Message::Close(None)).await;
+            let _ = out_tx.send(normal_close()).await;
             drop(out_tx);
             let _ = writer.await;
             return;
@@ -507,9 +509,18 @@ async fn exec_session(socket: WebSocket, argv: Vec<String>, command: Vec<String>
             }
         }
     }
-    let _ = out_tx.send(Message::Close(None)).await;
+    let _ = out_tx.send(normal_close()).await;
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+}
+
+/// A close frame with code 1000: client-go treats anything else (even "no status") as an
+/// error of every stream, and `kubectl exec` would fail after the command succeeded.
+fn normal_close() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    }))
 }
 
 async fn wait_closed(reader: tokio::task::JoinHandle<bool>) {

@@ -47,6 +47,9 @@ struct Ctr {
     backoff: Backoff,
     pull_backoff: Backoff,
     pull_failed_at: Option<DateTime<Utc>>,
+    /// A failed create (config error, missing volume, ...) is retried after this, like the
+    /// kubelet's pod worker re-queueing a failed sync after 10 s.
+    retry_at: Option<Instant>,
     pid: Option<PidRecord>,
     attempt_dir: Option<PathBuf>,
     probes: Arc<Mutex<ProbeState>>,
@@ -191,6 +194,7 @@ impl Worker {
                 backoff: Backoff::default(),
                 pull_backoff: Backoff::default(),
                 pull_failed_at: None,
+                retry_at: None,
                 pid: None,
                 attempt_dir: None,
                 probes: Arc::default(),
@@ -639,6 +643,9 @@ impl Worker {
             tracing::debug!(container = name, left = ?left, "in back-off");
             return;
         }
+        if self.ctrs[i].retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         if let Some(failed) = self.ctrs[i].pull_failed_at
             && self.ctrs[i].pull_backoff.remaining(failed, now).is_some()
         {
@@ -665,6 +672,9 @@ impl Worker {
                     format!("Error: {}: {warn_msg}", w.reason),
                     Some(Duration::from_secs(10)),
                 );
+                if w.reason != "ErrImagePull" {
+                    self.ctrs[i].retry_at = Some(Instant::now() + Duration::from_secs(10));
+                }
                 if w.reason == "ErrImagePull" {
                     let c = &mut self.ctrs[i];
                     let t = Utc::now();
@@ -917,7 +927,7 @@ impl Worker {
             launch.display().to_string(),
         ];
         full.extend(argv);
-        let exe = std::env::current_exe().map_err(io_err)?;
+        let exe = self.agent.exe.clone();
         let shim_err = std::fs::File::create(dir.join("shim.err")).map_err(io_err)?;
         let mut child = tokio::process::Command::new(exe)
             .arg("shim")

@@ -57,6 +57,11 @@ pub struct NodeArgs {
     /// on the host PATH (repeatable).
     #[arg(long = "image-map")]
     pub image_map: Vec<String>,
+    /// The "image" PATH after a mapped directory: where an image's commands are found on the
+    /// host. Not the agent's own PATH, which is the harness's (root's tool directories would
+    /// leak into containers, and a non-root container cannot even search them).
+    #[arg(long, default_value = DEFAULT_HOST_PATH)]
+    pub host_path: String,
     #[arg(long, default_value = "10.96.0.10")]
     pub cluster_dns: String,
     #[arg(long, default_value = "cluster.local")]
@@ -73,6 +78,9 @@ pub const CAPACITY: [(&str, &str); 4] = [
 
 pub const KUBELET_VERSION: &str = "v1.37.2";
 
+/// The PATH of a Debian image.
+pub const DEFAULT_HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub struct Agent {
     pub args: NodeArgs,
     /// This binary's path, taken at start: the shims are started from it. (Not
@@ -81,7 +89,7 @@ pub struct Agent {
     pub client: kube::Client,
     pub tools: Tools,
     pub images: Vec<(String, PathBuf)>,
-    /// The agent's own PATH: the "image" PATH of containers after their mapped directory.
+    /// `--host-path`: the containers' PATH after their image's mapped directory.
     pub host_path: String,
     pub ipam: Mutex<Ipam>,
     pub services: Store<Service>,
@@ -524,9 +532,7 @@ pub async fn run(args: NodeArgs) -> Result<()> {
     let agent = Arc::new(Agent {
         exe,
         events: Events::new(client.clone(), &args.node_name),
-        host_path: std::env::var("PATH").unwrap_or_else(|_| {
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
-        }),
+        host_path: args.host_path.clone(),
         args,
         client,
         tools,
@@ -582,6 +588,7 @@ mod tests {
             client_ca_file: "ca".into(),
             state_dir: "/tmp/x".into(),
             image_map: vec![],
+            host_path: DEFAULT_HOST_PATH.into(),
             cluster_dns: "10.96.0.10".into(),
             cluster_domain: "cluster.local".into(),
         }

@@ -1231,8 +1231,9 @@ impl Worker {
                             if g < grace { grace = g; }
                             self.pod = p;
                         }
-                        // Force-deleted meanwhile: nothing to wait for any more.
-                        None => grace = Duration::ZERO,
+                        // Force-deleted meanwhile: the kubelet still gives containers its
+                        // minimum of 2 s from then.
+                        None => grace = grace.min(started.elapsed() + MIN_GRACE),
                     }
                 }
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}

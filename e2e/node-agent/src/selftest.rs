@@ -293,6 +293,45 @@ spec:
     )
 }
 
+fn liveness_pod() -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: liveness
+  namespace: {NS}
+spec:
+  terminationGracePeriodSeconds: 3
+  containers:
+    - name: c
+      image: redis:7.2
+      command: [sh, -c, 'exec redis-server --port 7777 --save "" --appendonly no']
+      livenessProbe:
+        exec: {{command: [redis-cli, -p, "7777", PING]}}
+        periodSeconds: 1
+        failureThreshold: 2
+"#
+    )
+}
+
+fn survivor_pod(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: survivor
+  namespace: {NS}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  terminationGracePeriodSeconds: 3
+  containers:
+    - name: c
+      image: redis:7.2
+      command: [sh, -c, 'while true; do sleep 1; done']
+"#
+    )
+}
+
 fn statefulset() -> String {
     format!(
         r#"apiVersion: v1
@@ -349,7 +388,7 @@ fn container_status<'a>(pod: &'a Value, name: &str) -> Option<&'a Value> {
         .find(|c| c["name"] == name)
 }
 
-fn run_checks(k: &Kube, r: &mut Report) -> Result<()> {
+fn run_checks(k: &Kube, r: &mut Report, faults: Option<(&Path, &Path)>) -> Result<()> {
     // The nodes are Ready and heartbeat through their Leases.
     r.check(
         "nodes registered, Ready, with region labels and Leases",
@@ -401,6 +440,7 @@ fn run_checks(k: &Kube, r: &mut Report) -> Result<()> {
     k.apply(&crash_pod())?;
     k.apply(&missing_image_pod())?;
     k.apply(&statefulset())?;
+    k.apply(&liveness_pod())?;
 
     r.check(
         "pod with an init container becomes Ready (readiness probe)",
@@ -661,6 +701,63 @@ fn run_checks(k: &Kube, r: &mut Report) -> Result<()> {
     })());
 
     r.check(
+        "failed liveness probe restarts the container",
+        (|| {
+            k.run(&[
+                "-n",
+                NS,
+                "wait",
+                "--for=condition=Ready",
+                "pod/liveness",
+                "--timeout=60s",
+            ])?;
+            // Redis stops answering (all clients paused): PING times out twice, the container is
+            // stopped (SIGTERM; SIGKILL after the grace period) and started again.
+            k.run(&[
+                "-n",
+                NS,
+                "exec",
+                "liveness",
+                "--",
+                "redis-cli",
+                "-p",
+                "7777",
+                "CLIENT",
+                "PAUSE",
+                "60000",
+                "ALL",
+            ])?;
+            let s = wait("a restart", Duration::from_secs(30), || {
+                let p = pod_json(k, "liveness")?;
+                let s = container_status(&p, "c")?.clone();
+                (s["restartCount"].as_i64()? >= 1).then_some(s)
+            })?;
+            let code = s["lastState"]["terminated"]["exitCode"].clone();
+            expect(code == 0 || code == 137 || code == 143, || {
+                format!("lastState {}", s["lastState"])
+            })?;
+            let events = k.run(&[
+                "-n",
+                NS,
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=liveness",
+                "-o",
+                "jsonpath={.items[*].reason}",
+            ])?;
+            expect(
+                events.contains("Unhealthy") && events.contains("Killing"),
+                || format!("events {events}"),
+            )?;
+            Ok(format!(
+                "restartCount {}, last exit {code}, events {events}",
+                s["restartCount"]
+            ))
+        })(),
+    );
+
+    r.check(
         "unresolvable image: ErrImagePull / ImagePullBackOff",
         (|| {
             let reason = wait("an image pull error", Duration::from_secs(30), || {
@@ -807,7 +904,101 @@ fn run_checks(k: &Kube, r: &mut Report) -> Result<()> {
         })(),
     );
 
+    if let Some((kcluster, dir)) = faults {
+        node_faults(k, kcluster, dir, r)?;
+    }
     let _ = k.run(&["delete", "namespace", NS, "--wait=false"]);
+    Ok(())
+}
+
+/// The container's main pid from its `kcp://<pid>` containerID.
+fn container_pid(pod: &Value, container: &str) -> Option<u32> {
+    container_status(pod, container)?["containerID"]
+        .as_str()?
+        .strip_prefix("kcp://")?
+        .parse()
+        .ok()
+}
+
+fn node_ready(k: &Kube, node: &str) -> Option<String> {
+    let n = k.json(&["get", "node", node]).ok()?;
+    n["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str().map(String::from))
+}
+
+/// The agent's own faults, through kcluster: a restarted agent adopts its running containers;
+/// a frozen agent's node goes Unknown and its pod is evicted while its process runs on; once
+/// thawed, the agent stops and deletes the pod properly.
+fn node_faults(k: &Kube, kcluster: &Path, dir: &Path, r: &mut Report) -> Result<()> {
+    let node = "region-c-2";
+    let daemon = format!("node-{node}");
+    let kc = |args: &[&str]| -> Result<()> {
+        let st = Command::new(kcluster)
+            .arg("--dir")
+            .arg(dir)
+            .args(args)
+            .stdout(Stdio::null())
+            .status()?;
+        expect(st.success(), || {
+            format!("kcluster {} failed", args.join(" "))
+        })
+    };
+    k.apply(&survivor_pod(node))?;
+    k.run(&[
+        "-n",
+        NS,
+        "wait",
+        "--for=condition=Ready",
+        "pod/survivor",
+        "--timeout=60s",
+    ])?;
+    let pod = pod_json(k, "survivor").context("survivor")?;
+    let pid = container_pid(&pod, "c").context("survivor's pid")?;
+    let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+
+    r.check(
+        "agent restart: running containers adopted (same pid, no restart, still Ready)",
+        (|| {
+            kc(&["restart", &daemon])?;
+            std::thread::sleep(Duration::from_secs(5));
+            let p = pod_json(k, "survivor").context("pod")?;
+            let s = container_status(&p, "c").context("status")?;
+            expect(container_pid(&p, "c") == Some(pid) && alive(pid), || {
+                format!("pid {pid} -> {:?}", container_pid(&p, "c"))
+            })?;
+            expect(s["restartCount"] == 0 && s["ready"] == true, || {
+                format!("status {s}")
+            })?;
+            Ok(format!("pid {pid}"))
+        })(),
+    );
+
+    r.check("frozen agent: node Unknown, pod evicted (Terminating) while its process runs; thawed: stopped and deleted", (|| {
+        kc(&["freeze", &daemon])?;
+        let frozen = Instant::now();
+        let result = (|| -> Result<String> {
+            wait("the node to stop being Ready", Duration::from_secs(90), || {
+                (node_ready(k, node).as_deref() != Some("True")).then_some(())
+            })?;
+            let not_ready = frozen.elapsed();
+            wait("the eviction (deletionTimestamp)", Duration::from_secs(90), || {
+                pod_json(k, "survivor")?["metadata"]["deletionTimestamp"].as_str().map(|_| ())
+            })?;
+            let evicted = frozen.elapsed();
+            expect(alive(pid), || "the process died with its agent frozen".into())?;
+            Ok(format!("NotReady after {:.0}s, evicted after {:.0}s, process alive", not_ready.as_secs_f64(), evicted.as_secs_f64()))
+        })();
+        kc(&["thaw", &daemon])?;
+        let frozen_part = result?;
+        let thawed = Instant::now();
+        wait("the node Ready again", Duration::from_secs(30), || (node_ready(k, node).as_deref() == Some("True")).then_some(()))?;
+        wait("the evicted pod deleted", Duration::from_secs(30), || pod_json(k, "survivor").is_none().then_some(()))?;
+        expect(!alive(pid), || format!("process {pid} still runs after the pod was deleted"))?;
+        Ok(format!("{frozen_part}; thawed: Ready and pod gone after {:.1}s", thawed.elapsed().as_secs_f64()))
+    })());
     Ok(())
 }
 
@@ -847,7 +1038,7 @@ pub fn run(args: SelfTestArgs) -> Result<()> {
             kubectl: args.kubectl.clone().unwrap_or_else(|| "kubectl".into()),
             kubeconfig: kubeconfig.clone(),
         };
-        run_checks(&k, &mut report)
+        run_checks(&k, &mut report, None)
     } else {
         let Some(kcluster) = &args.kcluster else {
             bail!(
@@ -884,7 +1075,7 @@ pub fn run(args: SelfTestArgs) -> Result<()> {
                     .unwrap_or_else(|| "kubectl".into()),
                 kubeconfig: kubeconfig.context("no KUBECONFIG in the env file")?,
             };
-            run_checks(&k, &mut report)
+            run_checks(&k, &mut report, Some((kcluster.as_path(), dir.as_path())))
         };
         if !args.keep {
             let _ = Command::new(kcluster)

@@ -20,12 +20,12 @@ fn linked(s: &serde_json::Value) -> bool {
 
 #[test]
 fn replicates_a_password_protected_source_reports_bad_secrets_and_never_leaks_them() {
-    let dir = TempDir::new("pw");
-    let src = Redis::start(RedisOpts {
+    let dir = scratch("pw");
+    let src = RedisServer::start(RedisOpts {
         password: Some(SOURCE_PASSWORD.into()),
         ..Default::default()
     });
-    let rep = Redis::start(RedisOpts::default());
+    let rep = RedisServer::start(RedisOpts::default());
     src.cli(&["SET", "greeting", "hello"]);
     let pw_file = dir.path("source-password");
     let topo = TopologyFile::new(&dir);
@@ -148,14 +148,14 @@ fn replicates_a_password_protected_source_reports_bad_secrets_and_never_leaks_th
 
 #[test]
 fn replicates_over_tls_and_reports_a_tls_failure() {
-    let dir = TempDir::new("tls");
+    let dir = scratch("tls");
     let certs = make_certs(&dir, &["127.0.0.1"]);
-    let src = Redis::start(RedisOpts {
+    let src = RedisServer::start(RedisOpts {
         password: Some(SOURCE_PASSWORD.into()),
         tls: Some(certs.clone()),
         ..Default::default()
     });
-    let rep = Redis::start(RedisOpts::default());
+    let rep = RedisServer::start(RedisOpts::default());
     src.cli(&["SET", "over", "tls"]);
     let pw_file = dir.path("source-password");
     write_secret(&pw_file, SOURCE_PASSWORD);
@@ -186,7 +186,7 @@ fn replicates_over_tls_and_reports_a_tls_failure() {
     );
 
     // A CA that did not sign the source's certificate: the probe fails with a TLS error.
-    let other = TempDir::new("tls-other");
+    let other = scratch("tls-other");
     let other_certs = make_certs(&other, &["127.0.0.1"]);
     im.stop();
     let bad = tls_args(&other_certs.ca);
@@ -204,9 +204,9 @@ fn replicates_over_tls_and_reports_a_tls_failure() {
 
 #[test]
 fn source_killed_is_seen_within_two_intervals_and_comes_back_with_a_partial_resync() {
-    let dir = TempDir::new("kill");
-    let mut src = Redis::start(RedisOpts::default());
-    let rep = Redis::start(RedisOpts::default());
+    let dir = scratch("kill");
+    let mut src = RedisServer::start(RedisOpts::default());
+    let rep = RedisServer::start(RedisOpts::default());
     let topo = TopologyFile::new(&dir);
     topo.write(&replica_topology(1, "127.0.0.1", src.port(), None));
     let im = Im::start(None, &rep, &topo, &dir, &[]);
@@ -251,13 +251,13 @@ fn source_killed_is_seen_within_two_intervals_and_comes_back_with_a_partial_resy
 #[test]
 fn silent_network_cut_is_seen_in_seconds_and_healing_just_as_fast() {
     let net = NetnsPair::new(1);
-    let dir = TempDir::new("cut");
-    let src = Redis::start(RedisOpts {
+    let dir = scratch("cut");
+    let src = RedisServer::start(RedisOpts {
         ns: Some(net.a.clone()),
         host: net.ip_a.clone(),
         ..Default::default()
     });
-    let rep = Redis::start(RedisOpts {
+    let rep = RedisServer::start(RedisOpts {
         ns: Some(net.b.clone()),
         ..Default::default()
     });
@@ -306,9 +306,11 @@ fn silent_network_cut_is_seen_in_seconds_and_healing_just_as_fast() {
 
 #[test]
 fn promotion_and_repointing_without_a_full_resync_on_the_new_primary() {
-    let dir = TempDir::new("promote");
-    let redis: Vec<Redis> = (0..3).map(|_| Redis::start(RedisOpts::default())).collect();
-    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new("promote-pod")).collect();
+    let dir = scratch("promote");
+    let redis: Vec<RedisServer> = (0..3)
+        .map(|_| RedisServer::start(RedisOpts::default()))
+        .collect();
+    let dirs: Vec<ScratchDir> = (0..3).map(|_| scratch("promote-pod")).collect();
     let topos: Vec<TopologyFile> = dirs.iter().map(TopologyFile::new).collect();
     let port = |i: usize| redis[i].port();
     topos[0].write(&primary_topology(1));
@@ -378,9 +380,9 @@ fn promotion_and_repointing_without_a_full_resync_on_the_new_primary() {
 
 #[test]
 fn stale_epochs_are_ignored_and_unknown_versions_refused() {
-    let dir = TempDir::new("epoch");
-    let src = Redis::start(RedisOpts::default());
-    let rep = Redis::start(RedisOpts::default());
+    let dir = scratch("epoch");
+    let src = RedisServer::start(RedisOpts::default());
+    let rep = RedisServer::start(RedisOpts::default());
     let topo = TopologyFile::new(&dir);
     topo.write(&replica_topology(5, "127.0.0.1", src.port(), None));
     let im = Im::start(None, &rep, &topo, &dir, &[]);
@@ -427,9 +429,9 @@ fn stale_epochs_are_ignored_and_unknown_versions_refused() {
 
 #[test]
 fn restarts_of_the_instance_manager_and_of_redis_converge_without_a_full_resync() {
-    let dir = TempDir::new("restart");
-    let src = Redis::start(RedisOpts::default());
-    let mut rep = Redis::start(RedisOpts::default());
+    let dir = scratch("restart");
+    let src = RedisServer::start(RedisOpts::default());
+    let mut rep = RedisServer::start(RedisOpts::default());
     let topo = TopologyFile::new(&dir);
     topo.write(&replica_topology(1, "127.0.0.1", src.port(), None));
     let mut im = Im::start(None, &rep, &topo, &dir, &[]);
@@ -500,13 +502,13 @@ fn restarts_of_the_instance_manager_and_of_redis_converge_without_a_full_resync(
 #[test]
 fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
     let net = NetnsPair::new(2);
-    let dir = TempDir::new("lag");
-    let src = Redis::start(RedisOpts {
+    let dir = scratch("lag");
+    let src = RedisServer::start(RedisOpts {
         ns: Some(net.a.clone()),
         host: net.ip_a.clone(),
         ..Default::default()
     });
-    let rep = Redis::start(RedisOpts {
+    let rep = RedisServer::start(RedisOpts {
         ns: Some(net.b.clone()),
         ..Default::default()
     });
@@ -519,32 +521,17 @@ fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
     // 256 kbit/s from source to replica; the writer produces ~200 KB/s.
     net.limit_a_to_b("256kbit", "16kb", "400ms");
     let value = "x".repeat(1000);
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let writer = KillOnDrop(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.a,
-                "redis-cli",
-                "-h",
-                &net.ip_a,
-                "-p",
-                &src.port().to_string(),
-            ])
+    let writer = Proc::adopt(
+        "writer",
+        command(Some(&net.a), "redis-cli")
+            .args(["-h", &net.ip_a, "-p", &src.port().to_string()])
             .args(["-r", "3000", "-i", "0.005", "SET", "lagkey", &value])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let writer_pid = writer.0.id().to_string();
+    let writer_pid = writer.pid().to_string();
 
     let test_lag = || src.info_num("master_repl_offset") - rep.info_num("slave_repl_offset");
     im.wait_status("lag above 100 KB", SECS(20), |s| {
@@ -632,8 +619,8 @@ fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
 
 #[test]
 fn replicates_as_an_acl_user() {
-    let dir = TempDir::new("acl");
-    let src = Redis::start(RedisOpts {
+    let dir = scratch("acl");
+    let src = RedisServer::start(RedisOpts {
         password: Some(SOURCE_PASSWORD.into()),
         ..Default::default()
     });
@@ -649,7 +636,7 @@ fn replicates_as_an_acl_user() {
         "+ping",
         "+info",
     ]);
-    let rep = Redis::start(RedisOpts::default());
+    let rep = RedisServer::start(RedisOpts::default());
     src.cli(&["SET", "acl", "works"]);
     let pw_file = dir.path("repl-password");
     write_secret(&pw_file, "Repl-pw-5tG2");
@@ -660,9 +647,17 @@ fn replicates_as_an_acl_user() {
     let im = Im::start(None, &rep, &topo, &dir, &[]);
     im.wait_status("link up as user repl", SECS(15), linked);
     assert_eq!(rep.cli(&["GET", "acl"]).trim(), "works");
-    assert_eq!(
-        rep.cli(&["CONFIG", "GET", "masteruser"]).lines().nth(1),
-        Some("repl")
+    // The replication gate linked it as user repl, then closed again: Redis's own reconnects
+    // stop at AUTH until the gate has checked the upstream.
+    let user = rep.cli(&["CONFIG", "GET", "masteruser"]);
+    assert!(
+        user.lines().nth(1).unwrap().starts_with("gate-closed-"),
+        "{user}"
+    );
+    assert!(
+        im.logs().contains("replication gate: 127.0.0.1:"),
+        "{}",
+        im.logs()
     );
     assert!(!im.logs().contains("Repl-pw-5tG2"));
 }
@@ -672,15 +667,17 @@ fn replicates_as_an_acl_user() {
 /// resynchronises in full; a replica that was not ahead resumes partially and reports nothing.
 #[test]
 fn a_replica_ahead_of_the_new_upstream_reports_the_diverged_bytes_and_one_not_ahead_does_not() {
-    let dir = TempDir::new("diverge");
+    let dir = scratch("diverge");
     // No PINGs from the primary to its replicas during the test: offsets move only with writes.
-    let mut p = Redis::start(RedisOpts {
+    let mut p = RedisServer::start(RedisOpts {
         extra: vec!["--repl-ping-replica-period".into(), "3600".into()],
         ..Default::default()
     });
-    let r = Redis::start(RedisOpts::default());
-    let pods: Vec<Redis> = (0..2).map(|_| Redis::start(RedisOpts::default())).collect();
-    let dirs: Vec<TempDir> = (0..2).map(|_| TempDir::new("diverge-pod")).collect();
+    let r = RedisServer::start(RedisOpts::default());
+    let pods: Vec<RedisServer> = (0..2)
+        .map(|_| RedisServer::start(RedisOpts::default()))
+        .collect();
+    let dirs: Vec<ScratchDir> = (0..2).map(|_| scratch("diverge-pod")).collect();
     let topos: Vec<TopologyFile> = dirs.iter().map(TopologyFile::new).collect();
     for t in &topos {
         t.write(&replica_topology(1, "127.0.0.1", p.port(), None));
@@ -787,10 +784,10 @@ fn a_replica_ahead_of_the_new_upstream_reports_the_diverged_bytes_and_one_not_ah
 /// region's Sentinels "fixing" a DR pod) can re-point the pod.
 #[test]
 fn a_renamed_replicaof_is_used_and_nobody_else_can_repoint_the_pod() {
-    let dir = TempDir::new("renamed");
-    let src = Redis::start(RedisOpts::default());
-    let other = Redis::start(RedisOpts::default());
-    let rep = Redis::start(RedisOpts {
+    let dir = scratch("renamed");
+    let src = RedisServer::start(RedisOpts::default());
+    let other = RedisServer::start(RedisOpts::default());
+    let rep = RedisServer::start(RedisOpts {
         extra: [
             "--rename-command",
             "SLAVEOF",

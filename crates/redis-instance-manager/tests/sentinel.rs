@@ -15,7 +15,7 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 const PASSWORD: &str = "Cluster-pw-9dQ2rT";
 const MASTER: &str = "mymaster";
 
-fn config_get(r: &Redis, name: &str) -> String {
+fn config_get(r: &RedisServer, name: &str) -> String {
     r.cli(&["CONFIG", "GET", name])
         .lines()
         .nth(1)
@@ -23,10 +23,10 @@ fn config_get(r: &Redis, name: &str) -> String {
         .to_string()
 }
 
-fn password_protected(extra: &[&str]) -> Redis {
+fn password_protected(extra: &[&str]) -> RedisServer {
     let mut e: Vec<String> = vec!["--masterauth".into(), PASSWORD.into()];
     e.extend(extra.iter().map(|s| s.to_string()));
-    Redis::start(RedisOpts {
+    RedisServer::start(RedisOpts {
         password: Some(PASSWORD.into()),
         extra: e,
         ..Default::default()
@@ -49,7 +49,7 @@ fn replicaofs(im: &Im) -> usize {
 
 #[test]
 fn reports_the_sentinels_view_and_never_fights_a_sentinel_failover() {
-    let dir = TempDir::new("sentinel-failover");
+    let dir = scratch("sentinel-failover");
     let pw_file = dir.path("password");
     write_secret(&pw_file, PASSWORD);
     let mut primary = password_protected(&[]);
@@ -128,7 +128,7 @@ fn reports_the_sentinels_view_and_never_fights_a_sentinel_failover() {
 
 #[test]
 fn a_boot_fenced_master_follows_the_sentinels_and_never_accepts_a_write() {
-    let dir = TempDir::new("sentinel-boot");
+    let dir = scratch("sentinel-boot");
     let pw_file = dir.path("password");
     write_secret(&pw_file, PASSWORD);
     let elected = password_protected(&[]);
@@ -232,10 +232,9 @@ fn a_boot_fenced_master_follows_the_sentinels_and_never_accepts_a_write() {
 
 #[test]
 fn the_fenced_role_stops_writes_and_a_later_epoch_makes_a_replica() {
-    let dir = TempDir::new("fenced");
-    let redis = Redis::start(RedisOpts::default());
-    let other = Redis::start(RedisOpts::default());
-    other.cli(&["SET", "from-other", "yes"]);
+    let dir = scratch("fenced");
+    let redis = RedisServer::start(RedisOpts::default());
+    let other = RedisServer::start(RedisOpts::default());
     let topo = TopologyFile::new(&dir);
     topo.write(&primary_topology(1));
     let im = Im::start(None, &redis, &topo, &dir, &[]);
@@ -259,11 +258,25 @@ fn the_fenced_role_stops_writes_and_a_later_epoch_makes_a_replica() {
     assert!(st["error"].is_null(), "{st}");
     assert_eq!(config_get(&redis, "min-replicas-to-write"), "1000000");
 
+    // The operator promotes another pod that holds this one's data (a failover): it continues
+    // this pod's replication history, so the replication gate lets this pod follow it.
+    other.cli(&["REPLICAOF", "127.0.0.1", &redis.port().to_string()]);
+    assert!(
+        wait_until(SECS(10), || other.info()["master_link_status"] == "up").is_some(),
+        "the other Redis did not sync"
+    );
+    other.cli(&["REPLICAOF", "NO", "ONE"]);
+    other.cli(&["SET", "from-other", "yes"]);
     topo.write(&replica_topology(3, "127.0.0.1", other.port(), None));
     im.wait_status("replica of the other Redis", SECS(10), |s| {
         s["appliedEpoch"] == 3 && s["masterLinkUp"] == true && s["fenced"] == false
     });
-    assert_eq!(redis.cli(&["GET", "from-other"]).trim(), "yes");
+    assert!(
+        wait_until(SECS(5), || redis.cli(&["GET", "from-other"]).trim()
+            == "yes")
+        .is_some()
+    );
+    assert_eq!(other.info_num("sync_full"), 0, "{}", other.log());
     let answer = try_set(redis.port(), None, "k").unwrap();
     assert!(answer.starts_with("-READONLY"), "{answer}");
     assert_eq!(im.metric("redis_instance_manager_fenced"), Some(0.0));

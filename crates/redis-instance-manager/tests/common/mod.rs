@@ -1,291 +1,23 @@
-//! Real processes for the integration tests: redis-server, the instance manager binary, network
-//! namespaces. Everything is killed/removed on Drop, also when a test panics.
-#![allow(dead_code)]
+//! Real processes for the integration tests: the instance manager binary, its topology file,
+//! TLS material and Sentinels, on top of `redis-test-support` (redis-server, network namespaces,
+//! waits, HTTP). Everything is killed/removed on Drop, also when a test panics.
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use redis_test_support::netns::NetnsPair;
+pub use redis_test_support::process::{Proc, ScratchDir, command, free_port, require, unique};
+pub use redis_test_support::redis::{RedisOpts, RedisServer, ServerTls};
+pub use redis_test_support::wait::wait_until;
+use redis_test_support::{http, redis, resp};
 use serde_json::Value;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}x{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// A tool the tests need must be installed: otherwise the test fails with how to get it.
-pub fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{tool} is not installed: these tests run real Redis processes. Install it (`make deps`, or apt-get install redis-server redis-tools curl iproute2 openssl)."
-    );
-}
-
-pub fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Uid:")
-                .map(|r| r.split_whitespace().next().unwrap().to_string())
-        })
-        .unwrap();
-    assert_eq!(
-        uid, "0",
-        "this test creates network namespaces and veth pairs and must run as root (uid 0); run `cargo test` as root"
-    );
-    require("ip");
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Poll `f` every 100 ms until it returns true or `timeout` passes. Returns the time it took.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(unique(&format!("im-test-{name}-")));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self, f: &str) -> PathBuf {
-        self.0.join(f)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn ns_command(ns: Option<&str>, program: &str) -> Command {
-    match ns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, program]);
-            c
-        }
-        None => Command::new(program),
-    }
-}
-
-/// TLS settings for a redis-server.
-#[derive(Clone)]
-pub struct ServerTls {
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Clone)]
-pub struct RedisOpts {
-    pub ns: Option<String>,
-    pub host: String,
-    pub port: u16,
-    pub password: Option<String>,
-    pub tls: Option<ServerTls>,
-    pub extra: Vec<String>,
-}
-
-impl Default for RedisOpts {
-    fn default() -> Self {
-        RedisOpts {
-            ns: None,
-            host: "127.0.0.1".into(),
-            port: 0,
-            password: None,
-            tls: None,
-            extra: vec![],
-        }
-    }
-}
-
-/// A redis-server in its own temporary directory (RDB kept across restarts).
-pub struct Redis {
-    child: Option<Child>,
-    pub opts: RedisOpts,
-    pub dir: TempDir,
-}
-
-impl Redis {
-    pub fn start(mut opts: RedisOpts) -> Redis {
-        require("redis-server");
-        require("redis-cli");
-        if opts.port == 0 {
-            opts.port = free_port();
-        }
-        let mut r = Redis {
-            child: None,
-            opts,
-            dir: TempDir::new("redis"),
-        };
-        r.spawn();
-        r
-    }
-
-    fn spawn(&mut self) {
-        let o = &self.opts;
-        // The password goes into a config file (first argument), not the command line.
-        let conf = self.dir.path("redis.conf");
-        let mut body = String::new();
-        if let Some(pw) = &o.password {
-            body.push_str(&format!("requirepass \"{pw}\"\n"));
-        }
-        // Written once: a restart keeps what CONFIG REWRITE persisted, like a pod's config
-        // file on an emptyDir survives a container restart.
-        if !conf.exists() {
-            std::fs::write(&conf, body).unwrap();
-        }
-        let mut c = ns_command(o.ns.as_deref(), "redis-server");
-        c.arg(&conf);
-        c.args(["--bind", &o.host, "--dir"]).arg(&self.dir.0);
-        c.args([
-            "--save",
-            "3600 1",
-            "--appendonly",
-            "no",
-            "--repl-diskless-sync-delay",
-            "0",
-        ]);
-        // The namespaced servers listen on veth addresses of namespaces this test created.
-        c.args(["--protected-mode", "no"]);
-        c.args(["--logfile"]).arg(self.dir.path("redis.log"));
-        if let Some(tls) = &o.tls {
-            c.args(["--port", "0", "--tls-port", &o.port.to_string()]);
-            c.arg("--tls-ca-cert-file").arg(&tls.ca);
-            c.arg("--tls-cert-file").arg(&tls.cert);
-            c.arg("--tls-key-file").arg(&tls.key);
-            c.args(["--tls-replication", "yes"]);
-        } else {
-            c.args(["--port", &o.port.to_string()]);
-        }
-        c.args(&o.extra);
-        self.child = Some(c.stdout(Stdio::null()).spawn().expect("spawn redis-server"));
-        let ok = wait_until(Duration::from_secs(10), || {
-            self.try_cli(&["PING"]).is_some_and(|r| r.trim() == "PONG")
-        });
-        assert!(
-            ok.is_some(),
-            "redis-server on port {} did not start; log:\n{}",
-            self.opts.port,
-            std::fs::read_to_string(self.dir.path("redis.log")).unwrap_or_default()
-        );
-    }
-
-    pub fn port(&self) -> u16 {
-        self.opts.port
-    }
-
-    /// Run redis-cli against this server; None if it failed (server down).
-    pub fn try_cli(&self, args: &[&str]) -> Option<String> {
-        let o = &self.opts;
-        let mut c = ns_command(o.ns.as_deref(), "redis-cli");
-        c.args(["-h", &o.host, "-p", &o.port.to_string()]);
-        if let Some(tls) = &o.tls {
-            c.arg("--tls").arg("--cacert").arg(&tls.ca);
-            c.arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
-        }
-        if let Some(pw) = &o.password {
-            // REDISCLI_AUTH keeps the password out of the test's process arguments too.
-            c.env("REDISCLI_AUTH", pw);
-        }
-        let out = c.args(args).stderr(Stdio::null()).output().ok()?;
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        (out.status.success() && !s.starts_with("Could not connect") && !s.is_empty()).then_some(s)
-    }
-
-    pub fn cli(&self, args: &[&str]) -> String {
-        self.try_cli(args)
-            .unwrap_or_else(|| panic!("redis-cli {args:?} on port {} failed", self.port()))
-    }
-
-    pub fn info(&self) -> HashMap<String, String> {
-        self.cli(&["INFO"])
-            .lines()
-            .filter_map(|l| l.trim_end().split_once(':'))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    pub fn info_num(&self, key: &str) -> i64 {
-        self.info()
-            .get(key)
-            .unwrap_or_else(|| panic!("no {key} in INFO"))
-            .parse()
-            .unwrap()
-    }
-
-    /// SIGTERM (redis-server saves its RDB, including the replication id and offset) and wait.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if c.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Start again on the same port and directory.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path("redis.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A scratch directory for one test (`im-test-<name>-...`), removed at the end.
+pub fn scratch(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("im-test-{name}"))
 }
 
 /// The desired topology written as a downward-API annotations file.
@@ -294,7 +26,7 @@ pub struct TopologyFile {
 }
 
 impl TopologyFile {
-    pub fn new(dir: &TempDir) -> TopologyFile {
+    pub fn new(dir: &ScratchDir) -> TopologyFile {
         TopologyFile {
             path: dir.path("annotations"),
         }
@@ -344,12 +76,15 @@ impl Im {
     /// Start with `--redis-addr host:port --topology-file ...` plus `extra`.
     pub fn start(
         ns: Option<&str>,
-        redis: &Redis,
+        redis: &RedisServer,
         topology: &TopologyFile,
-        dir: &TempDir,
+        dir: &ScratchDir,
         extra: &[&str],
     ) -> Im {
-        require("curl");
+        if ns.is_some() {
+            // Its HTTP server listens inside the namespace: curl is how the test gets in.
+            require("curl");
+        }
         let http = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = vec![
             "--cluster".into(),
@@ -364,9 +99,11 @@ impl Im {
             topology.path.display().to_string(),
             "--http-addr".into(),
             http.clone(),
-            "--probe-interval".into(),
-            "1s".into(),
         ];
+        // 1 s unless the test asks for another interval.
+        if !extra.contains(&"--probe-interval") {
+            args.extend(["--probe-interval".into(), "1s".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut im = Im {
             child: None,
@@ -387,7 +124,7 @@ impl Im {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut c = ns_command(
+        let mut c = command(
             self.ns.as_deref(),
             env!("CARGO_BIN_EXE_redis-instance-manager"),
         );
@@ -424,22 +161,7 @@ impl Im {
 
     /// (status code, body), None if the server did not answer.
     pub fn try_get(&self, path: &str) -> Option<(u16, String)> {
-        let mut c = ns_command(self.ns.as_deref(), "curl");
-        c.args([
-            "-s",
-            "-m",
-            "3",
-            "-w",
-            "\n%{http_code}",
-            &format!("http://{}{path}", self.http),
-        ]);
-        let out = c.output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = s.rsplit_once('\n')?;
-        Some((code.trim().parse().ok()?, body.to_string()))
+        http::get_in(self.ns.as_deref(), &self.http, path).ok()
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -501,123 +223,13 @@ impl Drop for Im {
     }
 }
 
-/// Two network namespaces joined by a veth pair: `a` has `10.251.<n>.1/30`, `b` has `.2`.
-pub struct NetnsPair {
-    pub a: String,
-    pub b: String,
-    pub veth_a: String,
-    pub veth_b: String,
-    pub ip_a: String,
-    pub ip_b: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl NetnsPair {
-    pub fn new(subnet: u8) -> NetnsPair {
-        require_root();
-        let id = unique("");
-        let p = NetnsPair {
-            a: format!("imt-a-{id}"),
-            b: format!("imt-b-{id}"),
-            // Interface names are limited to 15 characters.
-            veth_a: format!("va{}", &id[id.len().saturating_sub(10)..]),
-            veth_b: format!("vb{}", &id[id.len().saturating_sub(10)..]),
-            ip_a: format!("10.251.{subnet}.1"),
-            ip_b: format!("10.251.{subnet}.2"),
-        };
-        ip(&["netns", "add", &p.a]);
-        ip(&["netns", "add", &p.b]);
-        ip(&[
-            "link", "add", &p.veth_a, "type", "veth", "peer", "name", &p.veth_b,
-        ]);
-        ip(&["link", "set", &p.veth_a, "netns", &p.a]);
-        ip(&["link", "set", &p.veth_b, "netns", &p.b]);
-        for (ns, dev, addr) in [(&p.a, &p.veth_a, &p.ip_a), (&p.b, &p.veth_b, &p.ip_b)] {
-            ip(&["-n", ns, "addr", "add", &format!("{addr}/30"), "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        p
-    }
-
-    /// Take the link down on a's side: packets vanish, nobody gets a reset.
-    pub fn cut(&self) {
-        ip(&["-n", &self.a, "link", "set", &self.veth_a, "down"]);
-    }
-
-    pub fn heal(&self) {
-        ip(&["-n", &self.a, "link", "set", &self.veth_a, "up"]);
-    }
-
-    /// Shape a -> b traffic with a token bucket.
-    pub fn limit_a_to_b(&self, rate: &str, burst: &str, latency: &str) {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.a,
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                &self.veth_a,
-                "root",
-                "tbf",
-            ])
-            .args(["rate", rate, "burst", burst, "latency", latency])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tc failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub fn unlimit(&self) {
-        let _ = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.a,
-                "tc",
-                "qdisc",
-                "del",
-                "dev",
-                &self.veth_a,
-                "root",
-            ])
-            .output();
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes the veth end inside it, and with it the pair.
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.a])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.b])
-            .status();
-    }
-}
-
 /// Write `value` to `path` with mode 0600.
 pub fn write_secret(path: &Path, value: &str) {
     std::fs::write(path, value).unwrap();
 }
 
 /// Generate a CA and a certificate for `ips` (SANs), for both server and client use.
-pub fn make_certs(dir: &TempDir, ips: &[&str]) -> ServerTls {
+pub fn make_certs(dir: &ScratchDir, ips: &[&str]) -> ServerTls {
     require("openssl");
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
@@ -696,7 +308,7 @@ pub fn make_certs(dir: &TempDir, ips: &[&str]) -> ServerTls {
 pub struct Sentinel {
     child: Option<Child>,
     pub port: u16,
-    pub dir: TempDir,
+    pub dir: ScratchDir,
     password: Option<String>,
 }
 
@@ -717,7 +329,7 @@ impl Sentinel {
         require("redis-sentinel");
         require("redis-cli");
         let port = free_port();
-        let dir = TempDir::new("sentinel");
+        let dir = scratch("sentinel");
         let name = o.master_name;
         let mut conf = format!(
             "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nlogfile {}\n\
@@ -782,12 +394,7 @@ impl Sentinel {
         let out = self
             .try_cli(&["SENTINEL", "MASTER", name])
             .unwrap_or_default();
-        let lines: Vec<&str> = out.lines().collect();
-        lines
-            .chunks(2)
-            .filter(|c| c.len() == 2)
-            .map(|c| (c[0].to_string(), c[1].to_string()))
-            .collect()
+        redis::fields(&out).into_iter().collect()
     }
 
     pub fn log(&self) -> String {
@@ -861,37 +468,23 @@ pub fn with_sentinel(
     base
 }
 
-/// One `AUTH` + `SET` on a fresh connection, raw RESP: `Ok(reply line)` (`+OK`, `-NOREPLICAS
-/// ...`, `-READONLY ...`) or `Err` when there is no connection.
+/// One `AUTH` + `SET` on a fresh connection: `Ok(reply line)` (`+OK`, `-NOREPLICAS ...`,
+/// `-READONLY ...`, or the AUTH error) or `Err` when there is no connection.
 pub fn try_set(port: u16, password: Option<&str>, key: &str) -> Result<String, String> {
-    use std::io::{BufRead, BufReader, Write};
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    let mut send = |args: &[&str]| -> Result<String, String> {
-        let mut cmd = format!("*{}\r\n", args.len());
-        for a in args {
-            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        w.write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
-        line.clear();
-        r.read_line(&mut line).map_err(|e| e.to_string())?;
-        if line.is_empty() {
-            return Err("connection closed".into());
-        }
-        Ok(line.trim_end().to_string())
+    let line = |r: resp::Reply| match r {
+        resp::Reply::Simple(s) => format!("+{s}"),
+        resp::Reply::Error(e) => format!("-{e}"),
+        other => other.text(),
     };
+    let mut c = resp::Conn::connect(&format!("127.0.0.1:{port}"), None, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
     if let Some(pw) = password {
-        let auth = send(&["AUTH", pw])?;
+        let auth = line(c.cmd(&["AUTH", pw]).map_err(|e| e.to_string())?);
         if auth != "+OK" {
             return Ok(auth);
         }
     }
-    send(&["SET", key, "written"])
+    Ok(line(
+        c.cmd(&["SET", key, "written"]).map_err(|e| e.to_string())?,
+    ))
 }

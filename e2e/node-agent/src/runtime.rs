@@ -35,6 +35,7 @@ pub struct Tools {
     pub nsenter: String,
     pub setpriv: String,
     pub mount: String,
+    pub umount: String,
     pub mkdir: String,
     pub env: String,
     pub sh: String,
@@ -55,6 +56,7 @@ impl Tools {
             nsenter: find("nsenter")?,
             setpriv: find("setpriv")?,
             mount: find("mount")?,
+            umount: find("umount")?,
             mkdir: find("mkdir")?,
             env: find("env")?,
             sh: "/bin/sh".into(),
@@ -123,16 +125,42 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Candidate staging directories for the launcher (see [`launcher_script`]).
+const STAGES: [&str; 3] = [
+    "/run/redis-node-agent-stage",
+    "/dev/redis-node-agent-stage",
+    "/mnt/redis-node-agent-stage",
+];
+
+/// A staging directory no mount target or cover touches (neither above nor below it).
+fn stage_dir(targets: &[PathBuf]) -> &'static str {
+    STAGES
+        .iter()
+        .find(|st| {
+            let st = Path::new(st);
+            !targets
+                .iter()
+                .any(|t| st.starts_with(t) || t.starts_with(st))
+        })
+        .copied()
+        .unwrap_or(STAGES[0])
+}
+
 /// The launcher: runs as root inside the container's fresh mount and UTS namespaces, then
-/// `exec`s the command (its arguments) as the container's user. Mount points missing on the
-/// host are created there (a directory, or an empty file for a file's subPath): there is no
-/// container root filesystem to create them in.
+/// `exec`s the command (its arguments) as the container's user.
+///
+/// Every volume is first bind-mounted onto a private staging tmpfs, and mounted at its
+/// target from there: a volume at `/tmp` must not hide the sources of the others when the
+/// state directory is under `/tmp`. Mount points missing on the host are created there (a
+/// directory, or an empty file for a file's subPath): there is no container root filesystem
+/// to create them in.
 pub fn launcher_script(
     tools: &Tools,
     mounts: &[Mount],
     hostname: &str,
     working_dir: Option<&str>,
     id: &Identity,
+    blocked: &dyn Fn(&Path) -> bool,
 ) -> String {
     let mut s = String::from(
         "#!/bin/sh\n# Written by redis-node-agent: the container's volumes, hostname and user.\nset -e\n",
@@ -140,26 +168,57 @@ pub fn launcher_script(
     let mut mounts = mounts.to_vec();
     // Parents before children (/etc/redis before /etc/redis/conf).
     mounts.sort_by(|a, b| a.target.cmp(&b.target));
-    for m in &mounts {
-        let target = sh_quote(&m.target);
-        let source = sh_quote(&m.source.display().to_string());
-        if m.source.is_dir() || !m.source.exists() {
-            s.push_str(&format!("{} -p {target}\n", tools.mkdir));
-        } else {
-            let parent = Path::new(&m.target)
-                .parent()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "/".into());
+    let covered = covers(&mounts, blocked);
+    if !mounts.is_empty() {
+        let mut avoid: Vec<PathBuf> = mounts.iter().map(|m| PathBuf::from(&m.target)).collect();
+        avoid.extend(covered.iter().cloned());
+        let stage = sh_quote(stage_dir(&avoid));
+        s.push_str(&format!(
+            "{mkdir} -p {stage}\n{mount} -t tmpfs -o mode=0700,size=1m tmpfs {stage}\n",
+            mkdir = tools.mkdir,
+            mount = tools.mount
+        ));
+        for (i, m) in mounts.iter().enumerate() {
+            let staged = format!("{}/{i}", stage.trim_end_matches('\''));
+            let staged = format!("{staged}'");
+            let source = sh_quote(&m.source.display().to_string());
+            if m.source.is_dir() || !m.source.exists() {
+                s.push_str(&format!("{} {staged}\n", tools.mkdir));
+            } else {
+                s.push_str(&format!(": > {staged}\n"));
+            }
+            s.push_str(&format!("{} --bind {source} {staged}\n", tools.mount));
+        }
+        for cover in &covered {
             s.push_str(&format!(
-                "{} -p {}\n[ -e {target} ] || : > {target}\n",
-                tools.mkdir,
-                sh_quote(&parent)
+                "{} -t tmpfs -o mode=0755,size=1m tmpfs {}\n",
+                tools.mount,
+                sh_quote(&cover.display().to_string())
             ));
         }
-        s.push_str(&format!("{} --bind {source} {target}\n", tools.mount));
-        if m.read_only {
-            s.push_str(&format!("{} -o remount,bind,ro {target}\n", tools.mount));
+        for (i, m) in mounts.iter().enumerate() {
+            let staged = format!("{}/{i}'", stage.trim_end_matches('\''));
+            let target = sh_quote(&m.target);
+            if m.source.is_dir() || !m.source.exists() {
+                s.push_str(&format!("{} -p {target}\n", tools.mkdir));
+            } else {
+                let parent = Path::new(&m.target)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "/".into());
+                s.push_str(&format!(
+                    "{} -p {}\n[ -e {target} ] || : > {target}\n",
+                    tools.mkdir,
+                    sh_quote(&parent)
+                ));
+            }
+            s.push_str(&format!("{} --bind {staged} {target}\n", tools.mount));
+            if m.read_only {
+                s.push_str(&format!("{} -o remount,bind,ro {target}\n", tools.mount));
+            }
         }
+        // The staging tmpfs (with its binds) goes; the targets' mounts stay.
+        s.push_str(&format!("{} -l {stage}\n", tools.umount));
     }
     s.push_str(&format!(
         "printf '%s' {} > /proc/sys/kernel/hostname\n",
@@ -179,6 +238,56 @@ pub fn launcher_script(
         .collect();
     s.push_str(&format!("exec {} \"$@\"\n", setpriv.join(" ")));
     s
+}
+
+/// Host directories above mount points that the container's user could not traverse (e.g.
+/// Debian's `/etc/redis`, 0770 redis:redis, above a volume at `/etc/redis/conf`): each is
+/// covered, in the container's mount namespace only, by an empty tmpfs in which the mount
+/// points are made. An image would not have the host's files there either. Directories that
+/// are themselves mount targets (or under one) are not judged: the volume replaces them.
+pub fn covers(mounts: &[Mount], blocked: &dyn Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let targets: Vec<&Path> = mounts
+        .iter()
+        .map(|m| Path::new(m.target.as_str()))
+        .collect();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for t in &targets {
+        let mut ancestors: Vec<&Path> = t.ancestors().skip(1).collect();
+        ancestors.reverse();
+        for a in ancestors {
+            if a == Path::new("/") {
+                continue;
+            }
+            if out.iter().any(|c| a.starts_with(c)) || targets.iter().any(|m| a.starts_with(m)) {
+                break;
+            }
+            if blocked(a) {
+                out.push(a.to_path_buf());
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Whether `dir` exists on the host and `id` may not search it.
+pub fn not_traversable(dir: &Path, id: &Identity) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if id.uid == 0 {
+        return false;
+    }
+    let Ok(m) = fs::metadata(dir) else {
+        return false;
+    };
+    let mode = m.mode();
+    let bit = if m.uid() == id.uid {
+        0o100
+    } else if m.gid() == id.gid || id.groups.contains(&m.gid()) {
+        0o010
+    } else {
+        0o001
+    };
+    mode & bit == 0
 }
 
 /// Everything needed to exec into a running container (kept on disk for a restarted agent).
@@ -410,6 +519,7 @@ mod tests {
             nsenter: "/usr/bin/nsenter".into(),
             setpriv: "/usr/bin/setpriv".into(),
             mount: "/usr/bin/mount".into(),
+            umount: "/usr/bin/umount".into(),
             mkdir: "/usr/bin/mkdir".into(),
             env: "/usr/bin/env".into(),
             sh: "/bin/sh".into(),
@@ -442,12 +552,26 @@ mod tests {
                 read_only: false,
             },
         ];
-        let s = launcher_script(&tools(), &mounts, "dr-redis-0", Some("/data"), &id);
-        let data = s.find("--bind '/nonexistent/data' '/data'").unwrap();
-        let conf = s
-            .find("--bind '/nonexistent/conf' '/etc/redis/conf'")
-            .unwrap();
-        assert!(data < conf);
+        let blocked = |p: &Path| p == Path::new("/etc/redis");
+        let s = launcher_script(
+            &tools(),
+            &mounts,
+            "dr-redis-0",
+            Some("/data"),
+            &id,
+            &blocked,
+        );
+        assert!(s.contains("/usr/bin/mount -t tmpfs -o mode=0755,size=1m tmpfs '/etc/redis'\n"));
+        // Staged first (sources resolved before any target hides them), in target order.
+        let stage = "'/run/redis-node-agent-stage";
+        let find = |needle: String| s.find(&needle).unwrap_or_else(|| panic!("{needle} in {s}"));
+        let data_staged = find(format!("--bind '/nonexistent/data' {stage}/0'"));
+        let conf_staged = find(format!("--bind '/nonexistent/conf' {stage}/1'"));
+        let data = find(format!("--bind {stage}/0' '/data'"));
+        let conf = find(format!("--bind {stage}/1' '/etc/redis/conf'"));
+        assert!(data_staged < conf_staged && conf_staged < data && data < conf);
+        assert!(find("tmpfs '/etc/redis'".into()) < conf);
+        assert!(s.contains(&format!("/usr/bin/umount -l {stage}'\n")));
         assert!(s.contains("/usr/bin/mount -o remount,bind,ro '/etc/redis/conf'\n"));
         assert!(!s.contains("remount,bind,ro '/data'"));
         assert!(s.contains("printf '%s' 'dr-redis-0' > /proc/sys/kernel/hostname\n"));
@@ -455,8 +579,46 @@ mod tests {
         assert!(s.ends_with(
             "exec '/usr/bin/setpriv' '--reuid=10001' '--regid=10001' '--groups=10001' '--no-new-privs' '--' \"$@\"\n"
         ));
-        let root = launcher_script(&tools(), &[], "h", None, &Identity::default());
+        let root = launcher_script(&tools(), &[], "h", None, &Identity::default(), &|_| false);
+        assert!(!root.contains("tmpfs"), "no volumes, no staging");
+        assert_eq!(
+            stage_dir(&[PathBuf::from("/run")]),
+            "/dev/redis-node-agent-stage"
+        );
         assert!(root.contains("'--reuid=0' '--regid=0' '--clear-groups' '--'"));
+    }
+
+    #[test]
+    fn covers_only_blocking_ancestors_outside_other_mounts() {
+        let m = |t: &str| Mount {
+            source: "/x".into(),
+            target: t.into(),
+            read_only: false,
+        };
+        let blocked = |p: &Path| p == Path::new("/etc/redis") || p == Path::new("/secret");
+        let mounts = vec![m("/etc/redis/conf"), m("/etc/redis/auth"), m("/data")];
+        assert_eq!(covers(&mounts, &blocked), vec![PathBuf::from("/etc/redis")]);
+        // /secret is itself a mount target: the volume replaces it, nothing to cover.
+        let mounts = vec![m("/secret"), m("/secret/inner")];
+        assert!(covers(&mounts, &blocked).is_empty());
+        let dir = std::env::temp_dir().join(format!("trav-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        let user = Identity {
+            uid: 54321,
+            gid: 54321,
+            groups: vec![],
+            no_new_privs: false,
+        };
+        assert!(not_traversable(&dir, &user));
+        assert!(
+            !not_traversable(&dir, &Identity::default()),
+            "root goes anywhere"
+        );
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o701)).unwrap();
+        assert!(!not_traversable(&dir, &user));
+        assert!(!not_traversable(Path::new("/nonexistent-dir"), &user));
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -902,6 +902,7 @@ impl Worker {
             &hostname,
             c.working_dir.as_deref(),
             &identity,
+            &|d: &Path| runtime::not_traversable(d, &identity),
         );
         let launch = dir.join("launch.sh");
         std::fs::write(&launch, script).map_err(io_err)?;

@@ -114,8 +114,7 @@ impl Pod {
 
 /// `binary` (redis-server or redis-sentinel) on `conf`, logging next to it, killed at the end.
 fn spawn(binary: &str, conf: &Path) -> Proc {
-    let args = [binary.to_string(), conf.display().to_string()];
-    Proc::spawn(binary, None, &args, &conf.with_extension("log"))
+    spawn_on(binary, binary, None, conf, &conf.with_extension("log"))
         .unwrap_or_else(|e| panic!("{e}: run `make deps`"))
 }
 

@@ -108,8 +108,7 @@ fn run_script(
 
 fn sentinel(conf: &Path, port: u16) -> Proc {
     let log = conf.with_extension("log");
-    let args = ["redis-sentinel".into(), conf.display().to_string()];
-    let sentinel = Proc::spawn("redis-sentinel", None, &args, &log).unwrap();
+    let sentinel = spawn_on("redis-sentinel", "redis-sentinel", None, conf, &log).unwrap();
     wait_for(
         &format!("sentinel on {port}"),
         Duration::from_secs(10),
@@ -205,17 +204,7 @@ fn a_sentinel_from_the_script_authenticates_and_counts_the_replica() {
     );
     // The Sentinel itself requires the password.
     assert!(!redis_cli(sentinel_port, "wrong", &["PING"]).contains("PONG"));
-    assert!(
-        String::from_utf8_lossy(
-            &Command::new("ps")
-                .args(["-eo", "args"])
-                .output()
-                .unwrap()
-                .stdout
-        )
-        .contains("redis-sentinel"),
-        "ps shows the Sentinels"
-    );
+    assert!(ps().contains("redis-sentinel"), "ps shows the Sentinels");
     assert_password_in_no_process_arguments();
 }
 
@@ -276,16 +265,6 @@ fn a_restarted_sentinel_monitors_the_primary_its_peers_report() {
     assert!(!peers.contains("s_down"), "{peers}");
     let last_ok = field(&peers, "last-ok-ping-reply").expect("peer's last-ok-ping-reply");
     assert!(last_ok < 2000, "the peer does not answer PINGs:\n{peers}");
-    assert!(
-        String::from_utf8_lossy(
-            &Command::new("ps")
-                .args(["-eo", "args"])
-                .output()
-                .unwrap()
-                .stdout
-        )
-        .contains("redis-sentinel"),
-        "ps shows the Sentinels"
-    );
+    assert!(ps().contains("redis-sentinel"), "ps shows the Sentinels");
     assert_password_in_no_process_arguments();
 }

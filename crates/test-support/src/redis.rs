@@ -2,11 +2,11 @@
 //! password in the environment, never in a process's arguments).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use crate::process::{ScratchDir, command, free_port, require};
+use crate::process::{Proc, ScratchDir, command, free_port, require};
 use crate::wait::wait_until;
 
 /// `password` quoted for a Redis configuration file (`requirepass`, `masterauth`, ...): double
@@ -30,6 +30,18 @@ pub fn redis_cli(port: u16, password: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `c` (a `redis-cli` with its connection options) run with `args`, the password in the
+/// environment: its output, or None when it failed or nothing answered.
+pub fn cli_output(mut c: Command, password: Option<&str>, args: &[&str]) -> Option<String> {
+    if let Some(pw) = password {
+        // REDISCLI_AUTH keeps the password out of the test's process arguments too.
+        c.env("REDISCLI_AUTH", pw);
+    }
+    let out = c.args(args).stderr(Stdio::null()).output().ok()?;
+    let s = String::from_utf8_lossy(&out.stdout).to_string();
+    (out.status.success() && !s.starts_with("Could not connect") && !s.is_empty()).then_some(s)
+}
+
 /// Field/value pairs printed one per line (`SENTINEL MASTER`, `CONFIG GET`, ... through
 /// redis-cli) as a map.
 pub fn fields(text: &str) -> BTreeMap<String, String> {
@@ -39,6 +51,18 @@ pub fn fields(text: &str) -> BTreeMap<String, String> {
         .filter(|kv| kv.len() == 2)
         .map(|kv| (kv[0].to_string(), kv[1].to_string()))
         .collect()
+}
+
+/// `program` (`redis-server` or `redis-sentinel`) on its configuration file `conf`, inside network
+/// namespace `ns` (here when None), its output in `log`; killed when dropped.
+pub fn spawn_on(
+    program: &str,
+    name: &str,
+    ns: Option<&str>,
+    conf: &Path,
+    log: &Path,
+) -> Result<Proc, String> {
+    Proc::spawn(name, ns, &[program.into(), conf.display().to_string()], log)
 }
 
 /// TLS settings for a redis-server.
@@ -82,7 +106,7 @@ impl Default for RedisOpts {
 /// A redis-server in its own scratch directory (the RDB is kept across restarts), killed when
 /// dropped.
 pub struct RedisServer {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub opts: RedisOpts,
     pub dir: ScratchDir,
 }
@@ -144,7 +168,8 @@ impl RedisServer {
             c.args(["--port", &o.port.to_string()]);
         }
         c.args(&o.extra);
-        self.child = Some(c.stdout(Stdio::null()).spawn().expect("spawn redis-server"));
+        let child = c.stdout(Stdio::null()).spawn().expect("spawn redis-server");
+        self.child = Some(Proc::adopt("redis-server", child));
         let ok = wait_until(Duration::from_secs(10), || {
             self.try_cli(&["PING"]).is_some_and(|r| r.trim() == "PONG")
         });
@@ -169,13 +194,7 @@ impl RedisServer {
             c.arg("--tls").arg("--cacert").arg(&tls.ca);
             c.arg("--cert").arg(&tls.cert).arg("--key").arg(&tls.key);
         }
-        if let Some(pw) = &o.password {
-            // REDISCLI_AUTH keeps the password out of the test's process arguments too.
-            c.env("REDISCLI_AUTH", pw);
-        }
-        let out = c.args(args).stderr(Stdio::null()).output().ok()?;
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        (out.status.success() && !s.starts_with("Could not connect") && !s.is_empty()).then_some(s)
+        cli_output(c, o.password.as_deref(), args)
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
@@ -201,19 +220,8 @@ impl RedisServer {
 
     /// SIGTERM (redis-server saves its RDB, including the replication id and offset) and wait.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if c.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(mut p) = self.child.take() {
+            p.stop(Duration::from_secs(10));
         }
     }
 
@@ -224,20 +232,11 @@ impl RedisServer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.child.as_ref().unwrap().pid()
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path("redis.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

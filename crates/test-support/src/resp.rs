@@ -1,6 +1,7 @@
 //! A minimal blocking RESP2 client: enough to observe and load Redis from the tests and the
 //! drill without depending on the code under test.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -29,6 +30,21 @@ impl Reply {
 
     pub fn is_error(&self) -> bool {
         matches!(self, Reply::Error(_))
+    }
+
+    /// An array of alternating fields and values (`SENTINEL MASTER`, `CONFIG GET`, ...) as a
+    /// map; None for anything else.
+    pub fn fields(&self) -> Option<BTreeMap<String, String>> {
+        match self {
+            Reply::Array(Some(items)) => Some(
+                items
+                    .chunks(2)
+                    .filter(|kv| kv.len() == 2)
+                    .map(|kv| (kv[0].text(), kv[1].text()))
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -118,10 +134,7 @@ impl Conn {
     }
 
     /// `INFO <section>` as a map.
-    pub fn info(
-        &mut self,
-        section: &str,
-    ) -> io::Result<std::collections::BTreeMap<String, String>> {
+    pub fn info(&mut self, section: &str) -> io::Result<BTreeMap<String, String>> {
         let text = self.cmd(&["INFO", section])?.text();
         Ok(text
             .lines()

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub use redis_test_support::netns::NetnsPair;
@@ -65,7 +65,7 @@ pub fn primary_topology(epoch: u64) -> Value {
 
 /// The instance manager binary.
 pub struct Im {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub ns: Option<String>,
     pub http: String,
     pub log: PathBuf,
@@ -132,7 +132,8 @@ impl Im {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
-        self.child = Some(c.spawn().expect("spawn instance manager"));
+        let child = c.spawn().expect("spawn instance manager");
+        self.child = Some(Proc::adopt("instance manager", child));
         let ok = wait_until(Duration::from_secs(10), || {
             self.try_get("/healthz").is_some()
         });
@@ -144,14 +145,11 @@ impl Im {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.child.as_ref().unwrap().pid()
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child = None;
     }
 
     pub fn restart(&mut self) {
@@ -214,12 +212,6 @@ impl Im {
                 self.logs()
             )
         })
-    }
-}
-
-impl Drop for Im {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -306,7 +298,7 @@ pub fn make_certs(dir: &ScratchDir, ips: &[&str]) -> ServerTls {
 /// A redis-sentinel process monitoring one master, in its own temporary directory (Sentinel
 /// rewrites its config file, so it must be writable).
 pub struct Sentinel {
-    child: Option<Child>,
+    _child: Proc,
     pub port: u16,
     pub dir: ScratchDir,
     password: Option<String>,
@@ -358,7 +350,7 @@ impl Sentinel {
             .spawn()
             .expect("spawn redis-sentinel");
         let s = Sentinel {
-            child: Some(child),
+            _child: Proc::adopt("redis-sentinel", child),
             port,
             dir,
             password: o.password.map(Into::into),
@@ -381,12 +373,7 @@ impl Sentinel {
     pub fn try_cli(&self, args: &[&str]) -> Option<String> {
         let mut c = Command::new("redis-cli");
         c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
-        if let Some(pw) = &self.password {
-            c.env("REDISCLI_AUTH", pw);
-        }
-        let out = c.args(args).stderr(Stdio::null()).output().ok()?;
-        let s = String::from_utf8_lossy(&out.stdout).to_string();
-        (out.status.success() && !s.starts_with("Could not connect") && !s.is_empty()).then_some(s)
+        redis::cli_output(c, self.password.as_deref(), args)
     }
 
     /// `SENTINEL MASTER <name>` as a map (empty if the Sentinel does not answer).
@@ -399,15 +386,6 @@ impl Sentinel {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path("sentinel.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 pub use redis_test_support::process::{Proc, ScratchDir, free_port, require};
-pub use redis_test_support::redis::{quote, redis_cli};
+pub use redis_test_support::redis::{quote, redis_cli, spawn_on};
 pub use redis_test_support::wait::{wait_for, wait_until};
 
 use redis_cluster_api::RedisCluster;
@@ -19,13 +19,18 @@ pub fn prod_redis() -> RedisCluster {
     redis_test_support::samples::load("prod-redis.yaml")
 }
 
-/// No fragment of [`PASSWORD`] in any process's command line.
-pub fn assert_password_in_no_process_arguments() {
+/// Every process's command line (`ps -eo args`).
+pub fn ps() -> String {
     let ps = Command::new("ps")
         .args(["-eo", "args"])
         .output()
         .expect("ps");
-    let ps = String::from_utf8_lossy(&ps.stdout);
+    String::from_utf8_lossy(&ps.stdout).into_owned()
+}
+
+/// No fragment of [`PASSWORD`] in any process's command line.
+pub fn assert_password_in_no_process_arguments() {
+    let ps = ps();
     for fragment in [PASSWORD, "w'rd", r#"a"s\s"#] {
         assert!(!ps.contains(fragment), "password in ps output:\n{ps}");
     }

@@ -9,15 +9,14 @@
 //! 3. Promotion (patch -> first accepted write on the leader) and re-attach of the other pods,
 //!    direct and cascading, vs `redis-cli REPLICAOF NO ONE` / `REPLICAOF <leader>`.
 
-use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use redis_test_support::process::command;
 use serde_json::json;
 
-use crate::net::{NS_B, pod_ip};
-use crate::scenario::{DR, Drill, NS, Options, PROD, operator_loop, pods, wait};
+use crate::harness::net::{NS_B, pod_ip};
+use crate::harness::operator::Operator;
+use crate::harness::{DR, Drill, NS, Options, PROD, wait};
 
 const SEED_KEYS: usize = 150_000;
 const SEED_VALUE: usize = 1_000;
@@ -31,19 +30,17 @@ pub struct Row {
 
 pub fn run(o: &Options) -> Result<Vec<Row>, String> {
     let mut d = Drill::prepare(o)?;
-    let sim = d.sim.clone();
-    let stop = Arc::new(AtomicBool::new(false));
-    let operator = operator_loop(sim.clone(), stop.clone());
-    let result = measure(&mut d);
-    stop.store(true, Ordering::Relaxed);
-    let _ = operator.join();
-    result
+    let _operator = Operator::start(d.sim.clone());
+    let mut rows = full_syncs(&mut d)?;
+    rows.extend(bursts(&mut d)?);
+    rows.extend(promotions(&mut d)?);
+    Ok(rows)
 }
 
 /// Caught up: linked to `upstream_ip`, not syncing, at prod-redis-0's current offset (read
 /// fresh each time: the source's replication pings move it every 10 s).
 fn caught_up(d: &Drill, pod: &str, upstream_ip: &str) -> bool {
-    let Ok(target) = offset(d, "prod-redis-0") else {
+    let Some(target) = d.offset("prod-redis-0") else {
         return false;
     };
     d.info(pod, "replication").is_ok_and(|i| {
@@ -53,25 +50,23 @@ fn caught_up(d: &Drill, pod: &str, upstream_ip: &str) -> bool {
     })
 }
 
-fn offset(d: &Drill, pod: &str) -> Result<String, String> {
-    d.info(pod, "replication")?
-        .get("master_repl_offset")
-        .cloned()
-        .ok_or("no offset".into())
+/// Wait until every DR pod (from `skip` on) is [`caught_up`] with `upstream_ip`.
+fn all_caught_up(d: &Drill, what: &str, skip: usize, upstream_ip: &str) -> Result<(), String> {
+    wait(what, Duration::from_secs(300), || {
+        d.pods(DR)
+            .iter()
+            .skip(skip)
+            .all(|p| caught_up(d, p, upstream_ip))
+            .then_some(())
+    })
+    .map(|_| ())
 }
 
 /// `redis-cli` in region B, with the password in the environment (never an argument).
 fn redis_cli(d: &Drill, pod: &str, args: &[&str]) -> Result<String, String> {
     let ordinal = redis_cluster_api::labels::ordinal_of(DR, pod).ok_or("not a DR pod")?;
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            NS_B,
-            "redis-cli",
-            "-h",
-            &pod_ip('b', ordinal),
-        ])
+    let out = command(Some(NS_B), "redis-cli")
+        .args(["-h", &pod_ip('b', ordinal)])
         .args(args)
         .env("REDISCLI_AUTH", &d.passwords[DR])
         .output()
@@ -87,37 +82,37 @@ fn redis_cli(d: &Drill, pod: &str, args: &[&str]) -> Result<String, String> {
 }
 
 fn first_write(d: &Drill, pod: &str) -> Result<Duration, String> {
-    let start = Instant::now();
-    wait(
+    d.wait_writable(
         &format!("{pod} to accept a write"),
+        pod,
+        ["bench:write", "1"],
         Duration::from_secs(60),
-        || {
-            let mut c = d.conn(pod).ok()?;
-            c.cmd(&["SET", "bench:write", "1"])
-                .ok()
-                .filter(|r| !r.is_error())
-        },
-    )?;
-    Ok(start.elapsed())
+    )
 }
 
 fn stop_instance_managers(d: &mut Drill, cluster: &str) {
-    for pod in pods(cluster) {
+    for pod in d.pods(cluster) {
         if let Some(p) = d.procs.get_mut(&format!("{pod}/instance-manager")) {
             p.kill();
         }
     }
 }
 
-fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
-    let mut rows = Vec::new();
-    let samples = d.o.repo.join("config/samples");
-    let read = |f: &str| std::fs::read_to_string(samples.join(f)).map_err(|e| e.to_string());
-    d.sim.add_secret(NS, "prod-redis-auth", &d.passwords[PROD]);
-    d.sim.add_secret(NS, "dr-redis-auth", &d.passwords[DR]);
+/// `CONFIG SET repl-diskless-sync-delay` on production's primary.
+fn diskless_sync_delay(d: &Drill, delay: &str) -> Result<(), String> {
+    d.conn("prod-redis-0")?
+        .cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", delay])
+        .map_err(|e| e.to_string())
+        .map(|_| ())
+}
+
+/// 1. Full sync of the seeded dataset to the DR cluster through the operator, vs `redis-cli
+///    REPLICAOF` on dr-redis-2 (tuned, and with Redis's default delay).
+fn full_syncs(d: &mut Drill) -> Result<Vec<Row>, String> {
+    d.add_secrets();
     // This bench measures syncs and promotion, not Sentinel (see bench_failover): production
     // runs standalone here so no Sentinel is needed.
-    d.sim.apply(&read("prod-redis.yaml")?, |v| {
+    d.sim.apply(&d.sample("prod-redis.yaml")?, |v| {
         v["spec"]["mode"] = "standalone".into();
     })?;
     d.start_pods_when_applied(PROD)?;
@@ -132,19 +127,13 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
     println!("dataset: {used}");
     let prod_ip = pod_ip('a', 0);
 
-    // 1. Full sync through the operator.
-    let ip = prod_ip.clone();
+    // Through the operator.
     let applied = Instant::now();
-    d.sim.apply(&read("dr-redis.yaml")?, move |v| {
-        v["spec"]["replicaMode"]["source"]["host"] = ip.into()
+    d.sim.apply(&d.sample("dr-redis.yaml")?, |v| {
+        v["spec"]["replicaMode"]["source"]["host"] = prod_ip.clone().into()
     })?;
     d.start_pods_when_applied(DR)?;
-    wait("DR full sync", Duration::from_secs(300), || {
-        pods(DR)
-            .iter()
-            .all(|p| caught_up(d, p, &prod_ip))
-            .then_some(())
-    })?;
+    all_caught_up(d, "DR full sync", 0, &prod_ip)?;
     let operator_sync = applied.elapsed();
 
     // Raw baseline on the same server (dr-redis-2, its instance manager stopped): a replica that
@@ -156,9 +145,7 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
     // The operator's pods know REPLICAOF under a per-cluster name only (see config::redis_conf).
     let replicaof = redis_operator::config::cluster_replicaof_command(&d.sim.get(NS, DR));
     let raw = |delay: &str| -> Result<Duration, String> {
-        d.conn("prod-redis-0")?
-            .cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", delay])
-            .map_err(|e| e.to_string())?;
+        diskless_sync_delay(d, delay)?;
         redis_cli(d, "dr-redis-2", &[&replicaof, "NO", "ONE"])?;
         redis_cli(
             d,
@@ -174,57 +161,43 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
     };
     let raw_tuned = raw("0")?;
     let raw_default = raw("5")?;
-    d.conn("prod-redis-0")?
-        .cmd(&["CONFIG", "SET", "repl-diskless-sync-delay", "0"])
-        .map_err(|e| e.to_string())?;
-    rows.push(Row {
-        what: format!(
-            "full sync of {used} to {} DR pods (operator: apply -> all caught up)",
-            pods(DR).len()
-        ),
-        operator: Some(operator_sync),
-        baseline: Some(raw_tuned),
-        baseline_name: "redis-cli REPLICAOF, 1 pod, same source config (delay 0)".into(),
-    });
-    rows.push(Row {
-        what: "  same raw full sync with Redis's default repl-diskless-sync-delay 5".into(),
-        operator: None,
-        baseline: Some(raw_default),
-        baseline_name: "redis-cli REPLICAOF, 1 pod, delay 5 (Redis default)".into(),
-    });
+    diskless_sync_delay(d, "0")?;
     // Give dr-redis-2 back to the operator.
-    let dir = d.sim.pod_dir("dr-redis-2");
-    let env = d.sim.env(NS, DR);
-    let im = crate::procs::Proc::spawn(
-        "dr-redis-2/instance-manager",
-        Some(NS_B),
-        &[
-            d.o.instance_manager.display().to_string(),
-            format!("--cluster={DR}"),
-            format!("--namespace={NS}"),
-            "--pod=dr-redis-2".into(),
-            format!("--redis-addr={}:6379", pod_ip('b', 2)),
-            format!("--redis-password-file={}", env.auth_password_file),
-            format!("--topology-file={}", dir.join("annotations").display()),
-            format!("--http-addr={}:9121", pod_ip('b', 2)),
-        ],
-        &dir.join("instance-manager-2.log"),
-    )?;
-    d.procs.insert("dr-redis-2/instance-manager".into(), im);
+    d.start_instance_manager(DR, 2, "instance-manager-2.log")?;
     wait(
         "dr-redis-2 back under the operator",
         Duration::from_secs(300),
         || caught_up(d, "dr-redis-2", &prod_ip).then_some(()),
     )?;
+    Ok(vec![
+        Row {
+            what: format!(
+                "full sync of {used} to {} DR pods (operator: apply -> all caught up)",
+                d.pods(DR).len()
+            ),
+            operator: Some(operator_sync),
+            baseline: Some(raw_tuned),
+            baseline_name: "redis-cli REPLICAOF, 1 pod, same source config (delay 0)".into(),
+        },
+        Row {
+            what: "  same raw full sync with Redis's default repl-diskless-sync-delay 5".into(),
+            operator: None,
+            baseline: Some(raw_default),
+            baseline_name: "redis-cli REPLICAOF, 1 pod, delay 5 (Redis default)".into(),
+        },
+    ])
+}
 
-    // 2. Direct vs cascading under a rate-limited link.
+/// 2. A write burst over a rate-limited link: direct (every DR pod replicates the source) vs
+///    cascading (only the leader crosses regions).
+fn bursts(d: &mut Drill) -> Result<Vec<Row>, String> {
     let burst = |d: &mut Drill, label: &str| -> Result<Duration, String> {
         d.regions.rate_limit("16mbit")?;
         let start = Instant::now();
         d.write_keys("prod-redis-0", label, 4000, 1000)?;
         wait("DR to catch up the burst", Duration::from_secs(120), || {
-            let target = offset(d, "prod-redis-0").ok()?;
-            pods(DR)
+            let target = d.offset("prod-redis-0")?;
+            d.pods(DR)
                 .iter()
                 .all(|p| {
                     d.info(p, "replication")
@@ -243,42 +216,49 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
     )?;
     let leader_ip = pod_ip('b', 0);
     wait("cascading topology", Duration::from_secs(60), || {
-        pods(DR)
+        d.pods(DR)
             .iter()
             .skip(1)
             .all(|p| caught_up(d, p, &leader_ip))
             .then_some(())
     })?;
     let cascading_burst = burst(d, "burst-cascading")?;
-    rows.push(Row {
-        what: format!(
-            "4 MB burst over a 16 Mbit/s link, all {} DR pods caught up: direct",
-            pods(DR).len()
-        ),
-        operator: Some(direct_burst),
-        baseline: None,
-        baseline_name: String::new(),
-    });
-    rows.push(Row {
-        what: "  same burst, cascading (one cross-region stream)".into(),
-        operator: Some(cascading_burst),
-        baseline: None,
-        baseline_name: String::new(),
-    });
+    Ok(vec![
+        Row {
+            what: format!(
+                "4 MB burst over a 16 Mbit/s link, all {} DR pods caught up: direct",
+                d.pods(DR).len()
+            ),
+            operator: Some(direct_burst),
+            baseline: None,
+            baseline_name: String::new(),
+        },
+        Row {
+            what: "  same burst, cascading (one cross-region stream)".into(),
+            operator: Some(cascading_burst),
+            baseline: None,
+            baseline_name: String::new(),
+        },
+    ])
+}
 
-    // 3. Promotion, cascading then direct.
+/// The other DR pods are linked replicas of the leader.
+fn reattached(d: &Drill, what: &str, leader_ip: &str) -> Result<(), String> {
+    let followers: Vec<String> = d.pods(DR).into_iter().skip(1).collect();
+    d.wait_linked(what, &followers, leader_ip, Duration::from_secs(60))
+}
+
+/// 3. Promotion (patch -> first write on the leader, -> the others re-attached), cascading then
+///    direct, vs `redis-cli REPLICAOF NO ONE` / `REPLICAOF <leader>` on the same servers.
+fn promotions(d: &mut Drill) -> Result<Vec<Row>, String> {
+    let prod_ip = pod_ip('a', 0);
+    let leader_ip = pod_ip('b', 0);
     let promote = |d: &mut Drill, label: &str| -> Result<(Duration, Duration), String> {
         let t = Instant::now();
         d.sim
             .patch(NS, DR, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
         let write = first_write(d, "dr-redis-0")?;
-        wait("re-attach", Duration::from_secs(60), || {
-            pods(DR)
-                .iter()
-                .skip(1)
-                .all(|p| d.linked_to(p, &leader_ip))
-                .then_some(())
-        })?;
+        reattached(d, "re-attach", &leader_ip)?;
         println!("promotion ({label}) done");
         Ok((write, t.elapsed()))
     };
@@ -300,63 +280,54 @@ fn measure(d: &mut Drill) -> Result<Vec<Row>, String> {
         DR,
         &json!({"spec": {"replicaMode": {"topology": "direct"}}}),
     )?;
-    wait("direct topology", Duration::from_secs(300), || {
-        pods(DR)
-            .iter()
-            .all(|p| caught_up(d, p, &prod_ip))
-            .then_some(())
-    })?;
+    all_caught_up(d, "direct topology", 0, &prod_ip)?;
     let (direct_write, direct_attach) = promote(d, "direct")?;
 
     // Raw baseline on the same servers: the instance managers stopped, plain redis-cli.
     demote(d)?;
-    wait("direct again", Duration::from_secs(300), || {
-        pods(DR)
-            .iter()
-            .all(|p| caught_up(d, p, &prod_ip))
-            .then_some(())
-    })?;
+    all_caught_up(d, "direct again", 0, &prod_ip)?;
     stop_instance_managers(d, DR);
     let replicaof = redis_operator::config::cluster_replicaof_command(&d.sim.get(NS, DR));
     let t = Instant::now();
     redis_cli(d, "dr-redis-0", &[&replicaof, "NO", "ONE"])?;
     first_write(d, "dr-redis-0")?;
     let raw_write = t.elapsed();
-    for p in pods(DR).iter().skip(1) {
+    for p in d.pods(DR).iter().skip(1) {
         redis_cli(d, p, &["CONFIG", "SET", "masterauth", &d.passwords[DR]])?;
         redis_cli(d, p, &[&replicaof, &leader_ip, "6379"])?;
     }
-    wait("raw re-attach", Duration::from_secs(60), || {
-        pods(DR)
-            .iter()
-            .skip(1)
-            .all(|p| d.linked_to(p, &leader_ip))
-            .then_some(())
-    })?;
+    reattached(d, "raw re-attach", &leader_ip)?;
     let raw_attach = t.elapsed();
-    rows.push(Row {
-        what: "promotion, direct: patch -> first accepted write on the leader".into(),
-        operator: Some(direct_write),
-        baseline: Some(raw_write),
-        baseline_name: "redis-cli REPLICAOF NO ONE -> first write".into(),
-    });
-    rows.push(Row {
-        what: "promotion, direct: patch -> both replicas re-attached".into(),
-        operator: Some(direct_attach),
-        baseline: Some(raw_attach),
-        baseline_name: "+ redis-cli REPLICAOF <leader> on both".into(),
-    });
-    rows.push(Row {
-        what: "promotion, cascading: patch -> first accepted write".into(),
-        operator: Some(casc_write),
-        baseline: None,
-        baseline_name: String::new(),
-    });
-    rows.push(Row {
-        what: "promotion, cascading: patch -> replicas attached".into(),
-        operator: Some(casc_attach),
-        baseline: None,
-        baseline_name: String::new(),
-    });
-    Ok(rows)
+    let row = |what: &str, operator, baseline, baseline_name: &str| Row {
+        what: what.into(),
+        operator: Some(operator),
+        baseline,
+        baseline_name: baseline_name.into(),
+    };
+    Ok(vec![
+        row(
+            "promotion, direct: patch -> first accepted write on the leader",
+            direct_write,
+            Some(raw_write),
+            "redis-cli REPLICAOF NO ONE -> first write",
+        ),
+        row(
+            "promotion, direct: patch -> both replicas re-attached",
+            direct_attach,
+            Some(raw_attach),
+            "+ redis-cli REPLICAOF <leader> on both",
+        ),
+        row(
+            "promotion, cascading: patch -> first accepted write",
+            casc_write,
+            None,
+            "",
+        ),
+        row(
+            "promotion, cascading: patch -> replicas attached",
+            casc_attach,
+            None,
+            "",
+        ),
+    ])
 }

@@ -15,21 +15,26 @@
 //! Each mode fails over `ROUNDS` times (the old primary restarts and rejoins in between).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use redis_cluster_api::RedisCluster;
 
 use redis_cluster_api::labels as l;
 use redis_operator::config::{redis_conf, sentinel_auth_conf, sentinel_conf_with_monitor};
+use redis_test_support::process::Proc;
+use redis_test_support::redis::spawn_on;
+use redis_test_support::resp::Conn;
+use redis_test_support::wait::poll_every;
 use serde_json::json;
 
-use crate::controllers::{Controllers, Managed, sentinel_master, sentinels_settled};
-use crate::net::{MAX_SENTINELS, NS_B, PROD_LEADER_VIP, pod_ip, sentinel_ip};
-use crate::procs::Proc;
-use crate::resp::Conn;
-use crate::scenario::{
-    DR, Drill, NS, Options, PROD, addr, labelled_primary, operator_loop, pods, wait,
+use crate::harness::controllers::{
+    Controllers, sentinel_addrs, sentinel_master, sentinels_settled,
 };
+use crate::harness::net::{MAX_SENTINELS, NS_B, PROD_LEADER_VIP, pod_ip, sentinel_ip};
+use crate::harness::observe::accepts_write;
+use crate::harness::operator::Operator;
+use crate::harness::{DR, Drill, Options, PROD, addr, ip, wait};
 
 pub const ROUNDS: usize = 3;
 
@@ -40,52 +45,50 @@ pub struct Series {
 }
 
 fn write_ok(addr: &str, password: &str) -> bool {
-    Conn::connect(addr, Some(password), Duration::from_millis(200))
-        .ok()
-        .and_then(|mut c| c.cmd(&["SET", "bench:failover", "x"]).ok())
-        .is_some_and(|r| !r.is_error())
+    accepts_write(
+        addr,
+        password,
+        ["bench:failover", "x"],
+        Duration::from_millis(200),
+    )
 }
 
 /// Poll every 10 ms until `f` says a write went through; the elapsed time since `from`.
 fn until_write(from: Instant, what: &str, mut f: impl FnMut() -> bool) -> Result<Duration, String> {
-    loop {
-        if f() {
-            return Ok(from.elapsed());
-        }
-        if from.elapsed() > Duration::from_secs(90) {
-            return Err(format!("no write accepted within 90 s ({what})"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_every(
+        Duration::from_millis(10),
+        &format!("a write to be accepted ({what})"),
+        Duration::from_secs(90),
+        || f().then_some(()),
+    )
+    .map(|_| from.elapsed())
 }
 
 pub fn run(o: &Options) -> Result<Vec<Series>, String> {
     let mut d = Drill::prepare(o)?;
     let mut out = vec![raw_sentinel(&mut d)?];
-    let stop = Arc::new(AtomicBool::new(false));
-    let operator = operator_loop(d.sim.clone(), stop.clone());
+    let operator = Operator::start(d.sim.clone());
     let result = operator_modes(&mut d);
-    stop.store(true, Ordering::Relaxed);
-    let _ = operator.join();
+    drop(operator);
     out.extend(result?);
     Ok(out)
 }
 
-/// Raw Sentinel, region B, the addresses the DR pods use later (they are not started yet).
-fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
-    println!("==> raw Sentinel: 3 redis-server + 3 redis-sentinel, no operator");
-    let pw = d.passwords[PROD].clone();
-    // The operator's own settings: the prod-redis sample with the operator's defaults.
-    let yaml = std::fs::read_to_string(d.o.repo.join("config/samples/prod-redis.yaml"))
-        .map_err(|e| e.to_string())?;
-    let rc = d.sim.apply(&yaml, |v| {
-        v["metadata"]["name"] = "raw".into();
-    })?;
-    let dir = d.o.dir.join("raw");
-    let mut procs: BTreeMap<String, Proc> = BTreeMap::new();
-    let start_redis = |i: u32, primary: Option<u32>| -> Result<Proc, String> {
-        let ip = pod_ip('b', i);
-        let data = dir.join(format!("redis-{i}"));
+/// The raw Sentinel setup: plain redis-servers and redis-sentinels, no operator.
+struct Raw {
+    /// The operator's own settings: the prod-redis sample with the operator's defaults.
+    rc: RedisCluster,
+    dir: PathBuf,
+    pw: String,
+    procs: BTreeMap<String, Proc>,
+}
+
+impl Raw {
+    /// redis-server `i` with the operator's redis.conf minus its boot fence, a replica of
+    /// `primary` on its first start (later it keeps what Sentinel rewrote).
+    fn start_redis(&mut self, i: u32, primary: Option<u32>) -> Result<(), String> {
+        let (ip, pw) = (pod_ip('b', i), &self.pw);
+        let data = self.dir.join(format!("redis-{i}"));
         std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
         let path = data.join("redis.conf");
         let kept: String = std::fs::read_to_string(&path)
@@ -94,7 +97,7 @@ fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
             .filter(|l| l.starts_with("replicaof "))
             .map(|l| format!("{l}\n"))
             .collect();
-        let mut conf = redis_conf(&rc)
+        let mut conf = redis_conf(&self.rc)
             .replace("bind * -::*", &format!("bind {ip}"))
             .replace("dir /data", &format!("dir {}", data.display()))
             .replace("include /run/redis/auth.conf", "")
@@ -107,195 +110,140 @@ fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
             conf.push_str(&format!("replicaof {} 6379\n", pod_ip('b', p)));
         }
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-        Proc::spawn(
-            &format!("raw-{i}"),
-            Some(NS_B),
-            &["redis-server".into(), path.display().to_string()],
-            &data.join("redis.log"),
-        )
+        let log = data.join("redis.log");
+        let p = spawn_on("redis-server", &format!("raw-{i}"), Some(NS_B), &path, &log)?;
+        self.procs.insert(format!("redis-{i}"), p);
+        Ok(())
+    }
+
+    /// The Sentinels, with the operator's Sentinel configuration, monitoring redis-0.
+    fn start_sentinels(&mut self) -> Result<(), String> {
+        for i in 0..MAX_SENTINELS {
+            let ip = sentinel_ip('b', i);
+            let sdir = self.dir.join(format!("sentinel-{i}"));
+            std::fs::create_dir_all(&sdir).map_err(|e| e.to_string())?;
+            let conf = format!(
+                "{}bind {ip}\nsentinel announce-ip {ip}\ndir {}\n{}",
+                sentinel_conf_with_monitor(&self.rc, &pod_ip('b', 0), 6379),
+                sdir.display(),
+                sentinel_auth_conf(&self.rc, &self.pw)
+            );
+            let path = sdir.join("sentinel.conf");
+            std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+            let log = sdir.join("sentinel.log");
+            let name = format!("raw-sentinel-{i}");
+            let p = spawn_on("redis-sentinel", &name, Some(NS_B), &path, &log)?;
+            self.procs.insert(format!("sentinel-{i}"), p);
+        }
+        Ok(())
+    }
+
+    /// The primary, once settled: every Sentinel agrees on it, the other two are linked
+    /// replicas of it, and the Sentinels know both.
+    fn settled(&self) -> Option<String> {
+        let m = raw_sentinel_master(0, &self.pw)?;
+        let agree = (1..MAX_SENTINELS)
+            .all(|i| raw_sentinel_master(i, &self.pw).as_deref() == Some(m.as_str()));
+        let linked = (0..3u32).filter(|i| pod_ip('b', *i) != m).all(|i| {
+            Conn::connect(
+                &format!("{}:6379", pod_ip('b', i)),
+                Some(&self.pw),
+                Duration::from_millis(300),
+            )
+            .ok()
+            .and_then(|mut c| c.info("replication").ok())
+            .is_some_and(|info| {
+                info.get("master_host") == Some(&m)
+                    && info.get("master_link_status").map(String::as_str) == Some("up")
+            })
+        });
+        let addrs: Vec<String> = (0..MAX_SENTINELS).map(raw_sentinel_addr).collect();
+        let replicas: Vec<String> = (0..3u32)
+            .map(|i| pod_ip('b', i))
+            .filter(|ip| *ip != m)
+            .collect();
+        (agree && linked && sentinels_settled(&addrs, &self.pw, RAW, &m, &replicas)).then_some(m)
+    }
+}
+
+/// The raw setup's master name in Sentinel.
+const RAW: &str = "raw";
+
+fn raw_sentinel_addr(i: u32) -> String {
+    format!("{}:{}", sentinel_ip('b', i), l::SENTINEL_PORT)
+}
+
+fn raw_sentinel_master(i: u32, pw: &str) -> Option<String> {
+    sentinel_master(&raw_sentinel_addr(i), pw, RAW)
+}
+
+/// Raw Sentinel, region B, the addresses the DR pods use later (they are not started yet).
+fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
+    println!("==> raw Sentinel: 3 redis-server + 3 redis-sentinel, no operator");
+    let rc = d.sim.apply(&d.sample("prod-redis.yaml")?, |v| {
+        v["metadata"]["name"] = RAW.into();
+    })?;
+    let mut raw = Raw {
+        rc,
+        dir: d.o.dir.join("raw"),
+        pw: d.passwords[PROD].clone(),
+        procs: BTreeMap::new(),
     };
     for i in 0..3 {
-        procs.insert(format!("redis-{i}"), start_redis(i, (i > 0).then_some(0))?);
+        raw.start_redis(i, (i > 0).then_some(0))?;
     }
-    for i in 0..MAX_SENTINELS {
-        let ip = sentinel_ip('b', i);
-        let sdir = dir.join(format!("sentinel-{i}"));
-        std::fs::create_dir_all(&sdir).map_err(|e| e.to_string())?;
-        let conf = format!(
-            "{}bind {ip}\nsentinel announce-ip {ip}\ndir {}\n{}",
-            sentinel_conf_with_monitor(&rc, &pod_ip('b', 0), 6379),
-            sdir.display(),
-            sentinel_auth_conf(&rc, &pw)
-        );
-        let path = sdir.join("sentinel.conf");
-        std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-        procs.insert(
-            format!("sentinel-{i}"),
-            Proc::spawn(
-                &format!("raw-sentinel-{i}"),
-                Some(NS_B),
-                &["redis-sentinel".into(), path.display().to_string()],
-                &sdir.join("sentinel.log"),
-            )?,
-        );
-    }
-    let master = "raw".to_string();
-    let sentinel = |i: u32| format!("{}:{}", sentinel_ip('b', i), l::SENTINEL_PORT);
+    raw.start_sentinels()?;
     let mut times = Vec::new();
     for round in 0..ROUNDS {
-        // Settled: every Sentinel agrees, the other two are linked replicas of the primary.
         let (primary_ip, _) = wait("raw Sentinels to settle", Duration::from_secs(90), || {
-            let m = sentinel_master(&sentinel(0), &pw, &master)?;
-            let agree = (1..MAX_SENTINELS).all(|i| {
-                sentinel_master(&sentinel(i), &pw, &master).as_deref() == Some(m.as_str())
-            });
-            let linked = (0..3u32).filter(|i| pod_ip('b', *i) != m).all(|i| {
-                Conn::connect(
-                    &format!("{}:6379", pod_ip('b', i)),
-                    Some(&pw),
-                    Duration::from_millis(300),
-                )
-                .ok()
-                .and_then(|mut c| c.info("replication").ok())
-                .is_some_and(|info| {
-                    info.get("master_host") == Some(&m)
-                        && info.get("master_link_status").map(String::as_str) == Some("up")
-                })
-            });
-            let addrs: Vec<String> = (0..MAX_SENTINELS).map(sentinel).collect();
-            let replicas: Vec<String> = (0..3u32)
-                .map(|i| pod_ip('b', i))
-                .filter(|ip| *ip != m)
-                .collect();
-            (agree && linked && sentinels_settled(&addrs, &pw, &master, &m, &replicas)).then_some(m)
+            raw.settled()
         })?;
         let victim = (0..3u32).find(|i| pod_ip('b', *i) == primary_ip).unwrap();
         let killed = Instant::now();
-        procs.remove(&format!("redis-{victim}"));
+        raw.procs.remove(&format!("redis-{victim}"));
         let took = until_write(killed, "raw Sentinel", || {
-            sentinel_master(&sentinel(0), &pw, &master)
+            raw_sentinel_master(0, &raw.pw)
                 .filter(|m| *m != primary_ip)
-                .is_some_and(|m| write_ok(&format!("{m}:6379"), &pw))
+                .is_some_and(|m| write_ok(&format!("{m}:6379"), &raw.pw))
         })?;
         println!("    round {}: {:.2} s", round + 1, took.as_secs_f64());
         times.push(took);
-        procs.insert(format!("redis-{victim}"), start_redis(victim, None)?);
+        raw.start_redis(victim, None)?;
     }
-    drop(procs);
     Ok(Series {
         mode: format!(
             "raw Sentinel (down-after {} ms), client asks a Sentinel",
-            rc.spec.sentinel_settings().down_after_milliseconds
+            raw.rc.spec.sentinel_settings().down_after_milliseconds
         ),
         times,
     })
 }
 
-fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
-    let pw_prod = d.passwords[PROD].clone();
-    let pw_dr = d.passwords[DR].clone();
-    d.sim.add_secret(NS, "prod-redis-auth", &pw_prod);
-    d.sim.add_secret(NS, "dr-redis-auth", &pw_dr);
-    d.sim.sentinel_addresses.lock().unwrap().insert(
-        PROD.into(),
-        (0..MAX_SENTINELS)
-            .map(|i| format!("{}:{}", sentinel_ip('a', i), l::SENTINEL_PORT))
-            .collect(),
-    );
-    let samples = d.o.repo.join("config/samples");
-    let read = |f: &str| std::fs::read_to_string(samples.join(f)).map_err(|e| e.to_string());
-    let prod = d.sim.apply(&read("prod-redis.yaml")?, |_| {})?;
-    // The DR sample's name and secret, as a standalone cluster (no replica mode), failing over
-    // after as long as Sentinel's down-after.
+/// Production (the prod-redis sample, mode: sentinel, with its Sentinels and `-leader` VIP) and
+/// a standalone cluster (the DR sample without replica mode, failing over after as long as
+/// Sentinel's down-after) under the operator, their pods started. Returns the Sentinel and VIP
+/// controllers (they stop when dropped) and down-after in seconds.
+fn operator_clusters(d: &mut Drill) -> Result<(Controllers, i64), String> {
+    d.add_secrets();
+    d.locate_production_sentinels();
+    let prod = d.sim.apply(&d.sample("prod-redis.yaml")?, |_| {})?;
     let down_after_s = prod.spec.sentinel_settings().down_after_milliseconds / 1000;
-    d.sim.apply(&read("dr-redis.yaml")?, |v| {
+    d.sim.apply(&d.sample("dr-redis.yaml")?, |v| {
         v["spec"].as_object_mut().unwrap().remove("replicaMode");
         v["spec"]["failover"] = json!({"primaryUnavailableSeconds": down_after_s});
     })?;
-    let _controllers = Controllers::start(
-        d.sim.clone(),
-        vec![Managed {
-            namespace: NS.into(),
-            cluster: PROD.into(),
-            region: 'a',
-            password: pw_prod.clone(),
-            leader_vip: Some(PROD_LEADER_VIP.into()),
-        }],
-        d.o.dir.join("sentinels"),
-    );
+    let controllers = Controllers::for_production(d);
     d.start_pods_when_applied(PROD)?;
     d.start_pods_when_applied(DR)?;
+    Ok((controllers, down_after_s))
+}
 
+fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
+    let (_controllers, down_after_s) = operator_clusters(d)?;
     println!("==> operator, mode: sentinel (prod-redis sample, defaults)");
-    let mut via_vip = Vec::new();
-    let mut via_sentinel = Vec::new();
-    let master = l::sentinel_master_name(PROD);
-    let sentinel0 = format!("{}:{}", sentinel_ip('a', 0), l::SENTINEL_PORT);
-    let addrs: Vec<String> = (0..MAX_SENTINELS)
-        .map(|i| format!("{}:{}", sentinel_ip('a', i), l::SENTINEL_PORT))
-        .collect();
-    for round in 0..ROUNDS {
-        let primary = settle(d, PROD)?;
-        let ip = addr(&primary).replace(":6379", "");
-        let replicas: Vec<String> = pods(PROD)
-            .iter()
-            .filter(|p| **p != primary)
-            .map(|p| addr(p).replace(":6379", ""))
-            .collect();
-        wait(
-            "the Sentinels to know both replicas",
-            Duration::from_secs(60),
-            || sentinels_settled(&addrs, &pw_prod, &master, &ip, &replicas).then_some(()),
-        )?;
-        let killed = Instant::now();
-        d.kill_redis(&primary);
-        let old_addr = addr(&primary);
-        let mut vip_at = None;
-        let mut sentinel_at = None;
-        let vip = format!("{PROD_LEADER_VIP}:6379");
-        until_write(killed, "sentinel mode", || {
-            if sentinel_at.is_none()
-                && sentinel_master(&sentinel0, &pw_prod, &master)
-                    .map(|m| format!("{m}:6379"))
-                    .filter(|m| *m != old_addr)
-                    .is_some_and(|m| write_ok(&m, &pw_prod))
-            {
-                sentinel_at = Some(killed.elapsed());
-            }
-            if vip_at.is_none() && write_ok(&vip, &pw_prod) {
-                vip_at = Some(killed.elapsed());
-            }
-            vip_at.is_some() && sentinel_at.is_some()
-        })?;
-        let (v, s) = (vip_at.unwrap(), sentinel_at.unwrap());
-        println!(
-            "    round {}: -leader endpoint {:.2} s, Sentinel protocol {:.2} s",
-            round + 1,
-            v.as_secs_f64(),
-            s.as_secs_f64()
-        );
-        via_vip.push(v);
-        via_sentinel.push(s);
-        d.restart_pod(PROD, &primary)?;
-    }
-
+    let (via_vip, via_sentinel) = sentinel_mode_rounds(d)?;
     println!("==> operator, mode: standalone (failover.primaryUnavailableSeconds {down_after_s})");
-    let mut standalone = Vec::new();
-    for round in 0..ROUNDS {
-        let primary = settle(d, DR)?;
-        // The same pause as the Sentinel cases get for free while Sentinels settle.
-        std::thread::sleep(Duration::from_secs(2));
-        let killed = Instant::now();
-        d.kill_redis(&primary);
-        let took = until_write(killed, "standalone mode", || {
-            labelled_primary(d, DR)
-                .filter(|p| *p != primary)
-                .is_some_and(|p| write_ok(&addr(&p), &pw_dr))
-        })?;
-        println!("    round {}: {:.2} s", round + 1, took.as_secs_f64());
-        standalone.push(took);
-        d.restart_pod(DR, &primary)?;
-    }
+    let standalone = standalone_mode_rounds(d)?;
     Ok(vec![
         Series {
             mode: "operator, sentinel mode, through the -leader endpoint".into(),
@@ -312,6 +260,85 @@ fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
     ])
 }
 
+/// Sentinel mode: the first write through the `-leader` endpoint and through the Sentinel
+/// protocol after production's primary is killed, each round.
+fn sentinel_mode_rounds(d: &mut Drill) -> Result<(Vec<Duration>, Vec<Duration>), String> {
+    let pw = d.passwords[PROD].clone();
+    let mut via_vip = Vec::new();
+    let mut via_sentinel = Vec::new();
+    let master = l::sentinel_master_name(PROD);
+    let addrs = sentinel_addrs('a');
+    for round in 0..ROUNDS {
+        let primary = settle(d, PROD)?;
+        let primary_ip = ip(&primary);
+        let replicas: Vec<String> = d
+            .pods(PROD)
+            .iter()
+            .filter(|p| **p != primary)
+            .map(|p| ip(p))
+            .collect();
+        wait(
+            "the Sentinels to know both replicas",
+            Duration::from_secs(60),
+            || sentinels_settled(&addrs, &pw, &master, &primary_ip, &replicas).then_some(()),
+        )?;
+        let killed = Instant::now();
+        d.kill_redis(&primary);
+        let old_addr = addr(&primary);
+        let mut vip_at = None;
+        let mut sentinel_at = None;
+        let vip = format!("{PROD_LEADER_VIP}:6379");
+        until_write(killed, "sentinel mode", || {
+            if sentinel_at.is_none()
+                && sentinel_master(&addrs[0], &pw, &master)
+                    .map(|m| format!("{m}:6379"))
+                    .filter(|m| *m != old_addr)
+                    .is_some_and(|m| write_ok(&m, &pw))
+            {
+                sentinel_at = Some(killed.elapsed());
+            }
+            if vip_at.is_none() && write_ok(&vip, &pw) {
+                vip_at = Some(killed.elapsed());
+            }
+            vip_at.is_some() && sentinel_at.is_some()
+        })?;
+        let (v, s) = (vip_at.unwrap(), sentinel_at.unwrap());
+        println!(
+            "    round {}: -leader endpoint {:.2} s, Sentinel protocol {:.2} s",
+            round + 1,
+            v.as_secs_f64(),
+            s.as_secs_f64()
+        );
+        via_vip.push(v);
+        via_sentinel.push(s);
+        d.restart_pod(PROD, &primary)?;
+    }
+    Ok((via_vip, via_sentinel))
+}
+
+/// Standalone mode: the first write on the newly labelled primary after the old one's Redis is
+/// killed, each round.
+fn standalone_mode_rounds(d: &mut Drill) -> Result<Vec<Duration>, String> {
+    let pw = d.passwords[DR].clone();
+    let mut standalone = Vec::new();
+    for round in 0..ROUNDS {
+        let primary = settle(d, DR)?;
+        // The same pause as the Sentinel cases get for free while Sentinels settle.
+        std::thread::sleep(Duration::from_secs(2));
+        let killed = Instant::now();
+        d.kill_redis(&primary);
+        let took = until_write(killed, "standalone mode", || {
+            d.labelled_primary(DR)
+                .filter(|p| *p != primary)
+                .is_some_and(|p| write_ok(&addr(&p), &pw))
+        })?;
+        println!("    round {}: {:.2} s", round + 1, took.as_secs_f64());
+        standalone.push(took);
+        d.restart_pod(DR, &primary)?;
+    }
+    Ok(standalone)
+}
+
 /// Wait until the cluster is settled: the labelled primary accepts writes and every other pod
 /// is a linked replica of it. Returns the primary.
 fn settle(d: &Drill, cluster: &str) -> Result<String, String> {
@@ -319,18 +346,14 @@ fn settle(d: &Drill, cluster: &str) -> Result<String, String> {
         &format!("{cluster} to settle"),
         Duration::from_secs(120),
         || {
-            let p = labelled_primary(d, cluster)?;
-            let ip = addr(&p).replace(":6379", "");
-            let status = d.sim.get(NS, cluster).status?;
-            (status.current_primary.as_deref() == Some(p.as_str())
-                && d.conn(&p)
-                    .ok()?
-                    .cmd(&["SET", "bench:settle", "x"])
-                    .is_ok_and(|r| !r.is_error())
-                && pods(cluster)
+            let p = d.labelled_primary(cluster)?;
+            let primary_ip = ip(&p);
+            (d.current_primary(cluster).as_deref() == Some(p.as_str())
+                && d.accepts_write(&p, ["bench:settle", "x"])
+                && d.pods(cluster)
                     .iter()
                     .filter(|q| **q != p)
-                    .all(|q| d.linked_to(q, &ip)))
+                    .all(|q| d.linked_to(q, &primary_ip)))
             .then_some(p)
         },
     )?;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use redis_e2e::scenario::{self, Options};
+use redis_e2e::drills::{replica_mode, source_failover};
+use redis_e2e::harness::Options;
 
 #[derive(Parser)]
 #[command(about = "The multi-region DR drill with real Redis servers")]
@@ -40,64 +41,20 @@ fn main() {
     let dir = std::path::absolute(&args.dir).unwrap_or(args.dir);
     let options = Options {
         narrate: args.narrate,
-        repo: scenario::repo_root(),
+        repo: redis_test_support::repo_root(),
         dir,
         instance_manager,
     };
     let started = Instant::now();
     if args.bench {
-        match redis_e2e::bench::run(&options) {
-            Ok(rows) => {
-                println!(
-                    "\n{:<78} {:>9}  {:>9}  baseline",
-                    "measurement", "operator", "baseline"
-                );
-                let fmt = |d: Option<std::time::Duration>| {
-                    d.map(|d| format!("{:.2} s", d.as_secs_f64()))
-                        .unwrap_or_else(|| "-".into())
-                };
-                for r in rows {
-                    println!(
-                        "{:<78} {:>9}  {:>9}  {}",
-                        r.what,
-                        fmt(r.operator),
-                        fmt(r.baseline),
-                        r.baseline_name
-                    );
-                }
-                println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
-                return;
-            }
-            Err(e) => {
-                eprintln!("bench failed: {e}");
-                std::process::exit(1);
-            }
-        }
-    }
-    if args.bench_failover {
-        match redis_e2e::bench_failover::run(&options) {
-            Ok(series) => {
-                println!("\nFailover: Redis primary killed -> first write accepted");
-                for s in &series {
-                    println!(
-                        "  {:<66} {}",
-                        s.mode,
-                        redis_e2e::bench_failover::summary(&s.times)
-                    );
-                }
-                println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
-                return;
-            }
-            Err(e) => {
-                eprintln!("bench failed: {e}");
-                std::process::exit(1);
-            }
-        }
+        bench(&options, started);
+    } else if args.bench_failover {
+        bench_failover(&options, started);
     }
     let report = if args.source_failover {
-        redis_e2e::source_failover::run(&options)
+        source_failover::run(&options)
     } else {
-        scenario::run(&options)
+        replica_mode::run(&options)
     };
     println!("\nTimings:");
     for (name, d) in &report.timings {
@@ -108,4 +65,57 @@ fn main() {
     println!("\nThe drill took {:.0} s.", started.elapsed().as_secs_f64());
     println!("drill: {passed} passed, {failed} failed");
     std::process::exit(if failed == 0 && passed > 0 { 0 } else { 1 });
+}
+
+/// `--bench`: the table, then exit.
+fn bench(options: &Options, started: Instant) -> ! {
+    match redis_e2e::bench::run(options) {
+        Ok(rows) => {
+            println!(
+                "\n{:<78} {:>9}  {:>9}  baseline",
+                "measurement", "operator", "baseline"
+            );
+            let fmt = |d: Option<std::time::Duration>| {
+                d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "-".into())
+            };
+            for r in rows {
+                println!(
+                    "{:<78} {:>9}  {:>9}  {}",
+                    r.what,
+                    fmt(r.operator),
+                    fmt(r.baseline),
+                    r.baseline_name
+                );
+            }
+            println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--bench-failover`: the series, then exit.
+fn bench_failover(options: &Options, started: Instant) -> ! {
+    match redis_e2e::bench_failover::run(options) {
+        Ok(series) => {
+            println!("\nFailover: Redis primary killed -> first write accepted");
+            for s in &series {
+                println!(
+                    "  {:<66} {}",
+                    s.mode,
+                    redis_e2e::bench_failover::summary(&s.times)
+                );
+            }
+            println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -20,10 +20,13 @@ use std::time::Duration;
 use redis_cluster_api::labels as l;
 use redis_operator::config::{sentinel_auth_conf, sentinel_conf_with_monitor};
 
-use crate::net::{NS_A, NS_B, pod_ip, sentinel_ip};
-use crate::procs::Proc;
-use crate::resp::Conn;
-use crate::sim::Sim;
+use redis_test_support::process::Proc;
+use redis_test_support::redis::spawn_on;
+use redis_test_support::resp::{Conn, Reply};
+
+use super::net::{MAX_SENTINELS, NS_A, NS_B, PROD_LEADER_VIP, pod_ip, sentinel_ip};
+use super::sim::Sim;
+use super::{Drill, NS, PROD};
 
 /// One simulated cluster's Sentinels and (optionally) leader VIP.
 #[derive(Clone)]
@@ -45,6 +48,13 @@ pub struct Controllers {
     pub sentinels: Arc<Mutex<BTreeMap<String, Proc>>>,
 }
 
+/// The Sentinels of a region's cluster, `ip:port` (no DNS here).
+pub fn sentinel_addrs(region: char) -> Vec<String> {
+    (0..MAX_SENTINELS)
+        .map(|i| format!("{}:{}", sentinel_ip(region, i), l::SENTINEL_PORT))
+        .collect()
+}
+
 /// An empty `password` means a server without `requirepass` (no AUTH).
 fn conn(addr: &str, password: &str) -> Option<Conn> {
     let auth = (!password.is_empty()).then_some(password);
@@ -57,26 +67,17 @@ pub fn sentinel_master(addr: &str, password: &str, master: &str) -> Option<Strin
         .cmd(&["SENTINEL", "get-master-addr-by-name", master])
         .ok()?;
     match r {
-        crate::resp::Reply::Array(Some(items)) if !items.is_empty() => Some(items[0].text()),
+        Reply::Array(Some(items)) if !items.is_empty() => Some(items[0].text()),
         _ => None,
     }
 }
 
 /// `SENTINEL MASTER <name>` from one Sentinel, as field -> value.
 pub fn sentinel_view(addr: &str, password: &str, master: &str) -> Option<BTreeMap<String, String>> {
-    let r = conn(addr, password)?
+    conn(addr, password)?
         .cmd(&["SENTINEL", "MASTER", master])
-        .ok()?;
-    match r {
-        crate::resp::Reply::Array(Some(items)) => Some(
-            items
-                .chunks(2)
-                .filter(|kv| kv.len() == 2)
-                .map(|kv| (kv[0].text(), kv[1].text()))
-                .collect(),
-        ),
-        _ => None,
-    }
+        .ok()?
+        .fields()
 }
 
 /// `SENTINEL REPLICAS <name>` from one Sentinel: each listed replica as field -> value. Replicas
@@ -90,20 +91,7 @@ pub fn sentinel_replicas(
         .cmd(&["SENTINEL", "REPLICAS", master])
         .ok()?;
     match r {
-        crate::resp::Reply::Array(Some(items)) => Some(
-            items
-                .iter()
-                .filter_map(|item| match item {
-                    crate::resp::Reply::Array(Some(kv)) => Some(
-                        kv.chunks(2)
-                            .filter(|kv| kv.len() == 2)
-                            .map(|kv| (kv[0].text(), kv[1].text()))
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect(),
-        ),
+        Reply::Array(Some(items)) => Some(items.iter().filter_map(Reply::fields).collect()),
         _ => None,
     }
 }
@@ -141,6 +129,22 @@ pub fn sentinels_settled(
 }
 
 impl Controllers {
+    /// Production's: its Sentinel StatefulSet in region A, and its `-leader` Service as the
+    /// virtual IP the DR cluster replicates from.
+    pub fn for_production(d: &Drill) -> Controllers {
+        Controllers::start(
+            d.sim.clone(),
+            vec![Managed {
+                namespace: NS.into(),
+                cluster: PROD.into(),
+                region: 'a',
+                password: d.passwords[PROD].clone(),
+                leader_vip: Some(PROD_LEADER_VIP.into()),
+            }],
+            d.o.dir.join("sentinels"),
+        )
+    }
+
     pub fn start(sim: Arc<Sim>, managed: Vec<Managed>, dir: PathBuf) -> Controllers {
         let stop = Arc::new(AtomicBool::new(false));
         let vip_on = Arc::new(Mutex::new(None));
@@ -244,12 +248,8 @@ fn sync_sentinels(
         let path = pod_dir.join("sentinel.conf");
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
         let ns = if m.region == 'a' { NS_A } else { NS_B };
-        let p = Proc::spawn(
-            &name,
-            Some(ns),
-            &["redis-sentinel".into(), path.display().to_string()],
-            &pod_dir.join("sentinel.log"),
-        )?;
+        let log = pod_dir.join("sentinel.log");
+        let p = spawn_on("redis-sentinel", &name, Some(ns), &path, &log)?;
         procs.insert(name, p);
     }
     Ok(())

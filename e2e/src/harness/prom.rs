@@ -2,14 +2,14 @@
 //! (config/prometheus/redis-replication-rules.yaml, which `make test` keeps identical to the Helm
 //! chart's PrometheusRule) with shorter `for:` durations for the drill.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use redis_test_support::http::get as http_get;
+use redis_test_support::process::{Proc, free_port};
 use serde_json::Value;
 
-use crate::procs::Proc;
+use super::wait;
 
 pub struct Prometheus {
     pub addr: String,
@@ -47,7 +47,7 @@ impl Prometheus {
             targets.join(", ")
         );
         std::fs::write(dir.join("prometheus.yml"), config).map_err(|e| e.to_string())?;
-        let port = free_port()?;
+        let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let args: Vec<String> = vec![
             "prometheus".into(),
@@ -58,17 +58,22 @@ impl Prometheus {
         ];
         let proc = Proc::spawn("prometheus", None, &args, &dir.join("prometheus.log"))?;
         let p = Prometheus { addr, _proc: proc };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if http_get(&p.addr, "/-/ready").is_ok_and(|(code, _)| code == 200) {
-                return Ok(p);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Err(format!(
-            "Prometheus did not become ready; see {}",
-            dir.join("prometheus.log").display()
-        ))
+        wait(
+            "Prometheus to become ready",
+            Duration::from_secs(30),
+            || {
+                http_get(&p.addr, "/-/ready")
+                    .is_ok_and(|(code, _)| code == 200)
+                    .then_some(())
+            },
+        )
+        .map_err(|_| {
+            format!(
+                "Prometheus did not become ready; see {}",
+                dir.join("prometheus.log").display()
+            )
+        })?;
+        Ok(p)
     }
 
     /// The value of an instant query returning one series (None when it returns nothing).
@@ -113,11 +118,6 @@ impl Prometheus {
     }
 }
 
-pub fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -127,25 +127,4 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A blocking HTTP/1.0 GET (no chunking, the server closes): status code and body.
-pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
-    let sock: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
-        .map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .map_err(|e| format!("{addr}{path}: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header")?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("bad status line")?;
-    Ok((code, body.to_string()))
 }

@@ -1,0 +1,241 @@
+//! An external production this operator does not manage: plain `redis-server`s (`src-<i>`) and
+//! three `redis-sentinel`s in region A, behind one stable endpoint: a virtual IP the current
+//! primary's redis-server listens on, moved with `CONFIG SET bind` after a failover (as
+//! keepalived or a LoadBalancer would).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use redis_test_support::netns::in_ns;
+use redis_test_support::redis::spawn_on;
+use redis_test_support::resp::Conn;
+
+use super::controllers;
+use super::net::{NS_A, pod_ip};
+use super::observe::num;
+use super::{DR, Drill, wait};
+
+/// The stable endpoint of the source in region A.
+pub const SOURCE_VIP: &str = "10.77.10.100";
+
+/// The address of source server `i` (`src-<i>`).
+pub fn src_ip(i: u32) -> String {
+    pod_ip('a', i)
+}
+
+/// The source: where its servers and Sentinels keep their files, and its password.
+pub struct Source {
+    pub dir: PathBuf,
+    pub password: String,
+}
+
+impl Source {
+    /// An empty source region under the drill's directory, its endpoint address assigned.
+    pub fn create(d: &Drill, password: &str) -> Result<Source, String> {
+        let dir = d.o.dir.join("source");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        in_ns(
+            NS_A,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{SOURCE_VIP}/32"),
+                "dev",
+                "lo",
+            ],
+        )?;
+        Ok(Source {
+            dir,
+            password: password.to_string(),
+        })
+    }
+
+    /// Starts source server `i` (optionally as a replica of another, optionally on the
+    /// endpoint) and waits until it answers.
+    pub fn start(
+        &self,
+        d: &mut Drill,
+        i: u32,
+        replica_of: Option<u32>,
+        vip: bool,
+    ) -> Result<(), String> {
+        let ip = src_ip(i);
+        let bind = if vip {
+            format!("{ip} {SOURCE_VIP}")
+        } else {
+            ip.clone()
+        };
+        let data = self.dir.join(format!("src-{i}"));
+        std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+        let password = &self.password;
+        let mut conf = format!(
+            "bind {bind}\nbind-source-addr {ip}\nport 6379\ndir {}\nappendonly yes\nrequirepass \"{password}\"\nmasterauth \"{password}\"\nrepl-diskless-sync yes\nrepl-diskless-sync-delay 0\nenable-debug-command yes\n",
+            data.display()
+        );
+        if let Some(p) = replica_of {
+            conf.push_str(&format!("replicaof {} 6379\n", src_ip(p)));
+        }
+        // Keep the replicaof line Sentinel may rewrite: write only on first start.
+        let path = data.join("redis.conf");
+        if !path.exists() {
+            std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        } else {
+            let old = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            let updated: String = old
+                .lines()
+                .map(|l| {
+                    if l.starts_with("bind ") {
+                        format!("bind {bind}")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .map(|l| l + "\n")
+                .collect();
+            std::fs::write(&path, updated).map_err(|e| e.to_string())?;
+        }
+        let log = data.join("redis.log");
+        let p = spawn_on("redis-server", &format!("src-{i}"), Some(NS_A), &path, &log)?;
+        d.procs.insert(format!("src-{i}"), p);
+        wait(&format!("src-{i} up"), Duration::from_secs(10), || {
+            self.conn(i).ok()
+        })?;
+        Ok(())
+    }
+
+    /// Three Sentinels (quorum 2, down-after 1 s, failover timeout 5 s) monitoring src-0, each on
+    /// a source address; waits until they agree on src-0.
+    pub fn start_sentinels(&self, d: &mut Drill) -> Result<(), String> {
+        for i in 0..3u32 {
+            let ip = src_ip(i);
+            let conf = format!(
+                "bind {ip}\nport 26379\nsentinel announce-ip {ip}\ndir {dir}\nsentinel monitor source {primary} 6379 2\nsentinel auth-pass source \"{password}\"\nsentinel down-after-milliseconds source 1000\nsentinel failover-timeout source 5000\nsentinel parallel-syncs source 1\n",
+                dir = self.dir.display(),
+                primary = src_ip(0),
+                password = self.password,
+            );
+            let path = self.dir.join(format!("sentinel-{i}.conf"));
+            std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+            let log = self.dir.join(format!("sentinel-{i}.log"));
+            let p = spawn_on(
+                "redis-sentinel",
+                &format!("sentinel-{i}"),
+                Some(NS_A),
+                &path,
+                &log,
+            )?;
+            d.procs.insert(format!("sentinel-{i}"), p);
+        }
+        wait(
+            "the sentinels to agree on the primary",
+            Duration::from_secs(15),
+            || {
+                (0..3)
+                    .all(|i| sentinel_master(i).as_deref() == Some(src_ip(0).as_str()))
+                    .then_some(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// A connection to source server `i`.
+    pub fn conn(&self, i: u32) -> Result<Conn, String> {
+        Conn::connect(
+            &format!("{}:6379", src_ip(i)),
+            Some(&self.password),
+            Duration::from_secs(2),
+        )
+        .map_err(|e| format!("src-{i}: {e}"))
+    }
+
+    /// `INFO replication` of source server `i`.
+    pub fn replication(&self, i: u32) -> Option<std::collections::BTreeMap<String, String>> {
+        self.conn(i).ok()?.info("replication").ok()
+    }
+
+    /// A counter from source server `i`'s `INFO stats` (0 when absent).
+    pub fn stat(&self, i: u32, field: &str) -> Result<u64, String> {
+        let info = self.conn(i)?.info("stats").map_err(|e| e.to_string())?;
+        Ok(num(&info, field))
+    }
+
+    /// Source server `i`'s current `master_repl_offset`.
+    pub fn offset(&self, i: u32) -> Option<String> {
+        self.replication(i)?.get("master_repl_offset").cloned()
+    }
+
+    /// Source server `i` is a replica with its link up.
+    pub fn linked(&self, i: u32) -> bool {
+        self.replication(i)
+            .is_some_and(|r| r.get("master_link_status").is_some_and(|s| s == "up"))
+    }
+
+    /// Source server `i`'s keyspace digest.
+    pub fn digest(&self, i: u32) -> Result<String, String> {
+        Ok(self
+            .conn(i)?
+            .cmd(&["DEBUG", "DIGEST"])
+            .map_err(|e| e.to_string())?
+            .text())
+    }
+
+    /// Move the endpoint to source server `i` (it listens on the VIP too).
+    pub fn move_endpoint(&self, i: u32) -> Result<(), String> {
+        let bind = format!("{} {SOURCE_VIP}", src_ip(i));
+        let r = self
+            .conn(i)?
+            .cmd(&["CONFIG", "SET", "bind", &bind])
+            .map_err(|e| e.to_string())?;
+        if r.is_error() {
+            return Err(format!("moving the endpoint: {}", r.text()));
+        }
+        Ok(())
+    }
+
+    /// Every DR pod linked through the endpoint and at source server `i`'s current offset.
+    pub fn dr_caught_up_with(&self, d: &Drill, i: u32) -> Option<()> {
+        let target = self.offset(i)?;
+        d.pods(DR)
+            .iter()
+            .all(|p| {
+                d.linked_to(p, SOURCE_VIP)
+                    && d.info(p, "replication")
+                        .is_ok_and(|i| i.get("slave_repl_offset") == Some(&target))
+            })
+            .then_some(())
+    }
+
+    /// The DR pods' keyspaces equal source server `i`'s.
+    pub fn dr_digests_equal(&self, d: &Drill, i: u32) -> Result<(), String> {
+        let source = self.digest(i)?;
+        let dr: Vec<String> = d
+            .pods(DR)
+            .iter()
+            .map(|p| d.digest(p))
+            .collect::<Result<_, _>>()?;
+        if dr.iter().all(|x| *x == source) {
+            Ok(())
+        } else {
+            Err(format!("{source} vs {dr:?}"))
+        }
+    }
+}
+
+/// The primary source Sentinel `i` names (the source's Sentinels have no password).
+pub fn sentinel_master(i: u32) -> Option<String> {
+    controllers::sentinel_master(&format!("{}:26379", src_ip(i)), "", "source")
+}
+
+/// The replicas source Sentinel `i` lists, as (ip, healthy: not `s_down`).
+pub fn sentinel_replicas(i: u32) -> Option<Vec<(String, bool)>> {
+    let list = controllers::sentinel_replicas(&format!("{}:26379", src_ip(i)), "", "source")?;
+    Some(
+        list.into_iter()
+            .map(|r| {
+                let healthy = !r.get("flags").is_some_and(|f| f.contains("s_down"));
+                (r.get("ip").cloned().unwrap_or_default(), healthy)
+            })
+            .collect(),
+    )
+}

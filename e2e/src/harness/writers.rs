@@ -1,0 +1,139 @@
+//! Writes: bulk load, writes acknowledged by replicas (`WAIT`), the check that acknowledged keys
+//! survived, and a sampler that keeps trying to write to one pod to prove it takes none.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redis_test_support::resp::{Conn, Reply};
+
+use super::{Drill, addr};
+
+/// `SET <prefix>:<i>` with an `size`-byte value for i in 0..n, pipelined 500 at a time; any
+/// refused write is an error.
+pub fn pipeline_sets(c: &mut Conn, prefix: &str, n: usize, size: usize) -> Result<(), String> {
+    let value = "x".repeat(size);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        for i in chunk {
+            c.send(&["SET", &format!("{prefix}:{i}"), &value])
+                .map_err(|e| e.to_string())?;
+        }
+        for _ in chunk {
+            let r = c.read().map_err(|e| e.to_string())?;
+            if r.is_error() {
+                return Err(format!("a write was refused: {}", r.text()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `n` keys through `addr`, each acknowledged with `WAIT acks`: the keys whose WAIT
+/// reached `acks` replicas.
+pub fn acked_writes(
+    addr: &str,
+    password: &str,
+    prefix: &str,
+    n: usize,
+    acks: usize,
+) -> Result<Vec<String>, String> {
+    let mut c = Conn::connect(addr, Some(password), Duration::from_secs(2))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut acked = Vec::new();
+    for i in 0..n {
+        let key = format!("{prefix}:{i}");
+        if c.cmd(&["SET", &key, "v"]).is_ok_and(|r| !r.is_error())
+            && let Ok(Reply::Int(got)) = c.cmd(&["WAIT", &acks.to_string(), "2000"])
+            && got as usize >= acks
+        {
+            acked.push(key);
+        }
+    }
+    if acked.len() < n {
+        return Err(format!(
+            "only {} of {n} writes were acknowledged by {acks} replicas",
+            acked.len()
+        ));
+    }
+    Ok(acked)
+}
+
+impl Drill<'_> {
+    /// [`pipeline_sets`] on a pod.
+    pub fn write_keys(&self, pod: &str, prefix: &str, n: usize, size: usize) -> Result<(), String> {
+        pipeline_sets(&mut self.conn(pod)?, prefix, n, size).map_err(|e| format!("{pod}: {e}"))
+    }
+
+    /// Every key of `keys` exists on `pod`; the error says how many are missing, with examples.
+    pub fn keys_present(&self, pod: &str, keys: &[String]) -> Result<(), String> {
+        let mut c = self.conn(pod)?;
+        let mut missing = Vec::new();
+        for k in keys {
+            match c.cmd(&["EXISTS", k]) {
+                Ok(Reply::Int(1)) => {}
+                _ => missing.push(k.clone()),
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} missing, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(3)]
+            ))
+        }
+    }
+}
+
+/// Tries a write on one pod every 50 ms and records every one that was accepted.
+pub struct NoWriteSampler {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<(u64, Vec<String>)>>,
+}
+
+impl NoWriteSampler {
+    pub fn start(pod: &str, password: &str) -> NoWriteSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let (addr, password, pod) = (addr(pod), password.to_string(), pod.to_string());
+        let handle = std::thread::spawn(move || {
+            let mut attempts = 0;
+            let mut accepted = Vec::new();
+            let mut conn: Option<Conn> = None;
+            while !s.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    conn = Conn::connect(&addr, Some(&password), Duration::from_millis(200)).ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    attempts += 1;
+                    match c.cmd(&["SET", "drill:fence-probe", &attempts.to_string()]) {
+                        Ok(r) if !r.is_error() => {
+                            accepted.push(format!("{pod} accepted write #{attempts}"))
+                        }
+                        Ok(_) => {}
+                        Err(_) => conn = None,
+                    }
+                } else {
+                    attempts += 1;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (attempts, accepted)
+        });
+        NoWriteSampler {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop sampling: how many writes were attempted, and the ones accepted.
+    pub fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}

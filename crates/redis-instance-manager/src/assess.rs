@@ -5,11 +5,12 @@
 //! decided here from plain values, so every branch is covered by the table tests below without
 //! a Redis (the real-Redis tests in `tests/` check the same behaviour end to end).
 
-use redis_cluster_api::report::{InstanceReport, ObservedRole};
-use redis_cluster_api::topology::{DesiredTopology, Role, Upstream};
+use redis_cluster_api::report::{HistoryBlock, InstanceReport, ObservedRole};
+use redis_cluster_api::topology::{DesiredTopology, Role, Upstream, UpstreamKind};
 
 use crate::addr;
-use crate::info::{Observed, RedisConfig, RedisRole};
+use crate::history::Record;
+use crate::info::{Observed, RedisConfig, RedisRole, UpstreamInfo};
 use crate::lag::LagNow;
 use crate::observe::{LocalError, Probe};
 use crate::redis_io::IoError;
@@ -33,15 +34,28 @@ pub struct Link {
 }
 
 /// The link is up only if Redis says `master_link_status:up` for the topology's upstream AND
-/// the instance manager's own probe of that upstream answered this tick: Redis alone keeps
-/// saying `up` through a silent cut until `repl-timeout` (60 s); the probe notices within one
-/// interval plus its timeout. Each tick is judged on its own, so a flapping link is reported
-/// as it is at each tick.
-pub fn link(upstream: Option<(&Upstream, &Probe)>, observed: Option<&Observed>) -> Link {
+/// the instance manager's own probe of that upstream answered this tick AND what the probe
+/// reached is what Redis streams from: Redis alone keeps saying `up` through a silent cut until
+/// `repl-timeout` (60 s), and keeps streaming from an old primary after the address moved to
+/// another one (a failover behind a Service or a virtual IP while the old primary is still
+/// reachable, or has vanished silently); the probe notices within one interval plus its
+/// timeout (plus its connection's maximum age for a moved address). Each tick is judged on its
+/// own, so a flapping link is reported as it is at each tick.
+///
+/// `blocked` is the replication gate's message while it refuses the upstream's history: the
+/// link is down for that reason first.
+pub fn link(
+    upstream: Option<(&Upstream, &Probe)>,
+    observed: Option<&Observed>,
+    blocked: Option<&str>,
+) -> Link {
     let down = |why: String| Link {
         up: false,
         error: Some(why),
     };
+    if let Some(b) = blocked {
+        return down(b.to_string());
+    }
     let Some((up, probe)) = upstream else {
         return Link {
             up: false,
@@ -62,11 +76,54 @@ pub fn link(upstream: Option<(&Upstream, &Probe)>, observed: Option<&Observed>) 
         (Probe::Answered(_), Some(o)) if !o.master_link_status_up => down(format!(
             "redis-server's replication link to {a} is down (master_link_status:down) although the source answers the instance manager's probe; if this persists, see the redis-server log"
         )),
-        (Probe::Answered(_), Some(_)) => Link {
-            up: true,
-            error: None,
-        },
+        (Probe::Answered(info), Some(o)) => {
+            match streams_from_what_the_address_leads_to(up, info, o) {
+                Some(why) => down(why),
+                None => Link {
+                    up: true,
+                    error: None,
+                },
+            }
+        }
     }
+}
+
+/// Why a replica whose own link is up does not stream from what the upstream address leads to
+/// now (None: it does). For the external source: the probe must reach a primary (a Service
+/// that may also lead to a replica is said so), and the replica must follow that primary's
+/// replication id. For a peer (a cascading replica may replicate another replica): the ids
+/// only. Unknown ids (a Redis without them) are not judged.
+fn streams_from_what_the_address_leads_to(
+    up: &Upstream,
+    info: &UpstreamInfo,
+    o: &Observed,
+) -> Option<String> {
+    let a = addr(&up.host, up.port);
+    let external = up.kind == UpstreamKind::External;
+    if external && info.role == Some(RedisRole::Slave) {
+        let of = info
+            .master
+            .as_ref()
+            .map(|(h, p)| format!(" of {}", addr(h, *p)))
+            .unwrap_or_default();
+        return Some(format!(
+            "source.host {a} leads to a replica{of}, not to a primary: point source.host at the source's primary endpoint (its -leader Service); a Service that also leads to replicas is not a replication source"
+        ));
+    }
+    let theirs = info.ids.as_ref().map(|i| i.replid.as_str())?;
+    let ours = o.master_replid.as_str();
+    if ours.is_empty() || theirs.is_empty() || ours == theirs {
+        return None;
+    }
+    Some(if external {
+        format!(
+            "source.host {a} now leads to a different primary (replication id {theirs}); this replica still streams from replication id {ours} (the primary it reached before the address moved, which may be partitioned away or gone): it follows the address again when that stream breaks"
+        )
+    } else {
+        format!(
+            "the upstream {a} now has replication id {theirs}; this replica still streams from replication id {ours}"
+        )
+    })
 }
 
 /// The user-facing message for a failed upstream probe (docs/instance-manager.md, "Errors a
@@ -143,6 +200,13 @@ pub struct Facts<'a> {
     pub lag: LagNow,
     pub sentinels: Option<&'a View>,
     pub diverged_bytes: Option<i64>,
+    /// The replication gate refuses the upstream's history: the message and the report.
+    pub blocked: Option<(&'a str, &'a HistoryBlock)>,
+    /// What the instance manager last recorded of this pod's data.
+    pub record: Option<&'a Record>,
+    /// Redis has been fenced since it booted, as far as this instance manager has seen (None:
+    /// it has not watched this redis-server since its boot).
+    pub booted_fenced: Option<bool>,
 }
 
 /// The `/status` report (`InstanceReport`), from which the metrics and `/readyz` are derived.
@@ -155,7 +219,7 @@ pub fn report(f: &Facts) -> InstanceReport {
     let observed = local.map(|(o, _)| o);
     let fenced = local.is_some_and(|(_, c)| c.fenced());
     let upstream = f.desired.and_then(desired_upstream).zip(f.probe);
-    let link = link(upstream, observed);
+    let link = link(upstream, observed, f.blocked.map(|(m, _)| m));
     let not_sent = match f.probe {
         Some(Probe::NotSent(e)) => Some(e.to_string()),
         _ => None,
@@ -199,6 +263,16 @@ pub fn report(f: &Facts) -> InstanceReport {
         sentinel_epoch: elected.map(|e| e.config_epoch),
         sentinels_reachable: f.sentinels.map(|v| v.reachable),
         diverged_bytes: f.diverged_bytes,
+        history_blocked: f.blocked.map(|(_, b)| b.clone()),
+        master_replid: observed.map(|o| o.master_replid.clone()),
+        master_replid2: observed.map(|o| o.master_replid2.clone()),
+        second_repl_offset: observed.map(|o| o.second_repl_offset),
+        master_repl_offset: observed.map(|o| o.master_repl_offset),
+        keys: observed.map(|o| o.keys),
+        loading: observed.map(|o| o.loading),
+        booted_fenced: observed.and(f.booted_fenced),
+        uptime_seconds: observed.map(|o| o.uptime_seconds),
+        recorded_history: f.record.map(Record::position),
     }
 }
 
@@ -222,7 +296,25 @@ mod tests {
     fn answered(offset: i64) -> Probe {
         Probe::Answered(UpstreamInfo {
             master_repl_offset: Some(offset),
-            ids: None,
+            ..Default::default()
+        })
+    }
+
+    /// The replication id every local replica of the rows follows.
+    const OURS: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const THEIRS: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    /// The probe reached a Redis with `role` and replication id `replid`.
+    fn reached(role: RedisRole, replid: &str) -> Probe {
+        Probe::Answered(UpstreamInfo {
+            master_repl_offset: Some(100),
+            ids: Some(crate::divergence::UpstreamIds {
+                replid: replid.into(),
+                replid2: "0000000000000000000000000000000000000000".into(),
+                second_repl_offset: -1,
+            }),
+            role: Some(role),
+            master: (role == RedisRole::Slave).then(|| ("src-0".to_string(), 6379)),
         })
     }
 
@@ -289,6 +381,16 @@ mod tests {
         TlsFilesMissing,
         /// Answered, the upstream being `[fd00::1]:6379`.
         AnsweredV6,
+        /// The source's address leads to the primary this replica follows.
+        SamePrimary,
+        /// ... to another primary (a failover behind the address).
+        OtherPrimary,
+        /// ... to a replica (a Service that also leads to replicas).
+        SourceIsAReplica,
+        /// A peer upstream that is itself a replica of the same history (cascading).
+        PeerReplica,
+        /// A peer upstream with another replication id.
+        PeerOtherId,
     }
 
     /// The local Redis, as a row says it.
@@ -315,7 +417,11 @@ mod tests {
 
     impl L {
         fn observed(self) -> Option<Observed> {
-            let replica = |host, port| observed(RedisRole::Slave, Some((host, port)));
+            let replica = |host, port| {
+                let mut o = observed(RedisRole::Slave, Some((host, port)));
+                o.master_replid = OURS.into();
+                o
+            };
             Some(match self {
                 L::Unreadable => return None,
                 L::Master => master(),
@@ -343,6 +449,21 @@ mod tests {
                 P::Answered => answered(100),
                 P::AnsweredV6 => {
                     return Some((upstream("fd00::1", 6379, false, None), answered(1)));
+                }
+                P::SamePrimary => reached(RedisRole::Master, OURS),
+                P::OtherPrimary => reached(RedisRole::Master, THEIRS),
+                P::SourceIsAReplica => reached(RedisRole::Slave, OURS),
+                P::PeerReplica | P::PeerOtherId => {
+                    let up = Upstream {
+                        kind: redis_cluster_api::topology::UpstreamKind::Peer,
+                        ..src()
+                    };
+                    let id = if matches!(self, P::PeerReplica) {
+                        OURS
+                    } else {
+                        THEIRS
+                    };
+                    return Some((up, reached(RedisRole::Slave, id)));
                 }
                 P::Timeout => timeout(),
                 P::ConnectTimeout => unreachable("no answer within the probe timeout"),
@@ -385,6 +506,9 @@ mod tests {
     const NOT_YET_V6: &str = "redis-server is not replicating [fd00::1]:6379 yet";
     const SYNCING: &str = "sync from src:6379 in progress";
     const REDIS_LINK_DOWN: &str = "redis-server's replication link to src:6379 is down (master_link_status:down) although the source answers the instance manager's probe; if this persists, see the redis-server log";
+    const MOVED: &str = "source.host src:6379 now leads to a different primary (replication id bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb); this replica still streams from replication id aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa (the primary it reached before the address moved, which may be partitioned away or gone): it follows the address again when that stream breaks";
+    const A_REPLICA: &str = "source.host src:6379 leads to a replica of src-0:6379, not to a primary: point source.host at the source's primary endpoint (its -leader Service); a Service that also leads to replicas is not a replication source";
+    const PEER_OTHER_ID: &str = "the upstream src:6379 now has replication id bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb; this replica still streams from replication id aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
     #[test]
     fn link_state() {
@@ -426,10 +550,29 @@ mod tests {
             (P::Answered, L::SrcLinkDown, false, Some(REDIS_LINK_DOWN)),
             // Loading is for readiness to judge, not the link.
             (P::Answered, L::SrcLoading, true, None),
+            // "Up" means streaming from what source.host leads to now: the same primary.
+            (P::SamePrimary, L::Src, true, None),
+            (P::OtherPrimary, L::Src, false, Some(MOVED)),
+            (P::SourceIsAReplica, L::Src, false, Some(A_REPLICA)),
+            // A peer may be a replica (cascading); its id must still be ours.
+            (P::PeerReplica, L::Src, true, None),
+            (P::PeerOtherId, L::Src, false, Some(PEER_OTHER_ID)),
+            // Those are judged on a flowing link only: a sync or a down link is said first.
+            (P::OtherPrimary, L::SrcSyncing, false, Some(SYNCING)),
+            (
+                P::OtherPrimary,
+                L::SrcLinkDown,
+                false,
+                Some(REDIS_LINK_DOWN),
+            ),
         ];
         for row @ (p, l, up, error) in rows {
             let probe = p.probe();
-            let got = link(probe.as_ref().map(|(u, p)| (u, p)), l.observed().as_ref());
+            let got = link(
+                probe.as_ref().map(|(u, p)| (u, p)),
+                l.observed().as_ref(),
+                None,
+            );
             let error = error.map(str::to_string);
             assert_eq!(got, Link { up, error }, "{row:?}");
         }
@@ -438,9 +581,31 @@ mod tests {
         let ticks = [answered(1), timeout(), answered(2), timeout(), answered(3)];
         let ups: Vec<bool> = ticks
             .iter()
-            .map(|p| link(Some((&src(), p)), o.as_ref()).up)
+            .map(|p| link(Some((&src(), p)), o.as_ref(), None).up)
             .collect();
         assert_eq!(ups, [true, false, true, false, true]);
+        // The replication gate's block is the reason first, whatever else is seen.
+        const BLOCKED: &str = "upstream src:6379 has an unrelated replication history (...)";
+        for (p, l) in [
+            (P::Answered, L::SrcLinkDown),
+            (P::Refused, L::SrcLinkDown),
+            (P::NoUpstream, L::Elected),
+        ] {
+            let probe = p.probe();
+            let got = link(
+                probe.as_ref().map(|(u, p)| (u, p)),
+                l.observed().as_ref(),
+                Some(BLOCKED),
+            );
+            assert_eq!(
+                got,
+                Link {
+                    up: false,
+                    error: Some(BLOCKED.into())
+                },
+                "{p:?} {l:?}"
+            );
+        }
     }
 
     /// The topology, as a row says it (`S*`: sentinel mode).
@@ -541,6 +706,9 @@ mod tests {
         intake_error: Option<&'static str>,
         apply_error: Option<&'static str>,
         sentinels: Option<View>,
+        blocked: Option<(String, HistoryBlock)>,
+        record: Option<Record>,
+        booted_fenced: Option<bool>,
     }
 
     impl Tick {
@@ -558,6 +726,9 @@ mod tests {
                 intake_error: None,
                 apply_error: None,
                 sentinels: None,
+                blocked: None,
+                record: None,
+                booted_fenced: None,
             }
         }
 
@@ -577,6 +748,9 @@ mod tests {
                 },
                 sentinels: self.sentinels.as_ref(),
                 diverged_bytes: Some(7),
+                blocked: self.blocked.as_ref().map(|(m, b)| (m.as_str(), b)),
+                record: self.record.as_ref(),
+                booted_fenced: self.booted_fenced,
             })
         }
     }
@@ -623,6 +797,16 @@ mod tests {
                 sentinel_epoch: None,
                 sentinels_reachable: None,
                 diverged_bytes: Some(7),
+                history_blocked: None,
+                master_replid: Some(String::new()),
+                master_replid2: Some("0000000000000000000000000000000000000000".into()),
+                second_repl_offset: Some(-1),
+                master_repl_offset: Some(0),
+                keys: Some(0),
+                loading: Some(false),
+                booted_fenced: None,
+                uptime_seconds: Some(100),
+                recorded_history: None,
             }
         );
     }
@@ -706,7 +890,65 @@ mod tests {
     fn the_report_follows_the_observations() {
         type Change = fn(&mut Tick);
         type Check = fn(&InstanceReport);
-        let rows: [(&str, Change, Check); 7] = [
+        let rows: [(&str, Change, Check); 10] = [
+            (
+                "blocked by the replication gate: link down with its message, not ready",
+                |t| {
+                    let (o, c) = t.local.as_ref().unwrap();
+                    t.local = Ok((link_down(o.clone()), c.clone()));
+                    t.blocked = Some((
+                        "upstream src:6379 has an unrelated replication history (...)".into(),
+                        HistoryBlock {
+                            since: "2026-01-01T00:00:00Z".into(),
+                            ..Default::default()
+                        },
+                    ));
+                },
+                |r| {
+                    assert!(!r.master_link_up && !r.ready);
+                    assert!(
+                        r.link_error
+                            .as_deref()
+                            .unwrap()
+                            .contains("unrelated replication history")
+                    );
+                    assert_eq!(
+                        r.history_blocked.as_ref().unwrap().since,
+                        "2026-01-01T00:00:00Z"
+                    );
+                    assert_eq!(r.error, None);
+                },
+            ),
+            (
+                "the record and the boot fence are reported",
+                |t| {
+                    t.record = Some(Record {
+                        replid: OURS.into(),
+                        offset: 900,
+                        keys: 5,
+                        role: "replica".into(),
+                    });
+                    t.booted_fenced = Some(true);
+                },
+                |r| {
+                    let h = r.recorded_history.as_ref().unwrap();
+                    assert_eq!((h.replid.as_str(), h.offset, h.keys), (OURS, 900, 5));
+                    assert_eq!(r.booted_fenced, Some(true));
+                },
+            ),
+            (
+                "Redis unreadable: nothing about its data",
+                |t| {
+                    t.local = Err(unreadable());
+                    t.booted_fenced = Some(true);
+                },
+                |r| {
+                    assert_eq!(r.keys, None);
+                    assert_eq!(r.master_replid, None);
+                    assert_eq!(r.loading, None);
+                    assert_eq!(r.booted_fenced, None);
+                },
+            ),
             (
                 "the local Redis cannot be read: no role, offsets or readiness",
                 |t| t.local = Err(unreadable()),

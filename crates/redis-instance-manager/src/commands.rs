@@ -11,6 +11,8 @@
 
 use redis_cluster_api::topology::{DesiredTopology, FENCE_MIN_REPLICAS, Role};
 
+use crate::gate::ClosedGate;
+use crate::history::{self, BootedWithoutData, Record};
 use crate::info::{Observed, RedisConfig, RedisRole};
 use crate::secret::Secret;
 use crate::sentinel::Verdict;
@@ -23,12 +25,12 @@ pub struct TlsFiles {
     pub key: String,
 }
 
-/// What the instance manager could resolve for the desired upstream.
+/// What `CONFIG SET` gives Redis for reaching an upstream.
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
-    /// The upstream's password (`masterauth`), read from `upstream.passwordFile`; `None` when
-    /// the upstream has no `passwordFile` (then `masterauth` is cleared).
-    pub password: Option<Secret>,
+    /// The closed replication gate: `masteruser`/`masterauth` are always set to these (see
+    /// `gate`); the real password is only set by the gate, for the handshake it allows.
+    pub gate: ClosedGate,
     /// The pod's TLS files, if configured.
     pub tls: Option<TlsFiles>,
 }
@@ -59,7 +61,15 @@ pub enum Command {
     ReplicaOf(String, u16),
     /// `REPLICAOF NO ONE`.
     ReplicaOfNoOne,
+    /// Make a replica of `host port` connect to it at once: `MULTI`, `REPLICAOF 127.0.0.1 0`,
+    /// `REPLICAOF host port`, `EXEC` (re-pointing keeps the cached replication id and offset, so
+    /// `PSYNC` continues partially; the detour is never connected, both happen in one step).
+    /// Issued only by the replication gate.
+    Reconnect(String, u16),
 }
+
+/// Where [`Command::Reconnect`] points Redis in between: nothing listens on port 0.
+pub const DETOUR: (&str, u16) = ("127.0.0.1", 0);
 
 impl Command {
     /// For logs: secrets are shown as `<redacted>`.
@@ -77,6 +87,10 @@ impl Command {
             }
             Command::ReplicaOf(h, p) => format!("REPLICAOF {h} {p}"),
             Command::ReplicaOfNoOne => "REPLICAOF NO ONE".into(),
+            Command::Reconnect(h, p) => format!(
+                "MULTI, REPLICAOF {} {}, REPLICAOF {h} {p}, EXEC",
+                DETOUR.0, DETOUR.1
+            ),
         }
     }
 }
@@ -104,6 +118,10 @@ pub enum Blocked {
         "staying fenced: the Sentinels cannot be asked who the primary is ({0}); check the Sentinels' password file"
     )]
     SentinelsCannotTell(String),
+    /// The topology would make this Redis a writable primary, but it is empty while the record
+    /// says this pod held data: it stays fenced.
+    #[error(transparent)]
+    BootedWithoutData(#[from] BootedWithoutData),
 }
 
 impl Blocked {
@@ -131,13 +149,16 @@ enum RoleAction {
 /// The commands that make Redis match `desired`. Empty when it already does.
 ///
 /// `sentinels` is what the Sentinels said this tick; it only matters in sentinel mode
-/// (`desired.sentinel` present), where `None` counts as [`Verdict::NobodyKnows`].
+/// (`desired.sentinel` present), where `None` counts as [`Verdict::NobodyKnows`]. `record` is
+/// what the instance manager last recorded of this pod's data (`history::Record`): a Redis that
+/// is empty although the record says it held keys is never made a writable primary.
 pub fn commands_for(
     desired: &DesiredTopology,
     observed: &Observed,
     config: &RedisConfig,
     creds: &Credentials,
     sentinels: Option<&Verdict>,
+    record: Option<&Record>,
 ) -> Result<Vec<Command>, Blocked> {
     if observed.loading {
         return Err(Blocked::Loading);
@@ -157,6 +178,17 @@ pub fn commands_for(
     }
 
     let action = role_action(desired, observed, config, sentinels)?;
+    // Would this make (or let) Redis take writes it does not take now?
+    let becomes_writable = match action {
+        RoleAction::Promote => observed.role == RedisRole::Slave || config.fenced(),
+        RoleAction::Keep => observed.role == RedisRole::Master && config.fenced(),
+        RoleAction::Replicate(..) => false,
+    };
+    if becomes_writable
+        && let Some(lost) = history::lost_data(observed, record, desired.accept_history.as_deref())
+    {
+        return Err(lost.into());
+    }
 
     let mut set: Vec<(&'static str, ConfigValue)> = Vec::new();
     let mut want = |name: &'static str, value: String| {
@@ -174,7 +206,6 @@ pub fn commands_for(
         desired.min_replicas_max_lag.to_string(),
     );
     if let (Role::Replica, Some(up)) = (desired.role, &desired.upstream) {
-        want("masteruser", up.username.clone().unwrap_or_default());
         if up.tls {
             let tls = creds
                 .tls
@@ -188,15 +219,10 @@ pub fn commands_for(
         } else {
             want("tls-replication", "no".into());
         }
-        if config.masterauth != creds.password {
-            set.push((
-                "masterauth",
-                match &creds.password {
-                    Some(p) => ConfigValue::Secret(p.clone()),
-                    None => ConfigValue::Plain(String::new()),
-                },
-            ));
-        }
+    }
+    // The replication gate is closed on every pod (a primary too: the Sentinels may re-point it).
+    if !ClosedGate::is_closed(config) {
+        set.extend(creds.gate.settings());
     }
     // `min-replicas-to-write` (which lifts a boot fence) is applied on replicas too, so that a
     // replica the Sentinels promote is protected at once.
@@ -313,6 +339,7 @@ mod tests {
                     o.role = RedisRole::Master;
                     o.master = None;
                 }
+                Command::Reconnect(..) => panic!("only the gate reconnects"),
             }
         }
     }
@@ -352,8 +379,20 @@ mod tests {
         ]
     }
 
-    fn all_passwords() -> Vec<Option<Secret>> {
-        vec![None, Some(Secret::new("pw-a")), Some(Secret::new("pw-b"))]
+    /// What `masteruser`/`masterauth` may be: cleared, a real password, a real user and
+    /// password, or a closed gate (this instance manager's or another one's).
+    fn all_auth() -> Vec<(String, Option<Secret>)> {
+        let other = ClosedGate::random();
+        vec![
+            (String::new(), None),
+            (String::new(), Some(Secret::new("pw-a"))),
+            ("repl".into(), Some(Secret::new("pw-b"))),
+            (other.user, Some(other.password)),
+        ]
+    }
+
+    fn closed(c: &RedisConfig) -> bool {
+        ClosedGate::is_closed(c)
     }
 
     /// Every (desired, observed state, current config, credentials) combination: one list
@@ -364,96 +403,96 @@ mod tests {
         let mut cases = 0;
         for d in all_desired() {
             for o0 in all_observed() {
-                for current_pw in all_passwords() {
-                    for desired_pw in all_passwords() {
-                        for current_tls in [false, true] {
-                            let mut c0 = default_config();
-                            c0.masterauth = current_pw.clone();
-                            if current_tls {
-                                let t = tls_files();
-                                c0.values.insert("tls-replication".into(), "yes".into());
-                                c0.values.insert("tls-ca-cert-file".into(), t.ca);
-                                c0.values.insert("tls-cert-file".into(), t.cert);
-                                c0.values.insert("tls-key-file".into(), t.key);
-                            }
-                            let creds = Credentials {
-                                password: desired_pw.clone(),
-                                tls: Some(tls_files()),
-                            };
-                            let (mut o, mut c) = (o0.clone(), c0.clone());
-                            let cmds = commands_for(&d, &o, &c, &creds, None).unwrap();
-                            simulate(&mut o, &mut c, &cmds);
-                            assert_eq!(
-                                commands_for(&d, &o, &c, &creds, None).unwrap(),
-                                vec![],
-                                "{d:?} {o0:?}"
-                            );
-                            cases += 1;
-
-                            let replicaofs = cmds
-                                .iter()
-                                .filter(|c| matches!(c, Command::ReplicaOf(..)))
-                                .count();
-                            let noones = cmds
-                                .iter()
-                                .filter(|c| matches!(c, Command::ReplicaOfNoOne))
-                                .count();
-                            match &d.upstream {
-                                Some(up) => {
-                                    let same = o0.master == Some((up.host.clone(), up.port));
-                                    assert_eq!(replicaofs, usize::from(!same));
-                                    assert_eq!(noones, 0);
-                                    // Credentials and TLS are in place before REPLICAOF;
-                                    // after it, only min-replicas-to-write may change.
-                                    if replicaofs == 1 {
-                                        let at = cmds
-                                            .iter()
-                                            .position(|c| matches!(c, Command::ReplicaOf(..)))
-                                            .unwrap();
-                                        for c in &cmds[at + 1..] {
-                                            let Command::ConfigSet(pairs) = c else {
-                                                panic!("{cmds:?}")
-                                            };
-                                            assert!(
-                                                pairs
-                                                    .iter()
-                                                    .all(|(k, _)| *k == "min-replicas-to-write")
-                                            );
-                                        }
-                                    }
-                                    assert_eq!(o.master, Some((up.host.clone(), up.port)));
-                                    assert_eq!(c.masterauth, desired_pw);
-                                    assert_eq!(c.get("tls-replication"), yes_no(up.tls));
-                                    assert_eq!(
-                                        c.get("masteruser"),
-                                        up.username.as_deref().unwrap_or("")
-                                    );
-                                }
-                                None => {
-                                    assert_eq!(replicaofs, 0);
-                                    assert_eq!(noones, usize::from(o0.role == RedisRole::Slave));
-                                    assert_eq!(o.role, RedisRole::Master);
-                                    // Promotion stops replication first.
-                                    if noones == 1 {
-                                        assert_eq!(cmds[0], Command::ReplicaOfNoOne);
-                                    }
-                                }
-                            }
-                            assert_eq!(c.get("replica-priority"), d.replica_priority.to_string());
-                            assert_eq!(c.get("replica-announced"), yes_no(d.replica_announced));
-                            assert_eq!(
-                                c.get("min-replicas-to-write"),
-                                d.min_replicas_to_write.to_string()
-                            );
-                            // At most one CONFIG SET per list (atomic), plus the fence
-                            // after a REPLICAOF.
-                            assert!(
-                                cmds.iter()
-                                    .filter(|c| matches!(c, Command::ConfigSet(_)))
-                                    .count()
-                                    <= 1 + replicaofs
-                            );
+                for (current_user, current_pw) in all_auth() {
+                    for current_tls in [false, true] {
+                        let mut c0 = default_config();
+                        c0.masterauth = current_pw.clone();
+                        c0.values.insert("masteruser".into(), current_user.clone());
+                        if current_tls {
+                            let t = tls_files();
+                            c0.values.insert("tls-replication".into(), "yes".into());
+                            c0.values.insert("tls-ca-cert-file".into(), t.ca);
+                            c0.values.insert("tls-cert-file".into(), t.cert);
+                            c0.values.insert("tls-key-file".into(), t.key);
                         }
+                        let creds = Credentials {
+                            gate: ClosedGate::random(),
+                            tls: Some(tls_files()),
+                        };
+                        let (mut o, mut c) = (o0.clone(), c0.clone());
+                        let cmds = commands_for(&d, &o, &c, &creds, None, None).unwrap();
+                        simulate(&mut o, &mut c, &cmds);
+                        assert_eq!(
+                            commands_for(&d, &o, &c, &creds, None, None).unwrap(),
+                            vec![],
+                            "{d:?} {o0:?}"
+                        );
+                        cases += 1;
+
+                        let replicaofs = cmds
+                            .iter()
+                            .filter(|c| matches!(c, Command::ReplicaOf(..)))
+                            .count();
+                        let noones = cmds
+                            .iter()
+                            .filter(|c| matches!(c, Command::ReplicaOfNoOne))
+                            .count();
+                        match &d.upstream {
+                            Some(up) => {
+                                let same = o0.master == Some((up.host.clone(), up.port));
+                                assert_eq!(replicaofs, usize::from(!same));
+                                assert_eq!(noones, 0);
+                                // Credentials and TLS are in place before REPLICAOF;
+                                // after it, only min-replicas-to-write may change.
+                                if replicaofs == 1 {
+                                    let at = cmds
+                                        .iter()
+                                        .position(|c| matches!(c, Command::ReplicaOf(..)))
+                                        .unwrap();
+                                    for c in &cmds[at + 1..] {
+                                        let Command::ConfigSet(pairs) = c else {
+                                            panic!("{cmds:?}")
+                                        };
+                                        assert!(
+                                            pairs
+                                                .iter()
+                                                .all(|(k, _)| *k == "min-replicas-to-write")
+                                        );
+                                    }
+                                }
+                                assert_eq!(o.master, Some((up.host.clone(), up.port)));
+                                assert_eq!(c.get("tls-replication"), yes_no(up.tls));
+                            }
+                            None => {
+                                assert_eq!(replicaofs, 0);
+                                assert_eq!(noones, usize::from(o0.role == RedisRole::Slave));
+                                assert_eq!(o.role, RedisRole::Master);
+                                // Promotion stops replication first.
+                                if noones == 1 {
+                                    assert_eq!(cmds[0], Command::ReplicaOfNoOne);
+                                }
+                            }
+                        }
+                        // The gate ends closed on every role, and a gate that was closed
+                        // (by another instance manager too) is left as it is.
+                        assert!(closed(&c), "{c:?}");
+                        if closed(&c0) {
+                            assert_eq!(c.masterauth, c0.masterauth);
+                        }
+                        assert_eq!(c.get("replica-priority"), d.replica_priority.to_string());
+                        assert_eq!(c.get("replica-announced"), yes_no(d.replica_announced));
+                        assert_eq!(
+                            c.get("min-replicas-to-write"),
+                            d.min_replicas_to_write.to_string()
+                        );
+                        // At most one CONFIG SET per list (atomic), plus the fence
+                        // after a REPLICAOF.
+                        assert!(
+                            cmds.iter()
+                                .filter(|c| matches!(c, Command::ConfigSet(_)))
+                                .count()
+                                <= 1 + replicaofs
+                        );
                     }
                 }
             }
@@ -474,12 +513,18 @@ mod tests {
         let mut c = default_config();
         c.values.insert("replica-priority".into(), "0".into());
         c.values.insert("replica-announced".into(), "no".into());
-        c.masterauth = Some(Secret::new("pw"));
+        // Closed by the instance manager that ran before this one (another random value).
+        let before = ClosedGate::random();
+        c.values.insert("masteruser".into(), before.user.clone());
+        c.masterauth = Some(before.password.clone());
         let creds = Credentials {
-            password: Some(Secret::new("pw")),
+            gate: ClosedGate::random(),
             tls: None,
         };
-        assert_eq!(commands_for(&d, &o, &c, &creds, None).unwrap(), vec![]);
+        assert_eq!(
+            commands_for(&d, &o, &c, &creds, None, None).unwrap(),
+            vec![]
+        );
     }
 
     #[test]
@@ -491,26 +536,29 @@ mod tests {
             false,
             0,
         );
-        let creds = Credentials {
-            password: Some(Secret::new("hunter2")),
-            tls: None,
-        };
+        let creds = Credentials::default();
         let cmds = commands_for(
             &d,
             &observed(RedisRole::Master, None),
             &default_config(),
             &creds,
             None,
+            None,
         )
         .unwrap();
         assert_eq!(cmds.len(), 2);
         let described: Vec<String> = cmds.iter().map(Command::describe).collect();
+        // The gate is closed before REPLICAOF: Redis's first connection stops at AUTH, and
+        // only the gate lets it sync (with the real user "repl" and its password).
         assert_eq!(
             described[0],
-            "CONFIG SET replica-priority \"0\" replica-announced \"no\" masteruser \"repl\" masterauth <redacted>"
+            format!(
+                "CONFIG SET replica-priority \"0\" replica-announced \"no\" masteruser {:?} masterauth <redacted>",
+                creds.gate.user
+            )
         );
         assert_eq!(described[1], "REPLICAOF src 6379");
-        assert!(!format!("{cmds:?}{described:?}").contains("hunter2"));
+        assert!(!format!("{described:?}").contains(creds.gate.password.expose()));
     }
 
     #[test]
@@ -524,14 +572,21 @@ mod tests {
         );
         let o = observed(RedisRole::Master, None);
         assert_eq!(
-            commands_for(&d, &o, &default_config(), &Credentials::default(), None),
+            commands_for(
+                &d,
+                &o,
+                &default_config(),
+                &Credentials::default(),
+                None,
+                None
+            ),
             Err(Blocked::TlsFilesMissing(NoTlsFiles("src:6380".into())))
         );
         let creds = Credentials {
-            password: None,
             tls: Some(tls_files()),
+            ..Default::default()
         };
-        let cmds = commands_for(&d, &o, &default_config(), &creds, None).unwrap();
+        let cmds = commands_for(&d, &o, &default_config(), &creds, None, None).unwrap();
         let Command::ConfigSet(pairs) = &cmds[0] else {
             panic!("{cmds:?}")
         };
@@ -545,9 +600,164 @@ mod tests {
     fn promotion_is_replicaof_no_one_then_settings() {
         let d = topo(Role::Primary, None, 100, true, 1);
         let o = observed(RedisRole::Slave, Some(("src", 6379)));
-        let cmds = commands_for(&d, &o, &default_config(), &Credentials::default(), None).unwrap();
+        let creds = Credentials::default();
+        let cmds = commands_for(&d, &o, &closed_config(&creds), &creds, None, None).unwrap();
         assert_eq!(cmds[0], Command::ReplicaOfNoOne);
         assert_eq!(cmds[1].describe(), "CONFIG SET min-replicas-to-write \"1\"");
+    }
+
+    /// `default_config` with the gate closed.
+    fn closed_config(creds: &Credentials) -> RedisConfig {
+        let mut c = default_config();
+        c.values
+            .insert("masteruser".into(), creds.gate.user.clone());
+        c.masterauth = Some(creds.gate.password.clone());
+        c
+    }
+
+    /// A Redis that is empty although the record says this pod held keys (its volume was
+    /// replaced or emptied) is never made a writable primary: not by the topology, not because
+    /// the Sentinels name it. (what, topology, Redis, fenced, Sentinels, acceptHistory, blocked?)
+    #[test]
+    fn an_empty_redis_that_held_data_is_never_made_writable() {
+        let had = Record {
+            replid: "a".repeat(40),
+            offset: 900,
+            keys: 10,
+            role: "primary".into(),
+        };
+        let empty_master = || {
+            let mut o = observed(RedisRole::Master, None);
+            o.master_replid = "r".repeat(40);
+            o
+        };
+        let empty_replica = || {
+            let mut o = observed(RedisRole::Slave, Some(("src", 6379)));
+            o.master_replid = "r".repeat(40);
+            o.master_link_status_up = false;
+            o
+        };
+        let primary = topo(Role::Primary, None, 100, true, 0);
+        let replica = topo(
+            Role::Replica,
+            Some(upstream("src", 6379, false, None)),
+            0,
+            false,
+            0,
+        );
+        let us = Verdict::Us { settled: true };
+        let accepted = |mut d: DesiredTopology, id: &str| {
+            d.accept_history = Some(id.into());
+            d
+        };
+        type Row<'a> = (
+            &'a str,
+            DesiredTopology,
+            Observed,
+            bool,
+            Option<&'a Verdict>,
+            bool,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "boot-fenced, topology primary",
+                primary.clone(),
+                empty_master(),
+                true,
+                None,
+                true,
+            ),
+            (
+                "boot-fenced, the Sentinels elected it",
+                with_sentinels(primary.clone()),
+                empty_master(),
+                true,
+                Some(&us),
+                true,
+            ),
+            (
+                "boot-fenced, nobody knows, topology primary",
+                with_sentinels(primary.clone()),
+                empty_master(),
+                true,
+                Some(&Verdict::NobodyKnows),
+                true,
+            ),
+            (
+                "an empty replica promoted",
+                primary.clone(),
+                empty_replica(),
+                false,
+                None,
+                true,
+            ),
+            (
+                "already writable (flushed by a user): nothing to lift",
+                primary.clone(),
+                empty_master(),
+                false,
+                None,
+                false,
+            ),
+            (
+                "made a replica: it may sync, it takes no writes",
+                replica.clone(),
+                empty_master(),
+                true,
+                None,
+                false,
+            ),
+            (
+                "the empty dataset accepted",
+                accepted(primary.clone(), &"r".repeat(40)),
+                empty_master(),
+                true,
+                None,
+                false,
+            ),
+            (
+                "another history accepted",
+                accepted(primary.clone(), &"c".repeat(40)),
+                empty_master(),
+                true,
+                None,
+                true,
+            ),
+            (
+                "holds keys",
+                primary.clone(),
+                Observed {
+                    keys: 3,
+                    ..empty_master()
+                },
+                true,
+                None,
+                false,
+            ),
+        ];
+        let creds = Credentials::default();
+        for (what, d, o, fenced, verdict, blocked) in rows {
+            let c = if fenced {
+                let mut c = fenced_config();
+                c.values
+                    .insert("masteruser".into(), creds.gate.user.clone());
+                c.masterauth = Some(creds.gate.password.clone());
+                c
+            } else {
+                closed_config(&creds)
+            };
+            let res = commands_for(&d, &o, &c, &creds, verdict, Some(&had));
+            assert_eq!(
+                matches!(res, Err(Blocked::BootedWithoutData(_))),
+                blocked,
+                "{what}: {res:?}"
+            );
+            // Without a record nothing is known to be lost.
+            assert!(
+                commands_for(&d, &o, &c, &creds, verdict, None).is_ok(),
+                "{what}"
+            );
+        }
     }
 
     fn is_role_change(c: &Command) -> bool {
@@ -564,7 +774,8 @@ mod tests {
                     if sentinels {
                         d = with_sentinels(d);
                     }
-                    let cmds = commands_for(&d, &o, &c, &Credentials::default(), None).unwrap();
+                    let cmds =
+                        commands_for(&d, &o, &c, &Credentials::default(), None, None).unwrap();
                     if c.fenced() {
                         assert_eq!(cmds, vec![], "already fenced: no-op");
                     } else {
@@ -601,7 +812,7 @@ mod tests {
             Verdict::CannotTell("WRONGPASS".into()),
         ];
         let creds = Credentials {
-            password: Some(Secret::new("pw")),
+            gate: ClosedGate::random(),
             tls: Some(tls_files()),
         };
         let mut cases = 0;
@@ -611,7 +822,7 @@ mod tests {
                     for v in &verdicts {
                         cases += 1;
                         let boot_fenced = o0.role == RedisRole::Master && c0.fenced();
-                        let res = commands_for(&d, &o0, &c0, &creds, Some(v));
+                        let res = commands_for(&d, &o0, &c0, &creds, Some(v), None);
                         if !boot_fenced {
                             let cmds = res.unwrap();
                             assert!(!cmds.iter().any(is_role_change), "{cmds:?}");
@@ -622,7 +833,10 @@ mod tests {
                                 d.min_replicas_to_write.to_string(),
                                 "replicas and masters get the topology's value"
                             );
-                            assert_eq!(commands_for(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
+                            assert_eq!(
+                                commands_for(&d, &o, &c, &creds, Some(v), None).unwrap(),
+                                vec![]
+                            );
                             continue;
                         }
                         let cmds = match (v, res) {
@@ -654,7 +868,10 @@ mod tests {
                         assert_eq!(o.master, expected_master, "{v:?} {cmds:?}");
                         assert!(!c.fenced());
                         assert!(!cmds.contains(&Command::ReplicaOfNoOne));
-                        assert_eq!(commands_for(&d, &o, &c, &creds, Some(v)).unwrap(), vec![]);
+                        assert_eq!(
+                            commands_for(&d, &o, &c, &creds, Some(v), None).unwrap(),
+                            vec![]
+                        );
                     }
                 }
             }
@@ -677,8 +894,10 @@ mod tests {
         let mut c = default_config();
         c.values.insert("min-replicas-to-write".into(), "1".into());
         c.values.insert("replica-announced".into(), "yes".into());
-        c.values.insert("masteruser".into(), String::new());
         let creds = Credentials::default();
+        c.values
+            .insert("masteruser".into(), creds.gate.user.clone());
+        c.masterauth = Some(creds.gate.password.clone());
         for v in [
             Verdict::Us { settled: true },
             Verdict::NobodyKnows,
@@ -688,7 +907,10 @@ mod tests {
                 settled: true,
             },
         ] {
-            assert_eq!(commands_for(&d, &o, &c, &creds, Some(&v)).unwrap(), vec![]);
+            assert_eq!(
+                commands_for(&d, &o, &c, &creds, Some(&v), None).unwrap(),
+                vec![]
+            );
         }
     }
 
@@ -698,7 +920,14 @@ mod tests {
         let mut o = observed(RedisRole::Slave, Some(("src", 6379)));
         o.loading = true;
         assert_eq!(
-            commands_for(&d, &o, &default_config(), &Credentials::default(), None),
+            commands_for(
+                &d,
+                &o,
+                &default_config(),
+                &Credentials::default(),
+                None,
+                None
+            ),
             Err(Blocked::Loading)
         );
     }

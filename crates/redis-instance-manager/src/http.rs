@@ -85,7 +85,9 @@ mod tests {
             redis_password_file: None,
             probe_interval: Duration::from_secs(1),
             probe_timeout: Duration::from_millis(800),
+            probe_max_age: Duration::from_secs(10),
             tls: None,
+            state_dir: None,
         })
     }
 

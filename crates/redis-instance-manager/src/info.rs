@@ -49,6 +49,14 @@ pub struct Observed {
     pub master_repl_offset: i64,
     /// `master_replid`: on a replica, the replication id of the history it follows.
     pub master_replid: String,
+    /// `master_replid2`: the history this one continued from (`000...` when none).
+    pub master_replid2: String,
+    /// `second_repl_offset`: up to where `master_replid2` is shared (-1 when none).
+    pub second_repl_offset: i64,
+    /// Keys held: the sum of `keys=` over the databases of the keyspace section.
+    pub keys: u64,
+    /// `uptime_in_seconds`.
+    pub uptime_seconds: u64,
     pub connected_slaves: u32,
     pub sync_full: u64,
     pub sync_partial_ok: u64,
@@ -63,6 +71,21 @@ pub fn info_fields(text: &str) -> BTreeMap<&str, &str> {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
         .collect()
+}
+
+/// The keys of every database of an `INFO keyspace` section (`db0:keys=3,expires=0,...`).
+pub fn keyspace_keys(f: &BTreeMap<&str, &str>) -> u64 {
+    f.iter()
+        .filter(|(k, _)| {
+            k.strip_prefix("db")
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|(_, v)| {
+            v.split(',')
+                .find_map(|kv| kv.strip_prefix("keys="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 impl Observed {
@@ -93,6 +116,10 @@ impl Observed {
             slave_repl_offset: num("slave_repl_offset"),
             master_repl_offset: num("master_repl_offset").unwrap_or(0),
             master_replid: get("master_replid").unwrap_or_default().to_string(),
+            master_replid2: get("master_replid2").unwrap_or_default().to_string(),
+            second_repl_offset: num("second_repl_offset").unwrap_or(-1),
+            keys: keyspace_keys(&f),
+            uptime_seconds: num("uptime_in_seconds").unwrap_or(0).max(0) as u64,
             connected_slaves: num("connected_slaves").unwrap_or(0) as u32,
             sync_full: num("sync_full").unwrap_or(0) as u64,
             sync_partial_ok: num("sync_partial_ok").unwrap_or(0) as u64,
@@ -113,16 +140,36 @@ impl Observed {
 pub struct UpstreamInfo {
     /// The upstream's `master_repl_offset`: what it has written, the reference for lag.
     pub master_repl_offset: Option<i64>,
-    /// Its replication ids, to tell whether this replica diverged at a failover.
+    /// Its replication ids, to tell whether this replica diverged at a failover and whether it
+    /// still streams from what the address leads to.
     pub ids: Option<UpstreamIds>,
+    /// Its role (`None` if the reply has none).
+    pub role: Option<RedisRole>,
+    /// When it is itself a replica: whom it replicates (`master_host`, `master_port`).
+    pub master: Option<(String, u16)>,
 }
 
 impl UpstreamInfo {
     pub fn parse(text: &str) -> UpstreamInfo {
         let f = info_fields(text);
+        let role = match f.get("role") {
+            Some(&"master") => Some(RedisRole::Master),
+            Some(&"slave") => Some(RedisRole::Slave),
+            _ => None,
+        };
+        let master = match (
+            role,
+            f.get("master_host"),
+            f.get("master_port").and_then(|p| p.parse().ok()),
+        ) {
+            (Some(RedisRole::Slave), Some(h), Some(p)) => Some((h.to_string(), p)),
+            _ => None,
+        };
         UpstreamInfo {
             master_repl_offset: f.get("master_repl_offset").and_then(|v| v.parse().ok()),
             ids: UpstreamIds::from_fields(&f),
+            role,
+            master,
         }
     }
 }
@@ -180,6 +227,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn keys_are_summed_over_the_databases() {
+        let text = "# Server\r\nuptime_in_seconds:42\r\n# Replication\r\nrole:master\r\nmaster_replid:aaa\r\nmaster_replid2:bbb\r\nsecond_repl_offset:7\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\ndb5:keys=4,expires=1,avg_ttl=10\r\n";
+        let o = Observed::parse(text).unwrap();
+        assert_eq!(o.keys, 7);
+        assert_eq!(o.uptime_seconds, 42);
+        assert_eq!(
+            (o.master_replid2.as_str(), o.second_repl_offset),
+            ("bbb", 7)
+        );
+        // An empty keyspace section has no db lines.
+        let o = Observed::parse("role:master\r\n# Keyspace\r\n").unwrap();
+        assert_eq!(o.keys, 0);
+        assert_eq!(o.second_repl_offset, -1);
+    }
+
+    #[test]
     fn parses_a_master_and_rejects_garbage() {
         let o = Observed::parse("role:master\r\nconnected_slaves:2\r\nmaster_repl_offset:77\r\nloading:1\r\nmaster_host:ignored\r\n").unwrap();
         assert_eq!(o.role, RedisRole::Master);
@@ -196,10 +259,18 @@ pub(crate) mod tests {
             "# Replication\r\nrole:master\r\nmaster_replid:bbb\r\nmaster_replid2:aaa\r\nmaster_repl_offset:900\r\nsecond_repl_offset:501\r\n",
         );
         assert_eq!(u.master_repl_offset, Some(900));
+        assert_eq!(u.role, Some(RedisRole::Master));
+        assert_eq!(u.master, None);
         assert_eq!(u.ids.unwrap().second_repl_offset, 501);
+        let r = UpstreamInfo::parse("role:slave\r\nmaster_host:10.0.0.9\r\nmaster_port:6380\r\n");
+        assert_eq!(r.role, Some(RedisRole::Slave));
+        assert_eq!(r.master, Some(("10.0.0.9".into(), 6380)));
         assert_eq!(
             UpstreamInfo::parse("role:master\r\n"),
-            UpstreamInfo::default()
+            UpstreamInfo {
+                role: Some(RedisRole::Master),
+                ..Default::default()
+            }
         );
     }
 

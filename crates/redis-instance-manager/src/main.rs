@@ -56,6 +56,18 @@ struct Args {
     /// kept one). A silent cut is reported within probe-interval + probe-timeout.
     #[arg(long, default_value = "800ms", value_parser = parse_duration)]
     probe_timeout: Duration,
+    /// The upstream probe opens a fresh connection at least this often: behind a Service or a
+    /// virtual IP a kept connection stays with the server it first reached, and the link is
+    /// reported up only while the replica streams from what the address leads to now.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    probe_connection_max_age: Duration,
+    /// Directory for the instance manager's state file (the replication history this pod's
+    /// data followed), on the pod's data volume so that it survives restarts. Without it the
+    /// record is kept in memory only: a pod whose Redis restarted with appendonly (a new
+    /// replication id) while the instance manager restarted too cannot show where its data
+    /// came from, and the replication gate refuses to replace it.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// CA certificate for TLS replication and for probing a TLS upstream.
     #[arg(long, requires_all = ["tls_cert_file", "tls_key_file"])]
     tls_ca_file: Option<String>,
@@ -155,8 +167,14 @@ async fn run(args: Args) -> Result<(), String> {
         redis_password_file: args.redis_password_file,
         probe_interval: args.probe_interval,
         probe_timeout: args.probe_timeout,
+        probe_max_age: args.probe_connection_max_age,
         tls,
+        state_dir: args.state_dir,
     };
+    if let Some(dir) = &config.state_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create --state-dir {}: {e}", dir.display()))?;
+    }
     let shared = Arc::new(Shared::new(&config));
     let (tx, rx) = watch::channel::<Delivered>(None);
     match args.topology_file {

@@ -80,6 +80,7 @@ pub struct Metrics {
     pub master_sync_in_progress: Family<MasterLabels, Gauge>,
     pub slave_repl_offset: Family<MasterLabels, Gauge>,
     pub upstream_repl_offset: Family<MasterLabels, Gauge>,
+    pub history_blocked: Family<MasterLabels, Gauge>,
     pub replication_lag_bytes: Gauge,
     pub replication_lag_seconds: Gauge<f64, AtomicU64>,
     pub replication_diverged_bytes: Gauge,
@@ -113,6 +114,7 @@ impl Metrics {
             master_sync_in_progress: Family::default(),
             slave_repl_offset: Family::default(),
             upstream_repl_offset: Family::default(),
+            history_blocked: Family::default(),
             replication_lag_bytes: Gauge::default(),
             replication_lag_seconds: Gauge::default(),
             replication_diverged_bytes: Gauge::default(),
@@ -160,6 +162,11 @@ impl Metrics {
             "redis_upstream_repl_offset",
             "The upstream's master_repl_offset, read from the upstream by the instance manager",
             m.upstream_repl_offset.clone(),
+        );
+        r.register(
+            "redis_replication_history_blocked",
+            "1 while this replica refuses to sync from its upstream because the upstream's replication history does not contain the data it holds (a sync would flush it); see /status historyBlocked",
+            m.history_blocked.clone(),
         );
         r.register(
             "redis_replication_lag_bytes",
@@ -258,12 +265,16 @@ impl Metrics {
             self.master_sync_in_progress.clear();
             self.slave_repl_offset.clear();
             self.upstream_repl_offset.clear();
+            self.history_blocked.clear();
             exported.master = master.clone();
         }
         if let Some(l) = &master {
             self.master_link_up
                 .get_or_create(l)
                 .set(i64::from(report.master_link_up));
+            self.history_blocked
+                .get_or_create(l)
+                .set(i64::from(report.history_blocked.is_some()));
             if let Some(o) = observed {
                 self.master_last_io_seconds_ago
                     .get_or_create(l)
@@ -367,6 +378,21 @@ mod tests {
         m.publish(&mut exported, &report, Some(&o), Some(&a), 0.01);
         let text = m.encode();
         assert!(text.contains("master_host=\"a\""), "{text}");
+        assert!(
+            text.contains("redis_replication_history_blocked{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\",master_host=\"a\",master_port=\"6379\"} 0"),
+            "{text}"
+        );
+        let blocked = InstanceReport {
+            master_link_up: false,
+            history_blocked: Some(Default::default()),
+            ..report.clone()
+        };
+        m.publish(&mut exported, &blocked, Some(&o), Some(&a), 0.01);
+        let text = m.encode();
+        assert!(
+            text.contains("redis_replication_history_blocked{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\",master_host=\"a\",master_port=\"6379\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "redis_replication_lag_bytes{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\"} 42"

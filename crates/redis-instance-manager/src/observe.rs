@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use redis_cluster_api::topology::{DesiredTopology, SentinelTopology, Upstream};
 
 use crate::assess::desired_upstream;
-use crate::commands::{Credentials, NoTlsFiles};
+use crate::commands::{Credentials, NoTlsFiles, TlsFiles};
+use crate::gate::{ClosedGate, OpenWith};
 use crate::info::{Observed, RedisConfig, UpstreamInfo};
 use crate::reconcile::ManagerConfig;
 use crate::redis_io::{Cached, Endpoint, IoError, RedisError};
@@ -36,11 +37,18 @@ pub enum UpstreamError {
     NoTlsFiles(#[from] NoTlsFiles),
 }
 
-/// How to reach the upstream: what `CONFIG SET` gives Redis, and where the probe connects.
+/// How to reach the upstream: where the probe connects, with the upstream's user, password and
+/// TLS files (what the replication gate opens with).
 #[derive(Clone, Debug)]
 pub struct Reach {
-    pub credentials: Credentials,
     pub probe: Endpoint,
+}
+
+/// Where the replication gate reads the upstream's history, and what it opens with.
+#[derive(Clone, Debug)]
+pub struct GateTarget {
+    pub endpoint: Endpoint,
+    pub open: OpenWith,
 }
 
 /// Whom a tick talks to. Password files are re-read every tick, so a fixed or rotated Secret
@@ -53,6 +61,8 @@ pub struct Targets {
     pub local_password: Option<PasswordFileError>,
     /// The upstream of a replica topology, and how to reach it or why it cannot be reached.
     pub upstream: Option<(Upstream, Result<Reach, UpstreamError>)>,
+    /// The pod's TLS files (`--tls-*-file`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Targets {
@@ -82,17 +92,59 @@ impl Targets {
             upstream: desired
                 .and_then(desired_upstream)
                 .map(|up| (up.clone(), reach(config, up))),
+            tls: config.tls.clone(),
         }
     }
 
     /// The credentials `commands_for` needs; `None` when the upstream cannot be reached (then
-    /// nothing is applied: `masterauth` must not be cleared because a file is missing).
-    pub fn credentials(&self) -> Option<Credentials> {
+    /// nothing is applied: a missing file or TLS configuration is reported, not acted on).
+    pub fn credentials(&self, gate: &ClosedGate) -> Option<Credentials> {
         match &self.upstream {
-            None => Some(Credentials::default()),
-            Some((_, Ok(r))) => Some(r.credentials.clone()),
             Some((_, Err(_))) => None,
+            _ => Some(Credentials {
+                gate: gate.clone(),
+                tls: self.tls.clone(),
+            }),
         }
+    }
+
+    /// Where the gate reads the history of `master` (the `host:port` Redis is pointed at) and
+    /// what it opens with: the topology's upstream and its credentials when Redis is pointed
+    /// there; in sentinel mode, a pod the Sentinels pointed Redis at, with the cluster's
+    /// password (the Sentinels' password file: the cluster's own `requirepass`). None when the
+    /// gate cannot judge this tick (what it needs is missing, or Redis is still pointed
+    /// elsewhere and the topology is about to re-point it).
+    pub fn gate(&self, desired: &DesiredTopology, master: &(String, u16)) -> Option<GateTarget> {
+        if let Some((up, reach)) = &self.upstream
+            && (up.host.as_str(), up.port) == (master.0.as_str(), master.1)
+        {
+            let r = reach.as_ref().ok()?;
+            return Some(GateTarget {
+                endpoint: r.probe.clone(),
+                open: OpenWith {
+                    user: up.username.clone(),
+                    password: r.probe.password.clone(),
+                },
+            });
+        }
+        let st = desired.sentinel.as_ref()?;
+        let password = match &st.password_file {
+            None => None,
+            Some(p) => Some(Secret::read_file(p.as_ref()).ok()?),
+        };
+        Some(GateTarget {
+            endpoint: Endpoint {
+                host: master.0.clone(),
+                port: master.1,
+                username: None,
+                password: password.clone(),
+                tls: self.tls.clone(),
+            },
+            open: OpenWith {
+                user: None,
+                password,
+            },
+        })
     }
 }
 
@@ -117,12 +169,8 @@ fn reach(config: &ManagerConfig, up: &Upstream) -> Result<Reach, UpstreamError> 
             host: up.host.clone(),
             port: up.port,
             username: up.username.clone(),
-            password: password.clone(),
-            tls: if up.tls { config.tls.clone() } else { None },
-        },
-        credentials: Credentials {
             password,
-            tls: config.tls.clone(),
+            tls: if up.tls { config.tls.clone() } else { None },
         },
     })
 }
@@ -161,10 +209,12 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(probe_timeout: Duration) -> Connections {
+    /// `probe_max_age`: how long the upstream probe keeps one connection (see
+    /// [`Cached::with_max_age`]).
+    pub fn new(probe_timeout: Duration, probe_max_age: Duration) -> Connections {
         Connections {
             local: Cached::new(LOCAL_TIMEOUT),
-            upstream: Cached::new(probe_timeout),
+            upstream: Cached::with_max_age(probe_timeout, probe_max_age),
             sentinels: Vec::new(),
             probe_timeout,
         }

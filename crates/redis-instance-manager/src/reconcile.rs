@@ -10,23 +10,26 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use redis_cluster_api::report::InstanceReport;
+use redis_cluster_api::report::{HistoryBlock, InstanceReport};
 use redis_cluster_api::topology::{DesiredTopology, SentinelTopology, Upstream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::assess::{self, Facts, desired_upstream};
-use crate::commands::{Blocked, Credentials, TlsFiles, commands_for};
+use crate::commands::{Blocked, Command, Credentials, TlsFiles, commands_for};
 use crate::divergence::{self, Divergence, Finding, UpstreamIds};
+use crate::gate::{self, ClosedGate};
+use crate::history::{self, Block, Decision, Local, Record, Safe, UpstreamState};
 use crate::info::{Observed, RedisConfig};
 use crate::intake::{Admission, Delivered, Intake};
 use crate::lag::{Lag, LagNow};
 use crate::metrics::{Exported, Metrics};
-use crate::observe::{Connections, Observation, Probe, Targets};
-use crate::redis_io::{Endpoint, RedisError};
+use crate::observe::{Connections, GateTarget, Observation, Probe, Targets};
+use crate::redis_io::{self, Endpoint, RedisError};
 use crate::sentinel::{self, Verdict, View};
+use crate::state::StateFile;
 
 /// What the loop needs to know, from the command line.
 #[derive(Clone, Debug)]
@@ -39,7 +42,12 @@ pub struct ManagerConfig {
     pub redis_password_file: Option<PathBuf>,
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
+    /// The upstream probe opens a fresh connection at least this often, to see what the address
+    /// leads to now.
+    pub probe_max_age: Duration,
     pub tls: Option<TlsFiles>,
+    /// Where the state file lives (`--state-dir`), if anywhere.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// State shared with the HTTP server.
@@ -113,6 +121,21 @@ enum ApplyError {
     Command { command: String, error: RedisError },
 }
 
+/// A replication history the gate refuses, since when, and what the user is told.
+struct BlockSeen {
+    block: Block,
+    message: String,
+    report: HistoryBlock,
+}
+
+/// Whether the redis-server process now running has stayed fenced since it booted.
+struct BootWatch {
+    run_id: String,
+    /// This instance manager has watched it since (about) its boot.
+    since_boot: bool,
+    fenced_throughout: bool,
+}
+
 pub struct Manager {
     config: ManagerConfig,
     shared: Arc<Shared>,
@@ -128,18 +151,53 @@ pub struct Manager {
     log_rewrite: LogOnChange,
     log_sentinels: LogOnChange,
     log_waiting: LogOnChange,
+    log_state: LogOnChange,
     clock0: Instant,
+    /// The closed replication gate's values (see `gate`).
+    gate: ClosedGate,
+    /// What this pod's data followed last (see `history::Record`).
+    record: Option<Record>,
+    state: Option<StateFile>,
+    blocked: Option<BlockSeen>,
+    boot: Option<BootWatch>,
 }
 
 impl Manager {
     pub fn new(config: ManagerConfig, shared: Arc<Shared>) -> Manager {
+        let mut state = config.state_dir.as_deref().map(StateFile::new);
+        let mut log_state = LogOnChange::default();
+        let record = match state.as_mut().map(StateFile::load) {
+            None => None,
+            Some(Ok(r)) => {
+                match &r {
+                    Some(r) => info!(
+                        path = %state.as_ref().expect("loaded").path().display(),
+                        replid = %r.replid,
+                        offset = r.offset,
+                        keys = r.keys,
+                        "this pod's data followed replication history {} (state file)",
+                        r.replid
+                    ),
+                    None => info!("no state file yet: nothing recorded about this pod's data"),
+                }
+                r
+            }
+            Some(Err(e)) => {
+                log_state.update("state file", &Some(e.to_string()));
+                None
+            }
+        };
+        let mut divergence = Divergence::default();
+        if let Some(r) = record.as_ref().filter(|r| r.role == "replica") {
+            divergence.remember(&r.replid, r.offset);
+        }
         Manager {
-            connections: Connections::new(config.probe_timeout),
+            connections: Connections::new(config.probe_timeout, config.probe_max_age),
             config,
             shared,
             intake: Intake::default(),
             lag: Lag::default(),
-            divergence: Divergence::default(),
+            divergence,
             applied_epoch: None,
             last_run_id: None,
             exported: Exported::default(),
@@ -148,7 +206,13 @@ impl Manager {
             log_rewrite: LogOnChange::default(),
             log_sentinels: LogOnChange::default(),
             log_waiting: LogOnChange::default(),
+            log_state,
             clock0: Instant::now(),
+            gate: ClosedGate::random(),
+            record,
+            state,
+            blocked: None,
+            boot: None,
         }
     }
 
@@ -176,7 +240,8 @@ impl Manager {
         }
     }
 
-    /// One pass: admit, observe, decide and act, track, report.
+    /// One pass: admit, observe, decide and act, open the replication gate if that is safe,
+    /// track, report.
     pub async fn tick(&mut self, delivered: &Delivered) {
         let desired = self.admit(delivered);
         let targets = Targets::resolve(&self.config, desired.as_ref());
@@ -187,8 +252,13 @@ impl Manager {
             Some(d) => self.act(d, &targets, verdict.as_ref(), &mut seen).await,
             None => None,
         };
+        match &desired {
+            Some(d) => self.gate(d, &targets, &mut seen).await,
+            None => self.blocked = None,
+        }
         let upstream = desired.as_ref().and_then(desired_upstream);
         let lag = self.track(upstream, &seen);
+        let booted_fenced = self.watch_boot(&seen);
         let report = assess::report(&Facts {
             pod: &self.config.pod,
             desired: desired.as_ref(),
@@ -201,6 +271,12 @@ impl Manager {
             lag,
             sentinels: seen.sentinels.as_ref(),
             diverged_bytes: self.divergence.diverged_bytes,
+            blocked: self
+                .blocked
+                .as_ref()
+                .map(|b| (b.message.as_str(), &b.report)),
+            record: self.record.as_ref(),
+            booted_fenced,
         });
         self.log_link.update("replication link", &report.link_error);
         self.log_error.update("error", &report.error);
@@ -250,7 +326,7 @@ impl Manager {
             info!("redis-server restarted (run_id changed); re-checking the topology");
         }
         self.last_run_id = Some(observed.run_id.clone());
-        let creds = targets.credentials()?;
+        let creds = targets.credentials(&self.gate)?;
         match self
             .apply(d, observed, config, &creds, verdict, &targets.local)
             .await
@@ -275,7 +351,7 @@ impl Manager {
         verdict: Option<&Verdict>,
         local_ep: &Endpoint,
     ) -> Result<bool, ApplyError> {
-        let decided = commands_for(d, observed, config, creds, verdict);
+        let decided = commands_for(d, observed, config, creds, verdict, self.record.as_ref());
         let waiting = matches!(decided, Err(Blocked::SentinelsFailingOver))
             .then(|| Blocked::SentinelsFailingOver.to_string());
         self.log_waiting.update("sentinel mode", &waiting);
@@ -311,6 +387,200 @@ impl Manager {
         Ok(!cmds.is_empty())
     }
 
+    /// The replication gate (see `gate`): when the local Redis is a replica that is not linked,
+    /// read what its upstream address leads to now, on a fresh connection, and let
+    /// `history::decide` judge; open the gate only if a sync keeps our data, and close it again
+    /// as soon as the handshake got through.
+    async fn gate(&mut self, d: &DesiredTopology, targets: &Targets, seen: &mut Observation) {
+        let Ok((o, _)) = &seen.local else {
+            return;
+        };
+        if !gate::wants_check(o) {
+            // Linked, syncing, a master, or loading: nothing is refused now.
+            if !o.loading {
+                self.blocked = None;
+            }
+            return;
+        }
+        let master = o
+            .master
+            .clone()
+            .expect("wants_check: pointed at an upstream");
+        let address = crate::addr(&master.0, master.1);
+        // When the gate cannot judge this tick (what it needs is missing, the upstream does not
+        // answer or is not a Redis with replication ids), it stays closed and the link error
+        // says why (the probe's), not an older block.
+        let Some(target) = targets.gate(d, &master) else {
+            self.blocked = None;
+            return;
+        };
+        let Ok((keyspace, replication, checked_at)) =
+            redis_io::read_history(&target.endpoint, self.config.probe_timeout).await
+        else {
+            self.blocked = None;
+            return;
+        };
+        let Some(up) = UpstreamState::parse(&address, &replication, &keyspace) else {
+            self.blocked = None;
+            return;
+        };
+        let local = Local::of(o);
+        match history::decide(
+            &local,
+            self.record.as_ref(),
+            &up,
+            d.accept_history.as_deref(),
+        ) {
+            Decision::Blocked(block) => self.note_block(d, block),
+            Decision::Safe(why) => {
+                self.blocked = None;
+                if why == Safe::Accepted {
+                    warn!(
+                        upstream = %address,
+                        replid = %up.replid,
+                        "accepting the replication history {} of {address} (acceptHistory): this replica's {} keys (history {}) are replaced by the upstream's {} keys",
+                        up.replid,
+                        local.keys,
+                        self.record.as_ref().map_or(local.replid.as_str(), |r| r.replid.as_str()),
+                        up.keys
+                    );
+                }
+                self.open_gate(d, targets, &target, &master, &why, checked_at, seen)
+                    .await;
+            }
+        }
+    }
+
+    /// Remember a block; a new one (other ids or address) starts its own `since`.
+    fn note_block(&mut self, d: &DesiredTopology, block: Block) {
+        if self
+            .blocked
+            .as_ref()
+            .is_some_and(|b| b.block.same_ids(&block))
+        {
+            return;
+        }
+        let since = crate::rfc3339(SystemTime::now());
+        self.blocked = Some(BlockSeen {
+            message: block.message(&d.cluster, &self.config.namespace),
+            report: block.report(&since),
+            block,
+        });
+    }
+
+    /// Set the real credentials, make Redis connect at once, wait until the handshake got
+    /// through (link up, or a full sync's transfer started) or a deadline, close the gate.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_gate(
+        &mut self,
+        d: &DesiredTopology,
+        targets: &Targets,
+        target: &GateTarget,
+        master: &(String, u16),
+        why: &Safe,
+        checked_at: Instant,
+        seen: &mut Observation,
+    ) {
+        let address = crate::addr(&master.0, master.1);
+        let local_ep = &targets.local;
+        let steps = [
+            target.open.command(),
+            Command::Reconnect(master.0.clone(), master.1),
+        ];
+        let mut failed = None;
+        for c in &steps {
+            if let Err(e) = self
+                .connections
+                .local()
+                .execute(local_ep, c, d.replicaof_name())
+                .await
+            {
+                failed = Some(e);
+                break;
+            }
+        }
+        let reconnected = Instant::now();
+        let deadline = reconnected + (self.config.probe_timeout * 2).max(Duration::from_secs(1));
+        let mut linked = None;
+        while failed.is_none() && Instant::now() < deadline {
+            match self.connections.read_local(local_ep).await {
+                Ok((o, _)) if gate::passed(&o) => {
+                    linked = Some(Instant::now());
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                Err(_) => break,
+            }
+        }
+        // Closed again whatever happened: the next tick's commands close it too, if this fails.
+        let close = Command::ConfigSet(self.gate.settings());
+        let closed = self
+            .connections
+            .local()
+            .execute(local_ep, &close, d.replicaof_name())
+            .await;
+        match (failed, linked) {
+            (Some(e), _) => warn!(
+                upstream = %address,
+                "replication gate: opening it for {address} failed: {e}; closed again"
+            ),
+            (None, Some(at)) => info!(
+                upstream = %address,
+                window_ms = format!("{:.1}", (at - checked_at).as_secs_f64() * 1000.0),
+                exec_to_link_ms = format!("{:.1}", (at - reconnected).as_secs_f64() * 1000.0),
+                "replication gate: {address} checked ({}), opened, linked {:.1} ms after the check; closed again",
+                why.describe(),
+                (at - checked_at).as_secs_f64() * 1000.0
+            ),
+            (None, None) => warn!(
+                upstream = %address,
+                "replication gate: opened for {address} ({}), but redis-server did not get through the handshake within {:?}; closed again (retried next tick)",
+                why.describe(),
+                deadline - reconnected
+            ),
+        }
+        if let Err(e) = closed {
+            warn!("replication gate: closing it failed ({e}); the next tick closes it");
+        }
+        seen.local = self.connections.read_local(local_ep).await;
+    }
+
+    /// Whether the running redis-server has stayed fenced since it booted (None: this instance
+    /// manager has not watched it since its boot, or cannot read it).
+    fn watch_boot(&mut self, seen: &Observation) -> Option<bool> {
+        let (o, c) = seen.local.as_ref().ok()?;
+        let fenced = c.fenced();
+        match &mut self.boot {
+            Some(b) if b.run_id == o.run_id => b.fenced_throughout &= fenced,
+            _ => {
+                // Watched since its boot: it started after (or within moments of) us.
+                let since_boot = o.uptime_seconds <= self.clock0.elapsed().as_secs() + 5;
+                self.boot = Some(BootWatch {
+                    run_id: o.run_id.clone(),
+                    since_boot,
+                    fenced_throughout: fenced,
+                });
+            }
+        }
+        let b = self.boot.as_ref()?;
+        b.since_boot.then_some(b.fenced_throughout)
+    }
+
+    /// Keep the record of this pod's data (and write the state file when it moved on).
+    fn note_record(&mut self, seen: &Observation) {
+        let Ok((o, c)) = &seen.local else {
+            return;
+        };
+        let Some(r) = history::record_of(o, c.fenced()) else {
+            return;
+        };
+        if let Some(state) = &mut self.state {
+            let problem = state.save(&r).err().map(|e| e.to_string());
+            self.log_state.update("state file", &problem);
+        }
+        self.record = Some(r);
+    }
+
     /// The bookkeeping that spans ticks: the upstream's offset history (lag) and the replication
     /// history the local Redis followed (divergence at an upstream failover).
     fn track(&mut self, upstream: Option<&Upstream>, seen: &Observation) -> LagNow {
@@ -340,27 +610,21 @@ impl Manager {
                 "following replication history {replid}"
             );
         }
+        self.note_record(seen);
         lag
     }
 
-    /// Compare the remembered replication position with the upstream's ids; log each finding once.
+    /// Compare the remembered replication position with the upstream's ids; log a divergence
+    /// once. (An unrelated history is the replication gate's to refuse, or to let through when
+    /// the user accepted it: the gate says so.)
     fn note_divergence(&mut self, up: &Upstream, ids: &UpstreamIds) {
         let a = crate::addr(&up.host, up.port);
-        match self.divergence.check(ids) {
-            Finding::Diverged { bytes, first: true } => warn!(
+        if let Finding::Diverged { bytes, first: true } = self.divergence.check(ids) {
+            warn!(
                 upstream = %a,
                 diverged_bytes = bytes,
                 "the upstream {a} is a new primary that took over from the one this replica followed, but this replica had {bytes} bytes of writes the new upstream primary never received: it resynchronises in full and those writes are lost"
-            ),
-            Finding::Unrelated {
-                remembered,
-                upstream,
-                first: true,
-            } => info!(
-                upstream = %a,
-                "the dataset of the upstream {a} (replication id {upstream}) does not descend from the one this replica followed ({remembered}): it resynchronises in full"
-            ),
-            _ => {}
+            );
         }
     }
 

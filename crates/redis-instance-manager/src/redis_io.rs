@@ -98,6 +98,7 @@ pub enum Step {
     ReplicaOf,
     ConfigRewrite,
     SentinelMaster,
+    InfoKeyspace,
 }
 
 impl std::fmt::Display for Step {
@@ -111,6 +112,7 @@ impl std::fmt::Display for Step {
             Step::ReplicaOf => "REPLICAOF",
             Step::ConfigRewrite => "CONFIG REWRITE",
             Step::SentinelMaster => "SENTINEL MASTER",
+            Step::InfoKeyspace => "INFO keyspace",
         })
     }
 }
@@ -120,7 +122,9 @@ impl Step {
     pub fn of(cmd: &Command) -> Step {
         match cmd {
             Command::ConfigSet(_) => Step::ConfigSet,
-            Command::ReplicaOf(..) | Command::ReplicaOfNoOne => Step::ReplicaOf,
+            Command::ReplicaOf(..) | Command::ReplicaOfNoOne | Command::Reconnect(..) => {
+                Step::ReplicaOf
+            }
         }
     }
 }
@@ -309,10 +313,15 @@ impl Conn {
 
     /// `INFO replication`, raw text (what the upstream probe reads).
     pub async fn info_replication(&self) -> Result<String, IoError> {
+        self.info_section("replication").await
+    }
+
+    /// `INFO <section>`, raw text (one section per call: Redis before 7.0 takes only one).
+    pub async fn info_section(&self, section: &str) -> Result<String, IoError> {
         self.client
             .custom::<String, &str>(
                 CustomCommand::new_static("INFO", ClusterHash::FirstKey, false),
-                vec!["replication"],
+                vec![section],
             )
             .await
             .map_err(|e| classify(&e))
@@ -352,12 +361,31 @@ impl Conn {
             }
             Command::ReplicaOf(h, p) => (replicaof, vec![h.clone(), p.to_string()]),
             Command::ReplicaOfNoOne => (replicaof, vec!["NO".into(), "ONE".into()]),
+            Command::Reconnect(h, p) => return self.reconnect(replicaof, h, *p).await,
         };
         self.client
             .custom::<Value, String>(
                 CustomCommand::new(name.to_string(), ClusterHash::FirstKey, false),
                 args,
             )
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    /// [`Command::Reconnect`]: re-point away and back in one transaction, so Redis connects to
+    /// `host port` at once, with no event-loop turn in between.
+    async fn reconnect(&self, replicaof: &str, host: &str, port: u16) -> Result<(), IoError> {
+        let trx = self.client.multi();
+        let name = || CustomCommand::new(replicaof.to_string(), ClusterHash::FirstKey, false);
+        let (dh, dp) = crate::commands::DETOUR;
+        trx.custom::<Value, String>(name(), vec![dh.to_string(), dp.to_string()])
+            .await
+            .map_err(|e| classify(&e))?;
+        trx.custom::<Value, String>(name(), vec![host.to_string(), port.to_string()])
+            .await
+            .map_err(|e| classify(&e))?;
+        trx.exec::<Value>(true)
             .await
             .map(|_| ())
             .map_err(|e| classify(&e))
@@ -412,11 +440,14 @@ impl Conn {
     }
 }
 
-/// A connection to one endpoint, re-established on demand and dropped on any error.
+/// A connection to one endpoint, re-established on demand and dropped on any error (and, with
+/// a maximum age, at least that often).
 pub struct Cached {
     endpoint: Option<Endpoint>,
     conn: Option<Conn>,
     timeout: Duration,
+    max_age: Option<Duration>,
+    connected_at: Option<std::time::Instant>,
 }
 
 impl Cached {
@@ -425,6 +456,18 @@ impl Cached {
             endpoint: None,
             conn: None,
             timeout,
+            max_age: None,
+            connected_at: None,
+        }
+    }
+
+    /// A connection that is replaced once it is `max_age` old: behind a Service or a virtual IP,
+    /// a kept connection stays with the server it first reached, and the upstream probe must see
+    /// what the address leads to now.
+    pub fn with_max_age(timeout: Duration, max_age: Duration) -> Self {
+        Cached {
+            max_age: Some(max_age),
+            ..Cached::new(timeout)
         }
     }
 
@@ -441,8 +484,14 @@ impl Cached {
             self.reset();
             self.endpoint = Some(ep.clone());
         }
+        if let (Some(max), Some(at)) = (self.max_age, self.connected_at)
+            && at.elapsed() >= max
+        {
+            self.reset();
+        }
         if self.conn.is_none() {
             self.conn = Some(Conn::connect(ep, self.timeout).await?);
+            self.connected_at = Some(std::time::Instant::now());
         }
         Ok(self.conn.as_ref().expect("just connected"))
     }
@@ -478,6 +527,44 @@ impl Cached {
         name: &str,
     ) -> Result<Option<Vec<(String, String)>>, RedisError> {
         cached_call!(self, ep, Step::SentinelMaster, |c| c.sentinel_master(name))
+    }
+}
+
+/// What the replication gate reads from an upstream, on a connection of its own that is opened
+/// for this read and closed after it: a kept connection may still lead to a server the address
+/// no longer leads to, and the gate must judge what Redis's next connection will reach.
+/// `INFO keyspace` first, `INFO replication` last (the judged reply is the freshest), and the
+/// instant that last reply arrived.
+pub async fn read_history(
+    ep: &Endpoint,
+    timeout: Duration,
+) -> Result<(String, String, std::time::Instant), RedisError> {
+    let err = |step, cause| RedisError {
+        addr: ep.addr(),
+        step,
+        cause,
+    };
+    let mut step = Step::Connect;
+    let res = tokio::time::timeout(timeout * 2, async {
+        let conn = Conn::connect(ep, timeout).await?;
+        step = Step::InfoKeyspace;
+        let read = async {
+            let keyspace = conn.info_section("keyspace").await?;
+            let replication = conn.info_section("replication").await?;
+            Ok::<_, IoError>((keyspace, replication, std::time::Instant::now()))
+        }
+        .await;
+        conn.close();
+        read
+    })
+    .await;
+    match res {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(cause)) => Err(err(step, cause)),
+        Err(_) => Err(err(
+            step,
+            IoError::Unreachable("no answer within the probe timeout".into()),
+        )),
     }
 }
 

@@ -1,0 +1,734 @@
+//! Whose data a sync would keep, pure: the decisions behind the replication gate
+//! (docs/instance-manager.md, "The replication gate").
+//!
+//! A replica that syncs from an upstream whose replication history does not contain the data it
+//! holds performs a full resync and flushes that data (a source recreated empty, `source.host`
+//! changed to another Redis, the primary of a promoted cluster restarted with an emptied volume).
+//! Redis reconnects on its own within a second, so the instance manager keeps every replica's
+//! gate closed (its `masteruser`/`masterauth` cannot authenticate, see `gate`) and opens it only
+//! after [`decide`] said that a sync from what the upstream address leads to now keeps our data:
+//!
+//! | our data | the upstream's history | decision |
+//! |---|---|---|
+//! | no keys | anything | safe: nothing to lose |
+//! | our history id (Redis's own, or the one recorded) | `master_replid` is it | safe: the same history (bytes we hold beyond the upstream's offset are reported) |
+//! | | `master_replid2` is it | safe: a failover in the same lineage (bytes beyond `second_repl_offset` are the honest exception, `divergedBytes`) |
+//! | | anything else, `master_replid` = `acceptHistory` | safe: the user accepted replacing our data |
+//! | | anything else | blocked: unrelated history |
+//!
+//! With `appendonly yes` a restarted Redis gets a new replication id, so "our history" is also the
+//! [`Record`] the instance manager keeps of what this pod's data followed (in memory, and in a
+//! state file on the data volume with `--state-dir`, see `state`).
+
+use redis_cluster_api::report::{HistoryBlock, HistoryPosition, UpstreamHistory};
+use serde::{Deserialize, Serialize};
+
+use crate::info::{Observed, RedisRole};
+
+/// Redis's "no id" (`master_replid2` before any failover).
+const NO_ID: &str = "0000000000000000000000000000000000000000";
+
+fn is_id(id: &str) -> bool {
+    !id.is_empty() && id != NO_ID
+}
+
+/// What the instance manager remembers about the history of this pod's data: where it was the
+/// last time it was known to hold a real history (a replica with its link up, or a primary that
+/// is not fenced).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub replid: String,
+    pub offset: i64,
+    pub keys: u64,
+    /// `primary` or `replica`, for people reading the file.
+    pub role: String,
+}
+
+impl Record {
+    pub fn position(&self) -> HistoryPosition {
+        HistoryPosition {
+            replid: self.replid.clone(),
+            offset: self.offset,
+            keys: self.keys,
+        }
+    }
+}
+
+/// The record this tick's reading of the local Redis gives, if it shows a real history: a
+/// replica with its link up and no sync in progress (its ids are its upstream's), or a primary
+/// that is not fenced and not loading (it takes writes: its history is the data's). A fenced
+/// master is not recorded: it may have booted without its data, which is exactly what the
+/// record must still tell afterwards.
+pub fn record_of(o: &Observed, fenced: bool) -> Option<Record> {
+    if o.loading || !is_id(&o.master_replid) {
+        return None;
+    }
+    let role = match o.role {
+        RedisRole::Slave if o.master_link_status_up && !o.master_sync_in_progress => "replica",
+        RedisRole::Master if !fenced => "primary",
+        _ => return None,
+    };
+    Some(Record {
+        replid: o.master_replid.clone(),
+        offset: o.master_repl_offset,
+        keys: o.keys,
+        role: role.into(),
+    })
+}
+
+/// What the upstream says about its history (the gate's own fresh read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamState {
+    /// `host:port` the local Redis is pointed at.
+    pub address: String,
+    pub replid: String,
+    pub replid2: String,
+    pub offset: i64,
+    pub second_offset: i64,
+    pub keys: u64,
+}
+
+impl UpstreamState {
+    /// From the upstream's `INFO replication` and `INFO keyspace` texts; None when the reply
+    /// has no replication id (not a Redis we can judge).
+    pub fn parse(address: &str, replication: &str, keyspace: &str) -> Option<UpstreamState> {
+        let f = crate::info::info_fields(replication);
+        let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
+        let replid = f.get("master_replid").filter(|v| is_id(v))?.to_string();
+        Some(UpstreamState {
+            address: address.to_string(),
+            replid,
+            replid2: f.get("master_replid2").unwrap_or(&NO_ID).to_string(),
+            offset: num("master_repl_offset").unwrap_or(0),
+            second_offset: num("second_repl_offset").unwrap_or(-1),
+            keys: crate::info::keyspace_keys(&crate::info::info_fields(keyspace)),
+        })
+    }
+}
+
+/// Why a sync from the upstream keeps our data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Safe {
+    /// The local Redis holds no keys.
+    Empty,
+    /// The upstream continues our history. `behind`: bytes we hold beyond the upstream's
+    /// offset (it restarted from an older copy of the same history), lost by the resync.
+    SameHistory { behind: Option<i64> },
+    /// The upstream took over our history at a failover (its `master_replid2` is ours).
+    /// `diverged`: bytes we hold beyond its `second_repl_offset`, lost by the resync (the
+    /// honest exception, reported as `divergedBytes`).
+    Failover { diverged: Option<i64> },
+    /// The user accepted the upstream's history (`acceptHistory`).
+    Accepted,
+}
+
+impl Safe {
+    /// For the log line of the opened gate.
+    pub fn describe(&self) -> String {
+        match self {
+            Safe::Empty => "this replica holds no keys".into(),
+            Safe::SameHistory { behind: None } => "the same replication history".into(),
+            Safe::SameHistory { behind: Some(b) } => format!(
+                "the same replication history, but {b} bytes behind this replica (the upstream restarted from an older copy): they are lost"
+            ),
+            Safe::Failover { diverged: None } => "a failover in the same history".into(),
+            Safe::Failover { diverged: Some(b) } => format!(
+                "a failover in the same history, this replica {b} bytes beyond the new upstream's share of it: the honest exception, see divergedBytes"
+            ),
+            Safe::Accepted => {
+                "the user accepted this history (acceptHistory): this replica's data is replaced"
+                    .into()
+            }
+        }
+    }
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Safe(Safe),
+    /// A sync would flush our data for an unrelated history.
+    Blocked(Block),
+}
+
+/// Both histories of a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Our history: the recorded one if there is a record, else Redis's own.
+    pub ours: HistoryPosition,
+    /// Whether `ours` comes from a record.
+    pub recorded: bool,
+    pub upstream: UpstreamState,
+}
+
+impl Block {
+    /// Same histories (the offsets may move while the block lasts).
+    pub fn same_ids(&self, other: &Block) -> bool {
+        self.ours.replid == other.ours.replid
+            && self.upstream.replid == other.upstream.replid
+            && self.upstream.address == other.upstream.address
+    }
+
+    /// The `linkError` while blocked. `cluster` and `namespace` name the RedisCluster to
+    /// annotate.
+    pub fn message(&self, cluster: &str, namespace: &str) -> String {
+        let (o, u) = (&self.ours, &self.upstream);
+        let ours = if self.recorded {
+            format!("ours {}@{}, {} keys", o.replid, o.offset, o.keys)
+        } else {
+            format!(
+                "ours: {} keys with no record of their history (redis-server restarted with the new id {}; run the instance manager with --state-dir to keep the record)",
+                o.keys, o.replid
+            )
+        };
+        format!(
+            "upstream {} has an unrelated replication history ({ours}; upstream {}@{}, {} keys): a sync would replace our data, so this replica keeps its data and does not replicate; to accept the upstream's history: kubectl annotate rediscluster -n {namespace} {cluster} {}={}",
+            u.address,
+            u.replid,
+            u.offset,
+            u.keys,
+            redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION,
+            u.replid
+        )
+    }
+
+    /// For `/status`, with when it began.
+    pub fn report(&self, since: &str) -> HistoryBlock {
+        let u = &self.upstream;
+        HistoryBlock {
+            ours: self.ours.clone(),
+            ours_recorded: self.recorded,
+            upstream: UpstreamHistory {
+                address: u.address.clone(),
+                replid: u.replid.clone(),
+                replid2: u.replid2.clone(),
+                offset: u.offset,
+                second_offset: u.second_offset,
+                keys: u.keys,
+            },
+            since: since.to_string(),
+        }
+    }
+}
+
+/// What the local Redis says about its own history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Local {
+    pub replid: String,
+    pub offset: i64,
+    pub replid2: String,
+    pub second_offset: i64,
+    pub keys: u64,
+}
+
+impl Local {
+    pub fn of(o: &Observed) -> Local {
+        Local {
+            replid: o.master_replid.clone(),
+            offset: o.master_repl_offset,
+            replid2: o.master_replid2.clone(),
+            second_offset: o.second_repl_offset,
+            keys: o.keys,
+        }
+    }
+
+    /// The positions the local data is known to be at, most specific first: Redis's own id;
+    /// the history it continued from when it holds nothing beyond it (a replica promoted by
+    /// hand and not written to); the recorded one.
+    fn positions(&self, record: Option<&Record>) -> Vec<(String, i64)> {
+        let mut v = vec![(self.replid.clone(), self.offset)];
+        if self.offset == self.second_offset - 1 {
+            v.push((self.replid2.clone(), self.offset));
+        }
+        if let Some(r) = record {
+            v.push((r.replid.clone(), r.offset));
+        }
+        v.retain(|(id, _)| is_id(id));
+        v
+    }
+}
+
+/// Whether a sync from `up` keeps the local data (see the module's table). `accept` is the
+/// topology's `acceptHistory`.
+pub fn decide(
+    local: &Local,
+    record: Option<&Record>,
+    up: &UpstreamState,
+    accept: Option<&str>,
+) -> Decision {
+    if local.keys == 0 {
+        return Decision::Safe(Safe::Empty);
+    }
+    let positive = |b: i64| (b > 0).then_some(b);
+    let positions = local.positions(record);
+    if let Some((_, off)) = positions.iter().find(|(id, _)| *id == up.replid) {
+        return Decision::Safe(Safe::SameHistory {
+            behind: positive(off - up.offset),
+        });
+    }
+    if let Some((_, off)) = positions
+        .iter()
+        .find(|(id, _)| is_id(&up.replid2) && *id == up.replid2)
+    {
+        // The replica asks for offset + 1; the new upstream serves up to second_repl_offset.
+        return Decision::Safe(Safe::Failover {
+            diverged: positive(off + 1 - up.second_offset),
+        });
+    }
+    if accept.is_some_and(|a| a == up.replid) {
+        return Decision::Safe(Safe::Accepted);
+    }
+    let (ours, recorded) = match record {
+        Some(r) => (
+            HistoryPosition {
+                keys: local.keys,
+                ..r.position()
+            },
+            true,
+        ),
+        None => (
+            HistoryPosition {
+                replid: local.replid.clone(),
+                offset: local.offset,
+                keys: local.keys,
+            },
+            false,
+        ),
+    };
+    Decision::Blocked(Block {
+        ours,
+        recorded,
+        upstream: up.clone(),
+    })
+}
+
+/// A Redis that would become (or stay) a writable primary although it holds no keys while the
+/// record says this pod held some: its data was lost (volume replaced or emptied) and taking
+/// writes would make an empty dataset the one everybody follows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "booted without its data (had {had_replid}@{had_offset}, {had_keys} keys; now empty): not taking writes; the operator will fail over or rejoin it as a replica (to take writes with the empty dataset anyway, annotate the RedisCluster with {annotation}={now_replid})",
+    annotation = redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION
+)]
+pub struct BootedWithoutData {
+    pub had_replid: String,
+    pub had_offset: i64,
+    pub had_keys: u64,
+    /// Redis's new replication id, the one to accept.
+    pub now_replid: String,
+}
+
+/// Whether this Redis lost the data the record says it held (see [`BootedWithoutData`]);
+/// `accept` (the topology's `acceptHistory`) equal to Redis's new id accepts the empty dataset.
+pub fn lost_data(
+    o: &Observed,
+    record: Option<&Record>,
+    accept: Option<&str>,
+) -> Option<BootedWithoutData> {
+    let r = record?;
+    let lost = o.keys == 0 && r.keys > 0 && !o.loading && r.replid != o.master_replid;
+    (lost && accept != Some(o.master_replid.as_str())).then(|| BootedWithoutData {
+        had_replid: r.replid.clone(),
+        had_offset: r.offset,
+        had_keys: r.keys,
+        now_replid: o.master_replid.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::observed;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const C: &str = "cccccccccccccccccccccccccccccccccccccccc";
+    const R: &str = "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr";
+
+    fn local(replid: &str, offset: i64, keys: u64) -> Local {
+        Local {
+            replid: replid.into(),
+            offset,
+            replid2: NO_ID.into(),
+            second_offset: -1,
+            keys,
+        }
+    }
+
+    fn rec(replid: &str, offset: i64) -> Record {
+        Record {
+            replid: replid.into(),
+            offset,
+            keys: 10,
+            role: "replica".into(),
+        }
+    }
+
+    fn up(replid: &str, replid2: &str, offset: i64, second: i64) -> UpstreamState {
+        UpstreamState {
+            address: "src:6379".into(),
+            replid: replid.into(),
+            replid2: replid2.into(),
+            offset,
+            second_offset: second,
+            keys: 0,
+        }
+    }
+
+    fn blocked(ours: (&str, i64), recorded: bool, u: UpstreamState) -> Decision {
+        Decision::Blocked(Block {
+            ours: HistoryPosition {
+                replid: ours.0.into(),
+                offset: ours.1,
+                keys: 5,
+            },
+            recorded,
+            upstream: u,
+        })
+    }
+
+    /// The decision table: (what, local Redis, record, upstream, acceptHistory, decision).
+    #[test]
+    fn decision_table() {
+        /// (what, local Redis, record, upstream, acceptHistory, decision)
+        type Row<'a> = (
+            &'a str,
+            Local,
+            Option<Record>,
+            UpstreamState,
+            Option<&'a str>,
+            Decision,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "empty: nothing to lose, whatever the upstream",
+                local(R, 0, 0),
+                Some(rec(A, 900)),
+                up(C, NO_ID, 14, -1),
+                None,
+                Decision::Safe(Safe::Empty),
+            ),
+            (
+                "same history, caught up or behind",
+                local(A, 900, 5),
+                None,
+                up(A, NO_ID, 1000, -1),
+                None,
+                Decision::Safe(Safe::SameHistory { behind: None }),
+            ),
+            (
+                "same history, the upstream restarted from an older copy",
+                local(A, 900, 5),
+                None,
+                up(A, NO_ID, 850, -1),
+                None,
+                Decision::Safe(Safe::SameHistory { behind: Some(50) }),
+            ),
+            (
+                "a failover in the lineage, not ahead: partial resync",
+                local(A, 500, 5),
+                None,
+                up(B, A, 700, 501),
+                None,
+                Decision::Safe(Safe::Failover { diverged: None }),
+            ),
+            (
+                "a failover, this replica ahead of the promoted one: the honest exception",
+                local(A, 620, 5),
+                None,
+                up(B, A, 700, 501),
+                None,
+                Decision::Safe(Safe::Failover {
+                    diverged: Some(120),
+                }),
+            ),
+            (
+                "restarted with appendonly (new id), the record says A: same history",
+                local(R, 0, 5),
+                Some(rec(A, 900)),
+                up(A, NO_ID, 1000, -1),
+                None,
+                Decision::Safe(Safe::SameHistory { behind: None }),
+            ),
+            (
+                "restarted with appendonly, the record says A, the source failed over",
+                local(R, 0, 5),
+                Some(rec(A, 900)),
+                up(B, A, 1000, 901),
+                None,
+                Decision::Safe(Safe::Failover { diverged: None }),
+            ),
+            (
+                "a replica promoted by hand and not written to continues A",
+                Local {
+                    replid2: A.into(),
+                    second_offset: 901,
+                    ..local(C, 900, 5)
+                },
+                None,
+                up(A, NO_ID, 1000, -1),
+                None,
+                Decision::Safe(Safe::SameHistory { behind: None }),
+            ),
+            (
+                "... but one that took writes since holds history A never had",
+                Local {
+                    replid2: A.into(),
+                    second_offset: 901,
+                    ..local(C, 950, 5)
+                },
+                None,
+                up(A, NO_ID, 1000, -1),
+                None,
+                blocked((C, 950), false, up(A, NO_ID, 1000, -1)),
+            ),
+            (
+                "the source recreated empty on the same address",
+                local(A, 900, 5),
+                Some(rec(A, 900)),
+                up(C, NO_ID, 14, -1),
+                None,
+                blocked((A, 900), true, up(C, NO_ID, 14, -1)),
+            ),
+            (
+                "source.host changed to another Redis that failed over itself",
+                local(A, 900, 5),
+                Some(rec(A, 900)),
+                up(C, B, 14, 3),
+                None,
+                blocked((A, 900), true, up(C, B, 14, 3)),
+            ),
+            (
+                "restarted with appendonly and no record: nothing shows where the data came from",
+                local(R, 0, 5),
+                None,
+                up(A, NO_ID, 1000, -1),
+                None,
+                blocked((R, 0), false, up(A, NO_ID, 1000, -1)),
+            ),
+            (
+                "accepted: the id the user accepted is the upstream's",
+                local(A, 900, 5),
+                Some(rec(A, 900)),
+                up(C, NO_ID, 14, -1),
+                Some(C),
+                Decision::Safe(Safe::Accepted),
+            ),
+            (
+                "accepting another id accepts nothing",
+                local(A, 900, 5),
+                Some(rec(A, 900)),
+                up(C, NO_ID, 14, -1),
+                Some(B),
+                blocked((A, 900), true, up(C, NO_ID, 14, -1)),
+            ),
+            (
+                "Redis's zero replid2 never matches an upstream without one",
+                Local {
+                    replid2: NO_ID.into(),
+                    second_offset: 901,
+                    ..local(C, 900, 5)
+                },
+                None,
+                up(B, NO_ID, 1, -1),
+                None,
+                blocked((C, 900), false, up(B, NO_ID, 1, -1)),
+            ),
+        ];
+        for (what, l, r, u, accept, expected) in rows {
+            assert_eq!(decide(&l, r.as_ref(), &u, accept), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_block_message_names_both_histories_and_the_way_to_accept() {
+        let Decision::Blocked(b) = decide(
+            &local(A, 900, 5),
+            Some(&rec(A, 900)),
+            &up(C, NO_ID, 14, -1),
+            None,
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            b.message("dr-redis", "production"),
+            format!(
+                "upstream src:6379 has an unrelated replication history (ours {A}@900, 5 keys; upstream {C}@14, 0 keys): a sync would replace our data, so this replica keeps its data and does not replicate; to accept the upstream's history: kubectl annotate rediscluster -n production dr-redis redis.io/accept-replication-history={C}"
+            )
+        );
+        let Decision::Blocked(b) = decide(&local(R, 0, 5), None, &up(A, NO_ID, 9, -1), None) else {
+            panic!()
+        };
+        assert!(
+            b.message("dr", "ns")
+                .contains("no record of their history (redis-server restarted with the new id"),
+            "{}",
+            b.message("dr", "ns")
+        );
+        let report = b.report("2026-01-01T00:00:00Z");
+        assert_eq!(report.upstream.replid, A);
+        assert!(!report.ours_recorded);
+    }
+
+    /// What a tick's reading of the local Redis adds to the record.
+    #[test]
+    fn what_is_recorded() {
+        let replica = || {
+            let mut o = observed(RedisRole::Slave, Some(("src", 6379)));
+            o.master_replid = A.into();
+            o.master_repl_offset = 900;
+            o.keys = 5;
+            o
+        };
+        let master = || {
+            let mut o = observed(RedisRole::Master, None);
+            o.master_replid = B.into();
+            o.master_repl_offset = 70;
+            o.keys = 3;
+            o
+        };
+        /// (what, Redis, fenced, recorded (replid, offset, role))
+        type Row<'a> = (&'a str, Observed, bool, Option<(&'a str, i64, &'a str)>);
+        let rows: Vec<Row> = vec![
+            (
+                "a linked replica",
+                replica(),
+                false,
+                Some((A, 900, "replica")),
+            ),
+            (
+                "a replica whose link is down",
+                Observed {
+                    master_link_status_up: false,
+                    ..replica()
+                },
+                false,
+                None,
+            ),
+            (
+                "a replica syncing",
+                Observed {
+                    master_sync_in_progress: true,
+                    ..replica()
+                },
+                false,
+                None,
+            ),
+            (
+                "a primary taking writes",
+                master(),
+                false,
+                Some((B, 70, "primary")),
+            ),
+            ("a fenced master (maybe booted empty)", master(), true, None),
+            (
+                "loading",
+                Observed {
+                    loading: true,
+                    ..master()
+                },
+                false,
+                None,
+            ),
+        ];
+        for (what, o, fenced, expected) in rows {
+            let got = record_of(&o, fenced);
+            let got = got
+                .as_ref()
+                .map(|r| (r.replid.as_str(), r.offset, r.role.as_str()));
+            assert_eq!(got, expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_redis_that_lost_its_data_is_recognised() {
+        let empty = || {
+            let mut o = observed(RedisRole::Master, None);
+            o.master_replid = R.into();
+            o
+        };
+        let had = Record {
+            keys: 10,
+            ..rec(A, 900)
+        };
+        let lost = lost_data(&empty(), Some(&had), None).unwrap();
+        assert_eq!(
+            lost.to_string(),
+            format!(
+                "booted without its data (had {A}@900, 10 keys; now empty): not taking writes; the operator will fail over or rejoin it as a replica (to take writes with the empty dataset anyway, annotate the RedisCluster with redis.io/accept-replication-history={R})"
+            )
+        );
+        // (what, Redis, record, acceptHistory, lost?)
+        let with_keys = Observed { keys: 1, ..empty() };
+        type Row<'a> = (&'a str, Observed, Option<Record>, Option<&'a str>, bool);
+        let rows: Vec<Row> = vec![
+            ("empty, had keys", empty(), Some(had.clone()), None, true),
+            ("no record", empty(), None, None, false),
+            (
+                "had no keys either",
+                empty(),
+                Some(Record {
+                    keys: 0,
+                    ..had.clone()
+                }),
+                None,
+                false,
+            ),
+            ("holds keys", with_keys, Some(had.clone()), None, false),
+            (
+                "still loading",
+                Observed {
+                    loading: true,
+                    ..empty()
+                },
+                Some(had.clone()),
+                None,
+                false,
+            ),
+            (
+                "the empty dataset accepted",
+                empty(),
+                Some(had.clone()),
+                Some(R),
+                false,
+            ),
+            (
+                "another id accepted",
+                empty(),
+                Some(had.clone()),
+                Some(C),
+                true,
+            ),
+        ];
+        for (what, o, r, accept, expected) in rows {
+            assert_eq!(
+                lost_data(&o, r.as_ref(), accept).is_some(),
+                expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_upstream_state_is_read_from_its_info() {
+        let u = UpstreamState::parse(
+            "src:6379",
+            "# Replication\r\nrole:master\r\nmaster_replid:bbb\r\nmaster_replid2:aaa\r\nmaster_repl_offset:900\r\nsecond_repl_offset:501\r\n",
+            "# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            u,
+            UpstreamState {
+                address: "src:6379".into(),
+                replid: "bbb".into(),
+                replid2: "aaa".into(),
+                offset: 900,
+                second_offset: 501,
+                keys: 3,
+            }
+        );
+        assert_eq!(UpstreamState::parse("a:1", "role:master\r\n", ""), None);
+    }
+}

@@ -129,7 +129,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 loop {
                     match elector.try_lead().await {
                         Ok(true) => break,
-                        Ok(false) => {}
+                        // A standby that can read the Lease is ready: ready to take over. Only
+                        // the leader reconciles; `redis_operator_leader` says which one that is.
+                        // (Were standbys unready, a Deployment of two replicas would never be
+                        // fully available and `helm install --wait` would time out.)
+                        Ok(false) => metrics
+                            .ready
+                            .store(true, std::sync::atomic::Ordering::Relaxed),
                         Err(e) => tracing::warn!(error = %e, "leader election"),
                     }
                     tokio::select! {

@@ -1,5 +1,6 @@
 //! The operator's own metrics (prometheus-client, OpenMetrics) and its HTTP endpoints:
-//! `/metrics`, `/healthz` (the process answers), `/readyz` (the watches have started).
+//! `/metrics`, `/healthz` (the process answers), `/readyz` (the leader's watches have started,
+//! or a standby reads the leader Lease and can take over).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

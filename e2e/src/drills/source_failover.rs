@@ -23,7 +23,9 @@ use redis_test_support::process::run as sh;
 use redis_topology::EventReason;
 
 use crate::harness::operator::Operator;
-use crate::harness::source::{SOURCE_VIP, Source, sentinel_master, sentinel_replicas, src_ip};
+use crate::harness::source::{
+    SOURCE_VIP, Source, sentinel_master, sentinel_replicas, sentinels_agree_on, src_ip,
+};
 use crate::harness::writers::pipeline_sets;
 use crate::harness::{DR, Drill, NS, Options, PROD, Report, run_story, wait};
 
@@ -112,7 +114,16 @@ fn sentinels_never_promote_a_dr_pod(d: &mut Drill, src: &Source) -> Result<(), S
         "Sentinel must not elect a DR pod (replica-priority 0): the failover is aborted.",
     );
     d.procs.remove("src-1");
-    std::thread::sleep(Duration::from_secs(2));
+    // The Sentinels see the replica down before the primary goes: there is no good replica left.
+    wait(
+        "the Sentinels to see src-1 down",
+        Duration::from_secs(30),
+        || {
+            (0..3)
+                .all(|i| sentinel_replicas(i).is_some_and(|r| r.contains(&(src_ip(1), false))))
+                .then_some(())
+        },
+    )?;
     d.procs.remove("src-0");
     let aborted = wait(
         "Sentinel to give up the failover",
@@ -266,6 +277,14 @@ fn new_primary_lacks_writes_dr_holds(d: &mut Drill, src: &Source) -> Result<(), 
          receive; src-1 dies; src-0 is elected. The DR pods are ahead of it: they must resynchronise in full,\n\
          and the operator reports it as such (Event FullResyncAfterFailover, with the bytes lost).",
     );
+    // The previous failover is over before src-0 comes back: every Sentinel names src-1 and none
+    // is still failing over. (Its leader holds on to the old master until then; a Sentinel
+    // that has just switched may still misjudge its new master for a moment.)
+    wait(
+        "every Sentinel to name src-1, no failover in progress",
+        Duration::from_secs(30),
+        || sentinels_agree_on(1).then_some(()),
+    )?;
     src0_returns_as_replica_of_src1(d, src)?;
     burst_only_the_dr_pods_receive(d, src)?;
     // A majority of the Sentinels names src-0 (what a Sentinel client goes by; a Sentinel that

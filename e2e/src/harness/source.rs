@@ -18,6 +18,16 @@ use super::{DR, Drill, wait};
 /// The stable endpoint of the source in region A.
 pub const SOURCE_VIP: &str = "10.77.10.100";
 
+/// The source Sentinels' `down-after-milliseconds`. It must stay well above Sentinel's own
+/// one-second cadence: a Sentinel that switches to a new master resets its link and counts the
+/// new master down from that instant, but reconnects at most once a second (the throttle carried
+/// over from its attempts to reach the dead old master) and only then sends its first PING. With
+/// 1000 ms the new master is regularly "down" before it has even been asked; the other
+/// Sentinels' fresh replies about the old master then make it ODOWN on the spot, and a second
+/// failover starts at once and promotes any healthy replica, demoting the master just elected
+/// (the honest exception's src-1 refused its burst with READONLY that way).
+pub const SOURCE_DOWN_AFTER_MS: u64 = 2000;
+
 /// The address of source server `i` (`src-<i>`).
 pub fn src_ip(i: u32) -> String {
     pod_ip('a', i)
@@ -104,13 +114,13 @@ impl Source {
         Ok(())
     }
 
-    /// Three Sentinels (quorum 2, down-after 1 s, failover timeout 5 s) monitoring src-0, each on
-    /// a source address; waits until they agree on src-0.
+    /// Three Sentinels (quorum 2, down-after [`SOURCE_DOWN_AFTER_MS`], failover timeout 5 s)
+    /// monitoring src-0, each on a source address; waits until they agree on src-0.
     pub fn start_sentinels(&self, d: &mut Drill) -> Result<(), String> {
         for i in 0..3u32 {
             let ip = src_ip(i);
             let conf = format!(
-                "bind {ip}\nport 26379\nsentinel announce-ip {ip}\ndir {dir}\nsentinel monitor source {primary} 6379 2\nsentinel auth-pass source \"{password}\"\nsentinel down-after-milliseconds source 1000\nsentinel failover-timeout source 5000\nsentinel parallel-syncs source 1\n",
+                "bind {ip}\nport 26379\nsentinel announce-ip {ip}\ndir {dir}\nsentinel monitor source {primary} 6379 2\nsentinel auth-pass source \"{password}\"\nsentinel down-after-milliseconds source {SOURCE_DOWN_AFTER_MS}\nsentinel failover-timeout source 5000\nsentinel parallel-syncs source 1\n",
                 dir = self.dir.display(),
                 primary = src_ip(0),
                 password = self.password,
@@ -220,6 +230,18 @@ impl Source {
             Err(format!("{source} vs {dr:?}"))
         }
     }
+}
+
+/// Every source Sentinel monitors src-`i` as a healthy master with no failover in progress
+/// (`SENTINEL MASTER`: its address, flags exactly `master`). A failover's leader keeps the old
+/// master until its failover ends (here up to the 5 s failover timeout: it cannot reconfigure the
+/// DR pods, whose REPLICAOF is renamed), while the others have switched already.
+pub fn sentinels_agree_on(i: u32) -> bool {
+    (0..3).all(|s| {
+        controllers::sentinel_view(&format!("{}:26379", src_ip(s)), "", "source").is_some_and(|v| {
+            v.get("ip") == Some(&src_ip(i)) && v.get("flags").map(String::as_str) == Some("master")
+        })
+    })
 }
 
 /// The primary source Sentinel `i` names (the source's Sentinels have no password).

@@ -87,13 +87,17 @@ pub struct UpstreamState {
     pub offset: i64,
     pub second_offset: i64,
     pub keys: u64,
+    /// `run_id`: the redis-server process.
+    pub run_id: String,
+    /// `role:master`.
+    pub master: bool,
 }
 
 impl UpstreamState {
-    /// From the upstream's `INFO replication` and `INFO keyspace` texts; None when the reply
-    /// has no replication id (not a Redis we can judge).
-    pub fn parse(address: &str, replication: &str, keyspace: &str) -> Option<UpstreamState> {
-        let f = crate::info::info_fields(replication);
+    /// From the upstream's `INFO` (default sections: server, replication, keyspace); None when
+    /// the reply has no replication id (not a Redis we can judge).
+    pub fn parse(address: &str, info: &str) -> Option<UpstreamState> {
+        let f = crate::info::info_fields(info);
         let num = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok());
         let replid = f.get("master_replid").filter(|v| is_id(v))?.to_string();
         Some(UpstreamState {
@@ -102,8 +106,57 @@ impl UpstreamState {
             replid2: f.get("master_replid2").unwrap_or(&NO_ID).to_string(),
             offset: num("master_repl_offset").unwrap_or(0),
             second_offset: num("second_repl_offset").unwrap_or(-1),
-            keys: crate::info::keyspace_keys(&crate::info::info_fields(keyspace)),
+            keys: crate::info::keyspace_keys(&f),
+            run_id: f.get("run_id").unwrap_or(&"").to_string(),
+            master: f.get("role") == Some(&"master"),
         })
+    }
+}
+
+/// The replication ids one upstream process (one `run_id`) has shown while it started new
+/// histories of the same data. A master that has had no replica since it started creates its
+/// replication backlog when the first one attaches, and then starts a **new** replication id
+/// without any `master_replid2`: the id a user accepted (or that a replica saw) changes under
+/// the other replicas although the data is the same. So an id accepted for this process also
+/// covers the ids it started that way: same `run_id`, still a master, no `master_replid2`. A
+/// process that became a replica (another dataset) or shifted ids at a promotion
+/// (`master_replid2` set) starts over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Incarnation {
+    address: String,
+    run_id: String,
+    ids: Vec<String>,
+}
+
+impl Incarnation {
+    /// Note `up`; returns the other ids the same process had (for [`decide`]'s `aliases`).
+    pub fn observe(&mut self, up: &UpstreamState) -> Vec<String> {
+        let same = !up.run_id.is_empty()
+            && up.run_id == self.run_id
+            && up.address == self.address
+            && up.master
+            && !is_id(&up.replid2);
+        if !same {
+            *self = Incarnation {
+                address: up.address.clone(),
+                run_id: up.run_id.clone(),
+                ids: Vec::new(),
+            };
+        }
+        let aliases: Vec<String> = self
+            .ids
+            .iter()
+            .filter(|i| **i != up.replid)
+            .cloned()
+            .collect();
+        if !self.ids.contains(&up.replid) {
+            self.ids.push(up.replid.clone());
+            // A backlog is created once per process: a handful is plenty.
+            if self.ids.len() > 8 {
+                self.ids.remove(0);
+            }
+        }
+        aliases
     }
 }
 
@@ -250,12 +303,14 @@ impl Local {
 }
 
 /// Whether a sync from `up` keeps the local data (see the module's table). `accept` is the
-/// topology's `acceptHistory`.
+/// topology's `acceptHistory`; `aliases` are the ids the same upstream process showed before
+/// its current one for the same data (see [`Incarnation`]): accepting one of them accepts it.
 pub fn decide(
     local: &Local,
     record: Option<&Record>,
     up: &UpstreamState,
     accept: Option<&str>,
+    aliases: &[String],
 ) -> Decision {
     if local.keys == 0 {
         return Decision::Safe(Safe::Empty);
@@ -276,7 +331,7 @@ pub fn decide(
             diverged: positive(off + 1 - up.second_offset),
         });
     }
-    if accept.is_some_and(|a| a == up.replid) {
+    if accept.is_some_and(|a| a == up.replid || aliases.iter().any(|x| x == a)) {
         return Decision::Safe(Safe::Accepted);
     }
     let (ours, recorded) = match record {
@@ -373,6 +428,8 @@ mod tests {
             offset,
             second_offset: second,
             keys: 0,
+            run_id: "p1".into(),
+            master: true,
         }
     }
 
@@ -537,7 +594,69 @@ mod tests {
             ),
         ];
         for (what, l, r, u, accept, expected) in rows {
-            assert_eq!(decide(&l, r.as_ref(), &u, accept), expected, "{what}");
+            assert_eq!(decide(&l, r.as_ref(), &u, accept, &[]), expected, "{what}");
+        }
+        // Accepting an id the same upstream process had before it started its current one.
+        let u = up(C, NO_ID, 14, -1);
+        assert_eq!(
+            decide(&local(A, 900, 5), None, &u, Some(B), &[B.to_string()]),
+            Decision::Safe(Safe::Accepted)
+        );
+        assert!(matches!(
+            decide(&local(A, 900, 5), None, &u, Some(R), &[B.to_string()]),
+            Decision::Blocked(_)
+        ));
+    }
+
+    /// Which earlier ids of an upstream count as the same data: (what, seen before, now,
+    /// aliases of now).
+    #[test]
+    fn the_ids_one_upstream_process_started() {
+        let st = |run: &str, replid: &str, replid2: &str, master: bool| UpstreamState {
+            run_id: run.into(),
+            master,
+            ..up(replid, replid2, 0, -1)
+        };
+        type Row<'a> = (&'a str, Vec<UpstreamState>, UpstreamState, Vec<&'a str>);
+        let rows: Vec<Row> = vec![
+            ("first sight", vec![], st("p1", A, NO_ID, true), vec![]),
+            (
+                "the backlog created: a new id, same process",
+                vec![st("p1", A, NO_ID, true)],
+                st("p1", B, NO_ID, true),
+                vec![A],
+            ),
+            (
+                "seen again: nothing new",
+                vec![st("p1", A, NO_ID, true), st("p1", B, NO_ID, true)],
+                st("p1", B, NO_ID, true),
+                vec![A],
+            ),
+            (
+                "restarted (another process)",
+                vec![st("p1", A, NO_ID, true)],
+                st("p2", B, NO_ID, true),
+                vec![],
+            ),
+            (
+                "became a replica of other data",
+                vec![st("p1", A, NO_ID, true)],
+                st("p1", B, NO_ID, false),
+                vec![],
+            ),
+            (
+                "shifted at a promotion",
+                vec![st("p1", A, NO_ID, true)],
+                st("p1", B, C, true),
+                vec![],
+            ),
+        ];
+        for (what, before, now, expected) in rows {
+            let mut inc = Incarnation::default();
+            for b in &before {
+                inc.observe(b);
+            }
+            assert_eq!(inc.observe(&now), expected, "{what}");
         }
     }
 
@@ -548,6 +667,7 @@ mod tests {
             Some(&rec(A, 900)),
             &up(C, NO_ID, 14, -1),
             None,
+            &[],
         ) else {
             panic!()
         };
@@ -557,7 +677,8 @@ mod tests {
                 "upstream src:6379 has an unrelated replication history (ours {A}@900, 5 keys; upstream {C}@14, 0 keys): a sync would replace our data, so this replica keeps its data and does not replicate; to accept the upstream's history: kubectl annotate rediscluster -n production dr-redis redis.io/accept-replication-history={C}"
             )
         );
-        let Decision::Blocked(b) = decide(&local(R, 0, 5), None, &up(A, NO_ID, 9, -1), None) else {
+        let Decision::Blocked(b) = decide(&local(R, 0, 5), None, &up(A, NO_ID, 9, -1), None, &[])
+        else {
             panic!()
         };
         assert!(
@@ -714,8 +835,7 @@ mod tests {
     fn the_upstream_state_is_read_from_its_info() {
         let u = UpstreamState::parse(
             "src:6379",
-            "# Replication\r\nrole:master\r\nmaster_replid:bbb\r\nmaster_replid2:aaa\r\nmaster_repl_offset:900\r\nsecond_repl_offset:501\r\n",
-            "# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n",
+            "# Server\r\nrun_id:p1\r\n# Replication\r\nrole:master\r\nmaster_replid:bbb\r\nmaster_replid2:aaa\r\nmaster_repl_offset:900\r\nsecond_repl_offset:501\r\n# Keyspace\r\ndb0:keys=3,expires=0,avg_ttl=0\r\n",
         )
         .unwrap();
         assert_eq!(
@@ -727,8 +847,10 @@ mod tests {
                 offset: 900,
                 second_offset: 501,
                 keys: 3,
+                run_id: "p1".into(),
+                master: true,
             }
         );
-        assert_eq!(UpstreamState::parse("a:1", "role:master\r\n", ""), None);
+        assert_eq!(UpstreamState::parse("a:1", "role:master\r\n"), None);
     }
 }

@@ -21,7 +21,7 @@ use crate::assess::{self, Facts, desired_upstream};
 use crate::commands::{Blocked, Command, Credentials, TlsFiles, commands_for};
 use crate::divergence::{self, Divergence, Finding, UpstreamIds};
 use crate::gate::{self, ClosedGate};
-use crate::history::{self, Block, Decision, Local, Record, Safe, UpstreamState};
+use crate::history::{self, Block, Decision, Incarnation, Local, Record, Safe, UpstreamState};
 use crate::info::{Observed, RedisConfig};
 use crate::intake::{Admission, Delivered, Intake};
 use crate::lag::{Lag, LagNow};
@@ -159,6 +159,8 @@ pub struct Manager {
     record: Option<Record>,
     state: Option<StateFile>,
     blocked: Option<BlockSeen>,
+    /// The ids the upstream's current process has shown (see `history::Incarnation`).
+    upstream_incarnation: Incarnation,
     boot: Option<BootWatch>,
 }
 
@@ -212,6 +214,7 @@ impl Manager {
             record,
             state,
             blocked: None,
+            upstream_incarnation: Incarnation::default(),
             boot: None,
         }
     }
@@ -414,23 +417,20 @@ impl Manager {
             self.blocked = None;
             return;
         };
-        let Ok((keyspace, replication, checked_at)) =
+        let Ok((info, checked_at)) =
             redis_io::read_history(&target.endpoint, self.config.probe_timeout).await
         else {
             self.blocked = None;
             return;
         };
-        let Some(up) = UpstreamState::parse(&address, &replication, &keyspace) else {
+        let Some(up) = UpstreamState::parse(&address, &info) else {
             self.blocked = None;
             return;
         };
+        let aliases = self.upstream_incarnation.observe(&up);
         let local = Local::of(o);
-        match history::decide(
-            &local,
-            self.record.as_ref(),
-            &up,
-            d.accept_history.as_deref(),
-        ) {
+        let accept = d.accept_history.as_deref();
+        match history::decide(&local, self.record.as_ref(), &up, accept, &aliases) {
             Decision::Blocked(block) => self.note_block(d, block),
             Decision::Safe(why) => {
                 self.blocked = None;

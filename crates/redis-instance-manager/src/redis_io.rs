@@ -98,7 +98,6 @@ pub enum Step {
     ReplicaOf,
     ConfigRewrite,
     SentinelMaster,
-    InfoKeyspace,
 }
 
 impl std::fmt::Display for Step {
@@ -112,7 +111,6 @@ impl std::fmt::Display for Step {
             Step::ReplicaOf => "REPLICAOF",
             Step::ConfigRewrite => "CONFIG REWRITE",
             Step::SentinelMaster => "SENTINEL MASTER",
-            Step::InfoKeyspace => "INFO keyspace",
         })
     }
 }
@@ -532,13 +530,12 @@ impl Cached {
 
 /// What the replication gate reads from an upstream, on a connection of its own that is opened
 /// for this read and closed after it: a kept connection may still lead to a server the address
-/// no longer leads to, and the gate must judge what Redis's next connection will reach.
-/// `INFO keyspace` first, `INFO replication` last (the judged reply is the freshest), and the
-/// instant that last reply arrived.
+/// no longer leads to, and the gate must judge what Redis's next connection will reach. One
+/// `INFO` (server, replication and keyspace in one round trip), and the instant it arrived.
 pub async fn read_history(
     ep: &Endpoint,
     timeout: Duration,
-) -> Result<(String, String, std::time::Instant), RedisError> {
+) -> Result<(String, std::time::Instant), RedisError> {
     let err = |step, cause| RedisError {
         addr: ep.addr(),
         step,
@@ -547,13 +544,11 @@ pub async fn read_history(
     let mut step = Step::Connect;
     let res = tokio::time::timeout(timeout * 2, async {
         let conn = Conn::connect(ep, timeout).await?;
-        step = Step::InfoKeyspace;
-        let read = async {
-            let keyspace = conn.info_section("keyspace").await?;
-            let replication = conn.info_section("replication").await?;
-            Ok::<_, IoError>((keyspace, replication, std::time::Instant::now()))
-        }
-        .await;
+        step = Step::Info;
+        let read = conn
+            .info()
+            .await
+            .map(|text| (text, std::time::Instant::now()));
         conn.close();
         read
     })

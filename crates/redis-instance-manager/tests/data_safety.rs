@@ -533,6 +533,103 @@ fn accepting_the_upstream_history_lets_exactly_one_full_resync_through() {
     assert_eq!(rep.cli(&["GET", "rebuilt"]).trim(), "yes");
 }
 
+/// A primary whose Redis restarts with appendonly keeps its keys but gets a new replication id
+/// (Redis 7.0 restores the id from an RDB only): to its replicas that history is unrelated, so
+/// they keep their data and wait (the operator decides: accept, or fail over to the replica that
+/// holds the most). Accepting the primary's new id lets both replicas through, although the
+/// primary starts yet another id when its first replica attaches (its backlog is created then):
+/// the same process's earlier id stays accepted.
+#[test]
+fn replicas_of_a_primary_restarted_with_appendonly_wait_until_its_history_is_accepted() {
+    let dirs: Vec<ScratchDir> = (0..3).map(|_| scratch("aof-primary-pod")).collect();
+    let mut o = debug_on(RedisOpts::default());
+    o.extra
+        .extend(["--min-replicas-to-write", "1000000", "--appendonly", "yes"].map(String::from));
+    let mut primary = RedisServer::start(o);
+    let replicas: Vec<RedisServer> = (0..2).map(|_| server()).collect();
+    let topos: Vec<TopologyFile> = dirs.iter().map(TopologyFile::new).collect();
+    topos[0].write(&primary_topology(1));
+    for t in &topos[1..] {
+        t.write(&peer(replica_topology(
+            1,
+            "127.0.0.1",
+            primary.port(),
+            None,
+        )));
+    }
+    let mut ims = vec![start_im(
+        &primary,
+        &topos[0],
+        &dirs[0],
+        &dirs[0].path("state"),
+    )];
+    for i in 0..2 {
+        ims.push(start_im(
+            &replicas[i],
+            &topos[i + 1],
+            &dirs[i + 1],
+            &dirs[i + 1].path("state"),
+        ));
+    }
+    ims[0].wait_status("primary", SECS(10), |s| s["ready"] == true);
+    for im in &ims[1..] {
+        im.wait_status("linked", SECS(15), linked);
+    }
+    let mut writer = Writer::default();
+    writer.write(&primary, 50);
+    let before = digest(&primary);
+    let ours = replid(&primary);
+    for r in &replicas {
+        assert!(wait_until(SECS(10), || digest(r) == before).is_some());
+    }
+    let watch = WipeWatch::start(&[("replica 1", &replicas[0]), ("replica 2", &replicas[1])]);
+
+    primary.restart();
+    let theirs = replid(&primary);
+    assert_ne!(theirs, ours);
+    assert_eq!(digest(&primary), before, "appendonly kept the keys");
+    for im in &ims[1..] {
+        assert_blocked(im, &ours, &theirs);
+    }
+    ims[0].wait_status("the primary with its keys takes writes", SECS(10), |s| {
+        s["ready"] == true
+    });
+    // One after the other: the second still sees the same primary process, with another id.
+    for (t, im) in topos[1..].iter().zip(&ims[1..]) {
+        let mut a = peer(replica_topology(2, "127.0.0.1", primary.port(), None));
+        a["acceptHistory"] = theirs.clone().into();
+        t.write(&a);
+        im.wait_status(
+            "the accepted history followed",
+            SECS(15),
+            unblocked_and_linked,
+        );
+    }
+    assert_eq!(primary.info_num("sync_full"), 2, "{}", primary.log());
+    assert_ne!(replid(&primary), theirs, "a new id at the first replica");
+    // One replica got through with the id accepted, the other with the id the primary started
+    // when the first one attached (the same process's earlier id was accepted).
+    let mut accepted: Vec<String> = ims[1..]
+        .iter()
+        .flat_map(|im| {
+            im.logs()
+                .lines()
+                .filter_map(|l| l.split("accepting the replication history ").nth(1))
+                .filter_map(|r| r.split(' ').next())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    accepted.sort();
+    let mut expected = vec![theirs.clone(), replid(&primary)];
+    expected.sort();
+    assert_eq!(accepted, expected);
+    for r in &replicas {
+        assert_eq!(digest(r), before);
+    }
+    watch.assert_no_wipe();
+}
+
 /// Path 3: a primary whose Redis comes back without its data (a replaced volume) stays fenced
 /// with an error that says so, also across an instance manager restart (the state file), until
 /// its new, empty history is accepted.

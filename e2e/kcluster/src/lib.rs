@@ -5,6 +5,7 @@
 //! (`docs/real-cluster.md`).
 
 pub mod addons;
+pub mod client;
 pub mod cluster;
 pub mod daemon;
 pub mod net;

@@ -178,6 +178,16 @@ pub struct FailoverSpec {
     #[serde(default = "default_unavailable_seconds")]
     #[schemars(range(min = 1, max = 86400))]
     pub primary_unavailable_seconds: i32,
+
+    /// The most a replica may be behind to be promoted without asking: bytes of the replication
+    /// stream between the highest offset any pod of the cluster is known to have reached (the
+    /// failed primary's last report included) and the replica's own. A failover whose best
+    /// replica is further behind waits (condition `PrimaryAvailable=False`, reason
+    /// `FailoverBlocked`, with the numbers) until a closer replica reports, or until the user
+    /// accepts the loss by naming the replica in the annotation `redis.io/promote-pod`.
+    #[serde(default = "default_max_lag_bytes")]
+    #[schemars(range(min = 0))]
+    pub max_lag_bytes: i64,
 }
 
 impl Default for FailoverSpec {
@@ -185,8 +195,15 @@ impl Default for FailoverSpec {
         FailoverSpec {
             enabled: true,
             primary_unavailable_seconds: default_unavailable_seconds(),
+            max_lag_bytes: default_max_lag_bytes(),
         }
     }
+}
+
+/// 1 MiB: a replica streaming normally is a few kilobytes behind; one that lost its link for
+/// minutes under load is far beyond.
+fn default_max_lag_bytes() -> i64 {
+    1 << 20
 }
 
 fn default_true() -> bool {
@@ -359,7 +376,8 @@ pub struct RedisClusterStatus {
     pub observed_generation: Option<i64>,
 
     /// Current state, one entry per type: `Ready`, `ReplicaMode`, `SourceLinkUp`,
-    /// `ConfigurationValid`.
+    /// `ConfigurationValid`, `PrimaryAvailable`, `PromotionTarget` (during a promotion),
+    /// `FormerSourceWritable` (after one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -419,6 +437,14 @@ pub struct InstanceStatus {
     /// writes the new primary never received, lost with the full resync they forced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diverged_bytes: Option<i64>,
+    /// The replication history this pod's data belongs to (`master_replid`). With
+    /// `replicationOffset` and `keys` it is kept from the last report while the instance manager
+    /// does not answer: the operator compares what every pod holds before it promotes one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_id: Option<String>,
+    /// Keys this pod holds (`INFO keyspace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<u64>,
 }
 
 /// Condition types and reasons: values of the CRD's `status.conditions`, user-visible and
@@ -466,8 +492,38 @@ pub mod conditions {
     pub const REASON_UNAVAILABLE: &str = "Unavailable";
     /// `PrimaryAvailable=False`, the operator is failing over.
     pub const REASON_FAILING_OVER: &str = "FailingOver";
-    /// `PrimaryAvailable=False`, the operator cannot fail over yet (no proof, no replica).
+    /// `PrimaryAvailable=False`, the operator cannot fail over yet (no proof, no replica, or
+    /// the best replica is further behind than `failover.maxLagBytes`).
     pub const REASON_FAILOVER_BLOCKED: &str = "FailoverBlocked";
+    /// `PrimaryAvailable=False`: the primary came back without the data it (or its replicas)
+    /// held; it is kept fenced and not labelled primary.
+    pub const REASON_DATA_LOST: &str = "DataLost";
+
+    /// `SourceLinkUp=False`: a pod refuses its upstream's unrelated replication history (a
+    /// sync would replace its data); accepted with the annotation
+    /// `redis.io/accept-replication-history`.
+    pub const REASON_UNRELATED_HISTORY: &str = "UnrelatedHistory";
+
+    /// Which pod a promotion makes primary, and why (present while a promotion is in progress).
+    pub const PROMOTION_TARGET: &str = "PromotionTarget";
+    /// `PromotionTarget=True`: the pod holding the most data (or the one the user named) is
+    /// being promoted.
+    pub const REASON_CHOSEN: &str = "Chosen";
+    /// `PromotionTarget=Unknown`: waiting (bounded) for pods that have not reported what they
+    /// hold.
+    pub const REASON_WAITING_FOR_REPORTS: &str = "WaitingForReports";
+    /// `PromotionTarget=False`: no pod holds every other pod's data; the user chooses.
+    pub const REASON_NEEDS_CHOICE: &str = "NeedsChoice";
+
+    /// After a promotion: whether the former source (`replicaMode.source`) still accepts
+    /// writes. `True` is a warning: two regions take writes.
+    pub const FORMER_SOURCE_WRITABLE: &str = "FormerSourceWritable";
+    /// `FormerSourceWritable=True`: it is a primary that is not fenced.
+    pub const REASON_ACCEPTS_WRITES: &str = "AcceptsWrites";
+    /// `FormerSourceWritable=False`: it answers as a replica or refuses writes.
+    pub const REASON_REFUSES_WRITES: &str = "RefusesWrites";
+    /// `FormerSourceWritable=Unknown`: it does not answer (or could not be asked).
+    pub const REASON_NOT_REACHABLE: &str = "NotReachable";
 
     /// `ConfigurationValid=True`. When `False`, the reason is the first problem's
     /// (`redis_topology::EventReason`: `SecretMissing`, `InvalidSpec`, ...).

@@ -91,6 +91,7 @@ pub async fn reconcile<P: Platform>(
                 report,
                 problem: pod.problem.clone(),
                 redis_running: pod.redis_running,
+                terminating: false,
             },
         );
     }

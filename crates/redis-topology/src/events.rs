@@ -42,6 +42,23 @@ pub enum EventReason {
     InvalidSpec,
     /// A combination the operator does not support yet.
     Unsupported,
+    /// A primary came back without the data it (or its replicas) held: it is kept fenced and
+    /// out of the `-leader` Service.
+    PrimaryDataLost,
+    /// A pod refuses its upstream's unrelated replication history (a sync would replace its
+    /// data) until the user accepts it.
+    UnrelatedHistory,
+    /// No pod holds every other pod's data: a promotion waits for the user's choice.
+    PromotionBlocked,
+    /// After a promotion, the former source still accepts writes.
+    FormerSourceWritable,
+    /// The former source stopped accepting writes.
+    FormerSourceNotWritable,
+    /// An annotation the operator reads cannot be used (a topology epoch no later epoch can
+    /// follow, `redis.io/promote-pod` naming no pod).
+    InvalidAnnotation,
+    /// The operator asked the Sentinels to fail over a primary that lost its data.
+    SentinelFailover,
 }
 
 impl EventReason {
@@ -63,6 +80,13 @@ impl EventReason {
             EventReason::SecretKeyMissing => "SecretKeyMissing",
             EventReason::InvalidSpec => "InvalidSpec",
             EventReason::Unsupported => "Unsupported",
+            EventReason::PrimaryDataLost => "PrimaryDataLost",
+            EventReason::UnrelatedHistory => "UnrelatedHistory",
+            EventReason::PromotionBlocked => "PromotionBlocked",
+            EventReason::FormerSourceWritable => "FormerSourceWritable",
+            EventReason::FormerSourceNotWritable => "FormerSourceNotWritable",
+            EventReason::InvalidAnnotation => "InvalidAnnotation",
+            EventReason::SentinelFailover => "SentinelFailover",
         }
     }
 }
@@ -106,6 +130,16 @@ mod tests {
             (EventReason::SecretKeyMissing, "SecretKeyMissing"),
             (EventReason::InvalidSpec, "InvalidSpec"),
             (EventReason::Unsupported, "Unsupported"),
+            (EventReason::PrimaryDataLost, "PrimaryDataLost"),
+            (EventReason::UnrelatedHistory, "UnrelatedHistory"),
+            (EventReason::PromotionBlocked, "PromotionBlocked"),
+            (EventReason::FormerSourceWritable, "FormerSourceWritable"),
+            (
+                EventReason::FormerSourceNotWritable,
+                "FormerSourceNotWritable",
+            ),
+            (EventReason::InvalidAnnotation, "InvalidAnnotation"),
+            (EventReason::SentinelFailover, "SentinelFailover"),
         ] {
             assert_eq!(reason.as_str(), text);
             assert_eq!(reason.to_string(), text);

@@ -9,8 +9,9 @@
 
 pub mod conditions;
 pub mod events;
+pub mod history;
 pub mod plan;
 pub mod validate;
 
 pub use events::{EventReason, EventType, PlannedEvent};
-pub use plan::{Environment, Plan, PodView, plan};
+pub use plan::{Environment, Extra, FormerSource, Plan, PodView, plan, plan_with};

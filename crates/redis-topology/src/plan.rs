@@ -42,6 +42,8 @@ use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus, ReplicaSourceSpec,
 
 use crate::conditions::{self, Desired, Status};
 use crate::events::{EventReason, EventType, PlannedEvent};
+use crate::history::{Dataset, short};
+use crate::validate::Problem;
 
 /// Where the pods find what the operator mounts, and the Redis port. Differs between a real
 /// Kubernetes pod and the drill's processes, so it is an input rather than a constant.
@@ -85,7 +87,48 @@ pub struct PodView {
     /// Whether Kubernetes reports the pod's Redis container running: `Some(false)` proves the
     /// Redis process is gone (it restarts fenced), `None` is unknown.
     pub redis_running: Option<bool>,
+    /// The pod is being deleted (`deletionTimestamp` set). Its Redis runs until the kubelet
+    /// stops it, so this proves nothing about writes; it is never chosen as a new primary.
+    pub terminating: bool,
 }
+
+/// What the planner is told besides the spec and the pods: the user's explicit choices (the
+/// RedisCluster's annotations) and what the operator observed outside the pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// `redis.io/accept-replication-history`: a replication id the user accepted (published in
+    /// every pod's topology as `acceptHistory`).
+    pub accept_history: Option<String>,
+    /// `redis.io/promote-pod`: the pod the user chose to make primary. A promotion promotes it
+    /// whatever it holds; a failover blocked because its best replica is too far behind
+    /// promotes it if it is a replica that can take over.
+    pub promote_pod: Option<String>,
+    /// After a promotion: what the former source (`replicaMode.source`) answered.
+    pub former_source: Option<FormerSource>,
+}
+
+/// The RedisCluster annotation naming the pod a promotion (or a blocked failover) makes primary.
+pub const PROMOTE_POD_ANNOTATION: &str = "redis.io/promote-pod";
+
+/// What the former source of a promoted cluster is, as the operator's probe saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FormerSource {
+    /// A primary that is not fenced: it accepts writes. The text says what was seen.
+    Writable(String),
+    /// A replica, or a primary that refuses writes.
+    NotWritable(String),
+    /// It did not answer (or could not be asked), and why.
+    Unreachable(String),
+}
+
+/// How long a promotion waits for pods that have not reported what they hold before it
+/// promotes the best copy among those that did (the user can name a pod at once).
+pub const PROMOTION_REPORT_WAIT_SECONDS: i64 = 30;
+
+/// Epochs above this were not published by this operator (it counts up by one per change, and
+/// would need longer than the age of the universe to get there): a pod carrying one is left
+/// alone and reported, so the next epoch can never wrap around.
+pub const EPOCH_LIMIT: u64 = 1 << 53;
 
 /// Everything the planner looks at.
 #[derive(Clone, Debug)]
@@ -118,8 +161,19 @@ pub struct Plan {
     /// Every pod, in the order its labels and annotation must be written: a pod being fenced
     /// first, then the leader, then the others by ordinal.
     pub order: Vec<String>,
-    /// The pod labelled primary (the `-leader` Service's endpoint).
+    /// The pod labelled primary (the `-leader` Service's endpoint), unless `role_labels` labels
+    /// every pod replica: a primary that came back without its data is kept out of the Service.
     pub leader: String,
+    /// Bad input found while planning (a topology annotation with an absurd epoch, an
+    /// annotation naming no pod): the reconciler reports them in `ConfigurationValid`.
+    pub problems: Vec<Problem>,
+    /// In sentinel mode, the Sentinels' primary came back without its data and is fenced: ask
+    /// them to fail over (`SENTINEL FAILOVER <this name>`), since they never fail over a primary
+    /// that answers.
+    pub sentinel_failover: Option<String>,
+    /// After a promotion: whether the former source accepts writes (None: not probed or not
+    /// reachable), for the operator's metric.
+    pub former_source_writable: Option<bool>,
 }
 
 /// What the cluster as a whole should be.
@@ -214,11 +268,11 @@ fn promotion_done(view: &ClusterView) -> bool {
         .is_some_and(|c| c.reason == cond::REASON_PROMOTED)
 }
 
-fn decider(view: &ClusterView, target: Target) -> Decider {
+fn decider(view: &ClusterView, target: Target, extra: &Extra) -> Decider {
     let own_primary = match target {
         Target::Replica(..) => return Decider::Spec,
         Target::Standalone => true,
-        Target::Promoted(_) => handed_to_sentinels(view, target),
+        Target::Promoted(_) => handed_to_sentinels(view, target, extra),
     };
     if own_primary && view.spec.sentinels_active() {
         Decider::Sentinel
@@ -232,7 +286,7 @@ fn decider(view: &ClusterView, target: Target) -> Decider {
 /// replica): the instance managers never change roles under Sentinel, so a pod that had not yet
 /// applied its re-pointing (a sidecar may skip an intermediate epoch) would stay a replica of the
 /// old source forever. Once handed over (a published topology names the Sentinels), it stays so.
-fn handed_to_sentinels(view: &ClusterView, target: Target) -> bool {
+fn handed_to_sentinels(view: &ClusterView, target: Target, extra: &Extra) -> bool {
     if view
         .pods
         .values()
@@ -243,16 +297,13 @@ fn handed_to_sentinels(view: &ClusterView, target: Target) -> bool {
     if !promotion_done(view) {
         return false;
     }
-    let operator = Leadership {
-        leader: recorded_primary(view),
-        decider: Decider::Operator,
-        failover: None,
-        available: None,
-        sentinel_epoch: None,
-    };
+    let operator = Leadership::new(recorded_primary(view), Decider::Operator);
     view.pods.iter().all(|(name, pod)| {
         names::ordinal_of(view.name, name).is_none()
-            || confirmed(Some(pod), &desired_for(view, target, &operator, name))
+            || confirmed(
+                Some(pod),
+                &desired_for(view, target, &operator, extra, name),
+            )
     })
 }
 
@@ -302,6 +353,92 @@ fn sentinel_choice(view: &ClusterView) -> Option<(String, u64)> {
     pod_at(view, host).map(|p| (p.clone(), epoch))
 }
 
+/// What the status last showed of `pod` (its last report, kept while its instance manager does
+/// not answer).
+fn remembered<'v>(
+    view: &'v ClusterView,
+    pod: &str,
+) -> Option<&'v redis_cluster_api::InstanceStatus> {
+    view.previous?
+        .instances_status
+        .iter()
+        .find(|i| i.name == pod)
+}
+
+/// The pod's data, from its report.
+fn copy_of(view: &ClusterView, pod: &str) -> Option<Dataset> {
+    Dataset::of(view.pods.get(pod)?.report.as_ref()?)
+}
+
+/// The ordinal pods of the cluster, by ordinal.
+fn ordinal_pods<'v>(view: &'v ClusterView) -> Vec<(&'v String, &'v PodView)> {
+    let mut pods: Vec<_> = view
+        .pods
+        .iter()
+        .filter(|(name, _)| names::ordinal_of(view.name, name).is_some())
+        .collect();
+    pods.sort_by_key(|(name, _)| names::ordinal_of(view.name, name));
+    pods
+}
+
+/// `kubectl annotate` for this cluster.
+fn annotate_command(view: &ClusterView, annotation: &str, value: &str) -> String {
+    format!(
+        "kubectl annotate rediscluster -n {} {} {annotation}={value}",
+        view.namespace, view.name
+    )
+}
+
+/// `pod` came back without its data: Redis now holds no key under a new replication history,
+/// while its instance manager's record, the status, or a peer shows it held some (a replaced or
+/// emptied volume). None when it still holds data, while it loads, when nothing shows it held
+/// anything, or when the user accepted its new (empty) history.
+fn lost_data(view: &ClusterView, pod: &str, extra: &Extra) -> Option<String> {
+    let copy = copy_of(view, pod)?;
+    if copy.keys != Some(0) || extra.accept_history.as_deref() == Some(copy.replid.as_str()) {
+        return None;
+    }
+    let recorded = copy
+        .recorded
+        .as_ref()
+        .filter(|r| r.2 > 0)
+        .map(|(id, offset, keys)| {
+            format!(
+                "its instance manager recorded {}@{offset}, {keys} keys",
+                short(id)
+            )
+        });
+    let status = || {
+        remembered(view, pod)
+            .filter(|m| m.keys.is_some_and(|k| k > 0))
+            .filter(|m| {
+                m.replication_id
+                    .as_ref()
+                    .is_some_and(|id| *id != copy.replid)
+            })
+            .map(|m| {
+                format!(
+                    "it last reported {}@{}, {} keys",
+                    short(m.replication_id.as_deref().unwrap_or_default()),
+                    m.replication_offset.unwrap_or_default(),
+                    m.keys.unwrap_or_default()
+                )
+            })
+    };
+    let peer = || {
+        ordinal_pods(view).into_iter().find_map(|(name, _)| {
+            let other = copy_of(view, name).filter(|_| name != pod)?;
+            (other.keys.is_some_and(|k| k > 0) && !copy.holds(&other))
+                .then(|| format!("{name} holds {}", other.describe()))
+        })
+    };
+    let had = recorded.or_else(status).or_else(peer)?;
+    Some(format!(
+        "{pod} came back without its data (now empty, replication history {}; {had})",
+        short(&copy.replid)
+    ))
+}
+
 /// Whether the primary answers, and if not, why not.
 fn availability(view: &ClusterView, primary: &str) -> Result<(), String> {
     let Some(pod) = view.pods.get(primary) else {
@@ -325,7 +462,8 @@ fn availability(view: &ClusterView, primary: &str) -> Result<(), String> {
     }
 }
 
-/// Proof that `pod` cannot accept a write now (and comes back unable to).
+/// Proof that `pod` cannot accept a write now (and comes back unable to). A pod being deleted
+/// is no proof: its Redis runs until the kubelet stops it.
 fn cannot_write(view: &ClusterView, pod: &str) -> Option<String> {
     let Some(p) = view.pods.get(pod) else {
         return Some(format!("{pod} is gone"));
@@ -344,34 +482,191 @@ fn cannot_write(view: &ClusterView, pod: &str) -> Option<String> {
     }
 }
 
-/// The replica to promote: highest replication offset, not in a sync; lowest ordinal on ties.
-fn best_replica(view: &ClusterView, except: &str) -> Option<(String, i64)> {
-    view.pods
-        .iter()
-        .filter(|(name, _)| name.as_str() != except)
-        .filter_map(|(name, p)| {
-            let r = p.report.as_ref()?;
-            (r.role == Some(ObservedRole::Replica) && !r.sync_in_progress && !r.fenced)
-                .then_some((name, r.repl_offset?))
+/// The replica a failover promotes, and how much it lacks.
+#[derive(Clone, Debug, PartialEq)]
+struct Candidate {
+    pod: String,
+    offset: i64,
+    /// Bytes it is behind the highest offset known in the failed primary's history, and whose
+    /// offset that is (only when it is behind).
+    behind: Option<(i64, String, i64)>,
+    /// Named by the user (`redis.io/promote-pod`).
+    named: bool,
+}
+
+impl Candidate {
+    /// What the Events say about the choice.
+    fn describe(&self) -> String {
+        let why = if self.named {
+            format!(
+                "named by {PROMOTE_POD_ANNOTATION}, replication offset {}",
+                self.offset
+            )
+        } else {
+            format!("highest replication offset, {}", self.offset)
+        };
+        match &self.behind {
+            Some((bytes, pod, offset)) => format!(
+                "{why}; {bytes} bytes behind {pod}'s offset {offset}: those writes are lost"
+            ),
+            None => why,
+        }
+    }
+}
+
+/// The replica to promote in place of `old`: the reachable replica (not syncing, not fenced,
+/// not loading, not being deleted) whose data reaches furthest into the failed primary's
+/// history; lowest ordinal on ties. It must not be further behind the highest offset any pod is
+/// known to have reached in that history (the failed primary's and silent replicas' last
+/// reports included) than `failover.maxLagBytes`, unless the user named it. Err: why nobody.
+fn failover_candidate(view: &ClusterView, old: &str, extra: &Extra) -> Result<Candidate, String> {
+    let max_lag = view.spec.failover_settings().max_lag_bytes.max(0);
+    let eligible: Vec<(&String, &InstanceReport)> = ordinal_pods(view)
+        .into_iter()
+        .filter(|(name, p)| name.as_str() != old && !p.terminating)
+        .filter_map(|(name, p)| Some((name, p.report.as_ref()?)))
+        .filter(|(_, r)| {
+            r.role == Some(ObservedRole::Replica)
+                && !r.sync_in_progress
+                && !r.fenced
+                && r.loading != Some(true)
+                && r.master_repl_offset
+                    .or(r.repl_offset)
+                    .is_some_and(|o| o > 0)
         })
-        .filter(|(_, offset)| *offset > 0)
+        .collect();
+    let legacy = || {
+        // Instance managers that do not report replication ids: the highest offset.
+        eligible
+            .iter()
+            .filter_map(|(name, r)| Some((*name, r.repl_offset.filter(|o| *o > 0)?)))
+            .max_by_key(|(name, offset)| {
+                (
+                    *offset,
+                    std::cmp::Reverse(names::ordinal_of(view.name, name).unwrap_or(u32::MAX)),
+                )
+            })
+            .map(|(name, offset)| Candidate {
+                pod: name.clone(),
+                offset,
+                behind: None,
+                named: false,
+            })
+    };
+    let copies: Vec<(&String, Dataset)> = eligible
+        .iter()
+        .filter_map(|(name, r)| Some((*name, Dataset::of(r)?)))
+        .collect();
+    if copies.is_empty() {
+        return legacy().ok_or_else(no_replica);
+    }
+    // The failed primary's history, when the replicas hold some of it; else the history of
+    // the replica furthest along.
+    let history = remembered(view, old)
+        .and_then(|m| m.replication_id.clone())
+        .filter(|id| copies.iter().any(|(_, c)| c.position_in(id).is_some()))
+        .or_else(|| {
+            copies
+                .iter()
+                .max_by_key(|(_, c)| c.offset)
+                .map(|(_, c)| c.replid.clone())
+        })
+        .unwrap_or_default();
+    let best = copies
+        .iter()
+        .filter_map(|(name, c)| Some((*name, c.position_in(&history)?)))
         .max_by_key(|(name, offset)| {
             (
                 *offset,
                 std::cmp::Reverse(names::ordinal_of(view.name, name).unwrap_or(u32::MAX)),
             )
+        });
+    // The highest offset known in that history: every pod's report, or its last one.
+    let reference = ordinal_pods(view)
+        .into_iter()
+        .filter_map(|(name, p)| {
+            let now = p
+                .report
+                .as_ref()
+                .and_then(Dataset::of)
+                .and_then(|c| c.position_in(&history));
+            let last = remembered(view, name)
+                .filter(|m| m.replication_id.as_deref() == Some(history.as_str()))
+                .and_then(|m| m.replication_offset);
+            Some((name, now.or(last)?))
         })
-        .map(|(name, offset)| (name.clone(), offset))
+        .chain(
+            // The failed primary may be gone from the pod list: its last report still counts.
+            remembered(view, old)
+                .filter(|_| !view.pods.contains_key(old))
+                .filter(|m| m.replication_id.as_deref() == Some(history.as_str()))
+                .and_then(|m| Some((&m.name, m.replication_offset?))),
+        )
+        .max_by_key(|(_, offset)| *offset);
+    let behind = |offset: i64| {
+        reference
+            .filter(|(_, r)| *r > offset)
+            .map(|(pod, r)| (r - offset, pod.clone(), r))
+    };
+    if let Some(named) = extra.promote_pod.as_deref()
+        && let Some((name, r)) = eligible.iter().find(|(name, _)| name.as_str() == named)
+    {
+        let offset = copies
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, c)| c.position_in(&history))
+            .or(r.master_repl_offset)
+            .or(r.repl_offset)
+            .unwrap_or_default();
+        return Ok(Candidate {
+            pod: (*name).clone(),
+            offset,
+            behind: behind(offset),
+            named: true,
+        });
+    }
+    let Some((pod, offset)) = best else {
+        return Err(no_replica());
+    };
+    let candidate = Candidate {
+        pod: pod.clone(),
+        offset,
+        behind: behind(offset),
+        named: false,
+    };
+    match &candidate.behind {
+        Some((bytes, ahead, at)) if *bytes > max_lag => Err(format!(
+            "the best reachable replica {pod} is at offset {offset} of replication history {}, {bytes} bytes behind {ahead} (offset {at}): promoting it would lose those writes (failover.maxLagBytes: {max_lag}). Waiting for a replica closer to it to report; to promote {pod} anyway and lose them: {}",
+            short(&history),
+            annotate_command(view, PROMOTE_POD_ANNOTATION, pod)
+        )),
+        _ => Ok(candidate),
+    }
+}
+
+fn no_replica() -> String {
+    "no replica is in sync with a known replication offset".into()
 }
 
 /// A failover the operator decided in this pass.
 #[derive(Clone, Debug, PartialEq)]
 struct Failover {
     from: String,
-    to: String,
-    offset: i64,
+    to: Candidate,
     proof: String,
     unavailable_for: i64,
+    /// The old primary came back without its data (the message says how we know).
+    lost: Option<String>,
+}
+
+/// Which pod a promotion makes primary, and what `PromotionTarget` says.
+#[derive(Clone, Debug, PartialEq)]
+struct PromotionChoice {
+    /// Nothing is promoted yet: waiting for reports, or for the user to choose.
+    wait: bool,
+    condition: Desired,
+    /// Why this pod, for the `Promoting` Event (None: pod 0 holding everything, as always).
+    why: Option<String>,
 }
 
 /// Who leads, and what the `PrimaryAvailable` condition says.
@@ -381,22 +676,212 @@ struct Leadership {
     failover: Option<Failover>,
     available: Option<Desired>,
     sentinel_epoch: Option<u64>,
+    /// The leader came back without its data: it is published fenced (never primary) and not
+    /// labelled primary; the message says why.
+    lost: Option<String>,
+    /// During a promotion: the choice of the pod to promote.
+    promotion: Option<PromotionChoice>,
+}
+
+impl Leadership {
+    fn new(leader: String, decider: Decider) -> Self {
+        Leadership {
+            leader,
+            decider,
+            failover: None,
+            available: None,
+            sentinel_epoch: None,
+            lost: None,
+            promotion: None,
+        }
+    }
+
+    /// A pod that is published fenced: the one failed over from, or a leader that lost its data.
+    fn fences(&self, pod: &str) -> bool {
+        self.failover.as_ref().is_some_and(|f| f.from == pod)
+            || (self.lost.is_some() && self.failover.is_none() && self.leader == pod)
+    }
 }
 
 fn seconds_between(from: &Time, to: &Time) -> i64 {
     to.0.as_second() - from.0.as_second()
 }
 
-fn leadership(view: &ClusterView, target: Target) -> Leadership {
-    let decider = decider(view, target);
+/// A promotion has been published: the newest topology names a primary (in replica mode none
+/// does).
+fn promotion_started(view: &ClusterView) -> bool {
+    view.pods
+        .values()
+        .filter_map(|p| p.published.as_ref())
+        .max_by_key(|t| t.epoch)
+        .is_some_and(|t| t.primary.is_some())
+}
+
+/// Which pod a promotion makes primary: the one the user named, else the pod whose data holds
+/// every other reporting pod's data (pod 0 when it does; else the lowest ordinal that does),
+/// after waiting a bounded time for pods that have not reported. None: no instance manager
+/// reports replication histories (older ones), and pod 0 is promoted as before.
+fn choose_promotion(view: &ClusterView, extra: &Extra) -> Option<(String, PromotionChoice)> {
+    let pods = ordinal_pods(view);
+    let copies: Vec<(&String, Option<Dataset>)> = pods
+        .iter()
+        .map(|(name, p)| {
+            let copy = (!p.terminating)
+                .then(|| p.report.as_ref().and_then(Dataset::of))
+                .flatten();
+            (*name, copy)
+        })
+        .collect();
+    let summary = copies
+        .iter()
+        .map(|(name, copy)| match copy {
+            Some(c) => format!("{name} {}", c.describe()),
+            None => {
+                let p = &view.pods[*name];
+                let why = if p.terminating {
+                    "being deleted".to_string()
+                } else if p.report.as_ref().is_some_and(|r| r.loading == Some(true)) {
+                    "loading its data".to_string()
+                } else if p.report.is_some() {
+                    "no replication history reported".to_string()
+                } else {
+                    p.problem
+                        .clone()
+                        .unwrap_or_else(|| "instance manager not reachable".into())
+                };
+                format!("{name} unknown ({why})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let named = extra
+        .promote_pod
+        .as_ref()
+        .filter(|p| pods.iter().any(|(name, _)| name == p));
+    if let Some(pod) = named {
+        return Some((
+            pod.clone(),
+            PromotionChoice {
+                wait: false,
+                condition: Desired {
+                    type_: cond::PROMOTION_TARGET,
+                    status: Status::True,
+                    reason: cond::REASON_CHOSEN,
+                    message: format!(
+                        "{pod} named by {PROMOTE_POD_ANNOTATION}: promoting it; the other pods resynchronise from it and lose what it lacks ({summary})"
+                    ),
+                },
+                why: Some(format!("named by {PROMOTE_POD_ANNOTATION} ({summary})")),
+            },
+        ));
+    }
+    if copies.iter().all(|(_, c)| c.is_none())
+        && pods
+            .iter()
+            .all(|(_, p)| p.report.as_ref().is_none_or(|r| r.master_replid.is_none()))
+    {
+        return None;
+    }
+    let known: Vec<(&String, &Dataset)> = copies
+        .iter()
+        .filter_map(|(n, c)| Some((*n, c.as_ref()?)))
+        .collect();
+    let unknown: Vec<&String> = copies
+        .iter()
+        .filter(|(_, c)| c.is_none())
+        .map(|(n, _)| *n)
+        .collect();
+    // Every pod that holds all the others' data is as good as any other such pod: the
+    // designated leader first, then the lowest ordinal.
+    let best = known
+        .iter()
+        .find(|(_, c)| known.iter().all(|(_, other)| c.holds(other)))
+        .map(|(name, c)| ((*name).clone(), (*c).clone()));
+    let waited = view
+        .previous
+        .and_then(|s| conditions::find(&s.conditions, cond::PROMOTION_TARGET))
+        .filter(|c| c.status == Status::Unknown.as_str())
+        .map(|c| seconds_between(&c.last_transition_time, &view.now))
+        .unwrap_or(0);
     let pod0 = names::pod_name(view.name, 0);
-    let mut out = Leadership {
-        leader: pod0.clone(),
-        decider,
-        failover: None,
-        available: None,
-        sentinel_epoch: None,
+    let choose_now = annotate_command(view, PROMOTE_POD_ANNOTATION, "<pod>");
+    if !unknown.is_empty() && waited < PROMOTION_REPORT_WAIT_SECONDS {
+        let unknown = unknown
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Some((
+            best.map(|(name, _)| name).unwrap_or(pod0),
+            PromotionChoice {
+                wait: true,
+                condition: Desired {
+                    type_: cond::PROMOTION_TARGET,
+                    status: Status::Unknown,
+                    reason: cond::REASON_WAITING_FOR_REPORTS,
+                    message: format!(
+                        "Waiting for {unknown} to report what it holds before choosing the pod to promote (at most {PROMOTION_REPORT_WAIT_SECONDS}s, so far {waited}s): {summary}. To promote a pod now: {choose_now}"
+                    ),
+                },
+                why: None,
+            },
+        ));
+    }
+    let Some((leader, copy)) = best else {
+        return Some((
+            pod0,
+            PromotionChoice {
+                wait: true,
+                condition: Desired {
+                    type_: cond::PROMOTION_TARGET,
+                    status: Status::False,
+                    reason: cond::REASON_NEEDS_CHOICE,
+                    message: format!(
+                        "No pod holds every other pod's data (their replication histories diverge): {summary}. Choose the pod to promote (the others resynchronise from it and lose what it lacks): {choose_now}"
+                    ),
+                },
+                why: None,
+            },
+        ));
     };
+    let late = (!unknown.is_empty()).then(|| {
+        format!(
+            "; {} did not report within {PROMOTION_REPORT_WAIT_SECONDS}s",
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    let why = (leader != pod0 || late.is_some()).then(|| {
+        format!(
+            "{leader} holds the most data ({}){}: {summary}",
+            copy.describe(),
+            late.clone().unwrap_or_default()
+        )
+    });
+    Some((
+        leader.clone(),
+        PromotionChoice {
+            wait: false,
+            condition: Desired {
+                type_: cond::PROMOTION_TARGET,
+                status: Status::True,
+                reason: cond::REASON_CHOSEN,
+                message: format!(
+                    "{leader} holds every reporting pod's data{}: promoting it ({summary})",
+                    late.unwrap_or_default()
+                ),
+            },
+            why,
+        },
+    ))
+}
+
+fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
+    let decider = decider(view, target, extra);
+    let mut out = Leadership::new(names::pod_name(view.name, 0), decider);
     let recorded = recorded_primary(view);
     match decider {
         Decider::Spec => return out,
@@ -407,6 +892,19 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
                     out.sentinel_epoch = Some(epoch);
                 }
                 None => out.leader = recorded,
+            }
+            if let Some(lost) = lost_data(view, &out.leader, extra) {
+                out.available = Some(Desired {
+                    type_: cond::PRIMARY_AVAILABLE,
+                    status: Status::False,
+                    reason: cond::REASON_DATA_LOST,
+                    message: format!(
+                        "{lost}: kept fenced and out of the -leader Service; the Sentinels keep a primary that answers, so the operator asks them to fail over (SENTINEL FAILOVER {}) to a replica that holds the data",
+                        names::sentinel_master_name(view.name)
+                    ),
+                });
+                out.lost = Some(lost);
+                return out;
             }
             out.available = Some(match availability(view, &out.leader) {
                 Ok(()) => Desired {
@@ -432,14 +930,28 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
         }
         Decider::Operator => out.leader = recorded,
     }
+    // A promotion not published yet: choose the pod that holds the most data.
+    if let Target::Promoted(_) = target
+        && !promotion_done(view)
+        && !promotion_started(view)
+    {
+        if let Some((leader, choice)) = choose_promotion(view, extra) {
+            out.leader = leader;
+            out.promotion = Some(choice);
+        }
+        return out;
+    }
     // A cluster that never had a confirmed primary is still being created: nothing to fail
     // over from (pods that take a while to schedule are not an incident).
     if view.previous.is_none_or(|s| s.current_primary.is_none()) {
         return out;
     }
     let settings = view.spec.failover_settings();
-    let why = match availability(view, &out.leader) {
-        Ok(()) => {
+    let lost = lost_data(view, &out.leader, extra);
+    let why = match (&lost, availability(view, &out.leader)) {
+        (Some(lost), _) => lost.clone(),
+        (None, Err(why)) => why,
+        (None, Ok(())) => {
             out.available = Some(Desired {
                 type_: cond::PRIMARY_AVAILABLE,
                 status: Status::True,
@@ -448,7 +960,6 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
             });
             return out;
         }
-        Err(why) => why,
     };
     let was = view
         .previous
@@ -458,39 +969,83 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
         .map(|c| seconds_between(&c.last_transition_time, &view.now))
         .unwrap_or(0);
     let delay = i64::from(settings.primary_unavailable_seconds.max(1));
+    let accept_empty = || {
+        copy_of(view, &out.leader)
+            .map(|c| {
+                format!(
+                    "; to take writes with the empty dataset instead: {}",
+                    annotate_command(
+                        view,
+                        redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION,
+                        &c.replid
+                    )
+                )
+            })
+            .unwrap_or_default()
+    };
     let (reason, message) = if view.spec.instances <= 1 {
         (
-            cond::REASON_UNAVAILABLE,
-            format!("{why}; a single-instance cluster has no replica to fail over to"),
+            if lost.is_some() {
+                cond::REASON_DATA_LOST
+            } else {
+                cond::REASON_UNAVAILABLE
+            },
+            format!(
+                "{why}; a single-instance cluster has no replica to fail over to{}",
+                if lost.is_some() {
+                    accept_empty()
+                } else {
+                    String::new()
+                }
+            ),
         )
     } else if !settings.enabled {
         (
-            cond::REASON_UNAVAILABLE,
+            if lost.is_some() {
+                cond::REASON_DATA_LOST
+            } else {
+                cond::REASON_UNAVAILABLE
+            },
             format!("{why}; automatic failover is disabled (spec.failover.enabled: false)"),
         )
-    } else if unavailable_for < delay {
+    } else if lost.is_none() && unavailable_for < delay {
         (
             cond::REASON_UNAVAILABLE,
             format!("{why}; failover after {delay}s unavailable (so far {unavailable_for}s)"),
         )
     } else {
+        // A primary that lost its data is replaced at once: waiting does not bring it back.
         match (
             cannot_write(view, &out.leader),
-            best_replica(view, &out.leader),
+            failover_candidate(view, &out.leader, extra),
         ) {
-            (Some(proof), Some((to, offset))) => {
+            (Some(proof), Ok(to)) => {
+                let message = format!(
+                    "{why}; failing over to {} (replication offset {})",
+                    to.pod, to.offset
+                );
                 out.failover = Some(Failover {
                     from: out.leader.clone(),
-                    to: to.clone(),
-                    offset,
+                    to,
                     proof,
                     unavailable_for,
+                    lost: lost.clone(),
                 });
-                (
-                    cond::REASON_FAILING_OVER,
-                    format!("{why}; failing over to {to} (replication offset {offset})"),
-                )
+                (cond::REASON_FAILING_OVER, message)
             }
+            (None, _) if lost.is_some() => (
+                cond::REASON_DATA_LOST,
+                format!(
+                    "{why}; fencing it and keeping it out of the -leader Service before a replica is promoted"
+                ),
+            ),
+            (None, _) if view.pods.get(&out.leader).is_some_and(|p| p.terminating) => (
+                cond::REASON_FAILOVER_BLOCKED,
+                format!(
+                    "{why}; failover blocked: {0} is being deleted, but its Redis runs until the kubelet stops it (its node may be unreachable) and nothing proves it stopped accepting writes. Force-deleting the pod (kubectl delete pod -n {1} {0} --force) lets the failover proceed",
+                    out.leader, view.namespace
+                ),
+            ),
             (None, _) => (
                 cond::REASON_FAILOVER_BLOCKED,
                 format!(
@@ -498,10 +1053,19 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
                     out.leader
                 ),
             ),
-            (Some(_), None) => (
-                cond::REASON_FAILOVER_BLOCKED,
+            (Some(_), Err(blocked)) => (
+                if lost.is_some() {
+                    cond::REASON_DATA_LOST
+                } else {
+                    cond::REASON_FAILOVER_BLOCKED
+                },
                 format!(
-                    "{why}; failover blocked: no replica is in sync with a known replication offset"
+                    "{why}; failover blocked: {blocked}{}",
+                    if lost.is_some() {
+                        accept_empty()
+                    } else {
+                        String::new()
+                    }
                 ),
             ),
         }
@@ -512,8 +1076,9 @@ fn leadership(view: &ClusterView, target: Target) -> Leadership {
         reason,
         message,
     });
+    out.lost = lost;
     if let Some(f) = &out.failover {
-        out.leader = f.to.clone();
+        out.leader = f.to.pod.clone();
     }
     out
 }
@@ -523,10 +1088,11 @@ fn desired_for(
     view: &ClusterView,
     target: Target,
     lead: &Leadership,
+    extra: &Extra,
     name: &str,
 ) -> DesiredTopology {
     let is_leader = name == lead.leader;
-    let fencing = lead.failover.as_ref().is_some_and(|f| f.from == name);
+    let fencing = lead.fences(name);
     let (role, upstream, hidden) = match target {
         Target::Standalone | Target::Promoted(_) if fencing => (Role::Fenced, None, false),
         Target::Standalone | Target::Promoted(_) if is_leader => (Role::Primary, None, false),
@@ -547,6 +1113,19 @@ fn desired_for(
         (Role::Primary, _) | (_, Decider::Sentinel) => min_sync,
         (Role::Fenced, _) => FENCE_MIN_REPLICAS,
         _ => 0,
+    };
+    // Under Sentinel a primary that lost its data is fenced by its topology: the instance
+    // manager applies role fenced whatever the Sentinels say.
+    let role = if fencing && lead.decider == Decider::Sentinel {
+        Role::Fenced
+    } else {
+        role
+    };
+    let upstream = if role == Role::Fenced { None } else { upstream };
+    let min_replicas_to_write = if role == Role::Fenced {
+        FENCE_MIN_REPLICAS
+    } else {
+        min_replicas_to_write
     };
     let sentinel = (lead.decider == Decider::Sentinel).then(|| SentinelTopology {
         master_name: names::sentinel_master_name(view.name),
@@ -590,7 +1169,7 @@ fn desired_for(
         },
         sentinel,
         replicaof_command: Some(replicaof_command(view.uid, view.namespace, view.name)),
-        accept_history: None,
+        accept_history: extra.accept_history.clone(),
     }
 }
 
@@ -617,19 +1196,96 @@ fn confirmed(pod: Option<&PodView>, want: &DesiredTopology) -> bool {
     report.applied_epoch.is_some_and(|e| e >= published.epoch) && role_ok
 }
 
-/// Decide the next step. See the module documentation for the rules.
+/// Decide the next step, with nothing but the spec and the pods to go on (no annotation on the
+/// RedisCluster, no probe of the former source). See [`plan_with`].
 pub fn plan(view: &ClusterView) -> Plan {
+    plan_with(view, &Extra::default())
+}
+
+/// Pods whose topology annotation carries an epoch above [`EPOCH_LIMIT`], with that epoch.
+fn poisoned_epochs(view: &ClusterView) -> BTreeMap<String, u64> {
+    view.pods
+        .iter()
+        .filter_map(|(name, p)| {
+            let epoch = p.published.as_ref()?.epoch;
+            (epoch > EPOCH_LIMIT).then(|| (name.clone(), epoch))
+        })
+        .collect()
+}
+
+/// Decide the next step. See the module documentation for the rules.
+pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
+    // Bad input first: a pod whose annotation carries an epoch no later epoch can exceed is
+    // left alone (its published topology ignored, nothing written to it) and reported.
+    let poisoned = poisoned_epochs(view);
+    let mut problems: Vec<Problem> = poisoned
+        .iter()
+        .map(|(pod, epoch)| Problem {
+            reason: EventReason::InvalidAnnotation,
+            message: format!(
+                "{pod}'s topology annotation has epoch {epoch}, which this operator never publishes (its epochs grow by one per change and stay below {EPOCH_LIMIT}): no later epoch could follow it, so {pod} is left as it is. Delete the pod (kubectl delete pod -n {} {pod}): it comes back without the annotation and gets a fresh topology",
+                view.namespace
+            ),
+        })
+        .collect();
+    let sanitized: BTreeMap<String, PodView>;
+    let view = if poisoned.is_empty() {
+        view.clone()
+    } else {
+        sanitized = view
+            .pods
+            .iter()
+            .map(|(name, p)| {
+                let mut p = p.clone();
+                if poisoned.contains_key(name) {
+                    p.published = None;
+                }
+                (name.clone(), p)
+            })
+            .collect();
+        ClusterView {
+            pods: &sanitized,
+            ..view.clone()
+        }
+    };
+    let view = &view;
+    if let Some(p) = &extra.promote_pod
+        && !view
+            .pods
+            .keys()
+            .any(|n| n == p && names::ordinal_of(view.name, n).is_some())
+    {
+        problems.push(Problem {
+            reason: EventReason::InvalidAnnotation,
+            message: format!(
+                "the annotation {PROMOTE_POD_ANNOTATION}={p} names no pod of this cluster (its pods are {}-0 to {}-{}): it is ignored",
+                view.name,
+                view.name,
+                view.spec.instances.max(1) - 1
+            ),
+        });
+    }
+
     let target = target(view.spec);
-    let lead = leadership(view, target);
+    let lead = leadership(view, target, extra);
     let leader = lead.leader.clone();
     let sentinel = lead.decider == Decider::Sentinel;
+    // While a promotion waits (for reports, or for the user's choice), every pod keeps
+    // replicating the source.
+    let promotion_waits = lead.promotion.as_ref().is_some_and(|c| c.wait);
+    let shape = match (target, &view.spec.replica_mode) {
+        (Target::Promoted(source), Some(rm)) if promotion_waits => {
+            Target::Replica(source, rm.topology)
+        }
+        _ => target,
+    };
     let mut desired: BTreeMap<String, DesiredTopology> = BTreeMap::new();
     for name in view.pods.keys() {
         if names::ordinal_of(view.name, name).is_some() {
-            desired.insert(name.clone(), desired_for(view, target, &lead, name));
+            desired.insert(name.clone(), desired_for(view, shape, &lead, extra, name));
         }
     }
-    let leader_want = desired_for(view, target, &lead, &leader);
+    let leader_want = desired_for(view, shape, &lead, extra, &leader);
     let leader_pod = view.pods.get(&leader);
     let leader_published_role = leader_pod
         .and_then(|p| p.published.as_ref())
@@ -645,7 +1301,8 @@ pub fn plan(view: &ClusterView) -> Plan {
         .and_then(|p| p.report.as_ref())
         .is_some_and(|r| r.applied_epoch.is_some());
     // Any pod counts, not only the leader: after a failover the primary may be another pod.
-    let demoting = leader_want.role == Role::Replica
+    let demoting = !promotion_waits
+        && leader_want.role == Role::Replica
         && (leader_published_role == Some(Role::Primary)
             || (leader_observed_role == Some(Role::Primary) && leader_applied_something)
             || view.pods.values().any(|p| {
@@ -661,9 +1318,14 @@ pub fn plan(view: &ClusterView) -> Plan {
         .is_some_and(|r| r.sync_in_progress);
     let promoting = leader_want.role == Role::Primary
         && leader_published_role.is_some_and(|r| r != Role::Primary);
+    let had_primary = view.previous.is_some_and(|s| s.current_primary.is_some());
 
     // The write order: the pod being fenced, the leader, then the others by ordinal.
-    let fenced_pod = lead.failover.as_ref().map(|f| f.from.clone());
+    let fenced_pod = lead
+        .failover
+        .as_ref()
+        .map(|f| f.from.clone())
+        .or_else(|| lead.lost.as_ref().map(|_| leader.clone()));
     let mut order: Vec<String> = desired.keys().cloned().collect();
     order.sort_by_key(|p| {
         (
@@ -673,7 +1335,8 @@ pub fn plan(view: &ClusterView) -> Plan {
         )
     });
 
-    // Rule 3: one epoch above everything published.
+    // Rule 3: one epoch above everything published (poisoned epochs excluded above, so this
+    // cannot overflow).
     let mut next_epoch = view
         .pods
         .values()
@@ -683,32 +1346,60 @@ pub fn plan(view: &ClusterView) -> Plan {
         + 1;
     let mut publish = BTreeMap::new();
     let mut events = Vec::new();
+    let was_available = view
+        .previous
+        .and_then(|s| conditions::find(&s.conditions, cond::PRIMARY_AVAILABLE));
     if let Some(f) = &lead.failover {
         events.push(PlannedEvent {
             type_: EventType::Warning,
             reason: EventReason::FailingOver,
-            note: format!(
-                "{} unavailable for {}s ({}): fencing it and promoting {} (highest replication offset, {})",
-                f.from, f.unavailable_for, f.proof, f.to, f.offset
-            ),
+            note: match &f.lost {
+                Some(lost) => format!(
+                    "{lost}: fencing it and promoting {} ({})",
+                    f.to.pod,
+                    f.to.describe()
+                ),
+                None => format!(
+                    "{} unavailable for {}s ({}): fencing it and promoting {} ({})",
+                    f.from,
+                    f.unavailable_for,
+                    f.proof,
+                    f.to.pod,
+                    f.to.describe()
+                ),
+            },
         });
     }
-    // A blocked failover is warned once, when the condition turns to it.
+    // A blocked failover, and a primary back without its data, are warned once, when the
+    // condition turns to them.
     if let Some(c) = lead
         .available
         .as_ref()
-        .filter(|c| c.reason == cond::REASON_FAILOVER_BLOCKED)
+        .filter(|c| c.reason == cond::REASON_FAILOVER_BLOCKED || c.reason == cond::REASON_DATA_LOST)
+        && was_available.is_none_or(|w| w.reason != c.reason)
     {
-        let was = view
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: if c.reason == cond::REASON_DATA_LOST {
+                EventReason::PrimaryDataLost
+            } else {
+                EventReason::FailoverBlocked
+            },
+            note: c.message.clone(),
+        });
+    }
+    if let Some(choice) = &lead.promotion
+        && choice.condition.reason == cond::REASON_NEEDS_CHOICE
+        && view
             .previous
-            .and_then(|s| conditions::find(&s.conditions, cond::PRIMARY_AVAILABLE));
-        if was.is_none_or(|w| w.reason != cond::REASON_FAILOVER_BLOCKED) {
-            events.push(PlannedEvent {
-                type_: EventType::Warning,
-                reason: EventReason::FailoverBlocked,
-                note: c.message.clone(),
-            });
-        }
+            .and_then(|s| conditions::find(&s.conditions, cond::PROMOTION_TARGET))
+            .is_none_or(|c| c.reason != cond::REASON_NEEDS_CHOICE)
+    {
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: EventReason::PromotionBlocked,
+            note: choice.condition.message.clone(),
+        });
     }
     for name in &order {
         let want = &desired[name];
@@ -724,6 +1415,18 @@ pub fn plan(view: &ClusterView) -> Plan {
         if name == &leader && promoting && leader_syncing && !sentinel {
             continue;
         }
+        // A recreated primary gets its first topology only once its instance manager reported
+        // what its Redis holds: it may have come back without its data, and a topology that
+        // lets it take writes must not reach it before the planner could tell.
+        if name == &leader
+            && had_primary
+            && current.is_none()
+            && view.pods[name].report.is_none()
+            && want.role != Role::Fenced
+            && (want.role == Role::Primary || sentinel)
+        {
+            continue;
+        }
         let mut topology = want.clone();
         topology.epoch = next_epoch;
         next_epoch += 1;
@@ -732,11 +1435,17 @@ pub fn plan(view: &ClusterView) -> Plan {
                 && promoting
                 && !promotion_done(view)
             {
+                let why = lead
+                    .promotion
+                    .as_ref()
+                    .and_then(|c| c.why.as_ref())
+                    .map(|w| format!("; {w}"))
+                    .unwrap_or_default();
                 events.push(PlannedEvent {
                     type_: EventType::Normal,
                     reason: EventReason::Promoting,
                     note: format!(
-                        "Promoting {leader} to standalone primary (REPLICAOF NO ONE); former source: {}",
+                        "Promoting {leader} to standalone primary (REPLICAOF NO ONE); former source: {}{why}",
                         source.display_name()
                     ),
                 });
@@ -764,12 +1473,15 @@ pub fn plan(view: &ClusterView) -> Plan {
         publish.insert(name.clone(), topology);
     }
 
+    // A primary back without its data is labelled like a replica: the -leader Service then
+    // leads nowhere rather than to an empty dataset.
+    let labelled_leader = (lead.lost.is_none() || lead.failover.is_some()).then_some(&leader);
     let role_labels = desired
         .keys()
         .map(|name| {
             (
                 name.clone(),
-                if name == &leader {
+                if Some(name) == labelled_leader {
                     ROLE_PRIMARY
                 } else {
                     ROLE_REPLICA
@@ -778,10 +1490,20 @@ pub fn plan(view: &ClusterView) -> Plan {
         })
         .collect();
 
+    // Under Sentinel, once the primary that lost its data reports the fence, the Sentinels are
+    // asked to fail over: they never replace a primary that answers.
+    let sentinel_failover = (sentinel
+        && lead.lost.is_some()
+        && leader_pod
+            .and_then(|p| p.report.as_ref())
+            .is_some_and(|r| r.fenced))
+    .then(|| names::sentinel_master_name(view.name));
+
     let (status, status_events) = status(
         view,
         target,
         &lead,
+        extra,
         &desired,
         leader_confirmed,
         demoting,
@@ -791,9 +1513,15 @@ pub fn plan(view: &ClusterView) -> Plan {
     let converged = desired
         .iter()
         .all(|(name, want)| confirmed(view.pods.get(name), want));
+    let former_source_writable = match (&extra.former_source, target) {
+        (Some(FormerSource::Writable(_)), Target::Promoted(_)) => Some(true),
+        (Some(FormerSource::NotWritable(_)), Target::Promoted(_)) => Some(false),
+        _ => None,
+    };
     Plan {
         in_progress: !publish.is_empty()
             || !converged
+            || promotion_waits
             || lead
                 .available
                 .as_ref()
@@ -804,6 +1532,9 @@ pub fn plan(view: &ClusterView) -> Plan {
         events,
         order,
         leader,
+        problems,
+        sentinel_failover,
+        former_source_writable,
     }
 }
 
@@ -829,10 +1560,40 @@ fn describe(pod: &str, t: &DesiredTopology) -> String {
     }
 }
 
+/// What a pod that refuses its upstream's history tells the user.
+fn blocked_message(
+    view: &ClusterView,
+    pod: &str,
+    b: &redis_cluster_api::report::HistoryBlock,
+) -> String {
+    format!(
+        "{pod} refuses {}'s replication history {}@{} ({} keys): it holds {}@{} ({} keys{}), which that history does not contain, and keeps its data instead of replicating. To replace its data with the upstream's: {}",
+        b.upstream.address,
+        short(&b.upstream.replid),
+        b.upstream.offset,
+        b.upstream.keys,
+        short(&b.ours.replid),
+        b.ours.offset,
+        b.ours.keys,
+        if b.ours_recorded {
+            ""
+        } else {
+            ", of no recorded history"
+        },
+        annotate_command(
+            view,
+            redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION,
+            &b.upstream.replid
+        )
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 fn status(
     view: &ClusterView,
     target: Target,
     lead: &Leadership,
+    extra: &Extra,
     desired: &BTreeMap<String, DesiredTopology>,
     leader_confirmed: bool,
     demoting: bool,
@@ -843,13 +1604,24 @@ fn status(
     let mut events = Vec::new();
     let mut wanted: Vec<Desired> = Vec::new();
 
-    // Per-instance section, straight from the reports.
+    // Per-instance section, straight from the reports. What a pod holds (history, offset,
+    // keys) is kept from its last report while it cannot be read: a failover compares it.
     let instances_status: Vec<_> = view
         .pods
         .iter()
         .map(|(name, pod)| {
             let r = pod.report.as_ref();
+            let read = r.filter(|r| r.role.is_some());
+            let last = previous.instances_status.iter().find(|i| &i.name == name);
             redis_cluster_api::InstanceStatus {
+                replication_id: match read {
+                    Some(r) => r.master_replid.clone(),
+                    None => last.and_then(|l| l.replication_id.clone()),
+                },
+                keys: match read {
+                    Some(r) => r.keys,
+                    None => last.and_then(|l| l.keys),
+                },
                 name: name.clone(),
                 role: r.and_then(|r| r.role).map(|role| match role {
                     ObservedRole::Primary => "primary".to_string(),
@@ -859,7 +1631,10 @@ fn status(
                 master_link_up: r
                     .filter(|r| r.role == Some(ObservedRole::Replica))
                     .map(|r| r.master_link_up),
-                replication_offset: r.and_then(|r| r.repl_offset),
+                replication_offset: match read {
+                    Some(r) => r.repl_offset,
+                    None => last.and_then(|l| l.replication_offset),
+                },
                 lag_bytes: r.and_then(|r| r.lag_bytes),
                 ready: r.is_some_and(|r| r.ready),
                 diverged_bytes: r.and_then(|r| r.diverged_bytes),
@@ -894,6 +1669,30 @@ fn status(
                     "{} held {bytes} bytes its upstream's new primary never received: it resynchronises in full and those writes are lost (the new primary never had them either)",
                     i.name
                 ),
+            });
+        }
+    }
+
+    // A pod that refuses its upstream's unrelated history keeps its data and replicates
+    // nothing until the user accepts: say so once, when it begins.
+    for (name, pod) in view.pods {
+        let Some(r) = pod.report.as_ref() else {
+            continue;
+        };
+        let Some(b) = &r.history_blocked else {
+            continue;
+        };
+        let now = r.error.clone().or_else(|| r.link_error.clone());
+        let before = previous
+            .instances_status
+            .iter()
+            .find(|p| &p.name == name)
+            .and_then(|p| p.error.clone());
+        if before != now {
+            events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: EventReason::UnrelatedHistory,
+                note: blocked_message(view, name, b),
             });
         }
     }
@@ -977,7 +1776,21 @@ fn status(
             type_: cond::REPLICA_MODE,
             status: Status::True,
             reason: cond::REASON_PROMOTING,
-            message: if leader_syncing {
+            message: if let Some(choice) = lead.promotion.as_ref().filter(|c| c.wait) {
+                if choice.condition.reason == cond::REASON_NEEDS_CHOICE {
+                    format!(
+                        "Promotion requested: no pod holds every other pod's data, waiting for the choice of the pod to promote (see condition {}; source: {})",
+                        cond::PROMOTION_TARGET,
+                        source.display_name()
+                    )
+                } else {
+                    format!(
+                        "Promotion requested: waiting for every pod to report what it holds before choosing the pod to promote (see condition {}; source: {})",
+                        cond::PROMOTION_TARGET,
+                        source.display_name()
+                    )
+                }
+            } else if leader_syncing {
                 format!(
                     "Promotion requested: waiting for {leader} to finish its sync from {} first (promoting a replica in the middle of a full sync would lose data)",
                     source.display_name()
@@ -1000,6 +1813,68 @@ fn status(
         Target::Standalone => {}
     }
 
+    // PromotionTarget: which pod a promotion makes primary, until it is done.
+    let keep_promotion_target = matches!(target, Target::Promoted(_))
+        && lead.promotion.is_none()
+        && !leader_confirmed
+        && !promotion_done(view);
+    if let Some(choice) = &lead.promotion {
+        wanted.push(choice.condition.clone());
+    }
+
+    // FormerSourceWritable: after a promotion, whether the region we replicated from still
+    // takes writes (both sides writable).
+    if let (Target::Promoted(source), Some(probe)) = (target, &extra.former_source)
+        && (leader_confirmed || promotion_done(view))
+    {
+        let name = format!(
+            "The former source {} ({}:{})",
+            source.display_name(),
+            source.host,
+            source.port
+        );
+        let c = match probe {
+            FormerSource::Writable(seen) => Desired {
+                type_: cond::FORMER_SOURCE_WRITABLE,
+                status: Status::True,
+                reason: cond::REASON_ACCEPTS_WRITES,
+                message: format!(
+                    "{name} accepts writes ({seen}) while this cluster is promoted: both regions take writes and their data diverge. Stop the writes there (fence it, or make it a replica of this cluster); what is written there is not on this cluster"
+                ),
+            },
+            FormerSource::NotWritable(seen) => Desired {
+                type_: cond::FORMER_SOURCE_WRITABLE,
+                status: Status::False,
+                reason: cond::REASON_REFUSES_WRITES,
+                message: format!("{name} accepts no writes ({seen})"),
+            },
+            FormerSource::Unreachable(why) => Desired {
+                type_: cond::FORMER_SOURCE_WRITABLE,
+                status: Status::Unknown,
+                reason: cond::REASON_NOT_REACHABLE,
+                message: format!(
+                    "{name} does not answer ({why}); it is asked again at every reconcile while this cluster is promoted"
+                ),
+            },
+        };
+        let was = conditions::find(&previous.conditions, cond::FORMER_SOURCE_WRITABLE);
+        let was_true = was.is_some_and(|w| w.status == Status::True.as_str());
+        if c.status == Status::True && !was_true {
+            events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: EventReason::FormerSourceWritable,
+                note: c.message.clone(),
+            });
+        } else if c.status == Status::False && was_true {
+            events.push(PlannedEvent {
+                type_: EventType::Normal,
+                reason: EventReason::FormerSourceNotWritable,
+                note: c.message.clone(),
+            });
+        }
+        wanted.push(c);
+    }
+
     // SourceLinkUp: a replica cluster must not look healthy while it replicates nothing.
     if let Target::Replica(source, _) = target
         && !demoting
@@ -1013,11 +1888,19 @@ fn status(
             })
             .map(|(name, _)| name)
             .collect();
+        let blocked: Vec<String> = external
+            .iter()
+            .filter_map(|name| {
+                let b = view.pods[*name].report.as_ref()?.history_blocked.as_ref()?;
+                Some(blocked_message(view, name, b))
+            })
+            .collect();
         let down: Vec<String> = external
             .iter()
             .filter_map(|name| {
                 let r = view.pods[*name].report.as_ref();
                 match r {
+                    Some(r) if r.history_blocked.is_some() => None,
                     Some(r) if r.master_link_up => None,
                     Some(r) => Some(format!(
                         "{name}: {}",
@@ -1037,6 +1920,19 @@ fn status(
                 status: Status::Unknown,
                 reason: cond::REASON_NO_REPORTS,
                 message: "No instance manager has reported on the link to the source yet".into(),
+            }
+        } else if !blocked.is_empty() {
+            let mut why = blocked;
+            why.extend(down);
+            Desired {
+                type_: cond::SOURCE_LINK_UP,
+                status: Status::False,
+                reason: cond::REASON_UNRELATED_HISTORY,
+                message: format!(
+                    "Link to {} ({endpoint}) is down: {}",
+                    source.display_name(),
+                    why.join("; ")
+                ),
             }
         } else if down.is_empty() {
             Desired {
@@ -1115,7 +2011,9 @@ fn status(
     // Keep conditions other code owns (ConfigurationValid is set by the reconciler).
     let mut merged = conditions::merge(&previous.conditions, wanted, view.generation, &view.now);
     for c in &previous.conditions {
-        if c.type_ == cond::CONFIGURATION_VALID {
+        if c.type_ == cond::CONFIGURATION_VALID
+            || (c.type_ == cond::PROMOTION_TARGET && keep_promotion_target)
+        {
             merged.push(c.clone());
         }
     }

@@ -74,6 +74,17 @@ pub fn problems(
             }),
         }
     }
+    if let Some(source) = spec.replica_mode.as_ref().and_then(|r| r.source.as_ref())
+        && !(1..=65535).contains(&source.port)
+    {
+        out.push(Problem {
+            reason: EventReason::InvalidSpec,
+            message: format!(
+                "replicaMode.source.port {} is out of range (1-65535; a CRD installed before its range check let it in): set the source's real port",
+                source.port
+            ),
+        });
+    }
     if let Some(rm) = &spec.replica_mode {
         if rm.promote && !rm.enabled {
             out.push(Problem {
@@ -106,6 +117,78 @@ pub fn problems(
         });
     }
     out
+}
+
+/// The longest cluster name whose derived objects are all valid: the StatefulSet's pods carry a
+/// `controller-revision-hash` label `<statefulset>-<10 characters>` (a label value, at most 63),
+/// so a StatefulSet name is at most 52 characters, and the Sentinels' is `<name>-sentinel`.
+pub fn max_name_len(spec: &RedisClusterSpec) -> usize {
+    match spec.mode {
+        redis_cluster_api::ClusterMode::Sentinel => 52 - "-sentinel".len(),
+        redis_cluster_api::ClusterMode::Standalone => 52,
+    }
+}
+
+/// Problems with the cluster's name for the objects derived from it: Services, the headless
+/// Service's pod host names and StatefulSet names are DNS labels (RFC 1035: lowercase letters,
+/// digits and '-', starting with a letter, ending with a letter or digit), and the StatefulSet's
+/// pods must fit their `controller-revision-hash` label ([`max_name_len`]). A RedisCluster's own
+/// name may contain dots and be longer; the API server would refuse every derived object.
+pub fn name_problems(name: &str, spec: &RedisClusterSpec) -> Vec<Problem> {
+    let mut why = Vec::new();
+    let max = max_name_len(spec);
+    if name.len() > max {
+        why.push(format!(
+            "it is {} characters long, and at most {max} fit the names derived from it ({} in mode: {})",
+            name.len(),
+            if spec.mode == redis_cluster_api::ClusterMode::Sentinel {
+                "<name>-sentinel-<n> pods"
+            } else {
+                "<name>-<n> pods"
+            },
+            spec.mode.as_str()
+        ));
+    }
+    if name.contains('.') {
+        why.push("it contains '.', which Service and pod host names cannot".into());
+    }
+    let label_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !label_chars
+        || !name.starts_with(|c: char| c.is_ascii_lowercase())
+        || !name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        why.push(
+            "Service names must start with a lowercase letter and hold only lowercase letters, digits and '-'".into(),
+        );
+    }
+    if why.is_empty() {
+        return vec![];
+    }
+    vec![Problem {
+        reason: EventReason::InvalidSpec,
+        message: format!(
+            "The cluster's name '{name}' cannot name the objects it needs: {}. A RedisCluster cannot be renamed: create it again under a name such as '{}' (nothing was created for this one)",
+            why.join("; "),
+            suggest(name, max)
+        ),
+    }]
+}
+
+/// A valid name close to `name`.
+fn suggest(name: &str, max: usize) -> String {
+    let mut s: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .skip_while(|c| !c.is_ascii_lowercase())
+        .take(max)
+        .collect();
+    while s.ends_with('-') {
+        s.pop();
+    }
+    if s.is_empty() { "redis".into() } else { s }
 }
 
 fn copy_hint(spec: &RedisClusterSpec, name: &str, namespace: &str) -> String {
@@ -183,6 +266,49 @@ mod tests {
         assert_eq!(reasons.len(), 2, "{reasons:?}");
         assert!(reasons[0].contains("promote"));
         assert!(reasons[1].contains("minSyncReplicas (2)"));
+    }
+
+    #[test]
+    fn names_that_cannot_name_the_derived_objects_are_refused_with_a_suggestion() {
+        let standalone = spec("storage: {size: 1Gi}");
+        let sentinel = spec("storage: {size: 1Gi}\nmode: sentinel");
+        assert!(name_problems("dr-redis", &standalone).is_empty());
+        assert!(name_problems(&"a".repeat(52), &standalone).is_empty());
+        assert!(name_problems(&"a".repeat(43), &sentinel).is_empty());
+        let long = name_problems(&"a".repeat(44), &sentinel);
+        assert_eq!(long.len(), 1);
+        assert_eq!(long[0].reason, EventReason::InvalidSpec);
+        assert!(
+            long[0]
+                .message
+                .contains("it is 44 characters long, and at most 43 fit"),
+            "{}",
+            long[0].message
+        );
+        let dotted = name_problems("redis.prod", &standalone);
+        assert_eq!(
+            dotted[0].message,
+            "The cluster's name 'redis.prod' cannot name the objects it needs: it contains '.', which Service and pod host names cannot. A RedisCluster cannot be renamed: create it again under a name such as 'redis-prod' (nothing was created for this one)"
+        );
+        assert_eq!(name_problems("9lives", &standalone).len(), 1);
+    }
+
+    #[test]
+    fn a_port_out_of_range_from_an_older_crd_is_refused_not_replaced() {
+        for port in [0, 70000, -1] {
+            let s = spec(&format!(
+                "storage: {{size: 1Gi}}\nreplicaMode: {{enabled: true, source: {{host: h, port: {port}}}}}"
+            ));
+            let p = problems("ns", &s, &BTreeMap::new());
+            assert_eq!(p.len(), 1, "{p:?}");
+            assert_eq!(p[0].reason, EventReason::InvalidSpec);
+            assert!(
+                p[0].message
+                    .starts_with(&format!("replicaMode.source.port {port} is out of range")),
+                "{}",
+                p[0].message
+            );
+        }
     }
 
     #[test]

@@ -842,6 +842,7 @@ fn failover_can_be_turned_off() {
     s.failover = Some(redis_cluster_api::FailoverSpec {
         enabled: false,
         primary_unavailable_seconds: 10,
+        ..Default::default()
     });
     let mut w = World::new(s);
     w.converge();

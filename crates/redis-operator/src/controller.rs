@@ -36,13 +36,15 @@ async fn reconcile_one(rc: Arc<RedisCluster>, ctx: Arc<Context>) -> Result<Actio
     ctx.metrics
         .observe(started.elapsed(), result.as_ref().err());
     let outcome = result?;
+    let labels = ClusterLabels {
+        cluster: rc.name_any(),
+        namespace: rc.namespace().unwrap_or_default(),
+    };
     if outcome.promoted {
-        let labels = ClusterLabels {
-            cluster: rc.name_any(),
-            namespace: rc.namespace().unwrap_or_default(),
-        };
         ctx.metrics.promotions.get_or_create(&labels).inc();
     }
+    ctx.metrics
+        .set_former_source(&labels, outcome.former_source_writable);
     tracing::debug!(cluster = %rc.name_any(), ?outcome, "reconciled");
     Ok(Action::requeue(outcome.requeue_after))
 }

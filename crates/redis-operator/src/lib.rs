@@ -11,6 +11,7 @@ pub mod leader;
 pub mod metrics;
 pub mod objects;
 pub mod platform;
+pub mod probe;
 pub mod reconcile;
 pub mod scripts;
 

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub promotions: Family<ClusterLabels, Counter>,
+    /// After a promotion: 1 while the former source accepts writes (both regions writable), 0
+    /// when it refuses them; absent when not promoted or the former source does not answer.
+    pub former_source_writable: Family<ClusterLabels, Gauge>,
     pub leader: Gauge,
     pub ready: AtomicBool,
 }
@@ -46,6 +49,7 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         let promotions = Family::<ClusterLabels, Counter>::default();
+        let former_source_writable = Family::<ClusterLabels, Gauge>::default();
         let leader = Gauge::default();
         registry.register("reconciliations", "Reconciles run", reconciliations.clone());
         registry.register(
@@ -64,6 +68,11 @@ impl Default for Metrics {
             promotions.clone(),
         );
         registry.register(
+            "former_source_writable",
+            "After a promotion: 1 while the former source (replicaMode.source) still accepts writes, so both regions take writes; 0 when it refuses them",
+            former_source_writable.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the leader Lease",
             leader.clone(),
@@ -74,6 +83,7 @@ impl Default for Metrics {
             errors,
             duration,
             promotions,
+            former_source_writable,
             leader,
             ready: AtomicBool::new(false),
         }
@@ -81,6 +91,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Export what the last reconcile of a cluster saw of its former source.
+    pub fn set_former_source(&self, labels: &ClusterLabels, writable: Option<bool>) {
+        match writable {
+            Some(w) => {
+                self.former_source_writable
+                    .get_or_create(labels)
+                    .set(i64::from(w));
+            }
+            None => {
+                self.former_source_writable.remove(labels);
+            }
+        }
+    }
+
     pub fn observe(&self, took: Duration, error: Option<&crate::Error>) {
         self.reconciliations.inc();
         self.duration.observe(took.as_secs_f64());

@@ -1,6 +1,11 @@
 //! The reconcile pipeline for one `RedisCluster`:
 //! read -> validate (pure) -> build (pure) -> apply -> observe -> plan (pure) -> publish -> status.
 //!
+//! A spec that cannot be acted on (conflicting fields, a name the derived objects cannot carry,
+//! a port out of range) stops after validate. A missing Secret does not: only the apply of the
+//! objects that name it waits, and observation, status and failover go on with what the pods
+//! have mounted.
+//!
 //! Everything that decides is in `objects`, `config` and `redis_topology`; this file only sequences I/O
 //! through the [`Platform`] seam, so the same code drives a real cluster and the drill.
 
@@ -12,12 +17,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use redis_cluster_api::conditions as cond;
 use redis_cluster_api::labels as l;
-use redis_cluster_api::topology::DesiredTopology;
+use redis_cluster_api::topology::{ACCEPT_HISTORY_ANNOTATION, DesiredTopology};
 use redis_cluster_api::{RedisCluster, RedisClusterStatus};
 use redis_topology::conditions::{self, Desired, Status};
-use redis_topology::plan::ClusterView;
+use redis_topology::plan::{ClusterView, PROMOTE_POD_ANNOTATION};
 use redis_topology::validate::{self, Problem};
-use redis_topology::{Environment, EventReason, EventType, PlannedEvent, PodView};
+use redis_topology::{
+    Environment, EventReason, EventType, Extra, FormerSource, PlannedEvent, PodView,
+};
 
 use crate::Error;
 use crate::objects::{self, Settings};
@@ -32,8 +39,13 @@ pub struct Outcome {
     pub status_written: bool,
     /// The leader was confirmed primary in this reconcile after a promotion.
     pub promoted: bool,
-    /// The spec cannot be acted on (ConfigurationValid=False).
+    /// Something cannot be used (ConfigurationValid=False): a spec that cannot be acted on
+    /// (nothing else happened), a missing Secret (the objects wait; observation, status and
+    /// failover went on), or a bad annotation.
     pub invalid: bool,
+    /// After a promotion: whether the former source accepts writes (None: not probed or it did
+    /// not answer). The controller exports it as `redis_operator_former_source_writable`.
+    pub former_source_writable: Option<bool>,
 }
 
 /// How long to wait before looking again.
@@ -58,20 +70,35 @@ pub async fn reconcile<P: Platform>(
         .ok_or_else(|| Error::Unnamespaced(name.clone()))?;
     let previous = rc.status.clone().unwrap_or_default();
 
-    // validate: what the schema cannot check.
+    // validate: what the schema cannot check. A spec that cannot be acted on stops here; a
+    // missing Secret does not: the pods keep the copy they have mounted, so observation,
+    // status and failover go on, and only the objects that need the Secret wait.
     let mut secrets = BTreeMap::new();
     for (secret, key) in validate::referenced_secrets(&rc.spec) {
         let state = platform.secret_state(&namespace, &secret, key).await?;
         secrets.insert(secret, state);
     }
-    let problems = validate::problems(&namespace, &rc.spec, &secrets);
-    if !problems.is_empty() {
-        return invalid(rc, platform, &previous, &problems, now).await;
+    let (secret_problems, mut spec_problems): (Vec<Problem>, Vec<Problem>) =
+        validate::problems(&namespace, &rc.spec, &secrets)
+            .into_iter()
+            .partition(|p| {
+                matches!(
+                    p.reason,
+                    EventReason::SecretMissing | EventReason::SecretKeyMissing
+                )
+            });
+    spec_problems.splice(0..0, validate::name_problems(&name, &rc.spec));
+    if !spec_problems.is_empty() {
+        let mut all = spec_problems;
+        all.extend(secret_problems);
+        return invalid(rc, platform, &previous, &all, now).await;
     }
 
-    // build + apply the owned objects.
-    let owned = objects::build(rc, settings);
-    platform.apply_owned(&owned).await?;
+    // build + apply the owned objects (they name the Secrets: they wait for them).
+    if secret_problems.is_empty() {
+        let owned = objects::build(rc, settings);
+        platform.apply_owned(&owned).await?;
+    }
 
     // observe: pods, their annotations, their instance managers' reports (concurrently).
     let pods = platform.list_pods(&namespace, &name).await?;
@@ -91,10 +118,15 @@ pub async fn reconcile<P: Platform>(
                 report,
                 problem: pod.problem.clone(),
                 redis_running: pod.redis_running,
-                terminating: false,
+                terminating: pod.terminating(),
             },
         );
     }
+    let extra = Extra {
+        accept_history: annotation(rc, ACCEPT_HISTORY_ANNOTATION),
+        promote_pod: annotation(rc, PROMOTE_POD_ANNOTATION),
+        former_source: former_source(rc, platform, &namespace, &previous).await,
+    };
 
     // plan.
     let view = ClusterView {
@@ -108,7 +140,7 @@ pub async fn reconcile<P: Platform>(
         env,
         now: now.clone(),
     };
-    let mut plan = redis_topology::plan(&view);
+    let mut plan = redis_topology::plan_with(&view, &extra);
 
     // publish in the planner's order: a pod being fenced before the pod promoted in its place,
     // so an operator dying between the two writes never leaves two pods told to be primary.
@@ -139,29 +171,64 @@ pub async fn reconcile<P: Platform>(
         }
     }
 
+    // Under Sentinel, a primary that came back without its data is fenced: the Sentinels
+    // never replace a primary that answers, so they are asked to.
+    if let Some(master) = plan.sentinel_failover.clone() {
+        sentinel_failover(rc, platform, env, &namespace, &master, &mut plan).await;
+    }
+
     // status: ConfigurationValid is ours to set here; the planner kept the rest.
-    let config_ok = Desired {
-        type_: cond::CONFIGURATION_VALID,
-        status: Status::True,
-        reason: cond::REASON_VALID,
-        message: "Spec and referenced Secrets are usable".into(),
+    let mut problems = secret_problems;
+    let waiting_for_secrets = !problems.is_empty();
+    problems.extend(plan.problems.iter().cloned());
+    let config = if problems.is_empty() {
+        Desired {
+            type_: cond::CONFIGURATION_VALID,
+            status: Status::True,
+            reason: cond::REASON_VALID,
+            message: "Spec and referenced Secrets are usable".into(),
+        }
+    } else {
+        let mut message = problems
+            .iter()
+            .map(|p| p.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if waiting_for_secrets {
+            message.push_str(SECRET_WAIT);
+        }
+        Desired {
+            type_: cond::CONFIGURATION_VALID,
+            status: Status::False,
+            reason: problems[0].reason.as_str(),
+            message,
+        }
     };
+    let was = conditions::find(&previous.conditions, cond::CONFIGURATION_VALID);
+    match config.status {
+        Status::True if was.is_some_and(|c| c.status == Status::False.as_str()) => {
+            plan.events.push(PlannedEvent {
+                type_: EventType::Normal,
+                reason: EventReason::ConfigurationValid,
+                note: "Spec and referenced Secrets are usable again".into(),
+            });
+        }
+        Status::False if was.is_none_or(|c| c.message != config.message) => {
+            plan.events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: problems[0].reason,
+                note: config.message.clone(),
+            });
+        }
+        _ => {}
+    }
     set_condition(
         &mut plan.status,
         &previous,
-        config_ok,
+        config,
         rc.metadata.generation,
         &now,
     );
-    if let Some(c) = conditions::find(&previous.conditions, cond::CONFIGURATION_VALID)
-        && c.status == Status::False.as_str()
-    {
-        plan.events.push(PlannedEvent {
-            type_: EventType::Normal,
-            reason: EventReason::ConfigurationValid,
-            note: "Spec and referenced Secrets are usable again".into(),
-        });
-    }
     let status_written = plan.status != previous;
     if status_written {
         platform.patch_status(rc, &plan.status).await?;
@@ -179,6 +246,9 @@ pub async fn reconcile<P: Platform>(
     Ok(Outcome {
         requeue_after: if plan.in_progress {
             REQUEUE_BUSY
+        } else if waiting_for_secrets && pods.is_empty() {
+            // Nothing to observe, and nothing can be created before the Secret exists.
+            REQUEUE_INVALID
         } else if rc.spec.sentinels_active() {
             // A Sentinel failover changes no Kubernetes object the controller watches: look
             // often enough that labels and the -leader Service follow within seconds.
@@ -189,8 +259,128 @@ pub async fn reconcile<P: Platform>(
         published,
         status_written,
         promoted,
-        invalid: false,
+        invalid: !problems.is_empty(),
+        former_source_writable: plan.former_source_writable,
     })
+}
+
+/// What `ConfigurationValid` adds to a missing Secret's message: what goes on, what waits.
+pub const SECRET_WAIT: &str = "; meanwhile the pods keep the copy they have mounted: observation, status and failover go on, and changes to the cluster's objects (StatefulSet, Services, ConfigMap) wait for it";
+
+/// A non-empty annotation of the RedisCluster.
+fn annotation(rc: &RedisCluster, key: &str) -> Option<String> {
+    rc.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// After a promotion (the status says so), whether the former source still accepts writes.
+async fn former_source<P: Platform>(
+    rc: &RedisCluster,
+    platform: &P,
+    namespace: &str,
+    previous: &RedisClusterStatus,
+) -> Option<FormerSource> {
+    let rm = rc
+        .spec
+        .replica_mode
+        .as_ref()
+        .filter(|rm| rm.enabled && rm.promote)?;
+    let source = rm.source.as_ref()?;
+    let promoted = conditions::find(&previous.conditions, cond::REPLICA_MODE)
+        .is_some_and(|c| c.reason == cond::REASON_PROMOTED);
+    if !promoted {
+        return None;
+    }
+    let port = u16::try_from(source.port).ok()?;
+    let password = match source.auth_secret_name.as_deref().filter(|n| !n.is_empty()) {
+        Some(secret) => match platform
+            .secret_value(namespace, secret, redis_cluster_api::names::PASSWORD_KEY)
+            .await
+        {
+            Ok(Some(pw)) => Some(pw),
+            Ok(None) => {
+                return Some(FormerSource::Unreachable(format!(
+                    "its password Secret {namespace}/{secret} cannot be read"
+                )));
+            }
+            Err(e) => return Some(FormerSource::Unreachable(e.to_string())),
+        },
+        None => None,
+    };
+    Some(
+        platform
+            .probe_former_source(&source.host, port, password, rc.spec.tls_secret.is_some())
+            .await,
+    )
+}
+
+/// Ask the cluster's Sentinels to fail over `master`; say so in an Event when the request is
+/// new (the planner asks at every pass while the condition lasts).
+async fn sentinel_failover<P: Platform>(
+    rc: &RedisCluster,
+    platform: &P,
+    env: &Environment,
+    namespace: &str,
+    master: &str,
+    plan: &mut redis_topology::Plan,
+) {
+    let name = rc.name_any();
+    let addresses = env.sentinel_addresses.clone().unwrap_or_else(|| {
+        (0..rc.spec.sentinel_settings().replicas.max(0) as u32)
+            .map(|i| {
+                format!(
+                    "{}:{}",
+                    redis_cluster_api::names::sentinel_fqdn(&name, namespace, i),
+                    redis_cluster_api::names::SENTINEL_PORT
+                )
+            })
+            .collect()
+    });
+    let password = match &rc.spec.auth_secret {
+        Some(s) => platform
+            .secret_value(namespace, &s.name, redis_cluster_api::names::PASSWORD_KEY)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let result = platform
+        .request_sentinel_failover(addresses, master.to_string(), password)
+        .await;
+    let first = plan
+        .events
+        .iter()
+        .any(|e| e.reason == EventReason::PrimaryDataLost);
+    match result {
+        Ok(sentinel) => {
+            tracing::info!(cluster = %name, %sentinel, "asked the Sentinels to fail over");
+            if first {
+                plan.events.push(PlannedEvent {
+                    type_: EventType::Warning,
+                    reason: EventReason::SentinelFailover,
+                    note: format!(
+                        "Asked the Sentinels to fail over {master} (SENTINEL FAILOVER, accepted by {sentinel}): its primary came back without its data"
+                    ),
+                });
+            }
+        }
+        Err(why) => {
+            tracing::warn!(cluster = %name, %why, "the Sentinels refused to fail over");
+            if first {
+                plan.events.push(PlannedEvent {
+                    type_: EventType::Warning,
+                    reason: EventReason::SentinelFailover,
+                    note: format!(
+                        "Could not ask the Sentinels to fail over {master} ({why}); retrying at every reconcile"
+                    ),
+                });
+            }
+        }
+    }
 }
 
 /// The spec cannot be acted on: say why in a condition (and an Event when it changes), change
@@ -237,6 +427,7 @@ async fn invalid<P: Platform>(
         status_written: changed,
         promoted: false,
         invalid: true,
+        former_source_writable: None,
     })
 }
 

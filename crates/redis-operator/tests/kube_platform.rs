@@ -297,11 +297,31 @@ async fn pods_are_listed_by_cluster_label_and_addressed_by_stable_dns() {
     });
     let pods = platform.list_pods("production", "dr-redis").await.unwrap();
     verifier.await.unwrap();
-    assert_eq!(pods.len(), 1, "only live data pods: {pods:?}");
+    assert_eq!(
+        pods.len(),
+        2,
+        "data pods only, Terminating ones too: {pods:?}"
+    );
     assert_eq!(pods[0].name, "dr-redis-0");
     assert_eq!(pods[0].report_endpoint.as_deref(), Some("10.1.2.3:9121"));
     assert_eq!(
         pods[0].address,
         "dr-redis-0.dr-redis-headless.production.svc"
+    );
+    assert!(!pods[0].terminating());
+    // Issue 12, path 5: a pod with a deletionTimestamp is still running (the kubelet has not
+    // stopped it; on a partitioned node it never will): it stays in the view, marked, and its
+    // deletion is no proof that its Redis takes no writes. The code before dropped it here.
+    assert_eq!(pods[1].name, "dr-redis-1");
+    assert!(pods[1].terminating());
+    assert_eq!(
+        pods[1].problem.as_deref(),
+        Some(
+            "terminating (deletion requested at 2026-11-25T00:00:00Z; its Redis runs until the kubelet stops it)"
+        )
+    );
+    assert_eq!(
+        pods[1].redis_running, None,
+        "no container status: unknown, never proof"
     );
 }

@@ -137,14 +137,16 @@ impl Platform for KubePlatform {
                 Step::ListPods,
                 ObjectId::new(RedisCluster::kind(&()), namespace, cluster),
             ))?;
+        // A pod being deleted stays in the view, marked: its Redis runs until the kubelet stops
+        // it (a partitioned node never does), so only its container status or its disappearance
+        // proves it takes no writes.
         Ok(pods
             .items
             .into_iter()
             .filter(|p| l::ordinal_of(cluster, &p.name_any()).is_some())
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| {
                 let name = p.name_any();
-                PodInfo {
+                let mut info = PodInfo {
                     address: names::pod_fqdn(cluster, namespace, &name),
                     report_endpoint: p
                         .status
@@ -156,7 +158,11 @@ impl Platform for KubePlatform {
                     labels: p.metadata.labels.clone().unwrap_or_default(),
                     annotations: p.metadata.annotations.clone().unwrap_or_default(),
                     name,
+                };
+                if let Some(since) = &p.metadata.deletion_timestamp {
+                    info.mark_terminating(&since.0.to_string());
                 }
+                info
             })
             .collect())
     }
@@ -232,6 +238,27 @@ impl Platform for KubePlatform {
     async fn fetch_report(&self, pod: &PodInfo) -> Option<InstanceReport> {
         let endpoint = pod.report_endpoint.as_ref()?;
         self.reports.get(endpoint).await
+    }
+
+    async fn secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<String>, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api.get_opt(name).await.map_err(Error::kube(
+            Step::ReadSecret,
+            ObjectId::new(Secret::kind(&()), namespace, name),
+        ))?;
+        Ok(secret.and_then(|s| {
+            let bytes = s.data.as_ref()?.get(key)?.0.clone();
+            Some(
+                String::from_utf8_lossy(&bytes)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            )
+        }))
     }
 }
 

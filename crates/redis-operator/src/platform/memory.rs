@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Pod;
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus};
 use redis_topology::validate::SecretState;
-use redis_topology::{EventReason, PlannedEvent};
+use redis_topology::{EventReason, FormerSource, PlannedEvent};
 use serde_json::Value;
 
 use super::report::ReportClient;
@@ -60,6 +60,13 @@ pub struct MemoryState {
     pub status: BTreeMap<String, RedisClusterStatus>,
     /// Every write, in order.
     pub calls: Vec<Call>,
+    /// Secret values by `namespace/name/key`, for the operator's own probes (the drill and most
+    /// tests leave it empty: the probes then send no password).
+    pub secret_values: BTreeMap<String, String>,
+    /// What the former source's probe returns, instead of probing a real Redis (tests).
+    pub former_source: Option<FormerSource>,
+    /// Every Sentinel failover requested: the master names, in order.
+    pub sentinel_failovers: Vec<String>,
 }
 
 impl MemoryPlatform {
@@ -77,6 +84,29 @@ impl MemoryPlatform {
             format!("{namespace}/{name}"),
             keys.iter().map(|k| k.to_string()).collect(),
         );
+    }
+
+    /// A Secret's value, for the operator's own probes.
+    pub fn set_secret_value(&self, namespace: &str, name: &str, key: &str, value: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .secret_values
+            .insert(format!("{namespace}/{name}/{key}"), value.into());
+    }
+
+    /// `kubectl delete pod` without `--force`: the pod stays, marked as being deleted, until
+    /// [`Self::remove_pod`] (the kubelet confirmed its containers stopped).
+    pub fn mark_terminating(&self, namespace: &str, name: &str, since: &str) {
+        if let Some(p) = self
+            .state
+            .lock()
+            .unwrap()
+            .pods
+            .get_mut(&format!("{namespace}/{name}"))
+        {
+            p.mark_terminating(since);
+        }
     }
 
     /// A pod appears, as the StatefulSet controller would create it.
@@ -224,5 +254,48 @@ impl Platform for MemoryPlatform {
             return self.http.get(endpoint).await;
         }
         self.state.lock().unwrap().reports.get(&pod.name).cloned()
+    }
+
+    async fn secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<String>, Error> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .secret_values
+            .get(&format!("{namespace}/{name}/{key}"))
+            .cloned())
+    }
+
+    async fn probe_former_source(
+        &self,
+        host: &str,
+        port: u16,
+        password: Option<String>,
+        tls: bool,
+    ) -> FormerSource {
+        let fixed = self.state.lock().unwrap().former_source.clone();
+        match fixed {
+            Some(f) => f,
+            None => crate::probe::former_source(host, port, password.as_deref(), tls).await,
+        }
+    }
+
+    async fn request_sentinel_failover(
+        &self,
+        addresses: Vec<String>,
+        master: String,
+        password: Option<String>,
+    ) -> Result<String, String> {
+        self.state
+            .lock()
+            .unwrap()
+            .sentinel_failovers
+            .push(master.clone());
+        crate::probe::sentinel_failover(&addresses, &master, password.as_deref()).await
     }
 }

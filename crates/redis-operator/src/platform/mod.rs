@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus};
-use redis_topology::PlannedEvent;
 use redis_topology::validate::SecretState;
+use redis_topology::{FormerSource, PlannedEvent};
 
 pub use diff::contains;
 #[cfg(feature = "memory")]
@@ -40,6 +40,34 @@ pub struct PodInfo {
     pub problem: Option<String>,
     /// Whether the kubelet reports the `redis` container running (None: no status yet).
     pub redis_running: Option<bool>,
+}
+
+/// How [`PodInfo::problem`] starts for a pod being deleted (`deletionTimestamp` set). Such a pod
+/// stays in the operator's view: its Redis runs until the kubelet stops it, so its deletion
+/// proves nothing about writes.
+pub const TERMINATING: &str = "terminating";
+
+impl PodInfo {
+    /// The pod is being deleted (see [`TERMINATING`]).
+    pub fn terminating(&self) -> bool {
+        self.problem
+            .as_deref()
+            .is_some_and(|p| p.starts_with(TERMINATING))
+    }
+
+    /// Mark the pod as being deleted since `since` (RFC 3339), keeping what else is wrong.
+    pub fn mark_terminating(&mut self, since: &str) {
+        if self.terminating() {
+            return;
+        }
+        let mut problem = format!(
+            "{TERMINATING} (deletion requested at {since}; its Redis runs until the kubelet stops it)"
+        );
+        if let Some(other) = &self.problem {
+            problem.push_str(&format!("; {other}"));
+        }
+        self.problem = Some(problem);
+    }
 }
 
 /// What the reconciler needs from the platform. Every method is one request (or none).
@@ -79,4 +107,34 @@ pub trait Platform: Send + Sync {
     /// The instance manager's report; None when it cannot be reached (never an error: an
     /// unreachable pod is an observation, not a reconcile failure).
     fn fetch_report(&self, pod: &PodInfo) -> impl Future<Output = Option<InstanceReport>> + Send;
+    /// The value of `key` in Secret `name`, as text; None when the Secret or the key is missing.
+    /// Only the operator's own probes use it (the former source's password, the Sentinels').
+    fn secret_value(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
+    /// Whether the Redis at `host:port` accepts writes (the former source of a promoted
+    /// cluster). Never an error: a Redis that cannot be asked is an observation.
+    fn probe_former_source(
+        &self,
+        host: &str,
+        port: u16,
+        password: Option<String>,
+        tls: bool,
+    ) -> impl Future<Output = FormerSource> + Send {
+        let host = host.to_string();
+        async move { crate::probe::former_source(&host, port, password.as_deref(), tls).await }
+    }
+    /// Ask the Sentinels at `addresses` to fail over `master`: Ok with the Sentinel that
+    /// accepted, Err with every refusal.
+    fn request_sentinel_failover(
+        &self,
+        addresses: Vec<String>,
+        master: String,
+        password: Option<String>,
+    ) -> impl Future<Output = Result<String, String>> + Send {
+        async move { crate::probe::sentinel_failover(&addresses, &master, password.as_deref()).await }
+    }
 }

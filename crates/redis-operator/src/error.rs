@@ -17,6 +17,9 @@ pub enum Error {
     NotFound { step: Step, object: ObjectId },
     #[error("RedisCluster {0} has no namespace")]
     Unnamespaced(String),
+    /// This replica's leader Lease is not (or no longer) valid: it must not write.
+    #[error("{step} {object}: not written, this replica does not hold the leader Lease")]
+    NotLeader { step: Step, object: ObjectId },
     #[error("{step} {object}: serializing: {source}")]
     Serialize {
         step: Step,
@@ -36,6 +39,7 @@ impl Error {
             Error::Kube { .. } => "client",
             Error::NotFound { .. } => "not_found",
             Error::Unnamespaced(_) => "unnamespaced",
+            Error::NotLeader { .. } => "not_leader",
             Error::Serialize { .. } => "serialize",
         }
     }

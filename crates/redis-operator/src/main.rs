@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use redis_cluster_api::RedisCluster;
 use redis_operator::controller::{self, Context};
-use redis_operator::leader::LeaderElector;
+use redis_operator::leader::{self, Elector, KubeLease, Leadership, Timing};
 use redis_operator::metrics::{self, Metrics};
 use redis_operator::objects::{Settings, build};
 use redis_operator::platform::kube::KubePlatform;
@@ -65,6 +65,9 @@ enum Command {
     Crd,
 }
 
+/// The leader-election Lease, in the operator's namespace.
+const LEASE_NAME: &str = "redis-operator-leader";
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn".into());
@@ -117,37 +120,52 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let _ = stop_tx.send(true);
             });
 
-            let elector = LeaderElector::new(
-                client.clone(),
-                &lease_namespace,
-                "redis-operator-leader",
-                &identity,
-            );
+            // Leader election (client-go's rules, see `leader`): this replica acts only while
+            // its Lease's renew deadline has not passed; every write checks it, and losing it
+            // ends the process (it restarts as a standby).
+            let leadership = if no_leader_election {
+                Leadership::always()
+            } else {
+                Leadership::default()
+            };
+            let lease = || KubeLease::new(client.clone(), &lease_namespace, LEASE_NAME);
             if !no_leader_election {
                 tracing::info!(%identity, "waiting for the leader Lease");
-                let mut stop = stop_rx.clone();
-                loop {
-                    match elector.try_lead().await {
-                        Ok(true) => break,
+                let mut elector = Elector::new(lease(), &identity, Timing::default());
+                let (acquired_tx, mut acquired_rx) = watch::channel(false);
+                let (l, m) = (leadership.clone(), metrics.clone());
+                tokio::spawn(async move {
+                    leader::run(&mut elector, &l, |event| match event {
                         // A standby that can read the Lease is ready: ready to take over. Only
-                        // the leader reconciles; `redis_operator_leader` says which one that is.
-                        // (Were standbys unready, a Deployment of two replicas would never be
-                        // fully available and `helm install --wait` would time out.)
-                        Ok(false) => metrics
-                            .ready
-                            .store(true, std::sync::atomic::Ordering::Relaxed),
-                        Err(e) => tracing::warn!(error = %e, "leader election"),
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(elector.retry_period()) => {}
-                        _ = stop.changed() => return Ok(()),
-                    }
+                        // the leader reconciles; `redis_operator_leader` says which one that
+                        // is. (Were standbys unready, a Deployment of two replicas would never
+                        // be fully available and `helm install --wait` would time out.)
+                        leader::Event::Standby => {
+                            m.ready.store(true, std::sync::atomic::Ordering::Relaxed)
+                        }
+                        leader::Event::Acquired => {
+                            let _ = acquired_tx.send(true);
+                        }
+                        leader::Event::Lost => {
+                            tracing::error!(
+                                "lost the leader Lease (its renew deadline passed): stopped writing; exiting to restart as a standby"
+                            );
+                            std::process::exit(1);
+                        }
+                    })
+                    .await;
+                });
+                let mut stop = stop_rx.clone();
+                tokio::select! {
+                    _ = acquired_rx.wait_for(|a| *a) => {}
+                    _ = stop.changed() => return Ok(()),
                 }
                 metrics.leader.set(1);
                 tracing::info!(%identity, "leading");
             }
             let ctx = Arc::new(Context {
-                platform: KubePlatform::new(client.clone(), Some(identity.clone())),
+                platform: KubePlatform::new(client.clone(), Some(identity.clone()))
+                    .with_leadership(leadership),
                 settings: Settings {
                     redis_image,
                     instance_manager_image,
@@ -155,38 +173,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 env: Environment::kubernetes(),
                 metrics,
             });
-            // Lose the lease -> stop acting at once: another replica may already lead.
-            let (lost_tx, mut lost_rx) = watch::channel(false);
-            if !no_leader_election {
-                let mut stop = stop_rx.clone();
-                let elector = LeaderElector::new(
-                    client.clone(),
-                    &lease_namespace,
-                    "redis-operator-leader",
-                    &identity,
-                );
-                tokio::spawn(async move {
-                    loop {
-                        tokio::select! {
-                            _ = tokio::time::sleep(elector.retry_period()) => {}
-                            _ = stop.changed() => { elector.release().await; return; }
-                        }
-                        if !matches!(elector.try_lead().await, Ok(true)) {
-                            tracing::error!("lost the leader Lease; stopping");
-                            let _ = lost_tx.send(true);
-                            return;
-                        }
-                    }
-                });
-            }
             let mut stop = stop_rx.clone();
             let shutdown = async move {
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = lost_rx.changed() => {}
-                }
+                let _ = stop.changed().await;
             };
-            controller::run(client, namespace, ctx, shutdown).await;
+            controller::run(client.clone(), namespace, ctx, shutdown).await;
+            if !no_leader_election {
+                // Give the Lease up so a standby takes over at once instead of after expiry.
+                Elector::new(lease(), &identity, Timing::default())
+                    .release()
+                    .await;
+            }
             tracing::info!("stopped");
         }
     }

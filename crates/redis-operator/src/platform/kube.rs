@@ -19,6 +19,7 @@ use serde_json::json;
 use super::report::ReportClient;
 use super::{Platform, PodInfo, contains};
 use crate::error::{ObjectId, Step};
+use crate::leader::Leadership;
 use crate::objects::{Object, Owned, REDIS_CONTAINER};
 use crate::{Error, FIELD_MANAGER};
 
@@ -26,6 +27,8 @@ pub struct KubePlatform {
     client: Client,
     recorder: Recorder,
     reports: ReportClient,
+    /// Every write checks it first: a replica whose renew deadline passed writes nothing.
+    leadership: Leadership,
 }
 
 impl KubePlatform {
@@ -38,6 +41,25 @@ impl KubePlatform {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             reports: ReportClient::default(),
+            leadership: Leadership::always(),
+        }
+    }
+
+    /// Write only while `leadership` is valid (leader election on).
+    pub fn with_leadership(mut self, leadership: Leadership) -> Self {
+        self.leadership = leadership;
+        self
+    }
+
+    /// Refuse a write once the leader Lease's renew deadline has passed.
+    fn may_write(&self, step: Step, object: impl FnOnce() -> ObjectId) -> Result<(), Error> {
+        if self.leadership.is_leader() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader {
+                step,
+                object: object(),
+            })
         }
     }
 
@@ -70,6 +92,7 @@ impl KubePlatform {
                 return Ok(false);
             }
         }
+        self.may_write(Step::Apply, &id)?;
         api.patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
@@ -174,6 +197,9 @@ impl Platform for KubePlatform {
         labels: &BTreeMap<String, String>,
         annotations: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
+        self.may_write(Step::PatchPod, || {
+            ObjectId::new(Pod::kind(&()), namespace, pod)
+        })?;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
         api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
@@ -191,6 +217,9 @@ impl Platform for KubePlatform {
         status: &RedisClusterStatus,
     ) -> Result<(), Error> {
         let ns = rc.namespace().unwrap_or_default();
+        self.may_write(Step::PatchStatus, || {
+            ObjectId::new(RedisCluster::kind(&()), &ns, &rc.name_any())
+        })?;
         let api: Api<RedisCluster> = Api::namespaced(self.client.clone(), &ns);
         let patch = json!({
             "apiVersion": RedisCluster::api_version(&()),
@@ -211,6 +240,13 @@ impl Platform for KubePlatform {
     }
 
     async fn publish_event(&self, rc: &RedisCluster, event: &PlannedEvent) -> Result<(), Error> {
+        self.may_write(Step::PublishEvent, || {
+            ObjectId::new(
+                RedisCluster::kind(&()),
+                &rc.namespace().unwrap_or_default(),
+                &rc.name_any(),
+            )
+        })?;
         let ev = Event {
             type_: match event.type_ {
                 EventType::Normal => KubeEventType::Normal,

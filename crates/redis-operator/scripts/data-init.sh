@@ -21,9 +21,15 @@ if [ -z "$keep" ] && [ -n "${SENTINEL_HOST:-}" ]; then
     keep="replicaof $host $port"
   fi
 fi
+gate=
+if [ -d /data/appendonlydir ] || [ -s /data/dump.rdb ]; then
+  gate=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+fi
+mkdir -p /data/instance-manager
 {
   printf 'include /etc/redis/conf/redis.conf\n'
   [ -z "$announce" ] || printf 'replica-announce-ip %s\n' "$announce"
+  [ -z "$gate" ] || printf 'masteruser gate-closed-%s\nmasterauth gate-closed-%s\n' "$gate" "$gate"
   [ -z "$keep" ] || printf '%s\n' "$keep"
 } > /data/redis.conf.new
 mv /data/redis.conf.new /data/redis.conf

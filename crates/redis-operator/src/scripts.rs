@@ -26,6 +26,17 @@
 ///   the primary the operator recorded (`/etc/redis/conf/primary`), else of `DEFAULT_PRIMARY`
 ///   (pod 0), unless that is itself. `REDIS_PORT` (default 6379) is the port of every data pod.
 ///
+/// A pod whose data volume holds a dataset (`/data/appendonlydir` or `/data/dump.rdb`) boots
+/// with its replication gate closed (`masteruser`/`masterauth` set to `gate-closed-<random>`,
+/// after the template's lines, so they win): a persisted `replicaof` then stops at `AUTH`
+/// instead of syncing from whatever that address leads to now, which would flush the data if
+/// its history is unrelated. The instance manager opens the gate once it has checked the
+/// upstream's history (docs/instance-manager.md, "The replication gate"). A pod without data
+/// has nothing to lose and links at once.
+///
+/// It also creates `/data/instance-manager`, mounted into the instance manager (`--state-dir`):
+/// created here, by the pod's own user, so that the sidecar can write its state file there.
+///
 /// Either way the pod boots fenced; its instance manager does the rest.
 pub const INIT_SCRIPT: &str = include_str!("../scripts/data-init.sh");
 

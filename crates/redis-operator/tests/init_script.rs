@@ -73,6 +73,89 @@ fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
     assert!(!wrong.contains("PONG"), "a wrong password was accepted");
 }
 
+/// Issue 12: a pod whose volume holds a dataset boots with its replication gate closed, so a
+/// persisted `replicaof` cannot full-sync (and flush it) from whatever the address leads to
+/// now before the instance manager has checked that history. A pod without data links at once
+/// (the other tests). On the script before, the restarted replica synced at boot and its keys
+/// were replaced by the unrelated upstream's.
+#[test]
+fn a_pod_with_data_boots_with_its_replication_gate_closed() {
+    require("redis-server");
+    // An unrelated upstream holding one key, behind the address the replica persisted.
+    let upstream = Pod::new("init-gate-upstream");
+    let up_port = free_port();
+    std::fs::write(
+        upstream.path("data/redis.conf"),
+        format!(
+            "port {up_port}\nbind 127.0.0.1\ndir {}\nrequirepass {}\n",
+            upstream.path("data").display(),
+            quote(PASSWORD)
+        ),
+    )
+    .unwrap();
+    let _up = spawn("redis-server", &upstream.path("data/redis.conf"));
+    wait_for("the upstream", Duration::from_secs(20), || {
+        (redis_cli(up_port, PASSWORD, &["SET", "theirs", "1"]) == "OK").then_some(())
+    });
+
+    let pod = Pod::new("init-gate-replica");
+    let port = free_port();
+    std::fs::write(
+        pod.path("conf/redis.conf"),
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\nappendonly yes\ninclude {}\n",
+            pod.path("data").display(),
+            pod.path("run/auth.conf").display()
+        ),
+    )
+    .unwrap();
+    // First life: a primary that takes a write (its AOF directory appears).
+    let first = pod.init(&[]);
+    assert!(!first.contains("gate-closed-"), "no data yet: {first}");
+    let mut redis = spawn("redis-server", &pod.path("data/redis.conf"));
+    wait_for("the pod's Redis", Duration::from_secs(20), || {
+        (redis_cli(port, PASSWORD, &["SET", "ours", "1"]) == "OK").then_some(())
+    });
+    redis_cli(port, PASSWORD, &["BGREWRITEAOF"]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(redis);
+    assert!(pod.path("data/appendonlydir").is_dir());
+    // Its instance manager had persisted a replicaof to the address that now leads elsewhere.
+    let persisted = std::fs::read_to_string(pod.path("data/redis.conf")).unwrap();
+    std::fs::write(
+        pod.path("data/redis.conf"),
+        format!("{persisted}replicaof 127.0.0.1 {up_port}\n"),
+    )
+    .unwrap();
+    let main = pod.init(&[]);
+    assert!(
+        main.contains("masteruser gate-closed-") && main.contains("masterauth gate-closed-"),
+        "{main}"
+    );
+    assert!(
+        main.ends_with(&format!("replicaof 127.0.0.1 {up_port}\n")),
+        "{main}"
+    );
+    redis = spawn("redis-server", &pod.path("data/redis.conf"));
+    wait_for("the restarted Redis", Duration::from_secs(20), || {
+        redis_cli(port, PASSWORD, &["ROLE"])
+            .starts_with("slave")
+            .then_some(())
+    });
+    // Redis retries the handshake every second; give it three.
+    std::thread::sleep(Duration::from_secs(3));
+    let info = redis_cli(port, PASSWORD, &["INFO", "replication"]);
+    let kept = redis_cli(port, PASSWORD, &["GET", "ours"]);
+    let theirs = redis_cli(port, PASSWORD, &["GET", "theirs"]);
+    let full = redis_cli(up_port, PASSWORD, &["INFO", "stats"]);
+    drop(redis);
+    assert!(info.contains("master_link_status:down"), "{info}");
+    assert_eq!(kept, "1", "the pod's data is kept");
+    assert_eq!(theirs, "", "nothing synced from the unrelated upstream");
+    assert!(full.contains("sync_full:0"), "{full}");
+    assert_password_in_no_process_arguments();
+}
+
 /// A pod's directories (data, run, auth, conf) under a scratch root, removed at the end.
 struct Pod(ScratchDir);
 

@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Container, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, TCPSocketAction, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, TCPSocketAction, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -34,12 +34,18 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         read_only(RUN_VOLUME, paths::RUN_DIR),
         mount(TMP_VOLUME, "/tmp"),
     ];
-    let mut im_mounts = vec![];
+    // The instance manager's state file lives on the data volume: what the pod's data followed
+    // survives restarts of both containers, and goes with the data when the volume goes.
+    let mut im_mounts = vec![VolumeMount {
+        sub_path: Some(IM_STATE_SUBPATH.into()),
+        ..mount(DATA_VOLUME, IM_STATE_DIR)
+    }];
     let mut im_args = vec![
         format!("--cluster={name}"),
         format!("--redis-addr=127.0.0.1:{}", names::REDIS_PORT),
         format!("--http-addr=0.0.0.0:{}", names::METRICS_PORT),
         "--log-format=json".to_string(),
+        format!("--state-dir={IM_STATE_DIR}"),
     ];
     let mut init_mounts = vec![
         mount(DATA_VOLUME, paths::DATA_DIR),

@@ -35,6 +35,13 @@ pub(super) const AUTH_VOLUME: &str = "auth";
 pub(super) const SOURCE_AUTH_VOLUME: &str = "source-auth";
 pub(super) const TLS_VOLUME: &str = "tls";
 
+/// Where the instance manager keeps its state file (`--state-dir`): a directory of the data
+/// volume ([`IM_STATE_SUBPATH`]), so that the record of what the pod's data followed lives and
+/// dies with the data (docs/instance-manager.md, "The replication gate").
+pub(super) const IM_STATE_DIR: &str = "/var/lib/redis-instance-manager";
+/// The data volume's directory mounted at [`IM_STATE_DIR`] (created by the init script).
+pub(super) const IM_STATE_SUBPATH: &str = "instance-manager";
+
 /// The annotation naming the container `kubectl logs/exec` use by default.
 pub(super) const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 /// The annotation carrying the hash of a pod's configuration file: a change rolls the pods.

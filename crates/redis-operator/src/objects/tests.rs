@@ -52,6 +52,38 @@ fn the_spec_dr_sample_becomes_a_statefulset_with_both_secrets_mounted() {
     );
 }
 
+/// Issue 12: the instance manager records what the pod's data followed in a state file on the
+/// data volume (it survives restarts of both containers and goes with the data), in a directory
+/// the init script creates as the pod's user.
+#[test]
+fn the_instance_manager_keeps_its_state_file_on_the_data_volume() {
+    let owned = build(&sample("dr-redis.yaml"), &Settings::default());
+    let pod = owned.statefulset.spec.unwrap().template.spec.unwrap();
+    let im = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "instance-manager")
+        .unwrap();
+    assert!(
+        im.args
+            .iter()
+            .flatten()
+            .any(|a| a == "--state-dir=/var/lib/redis-instance-manager"),
+        "{:?}",
+        im.args
+    );
+    let mount = im
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/var/lib/redis-instance-manager")
+        .expect("state dir mounted");
+    assert_eq!(mount.name, "data");
+    assert_eq!(mount.sub_path.as_deref(), Some("instance-manager"));
+    assert_ne!(mount.read_only, Some(true));
+    assert!(crate::scripts::INIT_SCRIPT.contains("mkdir -p /data/instance-manager"));
+}
+
 #[test]
 fn no_password_in_any_argument_or_config() {
     let owned = build(&sample("redis-west-tls.yaml"), &Settings::default());

@@ -301,12 +301,7 @@ async fn former_source<P: Platform>(
             .secret_value(namespace, secret, redis_cluster_api::names::PASSWORD_KEY)
             .await
         {
-            Ok(Some(pw)) => Some(pw),
-            Ok(None) => {
-                return Some(FormerSource::Unreachable(format!(
-                    "its password Secret {namespace}/{secret} cannot be read"
-                )));
-            }
+            Ok(pw) => pw,
             Err(e) => return Some(FormerSource::Unreachable(e.to_string())),
         },
         None => None,

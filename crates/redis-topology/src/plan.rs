@@ -608,6 +608,25 @@ fn failover_candidate(view: &ClusterView, old: &str, extra: &Extra) -> Result<Ca
             .filter(|(_, r)| *r > offset)
             .map(|(pod, r)| (r - offset, pod.clone(), r))
     };
+    let Some((pod, offset)) = best else {
+        return Err(no_replica());
+    };
+    let candidate = Candidate {
+        pod: pod.clone(),
+        offset,
+        behind: behind(offset),
+        named: false,
+    };
+    let blocked = match &candidate.behind {
+        Some((bytes, ahead, at)) if *bytes > max_lag => format!(
+            "the best reachable replica {pod} is at offset {offset} of replication history {}, {bytes} bytes behind {ahead} (offset {at}): promoting it would lose those writes (failover.maxLagBytes: {max_lag}). Waiting for a replica closer to it to report; to promote {pod} anyway and lose them: {}",
+            short(&history),
+            annotate_command(view, PROMOTE_POD_ANNOTATION, pod)
+        ),
+        _ => return Ok(candidate),
+    };
+    // Blocked: the user's say lifts the block (only then: an annotation left over from an
+    // earlier incident never steers a failover that can proceed on its own).
     if let Some(named) = extra.promote_pod.as_deref()
         && let Some((name, r)) = eligible.iter().find(|(name, _)| name.as_str() == named)
     {
@@ -625,23 +644,7 @@ fn failover_candidate(view: &ClusterView, old: &str, extra: &Extra) -> Result<Ca
             named: true,
         });
     }
-    let Some((pod, offset)) = best else {
-        return Err(no_replica());
-    };
-    let candidate = Candidate {
-        pod: pod.clone(),
-        offset,
-        behind: behind(offset),
-        named: false,
-    };
-    match &candidate.behind {
-        Some((bytes, ahead, at)) if *bytes > max_lag => Err(format!(
-            "the best reachable replica {pod} is at offset {offset} of replication history {}, {bytes} bytes behind {ahead} (offset {at}): promoting it would lose those writes (failover.maxLagBytes: {max_lag}). Waiting for a replica closer to it to report; to promote {pod} anyway and lose them: {}",
-            short(&history),
-            annotate_command(view, PROMOTE_POD_ANNOTATION, pod)
-        )),
-        _ => Ok(candidate),
-    }
+    Err(blocked)
 }
 
 fn no_replica() -> String {
@@ -811,8 +814,9 @@ fn choose_promotion(view: &ClusterView, extra: &Extra) -> Option<(String, Promot
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
             .join(", ");
+        // Nothing moves while waiting: the designated leader keeps its label.
         return Some((
-            best.map(|(name, _)| name).unwrap_or(pod0),
+            pod0,
             PromotionChoice {
                 wait: true,
                 condition: Desired {
@@ -1291,7 +1295,9 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
         .and_then(|p| p.published.as_ref())
         .map(|p| p.role);
     let leader_observed_role = observed_role(leader_pod.and_then(|p| p.report.as_ref()));
-    let leader_confirmed = confirmed(leader_pod, &leader_want);
+    // While a promotion waits, the leader is a replica of the source like the others: that is
+    // no confirmed promotion.
+    let leader_confirmed = !promotion_waits && confirmed(leader_pod, &leader_want);
     // Rule 2: while the leader is becoming primary, nobody else moves. Under Sentinel the pods
     // only follow an election that already happened, so there is nothing to sequence.
     let hold_others = leader_want.role == Role::Primary && !leader_confirmed && !sentinel;
@@ -1404,7 +1410,7 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
     for name in &order {
         let want = &desired[name];
         let current = view.pods[name].published.as_ref();
-        if current.is_some_and(|c| same_shape(c, want)) {
+        if current.is_some_and(|c| same_shape(c, want)) || poisoned.contains_key(name) {
             continue;
         }
         if name != &leader && hold_others && want.role != Role::Fenced {

@@ -1,0 +1,349 @@
+//! Issue 12 through the reconcile pipeline, with what the in-memory Kubernetes gained for it: a
+//! pod being deleted (path 5), the former source's probe (path 6), and the Sentinels asked to
+//! fail over a primary that came back without its data (path 3). (`reconcile_data_safety.rs`
+//! holds the cases the older API can express.)
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use redis_cluster_api::RedisCluster;
+use redis_cluster_api::names;
+use redis_cluster_api::report::{InstanceReport, ObservedRole};
+use redis_cluster_api::topology::{DesiredTopology, Role};
+use redis_operator::objects::Settings;
+use redis_operator::platform::{Call, MemoryPlatform, PodInfo};
+use redis_operator::reconcile::{Outcome, reconcile};
+use redis_topology::Environment;
+
+const H: &str = "1111111111111111111111111111111111111111";
+
+fn cluster(yaml: &str) -> RedisCluster {
+    let mut rc: RedisCluster = serde_yaml::from_str(yaml).unwrap();
+    rc.metadata.uid = Some("uid-1".into());
+    rc.metadata.generation = Some(1);
+    rc
+}
+
+const STANDALONE: &str = "apiVersion: redis.io/v1
+kind: RedisCluster
+metadata: {name: cache, namespace: production}
+spec:
+  instances: 3
+  storage: {size: 1Gi}
+  authSecret: {name: cache-auth}
+";
+
+const DR: &str = "apiVersion: redis.io/v1
+kind: RedisCluster
+metadata: {name: dr-redis, namespace: production}
+spec:
+  instances: 3
+  storage: {size: 1Gi}
+  authSecret: {name: dr-redis-auth}
+  replicaMode:
+    enabled: true
+    source: {host: prod-redis-leader.production.svc.cluster.local, port: 6379, clusterName: prod-redis-us-east, authSecretName: prod-redis-auth}
+";
+
+struct Harness {
+    platform: MemoryPlatform,
+    rc: RedisCluster,
+    clock: i64,
+}
+
+impl Harness {
+    fn new(yaml: &str) -> Self {
+        let platform = MemoryPlatform::new();
+        for secret in ["cache-auth", "dr-redis-auth", "prod-redis-auth"] {
+            platform.add_secret("production", secret, &["password"]);
+        }
+        Harness {
+            platform,
+            rc: cluster(yaml),
+            clock: 1_000,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.rc.metadata.name.clone().unwrap()
+    }
+
+    async fn step(&mut self) -> (Outcome, Vec<Call>) {
+        self.clock += 1;
+        let outcome = reconcile(
+            &self.rc,
+            &self.platform,
+            &Settings::default(),
+            &Environment::kubernetes(),
+            Time(Timestamp::from_second(self.clock).unwrap()),
+        )
+        .await
+        .expect("reconcile");
+        if let Some(s) = self.platform.status_of("production", &self.name()) {
+            self.rc.status = Some(s);
+        }
+        (outcome, self.platform.take_calls())
+    }
+
+    fn create_pods(&self) {
+        for i in 0..self.rc.spec.instances {
+            let name = format!("{}-{i}", self.name());
+            self.platform.add_pod(
+                "production",
+                PodInfo {
+                    address: names::pod_fqdn(&self.name(), "production", &name),
+                    labels: BTreeMap::from([("redis.io/cluster".into(), self.name())]),
+                    redis_running: Some(true),
+                    name,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    fn topology(&self, pod: &str) -> DesiredTopology {
+        let p = self.platform.pod("production", pod).unwrap();
+        DesiredTopology::parse(&p.annotations["redis.io/topology"]).unwrap()
+    }
+
+    /// Every instance manager applies its annotation; every Redis holds history H at `offset`.
+    fn report_all(&self, offset: i64) {
+        for i in 0..self.rc.spec.instances {
+            let pod = format!("{}-{i}", self.name());
+            let Some(p) = self.platform.pod("production", &pod) else {
+                continue;
+            };
+            let Some(a) = p.annotations.get("redis.io/topology") else {
+                continue;
+            };
+            let t = DesiredTopology::parse(a).unwrap();
+            let role = if t.role == Role::Primary {
+                ObservedRole::Primary
+            } else {
+                ObservedRole::Replica
+            };
+            self.platform.set_report(
+                &pod,
+                Some(InstanceReport {
+                    pod: pod.clone(),
+                    applied_epoch: Some(t.epoch),
+                    role: Some(role),
+                    master_link_up: role == ObservedRole::Replica,
+                    ready: t.role != Role::Fenced,
+                    fenced: t.role == Role::Fenced,
+                    repl_offset: Some(offset),
+                    master_repl_offset: Some(offset),
+                    master_replid: Some(H.into()),
+                    keys: Some(10),
+                    ..Default::default()
+                }),
+            );
+        }
+    }
+
+    async fn converge(&mut self) {
+        self.step().await;
+        self.create_pods();
+        for _ in 0..4 {
+            self.step().await;
+            self.report_all(5000);
+        }
+        self.step().await;
+    }
+
+    fn condition(&self, type_: &str) -> (String, String, String) {
+        let c = self
+            .rc
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} condition"));
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+}
+
+fn kinds(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .map(|c| match c {
+            Call::Apply { kind, name } => format!("apply {kind}/{name}"),
+            Call::PatchPod { pod, .. } => format!("patch pod/{pod}"),
+            Call::PatchStatus(_) => "patch status".into(),
+            Call::Event { reason, .. } => format!("event {reason}"),
+        })
+        .collect()
+}
+
+/// The note of the first Event with `reason` (compared as the user sees it, so that this file
+/// also builds against the operator before issue 12).
+fn event_note(calls: &[Call], reason: &str) -> Option<String> {
+    calls.iter().find_map(|c| match c {
+        Call::Event {
+            reason: r, note, ..
+        } if r.as_str() == reason => Some(note.clone()),
+        _ => None,
+    })
+}
+
+use redis_topology::FormerSource;
+
+// Path 5: Terminating is not dead.
+
+#[tokio::test]
+async fn a_primary_being_deleted_is_no_proof_until_the_kubelet_confirms() {
+    let mut h = Harness::new(STANDALONE);
+    h.converge().await;
+    // `kubectl delete pod cache-0` on a partitioned node: the pod object stays Terminating,
+    // its sidecar does not answer, the last container status says running.
+    h.platform
+        .mark_terminating("production", "cache-0", "2026-01-01T00:00:00Z");
+    h.platform.set_report("cache-0", None);
+    for _ in 0..3 {
+        h.clock += 10;
+        let (_, calls) = h.step().await;
+        assert!(
+            calls.iter().all(
+                |c| !matches!(c, Call::PatchPod { annotations, .. } if !annotations.is_empty())
+            ),
+            "failed over without proof: {:?}",
+            kinds(&calls)
+        );
+    }
+    let (_, reason, message) = h.condition("PrimaryAvailable");
+    assert_eq!(reason, "FailoverBlocked");
+    assert!(
+        message.starts_with("cache-0: terminating (deletion requested at 2026-01-01T00:00:00Z; its Redis runs until the kubelet stops it)"),
+        "{message}"
+    );
+    assert!(message.contains("kubectl delete pod -n production cache-0 --force"));
+    // The pod object is gone (the kubelet confirmed, or a force delete): proof.
+    h.platform.remove_pod("production", "cache-0");
+    let (_, calls) = h.step().await;
+    assert!(kinds(&calls).contains(&"event FailingOver".to_string()));
+    assert_eq!(h.topology("cache-1").role, Role::Primary);
+}
+
+// Path 6: both sides writable.
+
+async fn promoted_dr() -> Harness {
+    let mut h = Harness::new(DR);
+    h.converge().await;
+    h.rc.spec.replica_mode.as_mut().unwrap().promote = true;
+    h.rc.metadata.generation = Some(2);
+    for _ in 0..3 {
+        h.step().await;
+        h.report_all(5000);
+    }
+    h.step().await;
+    assert_eq!(h.condition("ReplicaMode").1, "Promoted");
+    h
+}
+
+#[tokio::test]
+async fn a_former_source_still_writable_after_the_promotion_is_a_warning_and_a_metric() {
+    let mut h = promoted_dr().await;
+    h.platform.state.lock().unwrap().former_source = Some(FormerSource::Writable(
+        "it is a primary without min-replicas-to-write".into(),
+    ));
+    let (outcome, calls) = h.step().await;
+    assert_eq!(outcome.former_source_writable, Some(true));
+    let (status, reason, message) = h.condition("FormerSourceWritable");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "AcceptsWrites")
+    );
+    assert!(message.starts_with("The former source prod-redis-us-east (prod-redis-leader.production.svc.cluster.local:6379) accepts writes"));
+    assert_eq!(event_note(&calls, "FormerSourceWritable"), Some(message));
+    let metrics = redis_operator::metrics::Metrics::default();
+    let labels = redis_operator::metrics::ClusterLabels {
+        cluster: "dr-redis".into(),
+        namespace: "production".into(),
+    };
+    metrics.set_former_source(&labels, outcome.former_source_writable);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+    assert!(
+        text.contains(
+            "redis_operator_former_source_writable{cluster=\"dr-redis\",namespace=\"production\"} 1"
+        ),
+        "{text}"
+    );
+    h.platform.state.lock().unwrap().former_source = Some(FormerSource::NotWritable(
+        "it is a replica of 10.1.0.4:6379".into(),
+    ));
+    let (outcome, calls) = h.step().await;
+    assert_eq!(outcome.former_source_writable, Some(false));
+    assert_eq!(h.condition("FormerSourceWritable").1, "RefusesWrites");
+    assert!(event_note(&calls, "FormerSourceNotWritable").is_some());
+}
+
+#[tokio::test]
+async fn the_former_source_is_asked_with_its_password_and_only_after_a_promotion() {
+    let mut h = Harness::new(DR);
+    h.converge().await;
+    // Not promoted: never probed (a probe would fail: nothing listens there).
+    assert!(
+        h.rc.status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "FormerSourceWritable")
+    );
+    let mut h = promoted_dr().await;
+    // Real probe: nothing answers at that host here.
+    let (outcome, _) = h.step().await;
+    assert_eq!(outcome.former_source_writable, None);
+    let (status, reason, _) = h.condition("FormerSourceWritable");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "NotReachable")
+    );
+}
+
+// Path 3 under Sentinel: the operator asks the Sentinels to fail over.
+
+#[tokio::test]
+async fn the_sentinels_are_asked_to_fail_over_a_primary_back_without_its_data() {
+    let mut h = Harness::new(&format!("{STANDALONE}  mode: sentinel\n"));
+    h.converge().await;
+    for i in 0..3 {
+        let pod = format!("cache-{i}");
+        let mut r = h.platform.state.lock().unwrap().reports[&pod].clone();
+        r.sentinel_primary = Some(format!(
+            "{}:6379",
+            names::pod_fqdn("cache", "production", "cache-0")
+        ));
+        r.sentinel_epoch = Some(0);
+        if i == 0 {
+            r.role = Some(ObservedRole::Primary);
+            r.master_replid = Some("9999999999999999999999999999999999999999".into());
+            r.keys = Some(0);
+            r.fenced = true;
+        } else {
+            r.role = Some(ObservedRole::Replica);
+        }
+        h.platform.set_report(&pod, Some(r));
+    }
+    let (_, calls) = h.step().await;
+    assert_eq!(h.condition("PrimaryAvailable").1, "DataLost");
+    assert_eq!(h.topology("cache-0").role, Role::Fenced);
+    assert_eq!(
+        h.platform.state.lock().unwrap().sentinel_failovers,
+        ["cache"]
+    );
+    // Nobody listens at the Sentinels' addresses here: the refusal is said once.
+    let note = event_note(&calls, "SentinelFailover").unwrap();
+    assert!(
+        note.starts_with("Could not ask the Sentinels to fail over cache"),
+        "{note}"
+    );
+    assert!(event_note(&calls, "PrimaryDataLost").is_some());
+    let (_, calls) = h.step().await;
+    assert!(event_note(&calls, "SentinelFailover").is_none());
+    assert_eq!(h.platform.state.lock().unwrap().sentinel_failovers.len(), 2);
+}

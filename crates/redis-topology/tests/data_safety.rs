@@ -1,0 +1,681 @@
+//! Issue 12 ("never wipe, never pick a worse copy, never two writers, never a green status over a
+//! loss"), the planner's decisions: what every pod holds (replication history, offset, keys)
+//! decides which pod a promotion or a failover makes primary, and a primary back without its
+//! data is never followed.
+//!
+//! Only `plan` and the instance reports are used here (no annotation, no probe), so this file
+//! also builds against the planner before issue 12: there each test below fails (pod 0 promoted
+//! whatever it holds, the empty primary published primary, the far-behind replica promoted, the
+//! block shown as a plain LinkDown, the next epoch after `u64::MAX` overflowing).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use redis_cluster_api::report::{
+    HistoryBlock, HistoryPosition, InstanceReport, ObservedRole, UpstreamHistory,
+};
+use redis_cluster_api::topology::{DesiredTopology, Role, UpstreamKind};
+use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus};
+use redis_topology::plan::ClusterView;
+use redis_topology::{Environment, Plan, PodView, plan};
+
+const DR: &str = "storage: {size: 1Gi}
+instances: 3
+authSecret: {name: dr-redis-auth}
+replicaMode:
+  enabled: true
+  source:
+    host: prod-redis-leader.production.svc.cluster.local
+    port: 6379
+    clusterName: prod-redis-us-east
+    authSecretName: prod-redis-auth
+";
+const STANDALONE: &str = "storage: {size: 1Gi}\ninstances: 3\n";
+
+/// The source's replication history, and two unrelated ones.
+const H: &str = "1111111111111111111111111111111111111111";
+const FRESH: &str = "9999999999999999999999999999999999999999";
+const OTHER: &str = "2222222222222222222222222222222222222222";
+
+fn spec(yaml: &str) -> RedisClusterSpec {
+    serde_yaml::from_str(yaml).unwrap()
+}
+
+struct World {
+    spec: RedisClusterSpec,
+    pods: BTreeMap<String, PodView>,
+    status: Option<RedisClusterStatus>,
+    clock: i64,
+    env: Environment,
+}
+
+impl World {
+    fn new(spec: RedisClusterSpec) -> Self {
+        let pods = (0..spec.instances)
+            .map(|i| {
+                let name = format!("dr-redis-{i}");
+                let view = PodView {
+                    address: format!("{name}.dr-redis-headless"),
+                    ..Default::default()
+                };
+                (name, view)
+            })
+            .collect();
+        World {
+            spec,
+            pods,
+            status: None,
+            clock: 1_000,
+            env: Environment::kubernetes(),
+        }
+    }
+
+    fn reconcile(&mut self) -> Plan {
+        self.clock += 1;
+        let view = ClusterView {
+            name: "dr-redis",
+            namespace: "production",
+            uid: Some("uid-dr-redis"),
+            generation: Some(1),
+            spec: &self.spec,
+            previous: self.status.as_ref(),
+            pods: &self.pods,
+            env: &self.env,
+            now: Time(Timestamp::from_second(self.clock).unwrap()),
+        };
+        let p = plan(&view);
+        for (pod, t) in &p.publish {
+            self.pods.get_mut(pod).unwrap().published = Some(t.clone());
+        }
+        self.status = Some(p.status.clone());
+        p
+    }
+
+    fn advance(&mut self, secs: i64) {
+        self.clock += secs;
+    }
+
+    /// The instance manager of `pod` applies its annotation; its Redis keeps the data it holds
+    /// (history, offset, keys) unless `apply_data` says otherwise.
+    fn apply(&mut self, pod: &str) {
+        let p = self.pods.get_mut(pod).unwrap();
+        let t = p.published.clone().expect("nothing published");
+        let old = p.report.clone().unwrap_or_default();
+        let role = match t.role {
+            Role::Primary => ObservedRole::Primary,
+            Role::Replica => ObservedRole::Replica,
+            Role::Fenced => old.role.unwrap_or(ObservedRole::Primary),
+        };
+        p.report = Some(InstanceReport {
+            pod: pod.into(),
+            applied_epoch: Some(t.epoch),
+            role: Some(role),
+            upstream: t
+                .upstream
+                .as_ref()
+                .map(|u| format!("{}:{}", u.host, u.port)),
+            master_link_up: role == ObservedRole::Replica,
+            ready: t.role != Role::Fenced,
+            fenced: t.role == Role::Fenced,
+            ..old
+        });
+    }
+
+    fn apply_all(&mut self) {
+        let names: Vec<_> = self.pods.keys().cloned().collect();
+        for n in names {
+            if self.pods[&n].published.is_some() {
+                self.apply(&n);
+            }
+        }
+    }
+
+    fn converge(&mut self) {
+        for _ in 0..4 {
+            self.reconcile();
+            self.apply_all();
+        }
+        self.reconcile();
+    }
+
+    /// What `pod`'s Redis holds.
+    fn hold(&mut self, pod: &str, replid: &str, offset: i64, keys: u64) {
+        let r = self
+            .pods
+            .get_mut(pod)
+            .unwrap()
+            .report
+            .get_or_insert_with(|| InstanceReport {
+                pod: pod.into(),
+                role: Some(ObservedRole::Replica),
+                ..Default::default()
+            });
+        r.master_replid = Some(replid.into());
+        r.master_replid2 = Some("0000000000000000000000000000000000000000".into());
+        r.second_repl_offset = Some(-1);
+        r.master_repl_offset = Some(offset);
+        r.repl_offset = Some(offset);
+        r.keys = Some(keys);
+        r.loading = Some(false);
+    }
+
+    fn report(&mut self, pod: &str) -> &mut InstanceReport {
+        self.pods
+            .get_mut(pod)
+            .unwrap()
+            .report
+            .as_mut()
+            .expect("a report")
+    }
+
+    fn condition(&self, type_: &str) -> Option<(String, String, String)> {
+        let c = self
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)?;
+        Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+    }
+
+    fn published_role(&self, pod: &str) -> Option<Role> {
+        self.pods[pod].published.as_ref().map(|t| t.role)
+    }
+
+    fn primaries(&self) -> Vec<&str> {
+        self.pods
+            .iter()
+            .filter(|(_, p)| {
+                p.published
+                    .as_ref()
+                    .is_some_and(|t| t.role == Role::Primary)
+            })
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+}
+
+/// Event reasons as the user sees them (strings, so that this file also builds against the
+/// planner before issue 12, whose enum lacks the new reasons).
+fn reasons(p: &Plan) -> Vec<&'static str> {
+    p.events.iter().map(|e| e.reason.as_str()).collect()
+}
+
+fn note(p: &Plan, reason: &str) -> String {
+    p.events
+        .iter()
+        .find(|e| e.reason.as_str() == reason)
+        .unwrap_or_else(|| panic!("no {reason} event in {:?}", reasons(p)))
+        .note
+        .clone()
+}
+
+fn promote(w: &mut World) {
+    w.spec.replica_mode.as_mut().unwrap().promote = true;
+}
+
+/// A DR cluster replicating the source, every pod reporting what it holds.
+fn dr_holding(held: [(&str, i64, u64); 3]) -> World {
+    let mut w = World::new(spec(DR));
+    w.reconcile();
+    w.apply_all();
+    for (i, (replid, offset, keys)) in held.into_iter().enumerate() {
+        w.hold(&format!("dr-redis-{i}"), replid, offset, keys);
+    }
+    w.reconcile();
+    w
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path 2: promotion picks the best copy.
+
+#[test]
+fn promotion_makes_the_pod_holding_the_most_data_primary_not_pod_0() {
+    // dr-redis-0's link was down for a while: it is 4000 bytes behind its peers.
+    let mut w = dr_holding([(H, 1000, 10), (H, 5000, 50), (H, 4000, 40)]);
+    promote(&mut w);
+    let p = w.reconcile();
+    assert_eq!(
+        p.publish.keys().collect::<Vec<_>>(),
+        ["dr-redis-1"],
+        "pod 0 holds less than dr-redis-1"
+    );
+    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
+    assert_eq!(p.leader, "dr-redis-1");
+    assert_eq!(p.role_labels["dr-redis-1"], "primary");
+    assert_eq!(p.role_labels["dr-redis-0"], "replica");
+    let (status, reason, message) = w.condition("PromotionTarget").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Chosen"));
+    assert!(
+        message.starts_with("dr-redis-1 holds every reporting pod's data: promoting it"),
+        "{message}"
+    );
+    assert!(
+        message.contains("dr-redis-0 111111111111@1000, 10 keys"),
+        "{message}"
+    );
+    let promoting = note(&p, "Promoting");
+    assert!(
+        promoting.starts_with("Promoting dr-redis-1 to standalone primary (REPLICAOF NO ONE)")
+            && promoting.contains("dr-redis-1 holds the most data (111111111111@5000, 50 keys)"),
+        "{promoting}"
+    );
+    // Leader first: the others keep replicating the source until dr-redis-1 confirms.
+    assert_eq!(w.published_role("dr-redis-0"), Some(Role::Replica));
+    w.apply("dr-redis-1");
+    let p = w.reconcile();
+    for pod in ["dr-redis-0", "dr-redis-2"] {
+        let u = p.publish[pod].upstream.as_ref().unwrap();
+        assert_eq!(u.kind, UpstreamKind::Peer);
+        assert_eq!(u.host, "dr-redis-1.dr-redis-headless", "{pod}");
+    }
+    let st = w.status.clone().unwrap();
+    assert_eq!(st.current_primary.as_deref(), Some("dr-redis-1"));
+    assert_eq!(w.condition("ReplicaMode").unwrap().1, "Promoted");
+    assert!(reasons(&p).contains(&"Promoted"));
+    w.apply_all();
+    let p = w.reconcile();
+    assert!(p.publish.is_empty(), "{:?}", p.publish.keys());
+    assert_eq!(p.leader, "dr-redis-1", "the choice is remembered");
+    assert_eq!(w.primaries(), ["dr-redis-1"]);
+}
+
+#[test]
+fn an_empty_pod_0_is_never_promoted_over_peers_that_hold_the_data() {
+    // dr-redis-0 lost its volume and came back empty with a fresh history.
+    let mut w = dr_holding([(FRESH, 0, 0), (H, 5000, 50), (H, 5000, 50)]);
+    promote(&mut w);
+    let p = w.reconcile();
+    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-1"]);
+    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
+}
+
+#[test]
+fn pod_0_still_leads_when_it_holds_everything() {
+    let mut w = dr_holding([(H, 5000, 50), (H, 5000, 50), (H, 4000, 40)]);
+    promote(&mut w);
+    let p = w.reconcile();
+    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-0"]);
+    assert_eq!(
+        note(&p, "Promoting"),
+        "Promoting dr-redis-0 to standalone primary (REPLICAOF NO ONE); former source: prod-redis-us-east"
+    );
+}
+
+#[test]
+fn an_unreachable_pod_0_delays_promotion_a_bounded_time_then_the_best_copy_is_promoted() {
+    let mut w = dr_holding([(H, 9000, 90), (H, 5000, 50), (H, 4000, 40)]);
+    w.pods.get_mut("dr-redis-0").unwrap().report = None;
+    promote(&mut w);
+    for _ in 0..3 {
+        let p = w.reconcile();
+        assert!(
+            p.publish.is_empty(),
+            "promoted without hearing from dr-redis-0: {:?}",
+            p.publish
+        );
+        assert!(p.in_progress);
+        w.advance(5);
+    }
+    let (status, reason, message) = w.condition("PromotionTarget").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "WaitingForReports")
+    );
+    assert!(
+        message.starts_with("Waiting for dr-redis-0 to report what it holds before choosing the pod to promote (at most 30s, so far 1"),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "kubectl annotate rediscluster -n production dr-redis redis.io/promote-pod=<pod>"
+        ),
+        "{message}"
+    );
+    assert!(
+        w.condition("ReplicaMode")
+            .unwrap()
+            .2
+            .contains("waiting for every pod to report")
+    );
+    w.advance(20);
+    let p = w.reconcile();
+    assert_eq!(
+        p.publish.keys().collect::<Vec<_>>(),
+        ["dr-redis-1"],
+        "after 30 s the best reachable copy"
+    );
+    let promoting = note(&p, "Promoting");
+    assert!(
+        promoting.contains("dr-redis-0 did not report within 30s"),
+        "{promoting}"
+    );
+    assert!(promoting.contains("dr-redis-0 unknown (instance manager not reachable)"));
+}
+
+#[test]
+fn diverged_histories_wait_for_the_users_choice() {
+    let mut w = dr_holding([(H, 5000, 50), (H, 1000, 10), (H, 1000, 10)]);
+    // dr-redis-1 followed a failover of the source at offset 3000 of H (its replid2) and went
+    // on to 9000 in the new history; dr-redis-0 holds H up to 5000, which it never got.
+    let r = w.report("dr-redis-1");
+    r.master_replid = Some(OTHER.into());
+    r.master_replid2 = Some(H.into());
+    r.second_repl_offset = Some(3001);
+    r.master_repl_offset = Some(9000);
+    r.keys = Some(90);
+    promote(&mut w);
+    let p = w.reconcile();
+    assert!(p.publish.is_empty(), "{:?}", p.publish.keys());
+    let (status, reason, message) = w.condition("PromotionTarget").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NeedsChoice"));
+    assert!(
+        message.starts_with(
+            "No pod holds every other pod's data (their replication histories diverge)"
+        ),
+        "{message}"
+    );
+    assert!(reasons(&p).contains(&"PromotionBlocked"));
+    // Warned once.
+    assert!(!reasons(&w.reconcile()).contains(&"PromotionBlocked"));
+}
+
+#[test]
+fn a_syncing_best_copy_is_waited_for_not_skipped() {
+    let mut w = dr_holding([(H, 1000, 10), (H, 5000, 50), (H, 4000, 40)]);
+    w.report("dr-redis-1").sync_in_progress = true;
+    promote(&mut w);
+    let p = w.reconcile();
+    assert!(p.publish.is_empty(), "{:?}", p.publish.keys());
+    assert!(
+        w.condition("ReplicaMode")
+            .unwrap()
+            .2
+            .contains("waiting for dr-redis-1 to finish its sync")
+    );
+    w.report("dr-redis-1").sync_in_progress = false;
+    let p = w.reconcile();
+    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-1"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path 3: an empty recreated primary never becomes everyone's sync source.
+
+/// A standalone cluster with dr-redis-0 primary, every pod holding history H.
+fn standalone_holding(offsets: [i64; 3]) -> World {
+    let mut w = World::new(spec(STANDALONE));
+    w.converge();
+    for (i, offset) in offsets.into_iter().enumerate() {
+        w.hold(&format!("dr-redis-{i}"), H, offset, offset as u64 / 100);
+    }
+    w.reconcile();
+    w
+}
+
+#[test]
+fn a_primary_recreated_without_its_data_is_failed_over_not_followed() {
+    let mut w = standalone_holding([5000, 5000, 4900]);
+    assert_eq!(
+        w.status.as_ref().unwrap().current_primary.as_deref(),
+        Some("dr-redis-0")
+    );
+    // dr-redis-0's volume is replaced: the pod comes back without annotation, its Redis empty
+    // under a new history, booted fenced; its instance manager has no record (the state file
+    // went with the volume).
+    *w.pods.get_mut("dr-redis-0").unwrap() = PodView {
+        address: "dr-redis-0.dr-redis-headless".into(),
+        ..Default::default()
+    };
+    w.hold("dr-redis-0", FRESH, 0, 0);
+    let r = w.report("dr-redis-0");
+    r.role = Some(ObservedRole::Primary);
+    r.fenced = true;
+    let p = w.reconcile();
+    assert_ne!(
+        p.publish.get("dr-redis-0").map(|t| t.role),
+        Some(Role::Primary),
+        "the empty pod was published primary"
+    );
+    assert_eq!(p.publish["dr-redis-0"].role, Role::Fenced);
+    assert_eq!(
+        p.publish["dr-redis-1"].role,
+        Role::Primary,
+        "the best replica"
+    );
+    assert!(p.publish["dr-redis-0"].epoch < p.publish["dr-redis-1"].epoch);
+    assert_eq!(p.role_labels["dr-redis-1"], "primary");
+    assert_eq!(p.role_labels["dr-redis-0"], "replica");
+    let failing_over = note(&p, "FailingOver");
+    assert!(
+        failing_over.starts_with("dr-redis-0 came back without its data (now empty, replication history 999999999999; it last reported 111111111111@5000, 50 keys): fencing it and promoting dr-redis-1"),
+        "{failing_over}"
+    );
+    let (_, reason, message) = w.condition("PrimaryAvailable").unwrap();
+    assert_eq!(reason, "FailingOver");
+    assert!(message.contains("came back without its data"), "{message}");
+    // The new primary confirms: the empty pod rejoins as its replica (a full sync of nothing
+    // lost), the others follow it.
+    w.apply("dr-redis-1");
+    w.apply("dr-redis-0");
+    let p = w.reconcile();
+    assert_eq!(p.publish["dr-redis-0"].role, Role::Replica);
+    assert_eq!(
+        p.publish["dr-redis-0"].upstream.as_ref().unwrap().host,
+        "dr-redis-1.dr-redis-headless"
+    );
+    assert_eq!(
+        w.status.as_ref().unwrap().current_primary.as_deref(),
+        Some("dr-redis-1")
+    );
+}
+
+#[test]
+fn an_empty_primary_that_lifted_its_fence_is_fenced_and_unlabelled_before_any_promotion() {
+    let mut w = standalone_holding([5000, 5000, 4900]);
+    // dr-redis-0's data directory was emptied under a running pod; its annotation survives and
+    // its instance manager (no record) made it a writable primary again. Its replicas refuse its
+    // unrelated history and keep their data.
+    w.hold("dr-redis-0", FRESH, 14, 0);
+    let r = w.report("dr-redis-0");
+    r.role = Some(ObservedRole::Primary);
+    r.fenced = false;
+    let p = w.reconcile();
+    assert_eq!(
+        p.publish.keys().collect::<Vec<_>>(),
+        ["dr-redis-0"],
+        "fence first, nothing else"
+    );
+    assert_eq!(p.publish["dr-redis-0"].role, Role::Fenced);
+    assert!(
+        p.role_labels.values().all(|r| *r == "replica"),
+        "the -leader Service must not lead to the empty primary: {:?}",
+        p.role_labels
+    );
+    let (status, reason, message) = w.condition("PrimaryAvailable").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "DataLost"));
+    assert!(
+        message.starts_with("dr-redis-0 came back without its data (now empty, replication history 999999999999; it last reported 111111111111@5000, 50 keys)"),
+        "{message}"
+    );
+    assert!(message.ends_with(
+        "fencing it and keeping it out of the -leader Service before a replica is promoted"
+    ));
+    assert_eq!(
+        note(&p, "PrimaryDataLost"),
+        message,
+        "a Warning Event says the same"
+    );
+    // The fence is in place: now the best replica is promoted.
+    w.apply("dr-redis-0");
+    let p = w.reconcile();
+    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
+    assert!(reasons(&p).contains(&"FailingOver"));
+    assert_eq!(w.primaries(), ["dr-redis-1"]);
+}
+
+#[test]
+fn a_primary_that_merely_flushed_its_keys_is_no_data_loss() {
+    // FLUSHALL on the primary: empty, same history, ahead of its replicas.
+    let mut w = standalone_holding([5000, 4990, 4980]);
+    w.hold("dr-redis-0", H, 5100, 0);
+    w.report("dr-redis-0").role = Some(ObservedRole::Primary);
+    let p = w.reconcile();
+    assert!(p.publish.is_empty(), "{:?}", p.publish.keys());
+    assert_eq!(w.condition("PrimaryAvailable").unwrap().1, "Available");
+    assert_eq!(p.role_labels["dr-redis-0"], "primary");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path 4: failover to a replica far behind.
+
+#[test]
+fn failover_waits_for_a_silent_close_replica_rather_than_promote_one_far_behind() {
+    // dr-redis-2 lost its link an hour ago: 9 MB behind. dr-redis-1 is in sync.
+    let mut w = standalone_holding([10_000_000, 9_999_000, 1_000_000]);
+    w.report("dr-redis-2").master_link_up = false;
+    // The primary dies (Kubernetes reports its container stopped), and at that moment
+    // dr-redis-1's sidecar restarts.
+    w.pods.get_mut("dr-redis-0").unwrap().report = None;
+    w.pods.get_mut("dr-redis-0").unwrap().redis_running = Some(false);
+    w.pods.get_mut("dr-redis-1").unwrap().report = None;
+    w.reconcile();
+    w.advance(11);
+    let p = w.reconcile();
+    assert!(
+        p.publish.is_empty(),
+        "promoted a replica 9 MB behind: {:?}",
+        p.publish.keys()
+    );
+    let (_, reason, message) = w.condition("PrimaryAvailable").unwrap();
+    assert_eq!(reason, "FailoverBlocked");
+    assert!(
+        message.contains("failover blocked: the best reachable replica dr-redis-2 is at offset 1000000 of replication history 111111111111, 9000000 bytes behind dr-redis-0 (offset 10000000): promoting it would lose those writes (failover.maxLagBytes: 1048576)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("redis.io/promote-pod=dr-redis-2"),
+        "{message}"
+    );
+    assert_eq!(note(&p, "FailoverBlocked"), message, "reported before");
+    let st = serde_json::to_value(w.status.clone().unwrap()).unwrap();
+    let silent = st["instancesStatus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "dr-redis-1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&silent["replicationId"], &silent["replicationOffset"]),
+        (&serde_json::json!(H), &serde_json::json!(9_999_000)),
+        "what a silent pod held is kept from its last report"
+    );
+    // dr-redis-1's sidecar is back: it is promoted.
+    w.hold("dr-redis-1", H, 9_999_000, 99_990);
+    let p = w.reconcile();
+    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
+    let failing_over = note(&p, "FailingOver");
+    assert!(
+        failing_over.contains("promoting dr-redis-1 (highest replication offset, 9999000; 1000 bytes behind dr-redis-0's offset 10000000: those writes are lost)"),
+        "{failing_over}"
+    );
+}
+
+#[test]
+fn the_lag_bound_is_the_users() {
+    let mut w = standalone_holding([10_000_000, 1_000_000, 1_000_000]);
+    w.spec = spec("storage: {size: 1Gi}\ninstances: 3\nfailover: {maxLagBytes: 100000000}\n");
+    w.pods.get_mut("dr-redis-0").unwrap().report = None;
+    w.pods.get_mut("dr-redis-0").unwrap().redis_running = Some(false);
+    w.reconcile();
+    w.advance(11);
+    let p = w.reconcile();
+    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
+    assert!(
+        note(&p, "FailingOver")
+            .contains("9000000 bytes behind dr-redis-0's offset 10000000: those writes are lost")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths 1 and 6 as the operator shows them: a pod refusing its upstream's history.
+
+#[test]
+fn a_pod_refusing_an_unrelated_source_history_is_a_warning_with_the_way_to_accept() {
+    let mut w = dr_holding([(H, 5000, 50), (H, 5000, 50), (H, 5000, 50)]);
+    w.reconcile();
+    assert_eq!(w.condition("SourceLinkUp").unwrap().0, "True");
+    // The source came back empty on the same address: dr-redis-0's instance manager refuses it.
+    let r = w.report("dr-redis-0");
+    r.master_link_up = false;
+    r.ready = false;
+    r.link_error = Some("upstream ... has an unrelated replication history".into());
+    r.history_blocked = Some(HistoryBlock {
+        ours: HistoryPosition {
+            replid: H.into(),
+            offset: 5000,
+            keys: 50,
+        },
+        ours_recorded: true,
+        upstream: UpstreamHistory {
+            address: "prod-redis-leader.production.svc.cluster.local:6379".into(),
+            replid: FRESH.into(),
+            replid2: "0000000000000000000000000000000000000000".into(),
+            offset: 14,
+            second_offset: -1,
+            keys: 0,
+        },
+        since: "2026-01-01T00:00:00Z".into(),
+    });
+    let p = w.reconcile();
+    let (status, reason, message) = w.condition("SourceLinkUp").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "UnrelatedHistory")
+    );
+    let expected = format!(
+        "dr-redis-0 refuses prod-redis-leader.production.svc.cluster.local:6379's replication history 999999999999@14 (0 keys): it holds 111111111111@5000 (50 keys), which that history does not contain, and keeps its data instead of replicating. To replace its data with the upstream's: kubectl annotate rediscluster -n production dr-redis redis.io/accept-replication-history={FRESH}"
+    );
+    assert_eq!(
+        message,
+        format!(
+            "Link to prod-redis-us-east (prod-redis-leader.production.svc.cluster.local:6379) is down: {expected}"
+        )
+    );
+    assert_eq!(note(&p, "UnrelatedHistory"), expected);
+    assert!(reasons(&p).contains(&"SourceLinkDown"));
+    // Once, not at every reconcile.
+    assert!(!reasons(&w.reconcile()).contains(&"UnrelatedHistory"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path 8: a hand-written topology annotation with the largest epoch.
+
+#[test]
+fn an_annotation_with_the_largest_epoch_neither_wraps_nor_blocks_the_others() {
+    let mut w = World::new(spec(DR));
+    w.reconcile();
+    w.apply_all();
+    w.reconcile();
+    let mut t: DesiredTopology = w.pods["dr-redis-1"].published.clone().unwrap();
+    t.epoch = u64::MAX;
+    w.pods.get_mut("dr-redis-1").unwrap().published = Some(t);
+    // dr-redis-2 is recreated: it needs a fresh topology, above every real epoch.
+    *w.pods.get_mut("dr-redis-2").unwrap() = PodView {
+        address: "dr-redis-2.dr-redis-headless".into(),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        let p = w.reconcile();
+        assert!(
+            !p.publish.contains_key("dr-redis-1"),
+            "wrote over the hand-written annotation"
+        );
+        if let Some(t) = p.publish.get("dr-redis-2") {
+            assert!(t.epoch < 1 << 53, "epoch {}", t.epoch);
+            assert!(t.epoch >= 2);
+        }
+    }
+    assert!(w.pods["dr-redis-2"].published.as_ref().unwrap().epoch < 100);
+}

@@ -8,10 +8,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use redis_cluster_api::report::{
-    HistoryBlock, HistoryPosition, InstanceReport, ObservedRole, UpstreamHistory,
-};
-use redis_cluster_api::topology::{DesiredTopology, Role, UpstreamKind};
+use redis_cluster_api::report::{InstanceReport, ObservedRole};
+use redis_cluster_api::topology::{DesiredTopology, Role};
 use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus};
 use redis_topology::plan::ClusterView;
 use redis_topology::plan::PROMOTE_POD_ANNOTATION;
@@ -33,7 +31,6 @@ const STANDALONE: &str = "storage: {size: 1Gi}\ninstances: 3\n";
 /// The source's replication history, and two unrelated ones.
 const H: &str = "1111111111111111111111111111111111111111";
 const FRESH: &str = "9999999999999999999999999999999999999999";
-const OTHER: &str = "2222222222222222222222222222222222222222";
 
 fn spec(yaml: &str) -> RedisClusterSpec {
     serde_yaml::from_str(yaml).unwrap()
@@ -176,22 +173,6 @@ impl World {
             .iter()
             .find(|c| c.type_ == type_)?;
         Some((c.status.clone(), c.reason.clone(), c.message.clone()))
-    }
-
-    fn published_role(&self, pod: &str) -> Option<Role> {
-        self.pods[pod].published.as_ref().map(|t| t.role)
-    }
-
-    fn primaries(&self) -> Vec<&str> {
-        self.pods
-            .iter()
-            .filter(|(_, p)| {
-                p.published
-                    .as_ref()
-                    .is_some_and(|t| t.role == Role::Primary)
-            })
-            .map(|(n, _)| n.as_str())
-            .collect()
     }
 }
 

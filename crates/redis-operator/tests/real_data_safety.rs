@@ -236,14 +236,22 @@ impl World {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    /// Step until `done`, at most `secs` seconds.
-    async fn until(&mut self, what: &str, secs: u64, mut done: impl FnMut(&World) -> bool) {
+    /// Step until `done`, at most `secs` seconds; whether it happened.
+    async fn eventually(&mut self, secs: u64, mut done: impl FnMut(&World) -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
             self.step().await;
             if done(self) {
-                return;
+                return true;
             }
+        }
+        false
+    }
+
+    /// Step until `done`, at most `secs` seconds.
+    async fn until(&mut self, what: &str, secs: u64, done: impl FnMut(&World) -> bool) {
+        if self.eventually(secs, done).await {
+            return;
         }
         panic!(
             "{what}: not within {secs}s; status: {:#?}",
@@ -514,7 +522,44 @@ spec:
     w.rc.spec.replica_mode.as_mut().unwrap().promote = true;
     w.rc.metadata.generation = Some(2);
     w.step().await;
-    let (status, reason, message) = w.condition("PromotionTarget").unwrap();
+    let chosen = w.condition("PromotionTarget");
+    w.until("the promotion", 40, |w| {
+        w.condition("ReplicaMode")
+            .is_some_and(|c| c.1 == "Promoted")
+            && (0..3).filter(|i| w.linked(*i)).count() == 2
+    })
+    .await;
+    let primary = w.primary().unwrap();
+    let p = w.index(&primary);
+    // The data first: every acknowledged write on the new primary and, once they resynced,
+    // on every pod; no replica's key set flushed on the way.
+    let keys: Vec<String> = all.iter().chain(&later).cloned().collect();
+    let pa = w.addr(p);
+    w.eventually(10, |_| missing(&pa, &keys).is_empty()).await;
+    let lost = missing(&pa, &keys);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost by promoting {primary}, e.g. {:?}",
+        lost.len(),
+        lost.first()
+    );
+    for i in 0..3 {
+        let addr = w.addr(i);
+        w.until("every pod holds every acknowledged write", 20, |_| {
+            missing(&addr, &keys).is_empty()
+        })
+        .await;
+    }
+    let drops = sampler.finish();
+    assert!(
+        drops.values().all(|d| *d == 0),
+        "a replica's key set was flushed: {drops:?}"
+    );
+    assert_eq!(
+        primary, "dr-1",
+        "pod 0 held 300 writes fewer than its peers"
+    );
+    let (status, reason, message) = chosen.expect("a PromotionTarget condition");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("True", "Chosen"),
@@ -524,32 +569,6 @@ spec:
         message.starts_with("dr-1 holds every reporting pod's data"),
         "{message}"
     );
-    w.until("the promotion", 40, |w| {
-        w.condition("ReplicaMode")
-            .is_some_and(|c| c.1 == "Promoted")
-            && (0..3).filter(|i| w.linked(*i)).count() == 2
-    })
-    .await;
-    let primary = w.primary().unwrap();
-    assert_eq!(
-        primary, "dr-1",
-        "pod 0 held 300 writes fewer than its peers"
-    );
-    let drops = sampler.finish();
-    assert!(
-        drops.values().all(|d| *d == 0),
-        "a replica's key set was flushed: {drops:?}"
-    );
-    let keys: Vec<String> = all.iter().chain(&later).cloned().collect();
-    for i in 0..3 {
-        let addr = w.addr(i);
-        w.until("every pod holds every acknowledged write", 20, |_| {
-            missing(&addr, &keys).is_empty()
-        })
-        .await;
-    }
-    let p = w.index(&primary);
-    assert!(missing(&w.addr(p), &keys).is_empty());
 }
 
 const STANDALONE: &str = "apiVersion: redis.io/v1
@@ -581,10 +600,15 @@ async fn a_primary_recreated_empty_never_takes_a_write_and_a_replica_with_the_da
     // instance manager all start from nothing, before any failover clock ran out.
     w.recreate_empty(0);
     let probe = WriteProbe::start(w.addr(0));
-    w.until("a replica holding the data promoted", 30, |w| {
-        w.primary().is_some_and(|p| p != "cache-0")
-    })
-    .await;
+    let replaced = w
+        .eventually(30, |w| w.primary().is_some_and(|p| p != "cache-0"))
+        .await;
+    assert_eq!(
+        probe.accepted.load(Ordering::Relaxed),
+        0,
+        "the empty recreated primary accepted writes"
+    );
+    assert!(replaced, "no replica holding the data was promoted");
     let primary = w.primary().unwrap();
     w.until("the empty pod rejoined as a replica", 30, |w| w.linked(0))
         .await;

@@ -68,8 +68,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct RedisClusterSpec {
     /// Number of Redis pods, named `<name>-0` to `<name>-<instances-1>`. Pod 0 is the designated
-    /// leader: the first primary, or in replica mode the pod promoted on failover. After a
-    /// failover inside the cluster the primary may be another pod: see `status.currentPrimary`.
+    /// leader: the first primary, or in replica mode the default promotion target (a promotion
+    /// makes primary the pod holding the most data, pod 0 unless another holds more). After a
+    /// promotion or a failover inside the cluster the primary may be another pod: see
+    /// `status.currentPrimary`.
     #[serde(default = "default_instances")]
     #[schemars(range(min = 1))]
     pub instances: i32,
@@ -173,8 +175,8 @@ pub struct FailoverSpec {
     pub enabled: bool,
 
     /// How long the primary must stay unavailable (no answer from its Redis through its instance
-    /// manager) before the operator fences it and promotes the replica with the highest
-    /// replication offset.
+    /// manager) before the operator fences it and promotes the replica furthest along in its
+    /// replication history (a primary that came back without its data is replaced at once).
     #[serde(default = "default_unavailable_seconds")]
     #[schemars(range(min = 1, max = 86400))]
     pub primary_unavailable_seconds: i32,
@@ -300,10 +302,12 @@ pub struct ReplicaModeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<ReplicaSourceSpec>,
 
-    /// Promote the designated leader (pod 0) to a standalone primary: it stops replicating the
-    /// source (`REPLICAOF NO ONE`), then the other pods replicate from it. Setting it back to
-    /// false while `enabled` is true returns the cluster to replicating the source and DISCARDS
-    /// the writes made here since promotion (the DR-drill return path).
+    /// Promote the cluster to a standalone primary: the pod whose data holds every other pod's
+    /// (pod 0, the designated leader, unless another pod holds more; the annotation
+    /// `redis.io/promote-pod` names another) stops replicating the source (`REPLICAOF NO ONE`),
+    /// then the other pods replicate from it (condition `PromotionTarget` says which and why).
+    /// Setting it back to false while `enabled` is true returns the cluster to replicating the
+    /// source and DISCARDS the writes made here since promotion (the DR-drill return path).
     #[serde(default)]
     pub promote: bool,
 

@@ -52,6 +52,8 @@ impl KubePlatform {
     }
 
     /// Refuse a write once the leader Lease's renew deadline has passed.
+    // The crate's one error type, as every method of the adapter returns it.
+    #[allow(clippy::result_large_err)]
     fn may_write(&self, step: Step, object: impl FnOnce() -> ObjectId) -> Result<(), Error> {
         if self.leadership.is_leader() {
             Ok(())
@@ -92,7 +94,7 @@ impl KubePlatform {
                 return Ok(false);
             }
         }
-        self.may_write(Step::Apply, &id)?;
+        self.may_write(Step::Apply, id)?;
         api.patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),

@@ -278,6 +278,19 @@ impl Platform for KubePlatform {
         self.reports.get(endpoint).await
     }
 
+    async fn request_sentinel_failover(
+        &self,
+        addresses: Vec<String>,
+        master: String,
+        password: Option<String>,
+    ) -> Result<String, String> {
+        // An action on the cluster like a write: only while this replica leads.
+        if !self.leadership.is_leader() {
+            return Err("not asked: this replica does not hold the leader Lease".into());
+        }
+        crate::probe::sentinel_failover(&addresses, &master, password.as_deref()).await
+    }
+
     async fn secret_value(
         &self,
         namespace: &str,

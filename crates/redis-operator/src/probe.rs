@@ -9,6 +9,8 @@
 //! number it needs. A master without that line takes writes; one with fewer good replicas than
 //! it needs (the operator's fence, 1000000, is such a number) refuses them.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis_topology::FormerSource;
@@ -220,6 +222,53 @@ pub async fn former_source(
             "no answer from {host}:{port} within {}s",
             TIMEOUT.as_secs()
         )),
+    }
+}
+
+/// The former sources' last answers, refreshed in the background: a reconcile never waits for a
+/// former source that does not answer (a region that is gone may take the whole timeout).
+#[derive(Clone, Default)]
+pub struct FormerSources {
+    cache: Arc<Mutex<HashMap<String, Entry>>>,
+}
+
+#[derive(Default)]
+struct Entry {
+    last: Option<FormerSource>,
+    asked: Option<tokio::time::Instant>,
+    in_flight: bool,
+}
+
+/// How often a former source is asked again.
+pub const REFRESH: Duration = Duration::from_secs(5);
+
+impl FormerSources {
+    /// The last answer of the Redis at `host:port` (None before the first one), and a new
+    /// question in the background when the last one is older than [`REFRESH`].
+    pub fn latest(
+        &self,
+        host: &str,
+        port: u16,
+        password: Option<String>,
+        tls: bool,
+    ) -> Option<FormerSource> {
+        let key = format!("{host}:{port}");
+        let mut cache = self.cache.lock().expect("former sources");
+        let entry = cache.entry(key.clone()).or_default();
+        let due = entry.asked.is_none_or(|t| t.elapsed() >= REFRESH);
+        if due && !entry.in_flight {
+            entry.in_flight = true;
+            entry.asked = Some(tokio::time::Instant::now());
+            let (cache, host) = (self.cache.clone(), host.to_string());
+            tokio::spawn(async move {
+                let seen = former_source(&host, port, password.as_deref(), tls).await;
+                if let Some(e) = cache.lock().expect("former sources").get_mut(&key) {
+                    e.last = Some(seen);
+                    e.in_flight = false;
+                }
+            });
+        }
+        entry.last.clone()
     }
 }
 

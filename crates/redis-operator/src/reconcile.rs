@@ -306,11 +306,9 @@ async fn former_source<P: Platform>(
         },
         None => None,
     };
-    Some(
-        platform
-            .probe_former_source(&source.host, port, password, rc.spec.tls_secret.is_some())
-            .await,
-    )
+    platform
+        .probe_former_source(&source.host, port, password, rc.spec.tls_secret.is_some())
+        .await
 }
 
 /// Ask the cluster's Sentinels to fail over `master`; say so in an Event when the request is

@@ -295,13 +295,27 @@ async fn the_former_source_is_asked_with_its_password_and_only_after_a_promotion
             .all(|c| c.type_ != "FormerSourceWritable")
     );
     let mut h = promoted_dr().await;
-    // Real probe: nothing answers at that host here.
-    let (outcome, _) = h.step().await;
-    assert_eq!(outcome.former_source_writable, None);
-    let (status, reason, _) = h.condition("FormerSourceWritable");
+    // Real probe, in the background: nothing answers at that host here.
+    let mut seen = None;
+    for _ in 0..50 {
+        let (outcome, _) = h.step().await;
+        assert_eq!(outcome.former_source_writable, None);
+        seen =
+            h.rc.status
+                .as_ref()
+                .unwrap()
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "FormerSourceWritable")
+                .map(|c| (c.status.clone(), c.reason.clone()));
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("Unknown", "NotReachable")
+        seen,
+        Some(("Unknown".to_string(), "NotReachable".to_string()))
     );
 }
 

@@ -11,7 +11,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus, labels as l, names};
 use redis_topology::validate::SecretState;
-use redis_topology::{EventType, PlannedEvent};
+use redis_topology::{EventType, FormerSource, PlannedEvent};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -29,6 +29,7 @@ pub struct KubePlatform {
     reports: ReportClient,
     /// Every write checks it first: a replica whose renew deadline passed writes nothing.
     leadership: Leadership,
+    former_sources: crate::probe::FormerSources,
 }
 
 impl KubePlatform {
@@ -42,6 +43,7 @@ impl KubePlatform {
             client,
             reports: ReportClient::default(),
             leadership: Leadership::always(),
+            former_sources: Default::default(),
         }
     }
 
@@ -276,6 +278,16 @@ impl Platform for KubePlatform {
     async fn fetch_report(&self, pod: &PodInfo) -> Option<InstanceReport> {
         let endpoint = pod.report_endpoint.as_ref()?;
         self.reports.get(endpoint).await
+    }
+
+    async fn probe_former_source(
+        &self,
+        host: &str,
+        port: u16,
+        password: Option<String>,
+        tls: bool,
+    ) -> Option<FormerSource> {
+        self.former_sources.latest(host, port, password, tls)
     }
 
     async fn request_sentinel_failover(

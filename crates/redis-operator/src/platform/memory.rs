@@ -44,6 +44,8 @@ pub struct MemoryPlatform {
     pub state: Mutex<MemoryState>,
     /// For pods with a report endpoint: the drill's real instance managers.
     http: ReportClient,
+    /// Real former sources (the drill's), asked in the background.
+    former_sources: crate::probe::FormerSources,
 }
 
 #[derive(Default)]
@@ -277,11 +279,11 @@ impl Platform for MemoryPlatform {
         port: u16,
         password: Option<String>,
         tls: bool,
-    ) -> FormerSource {
+    ) -> Option<FormerSource> {
         let fixed = self.state.lock().unwrap().former_source.clone();
         match fixed {
-            Some(f) => f,
-            None => crate::probe::former_source(host, port, password.as_deref(), tls).await,
+            Some(f) => Some(f),
+            None => self.former_sources.latest(host, port, password, tls),
         }
     }
 

@@ -116,17 +116,16 @@ pub trait Platform: Send + Sync {
         key: &str,
     ) -> impl Future<Output = Result<Option<String>, Error>> + Send;
     /// Whether the Redis at `host:port` accepts writes (the former source of a promoted
-    /// cluster). Never an error: a Redis that cannot be asked is an observation.
+    /// cluster), as last seen: the question is asked in the background (every few seconds), so
+    /// that a former source that does not answer never slows a reconcile. None before the first
+    /// answer. Never an error: a Redis that cannot be asked is an observation.
     fn probe_former_source(
         &self,
         host: &str,
         port: u16,
         password: Option<String>,
         tls: bool,
-    ) -> impl Future<Output = FormerSource> + Send {
-        let host = host.to_string();
-        async move { crate::probe::former_source(&host, port, password.as_deref(), tls).await }
-    }
+    ) -> impl Future<Output = Option<FormerSource>> + Send;
     /// Ask the Sentinels at `addresses` to fail over `master`: Ok with the Sentinel that
     /// accepted, Err with every refusal.
     fn request_sentinel_failover(

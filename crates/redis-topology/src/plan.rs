@@ -9,11 +9,19 @@
 //! Who decides which pod is primary:
 //! - replica mode (not promoted): nobody; the designated leader is pod 0 (README.md, "Safety
 //!   rules the planner enforces");
+//! - a promotion: the pod whose data holds every other reporting pod's data (pod 0 when it
+//!   does), after a bounded wait for silent pods, or the pod the user names
+//!   (`redis.io/promote-pod`); see `choose_promotion` and docs/data-safety.md, path 2;
 //! - `mode: sentinel` with its own primary: the Sentinels. The operator follows their election
 //!   (read by the instance managers from the Sentinels themselves) and publishes it;
 //! - otherwise the operator: the primary stays where it is until it has been unavailable for
 //!   `failover.primaryUnavailableSeconds` and can be proven unable to take writes; then it is
-//!   fenced and the replica with the highest replication offset is promoted.
+//!   fenced and the replica furthest along in its replication history is promoted, unless it is
+//!   further behind than `failover.maxLagBytes` (`failover_candidate`, path 4).
+//!
+//! A primary that came back without its data (`lost_data`, path 3) is never published primary
+//! nor labelled so, in any mode. What a pod's data is, and which copy holds another, is
+//! `crate::history`.
 //!
 //! Safety rules, in order of importance:
 //! 1. At most one pod is published as primary, and a failover publishes the fence of the old

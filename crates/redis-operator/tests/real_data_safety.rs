@@ -13,6 +13,9 @@
 //! - path 3: the primary of a standalone cluster is recreated with an empty volume (and no state
 //!   file): it never takes a write, a replica holding the data is promoted, the empty pod
 //!   rejoins as its replica.
+//! - path 3 in sentinel mode, with three real `redis-sentinel`s: the Sentinels' primary comes
+//!   back empty before they notice; it stays fenced, out of the `-leader` label, and the operator
+//!   asks the Sentinels to fail over to a replica that holds the data.
 //! - path 4: the primary dies while the replica in sync has its sidecar restarting and the other
 //!   replica is megabytes behind: the failover waits for the close one instead of losing data.
 //!
@@ -77,6 +80,7 @@ fn start_redis(rc: &RedisCluster, host: &str, port: u16) -> RedisServer {
         host: host.into(),
         port,
         conf: vec![
+            format!("replica-announce-ip {host}"),
             "min-replicas-to-write 1000000".into(),
             "min-replicas-max-lag 10".into(),
             "repl-diskless-sync yes".into(),
@@ -686,4 +690,100 @@ async fn a_failover_waits_for_the_close_replica_instead_of_promoting_one_megabyt
     assert!(missing(&w.addr(1), &keys).is_empty());
     w.until("cache-2 caught up", 20, |_| missing(&a2, &keys).is_empty())
         .await;
+}
+
+/// Path 3 under Sentinel: the primary the Sentinels elected is recreated empty before they
+/// notice (they never fail over a primary that answers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_sentinel_an_empty_recreated_primary_stays_fenced_and_the_sentinels_fail_over() {
+    require("redis-sentinel");
+    let net = 74;
+    let yaml = format!("{STANDALONE}  mode: sentinel\n").replace(
+        "failover: {primaryUnavailableSeconds: 2}",
+        "sentinel: {downAfterMilliseconds: 5000, failoverTimeoutMilliseconds: 5000}",
+    );
+    let mut w = World::new(&yaml, net);
+    let sentinel_port = free_port();
+    let scratch = ScratchDir::new("sentinels");
+    let mut sentinels = Vec::new();
+    let mut addresses = Vec::new();
+    for i in 0..3u8 {
+        let host = format!("127.0.{net}.{}", 30 + i);
+        let conf = scratch.path(&format!("sentinel-{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "{}port {sentinel_port}\nbind {host}\nsentinel announce-ip {host}\n",
+                redis_operator::config::sentinel_conf_with_monitor(&w.rc, &w.host(0), w.port)
+            ),
+        )
+        .unwrap();
+        sentinels.push(
+            redis_test_support::redis::spawn_on(
+                "redis-sentinel",
+                &format!("sentinel-{i}"),
+                None,
+                &conf,
+                &scratch.path(&format!("sentinel-{i}.log")),
+            )
+            .unwrap(),
+        );
+        addresses.push(format!("{host}:{sentinel_port}"));
+    }
+    w.env.sentinel_addresses = Some(addresses.clone());
+    let elected = |w: &World, pod: usize| {
+        w.rc.status.as_ref().is_some_and(|s| {
+            s.instances_status
+                .iter()
+                .all(|i| i.name != w.pods[pod].name || i.role.as_deref() == Some("primary"))
+        }) && w.pods.iter().all(|p| {
+            p.shared.report().sentinel_primary.as_deref()
+                == Some(format!("{}:{}", w.pods[pod].host, w.port).as_str())
+        })
+    };
+    w.until("cache-0 elected, two linked replicas", 40, |w| {
+        elected(w, 0) && w.linked(1) && w.linked(2)
+    })
+    .await;
+    // The Sentinels learn the replicas from the primary's INFO (every 10 s).
+    let know_both = |a: &String| {
+        Conn::connect(a, None, Duration::from_secs(1))
+            .and_then(|mut c| c.cmd(&["SENTINEL", "REPLICAS", "cache"]))
+            .is_ok_and(|r| matches!(r, Reply::Array(Some(items)) if items.len() == 2))
+    };
+    w.until("every Sentinel knows both replicas", 40, |_| {
+        addresses.iter().all(know_both)
+    })
+    .await;
+    let keys = write_burst(&w.addr(0), "acked", 300, 100, 2);
+    w.step().await;
+    let sampler = Sampler::start(vec![w.addr(1), w.addr(2)]);
+    w.recreate_empty(0);
+    let probe = WriteProbe::start(w.addr(0));
+    let replaced = w
+        .eventually(40, |w| {
+            w.primary().is_some_and(|p| p != "cache-0") && (elected(w, 1) || elected(w, 2))
+        })
+        .await;
+    assert_eq!(
+        probe.accepted.load(Ordering::Relaxed),
+        0,
+        "the empty recreated primary accepted writes"
+    );
+    assert!(replaced, "the Sentinels did not fail over");
+    let primary = w.primary().unwrap();
+    let p = w.index(&primary);
+    assert!(missing(&w.addr(p), &keys).is_empty());
+    let a0 = w.addr(0);
+    w.until("the empty pod rejoined with the data", 40, |_| {
+        missing(&a0, &keys).is_empty()
+    })
+    .await;
+    assert_eq!(probe.finish(), 0);
+    let drops = sampler.finish();
+    assert!(
+        drops.values().all(|d| *d == 0),
+        "a replica's key set was flushed: {drops:?}"
+    );
+    drop(sentinels);
 }

@@ -29,6 +29,10 @@ struct Args {
     /// Sentinel (`make bench-failover`).
     #[arg(long)]
     bench_failover: bool,
+    /// Leave the cluster running afterwards, for a look with kubectl (`source <dir>/cluster/env`);
+    /// stop it with `target/debug/kcluster down --dir <dir>/cluster`.
+    #[arg(long)]
+    keep_cluster: bool,
 }
 
 fn main() {
@@ -44,6 +48,7 @@ fn main() {
         repo: redis_test_support::repo_root(),
         dir,
         instance_manager,
+        keep_cluster: args.keep_cluster,
     };
     let started = Instant::now();
     if args.bench {
@@ -68,8 +73,8 @@ fn main() {
 }
 
 /// `--bench`: the table, then exit.
-fn bench(options: &Options, started: Instant) -> ! {
-    match redis_e2e::bench::run(options) {
+fn bench(_options: &Options, started: Instant) -> ! {
+    match Err::<Vec<Row>, String>("porting".into()) {
         Ok(rows) => {
             println!(
                 "\n{:<78} {:>9}  {:>9}  baseline",
@@ -99,16 +104,12 @@ fn bench(options: &Options, started: Instant) -> ! {
 }
 
 /// `--bench-failover`: the series, then exit.
-fn bench_failover(options: &Options, started: Instant) -> ! {
-    match redis_e2e::bench_failover::run(options) {
+fn bench_failover(_options: &Options, started: Instant) -> ! {
+    match Err::<Vec<Series>, String>("porting".into()) {
         Ok(series) => {
             println!("\nFailover: Redis primary killed -> first write accepted");
             for s in &series {
-                println!(
-                    "  {:<66} {}",
-                    s.mode,
-                    redis_e2e::bench_failover::summary(&s.times)
-                );
+                println!("  {:<66} {}", s.mode, s.mode);
             }
             println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
             std::process::exit(0);
@@ -118,4 +119,14 @@ fn bench_failover(options: &Options, started: Instant) -> ! {
             std::process::exit(1);
         }
     }
+}
+
+struct Row {
+    what: String,
+    operator: Option<std::time::Duration>,
+    baseline: Option<std::time::Duration>,
+    baseline_name: String,
+}
+struct Series {
+    mode: String,
 }

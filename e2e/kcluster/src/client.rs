@@ -8,7 +8,9 @@
 
 use std::fs;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::ApiResource;
@@ -66,6 +68,46 @@ impl Kube {
             .block_on(api.list(&ListParams::default().labels(selector)))
             .map_err(err)?
             .items)
+    }
+
+    pub fn statefulset(&self, ns: &str, name: &str) -> Option<StatefulSet> {
+        let api: Api<StatefulSet> = Api::namespaced(self.client.clone(), ns);
+        self.rt.block_on(api.get_opt(name)).ok().flatten()
+    }
+
+    /// The ready addresses behind Service `service` (its EndpointSlices), as kube-proxy would
+    /// route to them.
+    pub fn service_endpoints(&self, ns: &str, service: &str) -> Vec<String> {
+        let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
+        let selector = format!("kubernetes.io/service-name={service}");
+        let slices = self
+            .rt
+            .block_on(api.list(&ListParams::default().labels(&selector)))
+            .map(|l| l.items)
+            .unwrap_or_default();
+        slices
+            .into_iter()
+            .flat_map(|s| s.endpoints)
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+            .flat_map(|e| e.addresses)
+            .collect()
+    }
+
+    /// The directory on this machine holding a claim's volume (the provisioner's hostPath).
+    pub fn claim_dir(&self, ns: &str, claim: &str) -> Option<std::path::PathBuf> {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), ns);
+        let volume = self
+            .rt
+            .block_on(claims.get_opt(claim))
+            .ok()??
+            .spec?
+            .volume_name?;
+        let volumes: Api<PersistentVolume> = Api::all(self.client.clone());
+        let spec = self.rt.block_on(volumes.get_opt(&volume)).ok()??.spec?;
+        spec.host_path
+            .map(|h| h.path)
+            .or(spec.local.map(|l| l.path))
+            .map(std::path::PathBuf::from)
     }
 
     /// A pod's IP, once it has one.

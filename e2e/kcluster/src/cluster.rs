@@ -106,7 +106,30 @@ fn s(v: &str) -> String {
     v.to_string()
 }
 
+/// Where the directory of the cluster that is up is recorded: only one can run on a machine
+/// (fixed network namespace names and ports).
+const RUNNING: &str = "/run/kcluster/dir";
+
+/// The directory of the cluster running on this machine, if any of its processes still runs.
+pub fn running() -> Option<PathBuf> {
+    let dir = PathBuf::from(fs::read_to_string(RUNNING).ok()?.trim());
+    daemon::list(&dir)
+        .iter()
+        .any(|d| daemon::alive(d.pid))
+        .then_some(dir)
+}
+
 pub fn up(o: &Options) -> Result<Cluster, String> {
+    match running() {
+        Some(other) if other != o.dir => {
+            return Err(format!(
+                "a local cluster from {} is running: stop it first (kcluster down --dir {})",
+                other.display(),
+                other.display()
+            ));
+        }
+        _ => {}
+    }
     down(&o.dir);
     let _ = fs::remove_dir_all(&o.dir);
     fs::create_dir_all(&o.dir).map_err(|e| format!("{}: {e}", o.dir.display()))?;
@@ -122,6 +145,8 @@ pub fn up(o: &Options) -> Result<Cluster, String> {
         }
     }
     net::create()?;
+    fs::create_dir_all("/run/kcluster").map_err(|e| e.to_string())?;
+    fs::write(RUNNING, o.dir.display().to_string()).map_err(|e| e.to_string())?;
 
     let pki = Pki::create(dir)?;
     let ca = pki.ca_cert().display().to_string();
@@ -527,6 +552,9 @@ pub fn down(dir: &Path) {
     daemon::stop_all(dir);
     net::teardown();
     unmount_below(dir);
+    if fs::read_to_string(RUNNING).is_ok_and(|d| Path::new(d.trim()) == dir) {
+        let _ = fs::remove_file(RUNNING);
+    }
 }
 
 /// Unmount whatever a node agent left mounted under `dir` (memory-backed volumes).

@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 use redis_test_support::process::run as sh;
 use redis_topology::EventReason;
 
-use crate::harness::operator::Operator;
 use crate::harness::source::{
     SOURCE_VIP, Source, sentinel_master, sentinel_replicas, sentinels_agree_on, src_ip,
 };
 use crate::harness::writers::pipeline_sets;
-use crate::harness::{DR, Drill, NS, Options, PROD, Report, run_story, wait};
+use crate::harness::{DR, Drill, Options, PROD, Report, run_story, wait};
 
 pub fn run(o: &Options) -> Report {
     run_story(o, "setup", story)
@@ -35,7 +34,6 @@ pub fn run(o: &Options) -> Report {
 
 /// The story: the operator running, then each line one step.
 fn story(d: &mut Drill) -> Result<(), String> {
-    let _operator = Operator::start(d.sim.clone());
     let src = Source::create(d, &d.passwords[PROD].clone())?;
     source_region(d, &src)?;
     dr_replicates_the_source(d, &src)?;
@@ -62,16 +60,24 @@ fn source_region(d: &mut Drill, src: &Source) -> Result<(), String> {
 /// DR cluster replicates the source through its endpoint
 fn dr_replicates_the_source(d: &mut Drill, src: &Source) -> Result<(), String> {
     d.step("DR cluster replicates the source through its endpoint", "");
-    d.sim.add_secret(NS, "prod-redis-auth", &src.password);
     // One password for both sides, as in the spec's cross-region example: the source's
     // Sentinels can then log in to the DR pods and read what they announce. (With different
     // passwords they cannot, and list the DR pods as down: never promotable either.)
+    d.passwords.insert(PROD.to_string(), src.password.clone());
     d.passwords.insert(DR.to_string(), src.password.clone());
-    d.sim.add_secret(NS, "dr-redis-auth", &src.password);
-    d.sim.apply(&d.sample("dr-redis.yaml")?, |v| {
-        v["spec"]["replicaMode"]["source"]["host"] = SOURCE_VIP.into()
-    })?;
-    d.start_pods_when_applied(DR)?;
+    d.create_secrets()?;
+    // The spec's DR sample with the source's endpoint as source.host: an external IP, like the
+    // spec's cross-region example's LoadBalancer address.
+    let sample = d.sample("dr-redis.yaml")?;
+    let dr = sample.replace(
+        "host: prod-redis-leader.production.svc.cluster.local",
+        &format!("host: {SOURCE_VIP}"),
+    );
+    if dr == sample {
+        return Err("dr-redis.yaml no longer names prod-redis-leader as its source".into());
+    }
+    d.apply_yaml(&dr)?;
+    d.wait_pods_running(DR, Duration::from_secs(120))?;
     pipeline_sets(&mut src.conn(0)?, "k", 2000, 1)?;
     wait(
         "every DR pod linked through the endpoint",

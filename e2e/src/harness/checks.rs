@@ -11,7 +11,7 @@ use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
 use redis_test_support::resp::{Conn, Reply};
 
 use super::writers::NoWriteSampler;
-use super::{DR, Drill, PROD, addr, ip, wait};
+use super::{DR, Drill, PROD, try_ip, wait};
 
 /// Samples every node's role and fails the drill if two writable primaries ever coexist in one
 /// cluster.
@@ -29,8 +29,8 @@ fn writable(conns: &mut BTreeMap<String, Conn>, pod: &str, password: &str) -> Op
         .get_mut(pod)
         .and_then(|c| c.cmd(&["ROLE"]).ok())
         .or_else(|| {
-            let mut c =
-                Conn::connect(&addr(pod), Some(password), Duration::from_millis(300)).ok()?;
+            let addr = format!("{}:6379", try_ip(pod)?);
+            let mut c = Conn::connect(&addr, Some(password), Duration::from_millis(300)).ok()?;
             let r = c.cmd(&["ROLE"]).ok();
             conns.insert(pod.to_string(), c);
             r
@@ -119,12 +119,12 @@ impl Drill<'_> {
         sampler: NoWriteSampler,
         mode: &str,
     ) -> Result<(), String> {
-        self.restart_pod(cluster, old)?;
-        let new_ip = ip(new);
+        let _ = cluster;
+        self.repair_and_recreate(old)?;
         let (_, took) = wait(
             "the old primary to rejoin as a replica",
             Duration::from_secs(60),
-            || self.linked_to(old, &new_ip).then_some(()),
+            || self.linked_to(old, new).then_some(()),
         )?;
         self.time(
             &format!("{mode}: old primary restarted -> linked replica"),

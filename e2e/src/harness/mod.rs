@@ -1,48 +1,49 @@
-//! What the drills and the benches stand on: a [`Drill`] (two regions, the simulated Kubernetes,
-//! the processes it started, the checks and timings it recorded), the pods of the two clusters
-//! and where they listen, and the tools to start, observe, load and check them. No story lives
-//! here: the drills in [`crate::drills`] and the benches are written with these pieces.
+//! What the drills and the benches stand on: a [`Drill`] is a real Kubernetes on this machine
+//! (`kcluster`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and
+//! CoreDNS, built from their Go modules; `redis-node-agent` playing the kubelet; regions as
+//! network namespaces) with the operator installed by its Helm chart, plus the tools to act on it
+//! as a user does (`kubectl`), to inject the faults a cluster has, and to observe and check Redis
+//! directly. No story lives here: the drills in [`crate::drills`] and the benches are written
+//! with these pieces.
 //!
-//! - [`net`]: the two regions (network namespaces) and the inter-region link;
-//! - [`sim`], [`controllers`], [`operator`]: the simulated Kubernetes (API server, kubelet,
-//!   Sentinel StatefulSet controller, `-leader` Service) and the operator's real reconcile loop;
-//! - [`pods`]: a cluster's pods started, killed and restarted as a StatefulSet and a kubelet would;
-//! - [`observe`]: what the drill reads (INFO, roles, offsets, keyspace digests, status, Events)
-//!   and waits for;
+//! - [`k8s`]: the user's side (`kubectl apply`/`patch`/`annotate`/`describe`), the API reads
+//!   (conditions, Events, labels, Services), and the machine's faults (a Redis that cannot
+//!   restart, a frozen node agent, the inter-region link);
+//! - [`addresses`]: where each pod listens, kept fresh from the API;
+//! - [`observe`]: what the drill reads (INFO, roles, offsets, keyspace digests, status) and waits
+//!   for;
 //! - [`writers`]: write load, acknowledged writes, a sampler proving a pod accepts no write;
 //! - [`checks`]: the split-brain checker and the old primary's rejoin;
-//! - [`prom`]: a real Prometheus with the project's alert rules;
+//! - [`prom`]: a real Prometheus discovering the instance managers through the API;
+//! - [`sentinel`]: questions to Sentinels;
 //! - [`source`]: an external, Sentinel-managed production the operator does not manage.
 
+pub mod addresses;
 pub mod checks;
-pub mod controllers;
-pub mod net;
+pub mod k8s;
 pub mod observe;
-pub mod operator;
-pub mod pods;
 pub mod prom;
-pub mod sim;
+pub mod sentinel;
 pub mod source;
 pub mod writers;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use redis_cluster_api::labels as l;
+use kcluster::client::Kube;
+use kcluster::cluster::{self, Cluster, ImageMapping};
+use kcluster::net::Region;
 use redis_test_support::process::{Proc, installed};
 
-use net::Regions;
-use sim::Sim;
-
+pub use addresses::{ip, try_ip};
 pub use redis_test_support::wait::poll as wait;
 
-/// The namespace both clusters live in.
+/// The namespace both clusters live in (the spec's samples say `production`).
 pub const NS: &str = "production";
-/// Production: the spec's `prod-redis` sample, in region A.
+/// Production: the spec's `prod-redis` sample, placed in region A.
 pub const PROD: &str = "prod-redis";
-/// The DR cluster: the spec's `dr-redis` sample, in region B.
+/// The DR cluster: the spec's `dr-redis` sample, placed in region B.
 pub const DR: &str = "dr-redis";
 
 /// Production's Sentinel `down-after-milliseconds` in the drill.
@@ -50,18 +51,22 @@ pub const SENTINEL_DOWN_AFTER_MS: u64 = 2000;
 /// DR's `failover.primaryUnavailableSeconds` in the drill (default 10).
 pub const DR_FAILOVER_AFTER_S: u64 = 3;
 
-/// Most pods a region can hold (addresses assigned in each namespace).
-pub const MAX_PODS: u32 = 5;
+/// The operator's image repository in the chart (`values.yaml`): the node agents map it to the
+/// directory holding this build's `redis-operator` and `redis-instance-manager`.
+pub const OPERATOR_IMAGE: &str = "ghcr.io/example/redis-operator";
 
 pub struct Options {
     /// Explain each step for a newcomer.
     pub narrate: bool,
-    /// The repository root (samples, rules).
+    /// The repository root (samples, rules, the chart, the control plane's build script).
     pub repo: PathBuf,
-    /// Where logs and data go.
+    /// Where logs and data go (the cluster's directory is `<dir>/cluster`).
     pub dir: PathBuf,
-    /// The redis-instance-manager binary.
+    /// The redis-instance-manager binary. Its directory (cargo's target directory) must also
+    /// hold `redis-operator` and `redis-node-agent`: it is the operator image's contents.
     pub instance_manager: PathBuf,
+    /// Leave the cluster running when the drill ends.
+    pub keep_cluster: bool,
 }
 
 /// The outcome: every check and every timing.
@@ -77,34 +82,34 @@ impl Report {
     }
 }
 
-/// One run of a drill or a bench: the regions, the simulated Kubernetes, every process started,
-/// the clusters' passwords and sizes, and what was checked and timed so far.
+/// One run of a drill or a bench: the cluster, the processes the drill started itself (Prometheus,
+/// an external source), the clusters' passwords, and what was checked and timed so far. The
+/// cluster is stopped when the drill is dropped; its logs stay in `<dir>/cluster`.
 pub struct Drill<'a> {
     pub o: &'a Options,
-    pub sim: Arc<Sim>,
-    pub regions: Regions,
+    pub cluster: Cluster,
+    pub kube: Kube,
+    _addresses: addresses::Addresses,
     pub procs: BTreeMap<String, Proc>,
     pub passwords: BTreeMap<String, String>,
-    /// How many pods each cluster runs: what its StatefulSet asked for when they started.
-    instances: BTreeMap<String, u32>,
+    /// Pods whose Redis the drill made fail (and the original mode of the file it broke): their
+    /// restarts are expected.
+    pub broken: BTreeMap<String, u32>,
     pub report: Report,
 }
 
-/// The region a cluster's pods run in: production in A, DR in B.
-pub fn region_of(cluster: &str) -> char {
-    if cluster == PROD { 'a' } else { 'b' }
+/// The region a cluster's pods are placed in: production in A, DR in B, the operator in C.
+pub fn region_of(cluster: &str) -> Region {
+    if cluster == PROD {
+        Region('a')
+    } else {
+        Region('b')
+    }
 }
 
 /// The cluster a drill pod belongs to, from its name.
 pub fn cluster_of(pod: &str) -> &'static str {
     if pod.starts_with(PROD) { PROD } else { DR }
-}
-
-/// A pod's IP address (its Redis and instance manager listen there).
-pub fn ip(pod: &str) -> String {
-    let cluster = cluster_of(pod);
-    let ordinal = l::ordinal_of(cluster, pod).expect("drill pod names");
-    net::pod_ip(region_of(cluster), ordinal)
 }
 
 /// A pod's Redis, `ip:6379`.
@@ -148,67 +153,94 @@ fn random_password() -> String {
     )
 }
 
+/// The control plane's binaries: built once per machine (cached) by the project's script.
+fn control_plane(repo: &Path) -> Result<PathBuf, String> {
+    let script = repo.join("hack/build-controlplane.sh");
+    let out = std::process::Command::new(&script)
+        .output()
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the control plane failed (make controlplane): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 impl<'a> Drill<'a> {
-    /// Check the tools, create the two regions and an empty simulated cluster.
+    /// Check the tools, start a fresh cluster (the previous run's directory is removed), install
+    /// the operator with Helm and create the namespace.
     pub fn prepare(o: &'a Options) -> Result<Drill<'a>, String> {
-        for tool in ["redis-server", "redis-cli", "prometheus", "ip", "tc"] {
+        for tool in ["redis-server", "redis-cli", "prometheus", "ip", "tc", "nft"] {
             if !installed(tool) {
                 return Err(format!(
                     "{tool} is not installed: run `make deps` (as root)"
                 ));
             }
         }
-        if !o.instance_manager.exists() {
-            return Err(format!(
-                "{} is missing: build it first (`make demo` does)",
-                o.instance_manager.display()
-            ));
+        let images = o
+            .instance_manager
+            .parent()
+            .ok_or("the instance manager's path has no directory")?
+            .to_path_buf();
+        for bin in [
+            "redis-instance-manager",
+            "redis-operator",
+            "redis-node-agent",
+        ] {
+            if !images.join(bin).exists() {
+                return Err(format!(
+                    "{} is missing: build it first (`make demo` does)",
+                    images.join(bin).display()
+                ));
+            }
         }
+        let helm = o.repo.join(".tools/bin/helm");
+        if !helm.exists() {
+            return Err(format!("{} is missing: run `make deps`", helm.display()));
+        }
+        let bin_dir = control_plane(&o.repo)?;
         let _ = std::fs::remove_dir_all(&o.dir);
         std::fs::create_dir_all(&o.dir).map_err(|e| e.to_string())?;
-        let regions = Regions::create(MAX_PODS)?;
+        let mut options = cluster::Options::new(
+            o.dir.join("cluster"),
+            bin_dir,
+            Some(images.join("redis-node-agent")),
+        );
+        options.images.push(ImageMapping {
+            repository: OPERATOR_IMAGE.into(),
+            dir: images,
+        });
+        options.placement = vec![
+            (PROD.into(), region_of(PROD)),
+            (DR.into(), region_of(DR)),
+            ("redis-operator".into(), Region('c')),
+        ];
+        let cluster = cluster::up(&options)?;
+        cluster::install_operator(&cluster, &helm, &o.repo.join("charts/redis-operator"), &[])?;
+        cluster.kubectl(&["create", "namespace", NS])?;
+        let kube = Kube::new(&cluster)?;
+        let addresses = addresses::Addresses::follow(&cluster, NS)?;
         let passwords = BTreeMap::from([
             (PROD.to_string(), random_password()),
             (DR.to_string(), random_password()),
         ]);
         Ok(Drill {
             o,
-            sim: Arc::new(Sim::new(&o.dir)),
-            regions,
+            cluster,
+            kube,
+            _addresses: addresses,
             procs: BTreeMap::new(),
             passwords,
-            instances: BTreeMap::new(),
+            broken: BTreeMap::new(),
             report: Report::default(),
         })
-    }
-
-    /// The pods of `cluster`, in ordinal order (none before they started).
-    pub fn pods(&self, cluster: &str) -> Vec<String> {
-        let n = self.instances.get(cluster).copied().unwrap_or(0);
-        (0..n).map(|i| l::pod_name(cluster, i)).collect()
     }
 
     /// Every pod of production, then every pod of DR.
     pub fn all_pods(&self) -> Vec<String> {
         self.pods(PROD).into_iter().chain(self.pods(DR)).collect()
-    }
-
-    /// The samples' Secrets (`prod-redis-auth`, `dr-redis-auth`), each with its cluster's password.
-    pub fn add_secrets(&self) {
-        self.sim
-            .add_secret(NS, "prod-redis-auth", &self.passwords[PROD]);
-        self.sim
-            .add_secret(NS, "dr-redis-auth", &self.passwords[DR]);
-    }
-
-    /// Where production's Sentinels listen (its pods address them by IP: no DNS here).
-    pub fn locate_production_sentinels(&self) {
-        let addrs = controllers::sentinel_addrs('a');
-        self.sim
-            .sentinel_addresses
-            .lock()
-            .unwrap()
-            .insert(PROD.into(), addrs);
     }
 
     /// The text of sample `file` (`config/samples/`).
@@ -250,22 +282,36 @@ impl<'a> Drill<'a> {
         self.report.timings.push((name.to_string(), d));
     }
 
-    /// End of a run: the instance managers stop first (so nothing logs spurious errors while the
-    /// rest is torn down), a story's error becomes the last failed check, and the report is
-    /// handed over. The regions and every process go when the drill is dropped.
+    /// End of a run: a story's error becomes the last failed check, and the report is handed
+    /// over. The cluster and every process go when the drill is dropped.
     pub fn finish(mut self, result: Result<(), String>) -> Report {
-        for (name, p) in self.procs.iter_mut() {
-            if name.ends_with("instance-manager") {
-                p.kill();
-            }
-        }
         let mut report = std::mem::take(&mut self.report);
         if let Err(e) = result {
             println!("    FAIL {e}");
-            println!("\nlogs and data: {}", self.o.dir.display());
+            println!(
+                "\nlogs and data: {} (the cluster's: {}/logs, pods' containers: {}/nodes/*/pods)",
+                self.o.dir.display(),
+                self.cluster.dir.display(),
+                self.cluster.dir.display()
+            );
             report.checks.push(("scenario".into(), Err(e)));
         }
         report
+    }
+}
+
+impl Drop for Drill<'_> {
+    fn drop(&mut self) {
+        self.procs.clear();
+        if self.o.keep_cluster {
+            println!(
+                "\nthe cluster is still running: source {}/env; stop it with kcluster down --dir {}",
+                self.cluster.dir.display(),
+                self.cluster.dir.display()
+            );
+        } else {
+            cluster::down(&self.cluster.dir);
+        }
     }
 }
 

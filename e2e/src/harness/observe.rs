@@ -1,21 +1,64 @@
-//! What the drill reads from the clusters: each pod's Redis (INFO, ROLE, offsets, keyspace
-//! digests, whether it takes a write), its instance manager's report, and the simulated API's
-//! status, labels and Events; and the waits built on them.
+//! What the drill reads from each pod's Redis (INFO, ROLE, offsets, keyspace digests, whether it
+//! takes a write) and its instance manager's report, and the waits built on them. (What the API
+//! says, conditions, labels and Events, is in [`super::k8s`].)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis_cluster_api::labels as l;
 use redis_cluster_api::report::InstanceReport;
 use redis_test_support::http;
-use redis_test_support::resp::Conn;
-use redis_topology::EventReason;
+use redis_test_support::resp::{Conn, Reply};
 
-use super::{Drill, NS, addr, cluster_of, im_addr, wait};
+use super::sentinel::known_as;
+use super::{Drill, addr, cluster_of, im_addr, ip, wait};
 
 /// A numeric `INFO` field (0 when absent).
 pub fn num(info: &BTreeMap<String, String>, field: &str) -> u64 {
     info.get(field).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A digest of a whole keyspace: every key and its value (the drill writes strings
+/// only), read with SCAN and MGET and hashed in key order. (`DEBUG DIGEST` would do, but the
+/// operator's redis.conf leaves DEBUG disabled, as it should be in production.)
+pub fn keyspace_digest(c: &mut Conn, pod: &str) -> Result<String, String> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let r = c
+            .cmd(&["SCAN", &cursor, "COUNT", "1000"])
+            .map_err(|e| format!("{pod}: {e}"))?;
+        let Reply::Array(Some(parts)) = r else {
+            return Err(format!("{pod}: SCAN answered {}", r.text()));
+        };
+        cursor = parts.first().map(Reply::text).unwrap_or_default();
+        if let Some(Reply::Array(Some(batch))) = parts.get(1) {
+            keys.extend(batch.iter().map(Reply::text));
+        }
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys.sort();
+    // FNV-1a over key, value pairs: cheap, stable, and equal exactly when the data is.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes.iter().chain(&[0u8]) {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for chunk in keys.chunks(500) {
+        let mut args = vec!["MGET"];
+        args.extend(chunk.iter().map(String::as_str));
+        let r = c.cmd(&args).map_err(|e| format!("{pod}: {e}"))?;
+        let Reply::Array(Some(values)) = r else {
+            return Err(format!("{pod}: MGET answered {}", r.text()));
+        };
+        for (key, value) in chunk.iter().zip(values) {
+            feed(key.as_bytes());
+            feed(value.text().as_bytes());
+        }
+    }
+    Ok(format!("{} keys, {hash:016x}", keys.len()))
 }
 
 /// One `SET key value` (`set`) on a fresh connection to `addr` (a pod, a Service address) was
@@ -33,9 +76,8 @@ fn write_accepted(c: &mut Conn, [key, value]: [&str; 2]) -> bool {
 impl Drill<'_> {
     /// A connection to a pod's Redis, authenticated with its cluster's password.
     pub fn conn(&self, pod: &str) -> Result<Conn, String> {
-        // Retry a refused connection for a moment: when the simulated -leader Service moves
-        // its address (`CONFIG SET bind`), Redis re-creates its listening sockets and refuses
-        // connections for a few milliseconds; a real Service never touches Redis's listeners.
+        // Retry a refused connection for a moment: a container that just restarted listens a
+        // few milliseconds after its pod reports it running.
         let mut attempt = 0;
         loop {
             match Conn::connect(
@@ -73,13 +115,9 @@ impl Drill<'_> {
             .cloned()
     }
 
-    /// A pod's keyspace digest (`DEBUG DIGEST`).
+    /// A digest of a pod's whole keyspace ([`keyspace_digest`]).
     pub fn digest(&self, pod: &str) -> Result<String, String> {
-        Ok(self
-            .conn(pod)?
-            .cmd(&["DEBUG", "DIGEST"])
-            .map_err(|e| e.to_string())?
-            .text())
+        keyspace_digest(&mut self.conn(pod)?, pod)
     }
 
     /// Every pod of `pods` holds the same keyspace.
@@ -110,26 +148,41 @@ impl Drill<'_> {
         self.check(name, r)
     }
 
-    /// A pod replicates `upstream_ip`, its link up and no sync in progress.
-    pub fn linked_to(&self, pod: &str, upstream_ip: &str) -> bool {
+    /// The names a replica may give for `upstream` in `master_host`: its IP, the stable name its
+    /// peers and Sentinels use, and that name with the cluster domain. `upstream` is a pod of
+    /// the drill, or any other host (a Service's DNS name) taken as it is.
+    pub fn names_of(&self, upstream: &str) -> Vec<String> {
+        if upstream.starts_with(super::PROD) || upstream.starts_with(super::DR) {
+            let fqdn = known_as(cluster_of(upstream), upstream);
+            if !upstream.contains('.') {
+                return vec![ip(upstream), format!("{fqdn}.cluster.local"), fqdn];
+            }
+        }
+        vec![upstream.to_string()]
+    }
+
+    /// The pod is a replica of `upstream` (see [`Drill::names_of`]) with its link up and no sync
+    /// in progress.
+    pub fn linked_to(&self, pod: &str, upstream: &str) -> bool {
+        let names = self.names_of(upstream);
         self.info(pod, "replication").is_ok_and(|i| {
-            i.get("master_host").map(String::as_str) == Some(upstream_ip)
+            i.get("master_host").is_some_and(|h| names.contains(h))
                 && i.get("master_link_status").map(String::as_str) == Some("up")
                 && i.get("master_sync_in_progress").map(String::as_str) == Some("0")
         })
     }
 
-    /// Wait (for `what`) until every pod of `pods` is linked to `upstream_ip`.
+    /// Wait until every one of `pods` is [`Drill::linked_to`] `upstream`.
     pub fn wait_linked(
         &self,
         what: &str,
         pods: &[String],
-        upstream_ip: &str,
+        upstream: &str,
         timeout: Duration,
     ) -> Result<(), String> {
         wait(what, timeout, || {
             pods.iter()
-                .all(|p| self.linked_to(p, upstream_ip))
+                .all(|p| self.linked_to(p, upstream))
                 .then_some(())
         })
         .map(|_| ())
@@ -172,68 +225,5 @@ impl Drill<'_> {
         (code == 200)
             .then(|| serde_json::from_str(&body).ok())
             .flatten()
-    }
-
-    /// A condition of a cluster's status: (status, reason, message).
-    pub fn condition(&self, cluster: &str, type_: &str) -> Option<(String, String, String)> {
-        let rc = self.sim.get(NS, cluster);
-        let c = rc
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == type_)?;
-        Some((c.status, c.reason, c.message))
-    }
-
-    /// Wait until `cluster`'s condition `type_` has this status, reason (any when None) and message.
-    pub fn wait_condition(
-        &self,
-        cluster: &str,
-        type_: &str,
-        status: &str,
-        reason: Option<&str>,
-        message: &str,
-    ) -> Result<(), String> {
-        wait(
-            &format!("{cluster} {type_}={status}"),
-            Duration::from_secs(10),
-            || {
-                self.condition(cluster, type_)
-                    .filter(|c| c.0 == status && reason.is_none_or(|r| c.1 == r) && c.2 == message)
-            },
-        )
-        .map(|_| ())
-    }
-
-    /// `status.currentPrimary` of a cluster.
-    pub fn current_primary(&self, cluster: &str) -> Option<String> {
-        self.sim.get(NS, cluster).status?.current_primary
-    }
-
-    /// Which pod carries `redis.io/role=primary` (what the `-leader` Service selects).
-    pub fn labelled_primary(&self, cluster: &str) -> Option<String> {
-        self.pods(cluster).into_iter().find(|p| {
-            self.sim
-                .platform
-                .pod(NS, p)
-                .is_some_and(|p| p.labels.get(l::ROLE).map(String::as_str) == Some(l::ROLE_PRIMARY))
-        })
-    }
-
-    /// The Events of `cluster` with this reason, oldest first: (type, note).
-    pub fn events(&self, cluster: &str, reason: EventReason) -> Vec<(String, String)> {
-        self.sim
-            .events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e.0 == cluster && e.2 == reason.as_str())
-            .map(|e| (e.1.clone(), e.3.clone()))
-            .collect()
-    }
-
-    /// The latest Event of `cluster` with this reason: (type, note).
-    pub fn event(&self, cluster: &str, reason: EventReason) -> Option<(String, String)> {
-        self.events(cluster, reason).pop()
     }
 }

@@ -2,8 +2,13 @@
 //! (config/prometheus/redis-replication-rules.yaml, which `make test` keeps identical to the Helm
 //! chart's PrometheusRule) with shorter `for:` durations for the drill.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use kcluster::client::Kube;
+use kcluster::cluster::Cluster;
 
 use redis_test_support::http::get as http_get;
 use redis_test_support::process::{Proc, free_port};
@@ -14,6 +19,72 @@ use super::wait;
 pub struct Prometheus {
     pub addr: String,
     _proc: Proc,
+    _discovery: Discovery,
+}
+
+/// Service discovery through the API server. Debian's Prometheus is built without its
+/// Kubernetes discovery, so this thread does what that would: it lists the pods of a RedisCluster
+/// (label `redis.io/cluster`) with a container port named `metrics` — what the chart's PodMonitor
+/// selects — and writes them as a `file_sd` target file whenever they change.
+struct Discovery {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Discovery {
+    fn start(cluster: &Cluster, namespace: &str, file: PathBuf) -> Result<Discovery, String> {
+        let kube = Kube::new(cluster)?;
+        let namespace = namespace.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let write = move |last: &mut String| {
+            let Ok(pods) = kube.pods(&namespace, redis_cluster_api::labels::CLUSTER) else {
+                return;
+            };
+            let mut targets: Vec<String> = pods
+                .into_iter()
+                .filter_map(|p| {
+                    let ip = p.status?.pod_ip?;
+                    let port = p.spec?.containers.into_iter().find_map(|c| {
+                        c.ports?
+                            .into_iter()
+                            .find(|port| port.name.as_deref() == Some("metrics"))
+                            .map(|port| port.container_port)
+                    })?;
+                    Some(format!("{ip}:{port}"))
+                })
+                .collect();
+            targets.sort();
+            let body = serde_json::json!([{"targets": targets}]).to_string();
+            if body != *last {
+                let tmp = file.with_extension("tmp");
+                if std::fs::write(&tmp, &body).is_ok() && std::fs::rename(&tmp, &file).is_ok() {
+                    *last = body;
+                }
+            }
+        };
+        let mut last = String::new();
+        write(&mut last);
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(500));
+                write(&mut last);
+            }
+        });
+        Ok(Discovery {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 /// `for:` durations in the drill: the spec's 5m/1m would make the drill last minutes.
@@ -21,9 +92,12 @@ pub const DRILL_LAG_FOR: &str = "10s";
 pub const DRILL_DOWN_FOR: &str = "3s";
 
 impl Prometheus {
+    /// A Prometheus scraping the instance managers of `namespace`, found through the API server
+    /// as the chart's PodMonitor would find them ([`Discovery`]), with `honor_labels`.
     pub fn start(
         dir: &Path,
-        targets: &[String],
+        cluster: &Cluster,
+        namespace: &str,
         rules_source: &Path,
     ) -> Result<Prometheus, String> {
         let rules = std::fs::read_to_string(rules_source)
@@ -38,14 +112,19 @@ impl Prometheus {
             ));
         }
         std::fs::write(dir.join("rules.yaml"), rules).map_err(|e| e.to_string())?;
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  scrape_timeout: 900ms\n\
-             rule_files: ['{}']\n\
-             scrape_configs:\n  - job_name: redis-instance-manager\n    honor_labels: true\n    static_configs:\n      - targets: [{}]\n",
-            dir.join("rules.yaml").display(),
-            targets.join(", ")
+             rule_files: ['{rules}']\n\
+             scrape_configs:\n\
+             \x20 - job_name: redis-instance-manager\n\
+             \x20   honor_labels: true\n\
+             \x20   file_sd_configs:\n\
+             \x20     - files: ['{targets}']\n\
+             \x20       refresh_interval: 1s\n",
+            rules = dir.join("rules.yaml").display(),
+            targets = dir.join("targets.json").display(),
         );
+        let discovery = Discovery::start(cluster, namespace, dir.join("targets.json"))?;
         std::fs::write(dir.join("prometheus.yml"), config).map_err(|e| e.to_string())?;
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
@@ -57,7 +136,11 @@ impl Prometheus {
             "--log.level=warn".into(),
         ];
         let proc = Proc::spawn("prometheus", None, &args, &dir.join("prometheus.log"))?;
-        let p = Prometheus { addr, _proc: proc };
+        let p = Prometheus {
+            addr,
+            _proc: proc,
+            _discovery: discovery,
+        };
         wait(
             "Prometheus to become ready",
             Duration::from_secs(30),

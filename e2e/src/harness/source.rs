@@ -10,13 +10,17 @@ use redis_test_support::netns::in_ns;
 use redis_test_support::redis::spawn_on;
 use redis_test_support::resp::Conn;
 
-use super::controllers;
-use super::net::{NS_A, pod_ip};
-use super::observe::num;
+use super::observe::{keyspace_digest, num};
+use super::sentinel as sentinels;
 use super::{DR, Drill, wait};
 
-/// The stable endpoint of the source in region A.
-pub const SOURCE_VIP: &str = "10.77.10.100";
+/// The stable endpoint of the source in region A. The source's addresses are in region A's
+/// range but outside every node's podCIDR, so the DR region routes to them over the
+/// inter-region link like to production's pods.
+pub const SOURCE_VIP: &str = "10.78.250.100";
+
+/// Region A's network namespace, where the source's processes run (outside Kubernetes).
+const SOURCE_NETNS: &str = "kc-ra";
 
 /// The source Sentinels' `down-after-milliseconds`. It must stay well above Sentinel's own
 /// one-second cadence: a Sentinel that switches to a new master resets its link and counts the
@@ -30,7 +34,7 @@ pub const SOURCE_DOWN_AFTER_MS: u64 = 2000;
 
 /// The address of source server `i` (`src-<i>`).
 pub fn src_ip(i: u32) -> String {
-    pod_ip('a', i)
+    format!("10.78.250.{}", i + 1)
 }
 
 /// The source: where its servers and Sentinels keep their files, and its password.
@@ -44,17 +48,13 @@ impl Source {
     pub fn create(d: &Drill, password: &str) -> Result<Source, String> {
         let dir = d.o.dir.join("source");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        in_ns(
-            NS_A,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{SOURCE_VIP}/32"),
-                "dev",
-                "lo",
-            ],
-        )?;
+        let addresses = (0..3).map(src_ip).chain([SOURCE_VIP.to_string()]);
+        for a in addresses {
+            in_ns(
+                SOURCE_NETNS,
+                &["ip", "addr", "add", &format!("{a}/32"), "dev", "lo"],
+            )?;
+        }
         Ok(Source {
             dir,
             password: password.to_string(),
@@ -106,7 +106,13 @@ impl Source {
             std::fs::write(&path, updated).map_err(|e| e.to_string())?;
         }
         let log = data.join("redis.log");
-        let p = spawn_on("redis-server", &format!("src-{i}"), Some(NS_A), &path, &log)?;
+        let p = spawn_on(
+            "redis-server",
+            &format!("src-{i}"),
+            Some(SOURCE_NETNS),
+            &path,
+            &log,
+        )?;
         d.procs.insert(format!("src-{i}"), p);
         wait(&format!("src-{i} up"), Duration::from_secs(10), || {
             self.conn(i).ok()
@@ -131,7 +137,7 @@ impl Source {
             let p = spawn_on(
                 "redis-sentinel",
                 &format!("sentinel-{i}"),
-                Some(NS_A),
+                Some(SOURCE_NETNS),
                 &path,
                 &log,
             )?;
@@ -183,11 +189,7 @@ impl Source {
 
     /// Source server `i`'s keyspace digest.
     pub fn digest(&self, i: u32) -> Result<String, String> {
-        Ok(self
-            .conn(i)?
-            .cmd(&["DEBUG", "DIGEST"])
-            .map_err(|e| e.to_string())?
-            .text())
+        keyspace_digest(&mut self.conn(i)?, &format!("src-{i}"))
     }
 
     /// Move the endpoint to source server `i` (it listens on the VIP too).
@@ -238,7 +240,7 @@ impl Source {
 /// DR pods, whose REPLICAOF is renamed), while the others have switched already.
 pub fn sentinels_agree_on(i: u32) -> bool {
     (0..3).all(|s| {
-        controllers::sentinel_view(&format!("{}:26379", src_ip(s)), "", "source").is_some_and(|v| {
+        sentinels::sentinel_view(&format!("{}:26379", src_ip(s)), "", "source").is_some_and(|v| {
             v.get("ip") == Some(&src_ip(i)) && v.get("flags").map(String::as_str) == Some("master")
         })
     })
@@ -246,12 +248,12 @@ pub fn sentinels_agree_on(i: u32) -> bool {
 
 /// The primary source Sentinel `i` names (the source's Sentinels have no password).
 pub fn sentinel_master(i: u32) -> Option<String> {
-    controllers::sentinel_master(&format!("{}:26379", src_ip(i)), "", "source")
+    sentinels::sentinel_master(&format!("{}:26379", src_ip(i)), "", "source")
 }
 
 /// The replicas source Sentinel `i` lists, as (ip, healthy: not `s_down`).
 pub fn sentinel_replicas(i: u32) -> Option<Vec<(String, bool)>> {
-    let list = controllers::sentinel_replicas(&format!("{}:26379", src_ip(i)), "", "source")?;
+    let list = sentinels::sentinel_replicas(&format!("{}:26379", src_ip(i)), "", "source")?;
     Some(
         list.into_iter()
             .map(|r| {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis_test_support::resp::{Conn, Reply};
 
-use super::{Drill, addr};
+use super::{Drill, try_ip};
 
 /// `SET <prefix>:<i>` with an `size`-byte value for i in 0..n, pipelined 500 at a time; any
 /// refused write is an error.
@@ -97,13 +97,17 @@ impl NoWriteSampler {
     pub fn start(pod: &str, password: &str) -> NoWriteSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
-        let (addr, password, pod) = (addr(pod), password.to_string(), pod.to_string());
+        let (password, pod) = (password.to_string(), pod.to_string());
         let handle = std::thread::spawn(move || {
             let mut attempts = 0;
             let mut accepted = Vec::new();
             let mut conn: Option<Conn> = None;
             while !s.load(Ordering::Relaxed) {
-                if conn.is_none() {
+                // Looked up at every connection: a recreated pod has a new address.
+                if conn.is_none()
+                    && let Some(ip) = try_ip(&pod)
+                {
+                    let addr = format!("{ip}:6379");
                     conn = Conn::connect(&addr, Some(&password), Duration::from_millis(200)).ok();
                 }
                 if let Some(c) = conn.as_mut() {

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use redis_cluster_api::labels as l;
 use redis_topology::EventReason;
 
-use crate::harness::controllers::{sentinel_addrs, sentinel_master, sentinels_settled};
-use crate::harness::net::{PROD_LEADER_VIP, pod_ip, sentinel_ip};
 use crate::harness::observe::accepts_write;
+use crate::harness::sentinel::{known_as, sentinel_addrs, sentinel_master, sentinels_settled};
 use crate::harness::writers::{NoWriteSampler, acked_writes};
-use crate::harness::{
-    DR, DR_FAILOVER_AFTER_S, Drill, PROD, SENTINEL_DOWN_AFTER_MS, addr, ip, wait,
-};
+use crate::harness::{DR, DR_FAILOVER_AFTER_S, Drill, PROD, SENTINEL_DOWN_AFTER_MS, addr, wait};
+
+/// Production's Sentinels (the sample's default).
+const SENTINELS: u32 = 3;
 
 /// `Ok` when `elapsed` is within `bound`, else the elapsed time as the error.
 fn within(elapsed: Duration, bound: Duration) -> Result<(), String> {
@@ -44,8 +44,16 @@ pub(super) fn production_loses_its_primary(d: &mut Drill) -> Result<(), String> 
     // replica holds each of them (the Sentinels pick the production replica with the highest
     // offset).
     let acks = d.pods(DR).len() + 1;
-    let vip = format!("{PROD_LEADER_VIP}:6379");
-    let acked = acked_writes(&vip, &pw, "acked-before-failover", 200, acks)?;
+    let leader = d
+        .leader_endpoint(PROD)
+        .ok_or("prod-redis-leader has no ready endpoint")?;
+    let acked = acked_writes(
+        &format!("{leader}:6379"),
+        &pw,
+        "acked-before-failover",
+        200,
+        acks,
+    )?;
     let replicas: Vec<String> = d.all_pods().into_iter().skip(1).collect();
     wait(
         "every replica at production's offset",
@@ -63,7 +71,7 @@ pub(super) fn production_loses_its_primary(d: &mut Drill) -> Result<(), String> 
         })
         .collect();
     let killed = Instant::now();
-    d.kill_redis(&old);
+    d.break_redis(&old)?;
     let new = sentinels_elect_a_writable_primary(d, &old, &pw, killed)?;
     operator_follows_the_sentinels(d, &old, &new)?;
     let r = d.keys_present(&new, &acked);
@@ -75,7 +83,8 @@ pub(super) fn production_loses_its_primary(d: &mut Drill) -> Result<(), String> 
         r,
     )?;
     dr_follows_with_partial_resyncs(d, &old, &new, killed, before[&new])?;
-    // The old primary's container comes back: it boots fenced and rejoins as a replica.
+    // The old primary's volume is repaired and its pod recreated: it boots fenced and rejoins
+    // as a replica.
     let sampler = NoWriteSampler::start(&old, &pw);
     d.rejoins_without_writes(PROD, &old, &new, sampler, "sentinel mode")?;
     d.check_keyspaces_converge("all production and DR keyspaces equal after the failover")
@@ -91,15 +100,23 @@ fn sentinels_know_production(d: &mut Drill, primary: &str, pw: &str) -> Result<(
         || d.caught_up(primary, &replicas),
     )?;
     let master = l::sentinel_master_name(PROD);
-    let addrs = sentinel_addrs('a');
     // Sentinels learn replicas from the primary's INFO every 10 s; DR pods are hidden
-    // (replica-announced no), so they see exactly production's 2 replicas.
+    // (replica-announced no), so they see exactly production's 2 replicas, by their stable
+    // names (announce-hostnames).
     let r = wait(
         "the Sentinels to monitor prod-redis-0 and know its 2 replicas",
         Duration::from_secs(30),
         || {
-            let replicas = [pod_ip('a', 1), pod_ip('a', 2)];
-            sentinels_settled(&addrs, pw, &master, &ip(primary), &replicas).then_some(())
+            let addrs = sentinel_addrs(PROD, SENTINELS);
+            let replicas: Vec<String> = d
+                .pods(PROD)
+                .iter()
+                .filter(|p| *p != primary)
+                .map(|p| known_as(PROD, p))
+                .collect();
+            (addrs.len() == SENTINELS as usize
+                && sentinels_settled(&addrs, pw, &master, &known_as(PROD, primary), &replicas))
+            .then_some(())
         },
     );
     d.check(
@@ -117,30 +134,40 @@ fn sentinels_elect_a_writable_primary(
     killed: Instant,
 ) -> Result<String, String> {
     let master = l::sentinel_master_name(PROD);
-    let sentinel0 = format!("{}:{}", sentinel_ip('a', 0), l::SENTINEL_PORT);
-    let (elected_ip, took) = wait(
+    let sentinels = sentinel_addrs(PROD, SENTINELS);
+    let (elected, took) = wait(
         "the Sentinels to elect a new primary",
         Duration::from_secs(60),
-        || sentinel_master(&sentinel0, pw, &master).filter(|e| *e != ip(old)),
+        || {
+            sentinels
+                .iter()
+                .find_map(|s| sentinel_master(s, pw, &master))
+                .filter(|e| *e != known_as(PROD, old))
+        },
     )?;
     let new = d
         .pods(PROD)
         .into_iter()
-        .find(|p| addr(p) == format!("{elected_ip}:6379"))
-        .ok_or(format!(
-            "the Sentinels elected an unknown address {elected_ip}"
-        ))?;
+        .find(|p| known_as(PROD, p) == elected)
+        .ok_or(format!("the Sentinels elected an unknown host {elected}"))?;
     d.time(
         &format!("sentinel mode: primary killed -> Sentinels elected {new}"),
         took,
     );
-    let vip = format!("{PROD_LEADER_VIP}:6379");
     wait(
         "a write accepted through prod-redis-leader",
         Duration::from_secs(60),
         || {
+            // Where the Service routes now (its EndpointSlice, as kube-proxy programs it).
+            let leader = d.leader_endpoint(PROD)?;
             let set = ["drill:after-sentinel-failover", "yes"];
-            accepts_write(&vip, pw, set, Duration::from_millis(300)).then_some(())
+            accepts_write(
+                &format!("{leader}:6379"),
+                pw,
+                set,
+                Duration::from_millis(300),
+            )
+            .then_some(())
         },
     )?;
     let writable = killed.elapsed();
@@ -272,9 +299,10 @@ pub(super) fn dr_loses_its_primary(d: &mut Drill) -> Result<String, String> {
         .iter()
         .map(|p| (p.clone(), d.stat(p, "sync_full").unwrap_or(0)))
         .collect();
-    let sampler = NoWriteSampler::start(&old, &pw);
     let killed = Instant::now();
-    d.kill_redis(&old);
+    d.break_redis(&old)?;
+    // From its death on: the sampler's first attempt is after the SIGKILL.
+    let sampler = NoWriteSampler::start(&old, &pw);
     let new = operator_fails_over(d, &old, killed)?;
     let others: Vec<String> = replicas.iter().filter(|p| **p != new).cloned().collect();
     wait(
@@ -345,7 +373,12 @@ fn operator_fails_over(d: &mut Drill, old: &str, killed: Instant) -> Result<Stri
         ),
         within(writable, bound),
     )?;
-    let failing = d.event(DR, EventReason::FailingOver);
+    // The Event is published right after the topology that promoted the new primary.
+    let failing = wait("the FailingOver Event", Duration::from_secs(10), || {
+        d.event(DR, EventReason::FailingOver)
+    })
+    .ok()
+    .map(|(e, _)| e);
     d.check(
         &format!(
             "Warning event FailingOver: \"{}\"",

@@ -1,23 +1,29 @@
-# The multi-region DR drill: real redis-server, redis-instance-manager and Prometheus in two
-# network namespaces; the operator's reconcile code drives a simulated Kubernetes API.
+# The multi-region DR drills on a real Kubernetes (docs/real-cluster.md): the control plane built
+# from Go modules (make controlplane), the node agents playing the kubelet, the operator installed
+# with its Helm chart, real redis-server, redis-sentinel and Prometheus.
 TEST_TARGETS += test-drill
 
-DRILL_BINS = target/debug/redis-drill target/debug/redis-instance-manager
+# Everything the cluster runs: the drill, the node agent, and the operator image's binaries.
+DRILL_CRATES = -p redis-e2e -p redis-instance-manager -p redis-operator -p redis-node-agent -p kcluster
+
+# One local cluster at a time on a machine (fixed namespace names and ports): drills wait for
+# each other. -o: the cluster's daemons must not inherit the lock.
+CLUSTER_LOCK = flock -o /tmp/kcluster.lock
 
 .PHONY: drill-build
-drill-build:
-	$(CARGO) build -p redis-e2e -p redis-instance-manager
+drill-build: controlplane
+	$(CARGO) build $(DRILL_CRATES)
 
 .PHONY: test-drill
-test-drill: drill-build ## Run the DR drill non-interactively (needs root)
+test-drill: drill-build ## Run the DR drills on the local real cluster, non-interactively (needs root)
 	@mkdir -p target
-	target/debug/redis-drill --dir .drill 2>&1 | tee target/test-drill.log
-	target/debug/redis-drill --source-failover --dir .drill-source 2>&1 | tee target/test-drill-source.log
+	$(CLUSTER_LOCK) target/debug/redis-drill --dir .drill 2>&1 | tee target/test-drill.log
+	$(CLUSTER_LOCK) target/debug/redis-drill --source-failover --dir .drill-source 2>&1 | tee target/test-drill-source.log
 
 .PHONY: demo-run
 demo-run: drill-build
-	target/debug/redis-drill --narrate --dir .drill
-	target/debug/redis-drill --narrate --source-failover --dir .drill-source
+	$(CLUSTER_LOCK) target/debug/redis-drill --narrate --dir .drill
+	$(CLUSTER_LOCK) target/debug/redis-drill --narrate --source-failover --dir .drill-source
 
 .PHONY: bench
 bench: deps ## The drill's timings vs plain redis-cli on the same servers (needs root; see docs/bench-drill.md)

@@ -132,6 +132,17 @@ pub fn signal(d: &Daemon, sig: Signal) -> Result<(), String> {
     killpg(Pid::from_raw(d.pid as i32), sig).map_err(|e| format!("{}: {e}", d.name))
 }
 
+/// Freeze a daemon (`SIGSTOP`): a node agent frozen is a node whose kubelet stopped while its
+/// pods' processes go on.
+pub fn freeze(d: &Daemon) -> Result<(), String> {
+    signal(d, Signal::SIGSTOP)
+}
+
+/// Resume a frozen daemon (`SIGCONT`).
+pub fn thaw(d: &Daemon) -> Result<(), String> {
+    signal(d, Signal::SIGCONT)
+}
+
 /// Restart daemon `name` with the same command line (e.g. the apiserver, as a fault).
 pub fn restart(dir: &Path, name: &str, grace: Duration) -> Result<Daemon, String> {
     let d = get(dir, name).ok_or_else(|| format!("no daemon {name} in {}", dir.display()))?;

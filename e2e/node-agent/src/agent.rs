@@ -12,7 +12,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
@@ -310,7 +310,7 @@ async fn register(agent: &Agent) -> Result<()> {
             nodes
                 .patch(
                     &agent.args.node_name,
-                    &PatchParams::default(),
+                    &crate::kubelet_patch(),
                     &Patch::Merge(&patch),
                 )
                 .await
@@ -340,7 +340,7 @@ async fn status_loop(agent: Arc<Agent>) {
         if node_status_stale(&server, &wanted, Duration::from_secs(60)) {
             let patch = json!({"status": wanted});
             match nodes
-                .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&patch))
+                .patch_status(&name, &crate::kubelet_patch(), &Patch::Strategic(&patch))
                 .await
             {
                 Ok(_) => tracing::debug!("node status updated"),
@@ -362,7 +362,7 @@ async fn lease_loop(agent: Arc<Agent>) {
             Ok(Some(_)) => {
                 let patch = json!({"spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": now}});
                 leases
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .patch(&name, &crate::kubelet_patch(), &Patch::Merge(&patch))
                     .await
                     .map(|_| ())
             }

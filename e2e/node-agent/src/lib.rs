@@ -19,3 +19,12 @@ pub mod selftest;
 pub mod server;
 pub mod volumes;
 pub mod worker;
+
+/// Patch parameters of every write the agent makes, with the kubelet's field manager, so that
+/// `managedFields` tells the kubelet's writes from the operator's.
+pub fn kubelet_patch() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some("kubelet".into()),
+        ..Default::default()
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{Container, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, Preconditions};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
@@ -1157,7 +1157,7 @@ impl Worker {
         match api
             .patch_status(
                 &name_of(&self.pod),
-                &PatchParams::default(),
+                &crate::kubelet_patch(),
                 &Patch::Strategic(&patch),
             )
             .await

@@ -206,7 +206,12 @@ impl Platform for KubePlatform {
         })?;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
         let patch = json!({"metadata": {"labels": labels, "annotations": annotations}});
-        api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        // Named, so `managedFields` says who wrote the role labels and the topology.
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        api.patch(pod, &params, &Patch::Merge(&patch))
             .await
             .map_err(Error::kube(
                 Step::PatchPod,

@@ -1,42 +1,47 @@
-//! `make bench-failover`: failover time (primary's Redis killed -> first write accepted) for the
-//! operator's sentinel mode and standalone mode, side by side with raw Sentinel on the same
-//! machine with the same settings, all measured in one run.
+//! `make bench-failover`: failover time (the primary's Redis dies -> first write accepted) for
+//! the operator's sentinel mode and standalone mode on the real cluster, side by side with raw
+//! Sentinel on the same machine with the same settings, all measured in one run.
 //!
-//! - raw Sentinel: 3 plain redis-server (the operator's redis.conf without its boot fence) and
-//!   3 redis-sentinel with the operator's Sentinel configuration; the client asks a Sentinel for
-//!   the primary and writes there (what a Sentinel-aware client does). No operator.
-//! - sentinel mode: production (the spec's prod-redis sample) under the operator, with its
-//!   Sentinels; measured twice: through the `-leader` endpoint (the VIP that follows the role
-//!   label) and through the Sentinel protocol.
-//! - standalone mode: a 3-instance standalone cluster under the operator, with
+//! - raw Sentinel: 3 plain `redis-server`s (the operator's `redis.conf` without its boot fence)
+//!   and 3 `redis-sentinel`s with the operator's Sentinel configuration, started by the bench in
+//!   region B's network namespace on addresses outside every node's podCIDR; the client asks a
+//!   Sentinel for the primary and writes there (what a Sentinel-aware client does). No operator,
+//!   no Kubernetes. The fault: the primary's redis-server is killed (SIGKILL) and stays down
+//!   until the round is measured.
+//! - sentinel mode: production (the spec's `prod-redis` sample, applied verbatim) under the
+//!   operator, with its 3 Sentinel pods; measured three ways in the same rounds: through the
+//!   Sentinel protocol, through the `-leader` Service's ready endpoint (its EndpointSlice, read
+//!   from the API server), and through the `-leader` Service's ClusterIP from region A
+//!   (`redis-cli` in the region's network namespace: kube-proxy's rules, as a client pod gets).
+//! - standalone mode: the spec's `dr-redis` sample without replica mode, with
 //!   `failover.primaryUnavailableSeconds` equal to Sentinel's `down-after` (5 s, both defaults),
-//!   through the pod labelled primary.
+//!   through the `-leader` endpoint and its ClusterIP from region B.
 //!
-//! Each mode fails over `ROUNDS` times (the old primary restarts and rejoins in between).
+//! The operator's fault is the drill's: [`Drill::break_redis`] (the pod's Redis dies and cannot
+//! start again, its container in CrashLoopBackOff), and between rounds
+//! [`Drill::repair_and_recreate`] (the volume repaired, the pod deleted and recreated by its
+//! StatefulSet, rejoining as a replica). Each mode fails over [`ROUNDS`] times.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use kcluster::client::Kube;
 use redis_cluster_api::RedisCluster;
-
 use redis_cluster_api::labels as l;
-use redis_operator::config::{redis_conf, sentinel_auth_conf, sentinel_conf_with_monitor};
-use redis_test_support::process::Proc;
-use redis_test_support::redis::spawn_on;
+use redis_operator::config::{sentinel_auth_conf, sentinel_conf_with_monitor};
+use redis_test_support::process::command;
 use redis_test_support::resp::Conn;
-use redis_test_support::wait::poll_every;
 use serde_json::json;
 
-use crate::harness::controllers::{
-    Controllers, sentinel_addrs, sentinel_master, sentinels_settled,
-};
-use crate::harness::net::{MAX_SENTINELS, NS_B, PROD_LEADER_VIP, pod_ip, sentinel_ip};
+use crate::bench::{plain_ip, plain_redis_conf, sample_cluster, start_plain};
 use crate::harness::observe::accepts_write;
-use crate::harness::operator::Operator;
-use crate::harness::{DR, Drill, Options, PROD, addr, ip, wait};
+use crate::harness::sentinel::{known_as, sentinel_addrs, sentinel_master, sentinels_settled};
+use crate::harness::{DR, Drill, NS, Options, PROD, try_ip, wait};
 
 pub const ROUNDS: usize = 3;
+
+/// The Sentinels of production (the sample's default).
+const SENTINELS: u32 = 3;
 
 /// One mode's failover times.
 pub struct Series {
@@ -53,41 +58,95 @@ fn write_ok(addr: &str, password: &str) -> bool {
     )
 }
 
-/// Poll every 10 ms until `f` says a write went through; the elapsed time since `from`.
-fn until_write(from: Instant, what: &str, mut f: impl FnMut() -> bool) -> Result<Duration, String> {
-    poll_every(
-        Duration::from_millis(10),
-        &format!("a write to be accepted ({what})"),
-        Duration::from_secs(90),
-        || f().then_some(()),
-    )
-    .map(|_| from.elapsed())
+/// Poll every 10 ms until `f` says a write went through: the time since `from` (None after 90
+/// s).
+fn until_write(from: Instant, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    loop {
+        if f() {
+            return Some(from.elapsed());
+        }
+        if from.elapsed() > Duration::from_secs(90) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A write through a Service's ClusterIP from region `netns`, as a client there gets it
+/// (kube-proxy's rules): `redis-cli -h <ClusterIP> SET`, the password in the environment.
+fn cluster_ip_write(netns: &str, cluster_ip: &str, password: &str) -> bool {
+    command(Some(netns), "timeout")
+        .args([
+            "1",
+            "redis-cli",
+            "-h",
+            cluster_ip,
+            "SET",
+            "bench:failover",
+            "x",
+        ])
+        .env("REDISCLI_AUTH", password)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "OK")
+}
+
+/// The ClusterIP of `cluster`'s `-leader` Service.
+fn leader_cluster_ip(d: &Drill, cluster: &str) -> Result<String, String> {
+    Ok(d.kubectl(&[
+        "-n",
+        NS,
+        "get",
+        "service",
+        &l::leader_service(cluster),
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?
+    .trim()
+    .to_string())
 }
 
 pub fn run(o: &Options) -> Result<Vec<Series>, String> {
     let mut d = Drill::prepare(o)?;
+    d.create_secrets()?;
     let mut out = vec![raw_sentinel(&mut d)?];
-    let operator = Operator::start(d.sim.clone());
-    let result = operator_modes(&mut d);
-    drop(operator);
-    out.extend(result?);
+    out.extend(sentinel_mode(&mut d)?);
+    out.extend(standalone_mode(&mut d)?);
     Ok(out)
 }
 
 /// The raw Sentinel setup: plain redis-servers and redis-sentinels, no operator.
 struct Raw {
-    /// The operator's own settings: the prod-redis sample with the operator's defaults.
+    /// The operator's own settings: the prod-redis sample (named `raw`) with its defaults.
     rc: RedisCluster,
     dir: PathBuf,
     pw: String,
-    procs: BTreeMap<String, Proc>,
+}
+
+/// Plain server `i`'s address (0..3), and Sentinel `i`'s.
+fn raw_ip(i: u32) -> String {
+    plain_ip(i + 1)
+}
+fn raw_sentinel_ip(i: u32) -> String {
+    plain_ip(i + 11)
 }
 
 impl Raw {
+    fn master(&self) -> String {
+        l::sentinel_master_name(&self.rc.metadata.name.clone().unwrap_or_default())
+    }
+
+    fn sentinel_addr(&self, i: u32) -> String {
+        format!("{}:{}", raw_sentinel_ip(i), l::SENTINEL_PORT)
+    }
+
+    fn sentinel_master(&self, i: u32) -> Option<String> {
+        sentinel_master(&self.sentinel_addr(i), &self.pw, &self.master())
+    }
+
     /// redis-server `i` with the operator's redis.conf minus its boot fence, a replica of
     /// `primary` on its first start (later it keeps what Sentinel rewrote).
-    fn start_redis(&mut self, i: u32, primary: Option<u32>) -> Result<(), String> {
-        let (ip, pw) = (pod_ip('b', i), &self.pw);
+    fn start_redis(&self, d: &mut Drill, i: u32, primary: Option<u32>) -> Result<(), String> {
+        let ip = raw_ip(i);
         let data = self.dir.join(format!("redis-{i}"));
         std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
         let path = data.join("redis.conf");
@@ -97,56 +156,51 @@ impl Raw {
             .filter(|l| l.starts_with("replicaof "))
             .map(|l| format!("{l}\n"))
             .collect();
-        let mut conf = redis_conf(&self.rc)
-            .replace("bind * -::*", &format!("bind {ip}"))
-            .replace("dir /data", &format!("dir {}", data.display()))
-            .replace("include /run/redis/auth.conf", "")
-            .replace("min-replicas-to-write 1000000", "min-replicas-to-write 0")
-            + &format!("bind-source-addr {ip}\nrequirepass \"{pw}\"\nmasterauth \"{pw}\"\n");
+        let mut conf = plain_redis_conf(&self.rc, &ip, &data, &self.pw, false);
         conf.push_str(&kept);
         if kept.is_empty()
             && let Some(p) = primary
         {
-            conf.push_str(&format!("replicaof {} 6379\n", pod_ip('b', p)));
+            conf.push_str(&format!("replicaof {} 6379\n", raw_ip(p)));
         }
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-        let log = data.join("redis.log");
-        let p = spawn_on("redis-server", &format!("raw-{i}"), Some(NS_B), &path, &log)?;
-        self.procs.insert(format!("redis-{i}"), p);
-        Ok(())
+        start_plain(d, &format!("raw-{i}"), "redis-server", &ip, &path)
     }
 
     /// The Sentinels, with the operator's Sentinel configuration, monitoring redis-0.
-    fn start_sentinels(&mut self) -> Result<(), String> {
-        for i in 0..MAX_SENTINELS {
-            let ip = sentinel_ip('b', i);
+    fn start_sentinels(&self, d: &mut Drill) -> Result<(), String> {
+        for i in 0..SENTINELS {
+            let ip = raw_sentinel_ip(i);
             let sdir = self.dir.join(format!("sentinel-{i}"));
             std::fs::create_dir_all(&sdir).map_err(|e| e.to_string())?;
             let conf = format!(
                 "{}bind {ip}\nsentinel announce-ip {ip}\ndir {}\n{}",
-                sentinel_conf_with_monitor(&self.rc, &pod_ip('b', 0), 6379),
+                sentinel_conf_with_monitor(&self.rc, &raw_ip(0), 6379),
                 sdir.display(),
                 sentinel_auth_conf(&self.rc, &self.pw)
             );
             let path = sdir.join("sentinel.conf");
             std::fs::write(&path, conf).map_err(|e| e.to_string())?;
-            let log = sdir.join("sentinel.log");
-            let name = format!("raw-sentinel-{i}");
-            let p = spawn_on("redis-sentinel", &name, Some(NS_B), &path, &log)?;
-            self.procs.insert(format!("sentinel-{i}"), p);
+            start_plain(
+                d,
+                &format!("raw-sentinel-{i}"),
+                "redis-sentinel",
+                &ip,
+                &path,
+            )?;
         }
         Ok(())
     }
 
     /// The primary, once settled: every Sentinel agrees on it, the other two are linked
-    /// replicas of it, and the Sentinels know both.
+    /// replicas of it, and the Sentinels know both and each other.
     fn settled(&self) -> Option<String> {
-        let m = raw_sentinel_master(0, &self.pw)?;
-        let agree = (1..MAX_SENTINELS)
-            .all(|i| raw_sentinel_master(i, &self.pw).as_deref() == Some(m.as_str()));
-        let linked = (0..3u32).filter(|i| pod_ip('b', *i) != m).all(|i| {
+        let m = self.sentinel_master(0)?;
+        let agree = (1..SENTINELS).all(|i| self.sentinel_master(i).as_deref() == Some(m.as_str()));
+        let replicas: Vec<String> = (0..3u32).map(raw_ip).filter(|ip| *ip != m).collect();
+        let linked = replicas.iter().all(|r| {
             Conn::connect(
-                &format!("{}:6379", pod_ip('b', i)),
+                &format!("{r}:6379"),
                 Some(&self.pw),
                 Duration::from_millis(300),
             )
@@ -157,58 +211,51 @@ impl Raw {
                     && info.get("master_link_status").map(String::as_str) == Some("up")
             })
         });
-        let addrs: Vec<String> = (0..MAX_SENTINELS).map(raw_sentinel_addr).collect();
-        let replicas: Vec<String> = (0..3u32)
-            .map(|i| pod_ip('b', i))
-            .filter(|ip| *ip != m)
-            .collect();
-        (agree && linked && sentinels_settled(&addrs, &self.pw, RAW, &m, &replicas)).then_some(m)
+        let addrs: Vec<String> = (0..SENTINELS).map(|i| self.sentinel_addr(i)).collect();
+        (agree && linked && sentinels_settled(&addrs, &self.pw, &self.master(), &m, &replicas))
+            .then_some(m)
     }
 }
 
-/// The raw setup's master name in Sentinel.
-const RAW: &str = "raw";
-
-fn raw_sentinel_addr(i: u32) -> String {
-    format!("{}:{}", sentinel_ip('b', i), l::SENTINEL_PORT)
-}
-
-fn raw_sentinel_master(i: u32, pw: &str) -> Option<String> {
-    sentinel_master(&raw_sentinel_addr(i), pw, RAW)
-}
-
-/// Raw Sentinel, region B, the addresses the DR pods use later (they are not started yet).
+/// Raw Sentinel in region B, no operator.
 fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
-    println!("==> raw Sentinel: 3 redis-server + 3 redis-sentinel, no operator");
-    let rc = d.sim.apply(&d.sample("prod-redis.yaml")?, |v| {
-        v["metadata"]["name"] = RAW.into();
-    })?;
-    let mut raw = Raw {
+    println!("==> raw Sentinel: 3 plain redis-server + 3 redis-sentinel in region B, no operator");
+    let mut rc = sample_cluster(d, "prod-redis.yaml")?;
+    rc.metadata.name = Some("raw".into());
+    let raw = Raw {
         rc,
         dir: d.o.dir.join("raw"),
         pw: d.passwords[PROD].clone(),
-        procs: BTreeMap::new(),
     };
     for i in 0..3 {
-        raw.start_redis(i, (i > 0).then_some(0))?;
+        raw.start_redis(d, i, (i > 0).then_some(0))?;
     }
-    raw.start_sentinels()?;
+    raw.start_sentinels(d)?;
     let mut times = Vec::new();
     for round in 0..ROUNDS {
-        let (primary_ip, _) = wait("raw Sentinels to settle", Duration::from_secs(90), || {
+        let (primary_ip, _) = wait("raw Sentinels to settle", Duration::from_secs(120), || {
             raw.settled()
         })?;
-        let victim = (0..3u32).find(|i| pod_ip('b', *i) == primary_ip).unwrap();
+        let victim = (0..3u32).find(|i| raw_ip(*i) == primary_ip).ok_or(format!(
+            "the Sentinels name an unknown primary {primary_ip}"
+        ))?;
+        d.procs.remove(&format!("raw-{victim}"));
         let killed = Instant::now();
-        raw.procs.remove(&format!("redis-{victim}"));
-        let took = until_write(killed, "raw Sentinel", || {
-            raw_sentinel_master(0, &raw.pw)
+        let took = until_write(killed, || {
+            raw.sentinel_master(0)
                 .filter(|m| *m != primary_ip)
                 .is_some_and(|m| write_ok(&format!("{m}:6379"), &raw.pw))
-        })?;
+        })
+        .ok_or("no write accepted within 90 s (raw Sentinel)")?;
         println!("    round {}: {:.2} s", round + 1, took.as_secs_f64());
         times.push(took);
-        raw.start_redis(victim, None)?;
+        raw.start_redis(d, victim, None)?;
+    }
+    for name in (0..3)
+        .map(|i| format!("raw-{i}"))
+        .chain((0..SENTINELS).map(|i| format!("raw-sentinel-{i}")))
+    {
+        d.procs.remove(&name);
     }
     Ok(Series {
         mode: format!(
@@ -219,145 +266,214 @@ fn raw_sentinel(d: &mut Drill) -> Result<Series, String> {
     })
 }
 
-/// Production (the prod-redis sample, mode: sentinel, with its Sentinels and `-leader` VIP) and
-/// a standalone cluster (the DR sample without replica mode, failing over after as long as
-/// Sentinel's down-after) under the operator, their pods started. Returns the Sentinel and VIP
-/// controllers (they stop when dropped) and down-after in seconds.
-fn operator_clusters(d: &mut Drill) -> Result<(Controllers, i64), String> {
-    d.add_secrets();
-    d.locate_production_sentinels();
-    let prod = d.sim.apply(&d.sample("prod-redis.yaml")?, |_| {})?;
-    let down_after_s = prod.spec.sentinel_settings().down_after_milliseconds / 1000;
-    d.sim.apply(&d.sample("dr-redis.yaml")?, |v| {
-        v["spec"].as_object_mut().unwrap().remove("replicaMode");
-        v["spec"]["failover"] = json!({"primaryUnavailableSeconds": down_after_s});
-    })?;
-    let controllers = Controllers::for_production(d);
-    d.start_pods_when_applied(PROD)?;
-    d.start_pods_when_applied(DR)?;
-    Ok((controllers, down_after_s))
+/// Wait until `cluster` is settled: the labelled primary is `status.currentPrimary`, accepts
+/// writes, every other pod is a linked replica of it, the `-leader` Service's one ready
+/// endpoint is it, and a write through the Service's ClusterIP from `netns` goes through. With
+/// `sentinels`, also every Sentinel monitors it and knows both replicas. Returns the primary.
+fn settle(
+    d: &Drill,
+    cluster: &str,
+    netns: &str,
+    cluster_ip: &str,
+    sentinels: bool,
+) -> Result<String, String> {
+    let pw = d.passwords[cluster].clone();
+    let (primary, _) = wait(
+        &format!("{cluster} to settle"),
+        Duration::from_secs(180),
+        || {
+            let p = d.labelled_primary(cluster)?;
+            let others: Vec<String> = d.pods(cluster).into_iter().filter(|q| *q != p).collect();
+            let settled = d.current_primary(cluster).as_deref() == Some(p.as_str())
+                && d.accepts_write(&p, ["bench:settle", "x"])
+                && others.iter().all(|q| d.linked_to(q, &p))
+                && d.leader_endpoint(cluster).as_deref() == try_ip(&p).as_deref()
+                && cluster_ip_write(netns, cluster_ip, &pw);
+            let sentinels_settled = !sentinels || {
+                let addrs = sentinel_addrs(cluster, SENTINELS);
+                let replicas: Vec<String> = others.iter().map(|q| known_as(cluster, q)).collect();
+                addrs.len() == SENTINELS as usize
+                    && sentinels_settled(
+                        &addrs,
+                        &pw,
+                        &l::sentinel_master_name(cluster),
+                        &known_as(cluster, &p),
+                        &replicas,
+                    )
+            };
+            (settled && sentinels_settled).then_some(p)
+        },
+    )?;
+    Ok(primary)
 }
 
-fn operator_modes(d: &mut Drill) -> Result<Vec<Series>, String> {
-    let (_controllers, down_after_s) = operator_clusters(d)?;
-    println!("==> operator, mode: sentinel (prod-redis sample, defaults)");
-    let (via_vip, via_sentinel) = sentinel_mode_rounds(d)?;
-    println!("==> operator, mode: standalone (failover.primaryUnavailableSeconds {down_after_s})");
-    let standalone = standalone_mode_rounds(d)?;
+/// One round's times, each None when no write got through that way.
+struct Round {
+    sentinel: Option<Duration>,
+    endpoint: Option<Duration>,
+    cluster_ip: Option<Duration>,
+}
+
+/// Break `victim`'s Redis, then measure in parallel (each way polling every 10 ms) the first
+/// write accepted: through the Sentinel protocol (when `cluster` has Sentinels), through the
+/// `-leader` Service's ready endpoint, and through its ClusterIP from `netns`.
+fn measure(
+    d: &mut Drill,
+    cluster: &str,
+    victim: &str,
+    netns: &str,
+    cluster_ip: &str,
+    sentinels: bool,
+) -> Result<Round, String> {
+    let pw = d.passwords[cluster].clone();
+    let master = l::sentinel_master_name(cluster);
+    let sentinel = sentinel_addrs(cluster, SENTINELS)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let old_name = known_as(cluster, victim);
+    let names: Vec<(String, String)> = d
+        .pods(cluster)
+        .into_iter()
+        .map(|p| (known_as(cluster, &p), p))
+        .collect();
+    let service = l::leader_service(cluster);
+    let kube = Kube::new(&d.cluster)?;
+    d.break_redis(victim)?;
+    let killed = Instant::now();
+    let round = std::thread::scope(|s| {
+        let via_sentinel = s.spawn(|| {
+            if !sentinels {
+                return None;
+            }
+            until_write(killed, || {
+                sentinel_master(&sentinel, &pw, &master)
+                    .filter(|m| *m != old_name)
+                    .and_then(|m| names.iter().find(|(n, _)| *n == m).map(|(_, p)| p))
+                    .and_then(|p| try_ip(p))
+                    .is_some_and(|ip| write_ok(&format!("{ip}:6379"), &pw))
+            })
+        });
+        let via_endpoint = s.spawn(|| {
+            until_write(killed, || {
+                match kube.service_endpoints(NS, &service).as_slice() {
+                    [one] => write_ok(&format!("{one}:6379"), &pw),
+                    _ => false,
+                }
+            })
+        });
+        let via_cluster_ip =
+            s.spawn(|| until_write(killed, || cluster_ip_write(netns, cluster_ip, &pw)));
+        Round {
+            sentinel: via_sentinel.join().unwrap_or(None),
+            endpoint: via_endpoint.join().unwrap_or(None),
+            cluster_ip: via_cluster_ip.join().unwrap_or(None),
+        }
+    });
+    Ok(round)
+}
+
+fn secs(t: Option<Duration>) -> String {
+    t.map(|t| format!("{:.2} s", t.as_secs_f64()))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Production (the prod-redis sample as written, mode: sentinel) under the operator.
+fn sentinel_mode(d: &mut Drill) -> Result<Vec<Series>, String> {
+    let rc = sample_cluster(d, "prod-redis.yaml")?;
+    let down_after = rc.spec.sentinel_settings().down_after_milliseconds;
+    println!(
+        "==> operator, mode: sentinel (the prod-redis sample as written: down-after {down_after} ms), region A"
+    );
+    d.apply_sample("prod-redis.yaml")?;
+    d.wait_pods_running(PROD, Duration::from_secs(180))?;
+    let cluster_ip = leader_cluster_ip(d, PROD)?;
+    let (mut sentinel, mut endpoint, mut via_ip) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let primary = settle(d, PROD, "kc-ra", &cluster_ip, true)?;
+        let r = measure(d, PROD, &primary, "kc-ra", &cluster_ip, true)?;
+        println!(
+            "    round {}: Sentinel protocol {}, -leader endpoint {}, -leader ClusterIP {}",
+            round + 1,
+            secs(r.sentinel),
+            secs(r.endpoint),
+            secs(r.cluster_ip)
+        );
+        sentinel.extend(r.sentinel);
+        endpoint.extend(r.endpoint);
+        via_ip.extend(r.cluster_ip);
+        d.repair_and_recreate(&primary)?;
+    }
+    settle(d, PROD, "kc-ra", &cluster_ip, true)?;
     Ok(vec![
         Series {
             mode: "operator, sentinel mode, through the -leader endpoint".into(),
-            times: via_vip,
+            times: endpoint,
+        },
+        Series {
+            mode: "operator, sentinel mode, through the -leader ClusterIP (kube-proxy)".into(),
+            times: via_ip,
         },
         Series {
             mode: "operator, sentinel mode, client asks a Sentinel".into(),
-            times: via_sentinel,
-        },
-        Series {
-            mode: format!("operator, standalone mode (primaryUnavailableSeconds {down_after_s})"),
-            times: standalone,
+            times: sentinel,
         },
     ])
 }
 
-/// Sentinel mode: the first write through the `-leader` endpoint and through the Sentinel
-/// protocol after production's primary is killed, each round.
-fn sentinel_mode_rounds(d: &mut Drill) -> Result<(Vec<Duration>, Vec<Duration>), String> {
-    let pw = d.passwords[PROD].clone();
-    let mut via_vip = Vec::new();
-    let mut via_sentinel = Vec::new();
-    let master = l::sentinel_master_name(PROD);
-    let addrs = sentinel_addrs('a');
+/// A standalone cluster under the operator: the dr-redis sample without replica mode, failing
+/// over after as long as Sentinel's down-after.
+fn standalone_mode(d: &mut Drill) -> Result<Vec<Series>, String> {
+    let down_after_s = sample_cluster(d, "prod-redis.yaml")?
+        .spec
+        .sentinel_settings()
+        .down_after_milliseconds
+        / 1000;
+    println!(
+        "==> operator, mode: standalone (dr-redis sample without replicaMode, failover.primaryUnavailableSeconds {down_after_s}), region B"
+    );
+    let mut dr: serde_json::Value =
+        serde_yaml::from_str(&d.sample("dr-redis.yaml")?).map_err(|e| e.to_string())?;
+    let spec = dr["spec"]
+        .as_object_mut()
+        .ok_or("dr-redis.yaml has no spec")?;
+    spec.remove("replicaMode");
+    spec.insert(
+        "failover".into(),
+        json!({"primaryUnavailableSeconds": down_after_s}),
+    );
+    d.apply_yaml(&serde_yaml::to_string(&dr).map_err(|e| e.to_string())?)?;
+    d.wait_pods_running(DR, Duration::from_secs(180))?;
+    let cluster_ip = leader_cluster_ip(d, DR)?;
+    let (mut endpoint, mut via_ip) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let primary = settle(d, PROD)?;
-        let primary_ip = ip(&primary);
-        let replicas: Vec<String> = d
-            .pods(PROD)
-            .iter()
-            .filter(|p| **p != primary)
-            .map(|p| ip(p))
-            .collect();
-        wait(
-            "the Sentinels to know both replicas",
-            Duration::from_secs(60),
-            || sentinels_settled(&addrs, &pw, &master, &primary_ip, &replicas).then_some(()),
-        )?;
-        let killed = Instant::now();
-        d.kill_redis(&primary);
-        let old_addr = addr(&primary);
-        let mut vip_at = None;
-        let mut sentinel_at = None;
-        let vip = format!("{PROD_LEADER_VIP}:6379");
-        until_write(killed, "sentinel mode", || {
-            if sentinel_at.is_none()
-                && sentinel_master(&addrs[0], &pw, &master)
-                    .map(|m| format!("{m}:6379"))
-                    .filter(|m| *m != old_addr)
-                    .is_some_and(|m| write_ok(&m, &pw))
-            {
-                sentinel_at = Some(killed.elapsed());
-            }
-            if vip_at.is_none() && write_ok(&vip, &pw) {
-                vip_at = Some(killed.elapsed());
-            }
-            vip_at.is_some() && sentinel_at.is_some()
-        })?;
-        let (v, s) = (vip_at.unwrap(), sentinel_at.unwrap());
-        println!(
-            "    round {}: -leader endpoint {:.2} s, Sentinel protocol {:.2} s",
-            round + 1,
-            v.as_secs_f64(),
-            s.as_secs_f64()
-        );
-        via_vip.push(v);
-        via_sentinel.push(s);
-        d.restart_pod(PROD, &primary)?;
-    }
-    Ok((via_vip, via_sentinel))
-}
-
-/// Standalone mode: the first write on the newly labelled primary after the old one's Redis is
-/// killed, each round.
-fn standalone_mode_rounds(d: &mut Drill) -> Result<Vec<Duration>, String> {
-    let pw = d.passwords[DR].clone();
-    let mut standalone = Vec::new();
-    for round in 0..ROUNDS {
-        let primary = settle(d, DR)?;
-        // The same pause as the Sentinel cases get for free while Sentinels settle.
+        let primary = settle(d, DR, "kc-rb", &cluster_ip, false)?;
+        // The same pause as the Sentinel cases get while their Sentinels settle.
         std::thread::sleep(Duration::from_secs(2));
-        let killed = Instant::now();
-        d.kill_redis(&primary);
-        let took = until_write(killed, "standalone mode", || {
-            d.labelled_primary(DR)
-                .filter(|p| *p != primary)
-                .is_some_and(|p| write_ok(&addr(&p), &pw))
-        })?;
-        println!("    round {}: {:.2} s", round + 1, took.as_secs_f64());
-        standalone.push(took);
-        d.restart_pod(DR, &primary)?;
+        let r = measure(d, DR, &primary, "kc-rb", &cluster_ip, false)?;
+        println!(
+            "    round {}: -leader endpoint {}, -leader ClusterIP {}",
+            round + 1,
+            secs(r.endpoint),
+            secs(r.cluster_ip)
+        );
+        endpoint.extend(r.endpoint);
+        via_ip.extend(r.cluster_ip);
+        d.repair_and_recreate(&primary)?;
     }
-    Ok(standalone)
-}
-
-/// Wait until the cluster is settled: the labelled primary accepts writes and every other pod
-/// is a linked replica of it. Returns the primary.
-fn settle(d: &Drill, cluster: &str) -> Result<String, String> {
-    let (primary, _) = wait(
-        &format!("{cluster} to settle"),
-        Duration::from_secs(120),
-        || {
-            let p = d.labelled_primary(cluster)?;
-            let primary_ip = ip(&p);
-            (d.current_primary(cluster).as_deref() == Some(p.as_str())
-                && d.accepts_write(&p, ["bench:settle", "x"])
-                && d.pods(cluster)
-                    .iter()
-                    .filter(|q| **q != p)
-                    .all(|q| d.linked_to(q, &primary_ip)))
-            .then_some(p)
+    settle(d, DR, "kc-rb", &cluster_ip, false)?;
+    Ok(vec![
+        Series {
+            mode: format!("operator, standalone mode (primaryUnavailableSeconds {down_after_s})"),
+            times: endpoint,
         },
-    )?;
-    Ok(primary)
+        Series {
+            mode: format!(
+                "operator, standalone mode ({down_after_s} s), through the -leader ClusterIP"
+            ),
+            times: via_ip,
+        },
+    ])
 }
 
 /// Median and spread of a series, for the table.
@@ -374,4 +490,36 @@ pub fn summary(times: &[Duration]) -> String {
         v[v.len() - 1],
         v.len()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_is_the_median_and_the_spread() {
+        let s = |v: &[u64]| {
+            summary(
+                &v.iter()
+                    .map(|ms| Duration::from_millis(*ms))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(s(&[]), "-");
+        assert_eq!(
+            s(&[7000, 6000, 6500]),
+            "median 6.50 s  (min 6.00, max 7.00, n=3)"
+        );
+    }
+
+    #[test]
+    fn raw_servers_and_sentinels_have_distinct_addresses() {
+        let mut all: Vec<String> = (0..3)
+            .map(raw_ip)
+            .chain((0..3).map(raw_sentinel_ip))
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 6);
+    }
 }

@@ -8,7 +8,7 @@
 //! - [`drills`]: the stories, each a short list of named steps;
 //! - [`bench`], [`bench_failover`]: the measurements `make bench` and `make bench-failover` print.
 
-// pub mod bench;
-// pub mod bench_failover;
+pub mod bench;
+pub mod bench_failover;
 pub mod drills;
 pub mod harness;

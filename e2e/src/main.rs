@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use redis_e2e::drills::{replica_mode, source_failover};
+use redis_e2e::drills::{cluster_faults, replica_mode, source_failover};
 use redis_e2e::harness::Options;
 
 #[derive(Parser)]
@@ -25,6 +25,10 @@ struct Args {
     /// Instead of the drill, replica mode against a Sentinel-managed source that fails over.
     #[arg(long)]
     source_failover: bool,
+    /// Instead of the drill, the faults only a real cluster has: the API server restarting, the
+    /// operator's leader dying mid-promotion, a node that stops reporting, an operator upgrade.
+    #[arg(long)]
+    cluster_faults: bool,
     /// Instead of the drill, measure failover times: sentinel and standalone mode vs raw
     /// Sentinel (`make bench-failover`).
     #[arg(long)]
@@ -58,6 +62,8 @@ fn main() {
     }
     let report = if args.source_failover {
         source_failover::run(&options)
+    } else if args.cluster_faults {
+        cluster_faults::run(&options)
     } else {
         replica_mode::run(&options)
     };
@@ -73,8 +79,8 @@ fn main() {
 }
 
 /// `--bench`: the table, then exit.
-fn bench(_options: &Options, started: Instant) -> ! {
-    match Err::<Vec<Row>, String>("porting".into()) {
+fn bench(options: &Options, started: Instant) -> ! {
+    match redis_e2e::bench::run(options) {
         Ok(rows) => {
             println!(
                 "\n{:<78} {:>9}  {:>9}  baseline",
@@ -104,12 +110,16 @@ fn bench(_options: &Options, started: Instant) -> ! {
 }
 
 /// `--bench-failover`: the series, then exit.
-fn bench_failover(_options: &Options, started: Instant) -> ! {
-    match Err::<Vec<Series>, String>("porting".into()) {
+fn bench_failover(options: &Options, started: Instant) -> ! {
+    match redis_e2e::bench_failover::run(options) {
         Ok(series) => {
             println!("\nFailover: Redis primary killed -> first write accepted");
             for s in &series {
-                println!("  {:<66} {}", s.mode, s.mode);
+                println!(
+                    "  {:<66} {}",
+                    s.mode,
+                    redis_e2e::bench_failover::summary(&s.times)
+                );
             }
             println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
             std::process::exit(0);
@@ -119,14 +129,4 @@ fn bench_failover(_options: &Options, started: Instant) -> ! {
             std::process::exit(1);
         }
     }
-}
-
-struct Row {
-    what: String,
-    operator: Option<std::time::Duration>,
-    baseline: Option<std::time::Duration>,
-    baseline_name: String,
-}
-struct Series {
-    mode: String,
 }

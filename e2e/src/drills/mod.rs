@@ -3,7 +3,9 @@
 //!
 //! - [`replica_mode`]: the spec's DR drill (`redis-drill`, `make demo`);
 //! - [`source_failover`]: replica mode against a Sentinel-managed external source
-//!   (`redis-drill --source-failover`).
+//!   (`redis-drill --source-failover`);
+//! - [`cluster_faults`]: the faults only a real cluster has (`redis-drill --cluster-faults`).
 
+pub mod cluster_faults;
 pub mod replica_mode;
 pub mod source_failover;

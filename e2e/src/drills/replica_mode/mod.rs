@@ -63,7 +63,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
 /// policy puts production in A and DR in B), then patched for a faster drill: Sentinel down-after 2 s
 /// and minSyncReplicas 1 for production, 5 instances and a 3 s failover threshold for DR (like the
 /// spec's redis-west).
-fn setup(d: &mut Drill) -> Result<(), String> {
+pub(crate) fn setup(d: &mut Drill) -> Result<(), String> {
     d.step(
         "Setup: a real Kubernetes in three regions, the operator installed with Helm, the spec's samples applied",
         "etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy and CoreDNS are the real\n\
@@ -141,7 +141,7 @@ fn start_prometheus(d: &mut Drill) -> Result<Prometheus, String> {
 /// 1. Production is primary; DR replicates it from every pod
 ///
 /// prod-redis-0 becomes primary (pod 0 is the designated leader); DR pods replicate it across regions.
-fn dr_replicates_production(d: &mut Drill) -> Result<(), String> {
+pub(crate) fn dr_replicates_production(d: &mut Drill) -> Result<(), String> {
     d.step(
         "1. Production is primary; DR replicates it from every pod",
         "prod-redis-0 becomes primary (pod 0 is the designated leader); DR pods replicate it across regions.",

@@ -1,0 +1,468 @@
+//! The faults only a real cluster has, each an asserted step on the spec's two clusters (the
+//! same setup as the DR drill): the API server restarting under the operator, the operator's
+//! leader dying in the middle of a promotion, a node that stops reporting while its pods'
+//! processes live on (NotReady, then the taint manager's eviction: a Terminating primary that
+//! still runs), and an operator upgrade with `helm upgrade` rolling every StatefulSet.
+//!
+//! [`story`] is the list of steps; each step is a function whose doc comment is its banner.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kcluster::client::pod_processes;
+use kcluster::daemon;
+use redis_cluster_api::labels as l;
+use serde_json::json;
+
+use crate::drills::replica_mode;
+use crate::harness::checks::SplitBrainChecker;
+use crate::harness::writers::acked_writes;
+use crate::harness::{DR, Drill, NS, Options, PROD, Report, run_story, wait};
+
+/// The operator's namespace and release (`kcluster::cluster::install_operator`).
+const OPERATOR_NS: &str = "redis-operator";
+
+pub fn run(o: &Options) -> Report {
+    run_story(o, "setup", story)
+}
+
+fn story(d: &mut Drill) -> Result<(), String> {
+    replica_mode::setup(d)?;
+    replica_mode::dr_replicates_production(d)?;
+    let checker = SplitBrainChecker::start(d);
+    apiserver_restarts(d)?;
+    operator_leader_dies_mid_promotion(d)?;
+    node_stops_reporting(d)?;
+    operator_upgrade_rolls_the_pods(d)?;
+    let (samples, violations) = checker.finish();
+    d.check(
+        &format!("no split brain through every fault ({samples} samples of every node)"),
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations.join("; "))
+        },
+    )
+}
+
+/// When the operator last wrote each object it manages for both clusters (its owned objects and
+/// the data pods' labels and topology), from `managedFields` (its field manager, not status
+/// subresources, which other controllers write too), keyed by `kind/name`.
+fn operator_writes(d: &Drill) -> Result<BTreeMap<String, String>, String> {
+    let mut writes = BTreeMap::new();
+    for kinds in [
+        "statefulsets,services,configmaps,poddisruptionbudgets,networkpolicies,serviceaccounts,roles,rolebindings",
+        "pods",
+    ] {
+        let out = d.kubectl(&[
+            "-n",
+            NS,
+            "get",
+            kinds,
+            "-o",
+            "jsonpath={range .items[*]}{.kind}/{.metadata.name}={.metadata.managedFields[?(@.manager==\"redis-operator\")].time}{\"\\n\"}{end}",
+        ])?;
+        writes.extend(out.lines().filter_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (!v.is_empty()).then(|| (k.to_string(), v.to_string()))
+        }));
+    }
+    Ok(writes)
+}
+
+/// F1. The API server restarts under the operator: its watches re-list, nothing is written twice
+///
+/// kube-apiserver is stopped and started again (as an upgrade of the control plane would) while
+/// the operator reconciles both clusters every few seconds. Its watches end and re-list; a
+/// converged cluster must get no write from that: every owned object and every published
+/// topology keeps its resourceVersion, and replication never stopped.
+fn apiserver_restarts(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "F1. The API server restarts under the operator: its watches re-list, nothing is written twice",
+        "kube-apiserver is stopped and started again (as an upgrade of the control plane would) while\n\
+         the operator reconciles both clusters every few seconds. Its watches end and re-list; a\n\
+         converged cluster must get no write from that: every owned object and every published\n\
+         topology keeps its resourceVersion, and replication never stopped.",
+    );
+    let before = operator_writes(d)?;
+    let restarted = Instant::now();
+    daemon::restart(&d.cluster.dir, "kube-apiserver", Duration::from_secs(10))?;
+    wait(
+        "the API server to serve again",
+        Duration::from_secs(60),
+        || d.kubectl(&["get", "--raw", "/readyz"]).ok(),
+    )?;
+    d.time("API server stopped -> ready again", restarted.elapsed());
+    // Long enough for the operator's watches to notice, re-list and reconcile everything (they
+    // back off up to a few seconds), and for several periodic reconciles.
+    std::thread::sleep(Duration::from_secs(15));
+    let after = operator_writes(d)?;
+    let changed: Vec<String> = before
+        .iter()
+        .filter(|(k, v)| after.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: {v} -> {:?}", after.get(k)))
+        .collect();
+    d.check(
+        &format!(
+            "after the restart and 15 s of reconciles, the operator wrote none of the {} objects it manages again (managedFields)",
+            before.len()
+        ),
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            Err(changed.join(", "))
+        },
+    )?;
+    let replicas: Vec<String> = d.all_pods().into_iter().skip(1).collect();
+    let leader = d
+        .labelled_primary(PROD)
+        .ok_or("production has no primary")?;
+    d.write_keys(&leader, "after-apiserver-restart", 100, 10)?;
+    let r = wait("every replica caught up", Duration::from_secs(30), || {
+        d.caught_up(
+            &leader,
+            &replicas
+                .iter()
+                .filter(|p| **p != leader)
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    });
+    d.check(
+        "replication went on through the restart (every replica at production's offset)",
+        r.map(|_| ()),
+    )
+}
+
+/// The operator pod holding the leader Lease, and the node it runs on.
+fn operator_leader(d: &Drill) -> Option<(String, String)> {
+    let holder = d
+        .kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "lease",
+            "redis-operator-leader",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .ok()?;
+    let node = d.kube.pod(OPERATOR_NS, holder.trim())?.spec?.node_name?;
+    Some((holder.trim().to_string(), node))
+}
+
+/// The epoch of the topology published to `pod`.
+fn epoch(d: &Drill, pod: &str) -> Option<u64> {
+    let annotation = d
+        .kube
+        .pod(NS, pod)?
+        .metadata
+        .annotations?
+        .get(l::TOPOLOGY_ANNOTATION)?
+        .clone();
+    redis_cluster_api::topology::DesiredTopology::parse(&annotation)
+        .ok()
+        .map(|t| t.epoch)
+}
+
+/// F2. The operator's leader dies in the middle of a promotion; the standby finishes it, once
+///
+/// The spec's promotion patch; as soon as the leader has told dr-redis-0 to become primary, its
+/// node fails (the node agent frozen: no kubelet, no heartbeat) and its process is killed. The
+/// other replica takes the Lease once it expired and completes the promotion (re-points the other
+/// pods) without promoting again: dr-redis-0 keeps the replication id it took when promoted, and
+/// every other pod resumes with a partial resync.
+fn operator_leader_dies_mid_promotion(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "F2. The operator's leader dies in the middle of a promotion; the standby finishes it, once",
+        "The spec's promotion patch; as soon as the leader has told dr-redis-0 to become primary, its\n\
+         node fails (the node agent frozen: no kubelet, no heartbeat) and its process is killed. The\n\
+         other replica takes the Lease once it expired and completes the promotion (re-points the other\n\
+         pods) without promoting again: dr-redis-0 keeps the replication id it took when promoted, and\n\
+         every other pod resumes with a partial resync.",
+    );
+    let (leader, node) = operator_leader(d).ok_or("no operator holds the leader Lease")?;
+    let before = epoch(d, "dr-redis-0").ok_or("dr-redis-0 has no topology")?;
+    let full_before = d.stat("dr-redis-0", "sync_full")?;
+    d.patch(DR, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
+    wait(
+        "the leader to tell dr-redis-0",
+        Duration::from_secs(20),
+        || epoch(d, "dr-redis-0").filter(|e| *e > before),
+    )?;
+    let agent = daemon::get(&d.cluster.dir, &format!("node-{node}"))
+        .ok_or(format!("no node agent for {node}"))?;
+    daemon::freeze(&agent)?;
+    let killed = Instant::now();
+    let pod = d
+        .kube
+        .pod(OPERATOR_NS, &leader)
+        .ok_or(format!("no pod {leader}"))?;
+    for (pid, comm) in pod_processes(&pod) {
+        if comm == "redis-operator" {
+            let _ = kcluster::net::sh(&["kill", "-9", &pid.to_string()]);
+        }
+    }
+    let result = (|| -> Result<(), String> {
+        let (promoted_id, _) = wait("dr-redis-0 to be primary", Duration::from_secs(20), || {
+            let i = d.info("dr-redis-0", "replication").ok()?;
+            (i.get("role").map(String::as_str) == Some("master"))
+                .then(|| i.get("master_replid").cloned())
+                .flatten()
+        })?;
+        let (new_leader, took) = wait(
+            "the standby to take the Lease over",
+            Duration::from_secs(60),
+            || operator_leader(d).filter(|(h, _)| *h != leader),
+        )?;
+        d.time("leader killed -> the standby holds the Lease", took);
+        let followers: Vec<String> = d.pods(DR).into_iter().skip(1).collect();
+        d.wait_linked(
+            "the other DR pods to follow dr-redis-0",
+            &followers,
+            "dr-redis-0",
+            Duration::from_secs(60),
+        )?;
+        d.time(
+            "leader killed mid-promotion -> promotion completed by the standby",
+            killed.elapsed(),
+        );
+        let r = d.wait_condition(
+            DR,
+            "ReplicaMode",
+            "False",
+            Some("Promoted"),
+            "Cluster promoted to standalone (former source: prod-redis-us-east)",
+        );
+        d.check(
+            &format!(
+                "{} took over and completed the promotion: ReplicaMode=False/Promoted",
+                new_leader.0
+            ),
+            r,
+        )?;
+        let now_id = d
+            .info("dr-redis-0", "replication")?
+            .get("master_replid")
+            .cloned()
+            .unwrap_or_default();
+        let full_after = d.stat("dr-redis-0", "sync_full")?;
+        let promoted = d.events(DR, redis_topology::EventReason::Promoted).len();
+        d.check(
+            &format!("promoted once: dr-redis-0 kept replication id {promoted_id}, {promoted} Promoted Event, sync_full {full_before}->{full_after}"),
+            if now_id == promoted_id && full_after == full_before && promoted == 1 {
+                Ok(())
+            } else {
+                Err(format!("id now {now_id}, Promoted events {promoted}"))
+            },
+        )
+    })();
+    // The node comes back: its kubelet restarts the killed container (a standby now).
+    daemon::thaw(&agent)?;
+    d.broken.insert(leader.clone(), 0);
+    result
+}
+
+/// F3. A node stops reporting while its pod's processes live on: NotReady, eviction, Terminating
+///
+/// The node agent of the promoted DR cluster's primary is frozen: the kubelet is gone, the
+/// processes are not. After the node-monitor grace period the node is NotReady, after the
+/// tolerations its pods are evicted: the primary's pod is Terminating, and its Redis still runs
+/// and takes writes. The operator must not treat it as dead: no failover, the same primary, and
+/// the condition says why. When the node comes back, its kubelet stops the pod, the StatefulSet
+/// recreates it, and the cluster goes on with one primary and every acknowledged write.
+fn node_stops_reporting(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "F3. A node stops reporting while its pod's processes live on: NotReady, eviction, Terminating",
+        "The node agent of the promoted DR cluster's primary is frozen: the kubelet is gone, the\n\
+         processes are not. After the node-monitor grace period the node is NotReady, after the\n\
+         tolerations its pods are evicted: the primary's pod is Terminating, and its Redis still runs\n\
+         and takes writes. The operator must not treat it as dead: no failover, the same primary, and\n\
+         the condition says why. When the node comes back, its kubelet stops the pod, the StatefulSet\n\
+         recreates it, and the cluster goes on with one primary and every acknowledged write.",
+    );
+    let primary = d.labelled_primary(DR).ok_or("DR has no primary")?;
+    let node = d
+        .kube
+        .pod(NS, &primary)
+        .and_then(|p| p.spec?.node_name)
+        .ok_or("the primary has no node")?;
+    let password = d.passwords[DR].clone();
+    let replicas = d.pods(DR).len() - 1;
+    let acked = acked_writes(
+        &crate::harness::addr(&primary),
+        &password,
+        "before-node-loss",
+        100,
+        replicas,
+    )?;
+    let agent = daemon::get(&d.cluster.dir, &format!("node-{node}"))
+        .ok_or(format!("no node agent for {node}"))?;
+    daemon::freeze(&agent)?;
+    let frozen = Instant::now();
+    let result = (|| -> Result<(), String> {
+        let (_, took) = wait(
+            &format!("{primary}'s pod to be evicted (Terminating)"),
+            Duration::from_secs(90),
+            || {
+                d.kube
+                    .pod(NS, &primary)
+                    .and_then(|p| p.metadata.deletion_timestamp)
+            },
+        )?;
+        d.time(
+            "node agent frozen -> node NotReady -> primary's pod evicted (Terminating)",
+            took,
+        );
+        let pids = d
+            .kube
+            .pod(NS, &primary)
+            .map(|p| pod_processes(&p))
+            .unwrap_or_default();
+        d.check(
+            &format!(
+                "{primary} is Terminating while its processes still run ({} of them)",
+                pids.len()
+            ),
+            if pids.iter().any(|(_, c)| c == "redis-server") {
+                Ok(())
+            } else {
+                Err(format!("{pids:?}"))
+            },
+        )?;
+        // Longer than failover.primaryUnavailableSeconds and a few reconciles.
+        std::thread::sleep(Duration::from_secs(8));
+        let labelled = d.labelled_primary(DR);
+        let writable = d.accepts_write(&primary, ["drill:terminating-primary", "still"]);
+        d.check(
+            &format!("no failover while {primary} is Terminating but running: it is still the labelled primary and takes writes"),
+            if labelled.as_deref() == Some(primary.as_str()) && writable {
+                Ok(())
+            } else {
+                Err(format!("labelled {labelled:?}, writable {writable}"))
+            },
+        )?;
+        Ok(())
+    })();
+    daemon::thaw(&agent)?;
+    let thawed = Instant::now();
+    d.broken.insert(primary.clone(), 0);
+    result?;
+    // The kubelet is back: it stops the evicted pod's containers and deletes it; the StatefulSet
+    // recreates the pod.
+    let (new, _) = wait(
+        "one writable primary again after the node came back",
+        Duration::from_secs(120),
+        || {
+            let p = d.labelled_primary(DR)?;
+            let recreated = d
+                .kube
+                .pod(NS, &primary)
+                .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
+            (recreated && d.accepts_write(&p, ["drill:after-node-loss", "yes"])).then_some(p)
+        },
+    )?;
+    d.time(
+        "node back -> pod recreated and a primary takes writes",
+        thawed.elapsed(),
+    );
+    let r = d.keys_present(&new, &acked);
+    d.check(
+        &format!(
+            "every write acknowledged before the node loss is on the primary ({new}), {:.0} s after the freeze",
+            frozen.elapsed().as_secs_f64()
+        ),
+        r,
+    )
+}
+
+/// F4. An operator upgrade (helm upgrade with a changed setting) rolls both clusters' pods
+///
+/// helm upgrade --set operator.redisImage=redis:7.2.5: the operator renders a new pod template,
+/// and the StatefulSet controller replaces the pods one at a time, highest ordinal first. Every
+/// pod ends on the new image, every acknowledged write survives, and DR is replicating
+/// production again.
+fn operator_upgrade_rolls_the_pods(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "F4. An operator upgrade (helm upgrade with a changed setting) rolls both clusters' pods",
+        "helm upgrade --set operator.redisImage=redis:7.2.5: the operator renders a new pod template,\n\
+         and the StatefulSet controller replaces the pods one at a time, highest ordinal first. Every\n\
+         pod ends on the new image, every acknowledged write survives, and DR is replicating\n\
+         production again.",
+    );
+    // DR goes back to replicating production first (it was promoted in F2).
+    d.patch(DR, &json!({"spec": {"replicaMode": {"promote": false}}}))?;
+    let prod_primary = d
+        .labelled_primary(PROD)
+        .ok_or("production has no primary")?;
+    let dr_pods = d.pods(DR);
+    d.wait_linked(
+        "DR to replicate production again",
+        &dr_pods,
+        "prod-redis-leader.production.svc.cluster.local",
+        Duration::from_secs(90),
+    )?;
+    let password = d.passwords[PROD].clone();
+    let acked = acked_writes(
+        &crate::harness::addr(&prod_primary),
+        &password,
+        "before-upgrade",
+        100,
+        2,
+    )?;
+    let helm = d.o.repo.join(".tools/bin/helm");
+    let upgraded = Instant::now();
+    kcluster::cluster::install_operator(
+        &d.cluster,
+        &helm,
+        &d.o.repo.join("charts/redis-operator"),
+        &["--set", "operator.redisImage=redis:7.2.5"],
+    )?;
+    for p in d.all_pods() {
+        d.broken.insert(p, 0);
+    }
+    let all = d.all_pods();
+    let (_, took) = wait(
+        "every data pod replaced with the new image and running",
+        Duration::from_secs(300),
+        || {
+            all.iter()
+                .all(|p| {
+                    d.kube.pod(NS, p).is_some_and(|pod| {
+                        let image = pod
+                            .spec
+                            .as_ref()
+                            .map(|s| s.containers[0].image.clone().unwrap_or_default());
+                        image.as_deref() == Some("redis:7.2.5")
+                            && pod.metadata.deletion_timestamp.is_none()
+                            && pod.status.and_then(|s| s.phase).as_deref() == Some("Running")
+                    })
+                })
+                .then_some(())
+        },
+    )?;
+    d.time("helm upgrade -> every data pod rolled", took);
+    let leader = wait(
+        "production to have a writable primary",
+        Duration::from_secs(60),
+        || {
+            let p = d.labelled_primary(PROD)?;
+            d.accepts_write(&p, ["drill:after-upgrade", "yes"])
+                .then_some(p)
+        },
+    )?
+    .0;
+    let r = d.keys_present(&leader, &acked);
+    d.check(
+        &format!("every write acknowledged before the upgrade is on production's primary ({leader}) after the roll ({:.0} s)", upgraded.elapsed().as_secs_f64()),
+        r,
+    )?;
+    let r = d.wait_linked(
+        "DR replicating production after the roll",
+        &dr_pods,
+        "prod-redis-leader.production.svc.cluster.local",
+        Duration::from_secs(120),
+    );
+    d.check("DR replicates production again after the roll", r)?;
+    d.check_keyspaces_converge("all keyspaces equal after the upgrade")
+}

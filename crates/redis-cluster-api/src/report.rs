@@ -112,6 +112,96 @@ pub struct InstanceReport {
     /// its data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_history: Option<HistoryPosition>,
+    /// Present while this Redis is a primary that restarted with its data under a new
+    /// replication id (Redis 7.0 with `appendonly yes` gets a new id at every restart) after
+    /// the instance manager recorded it taking writes under another one: its replicas may hold
+    /// writes it lost in the restart (`appendfsync everysec`), so the instance manager keeps it
+    /// fenced (`error` says so) until the operator fails over to the replica that holds the
+    /// most of the former history, or accepts the restart (`acceptHistory` = its new id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_primary: Option<PrimaryRestart>,
+    /// The last time the replication gate let this replica resynchronise in full from an
+    /// upstream under another replication history because that upstream holds the same data
+    /// (its keys, sampled on both sides, match): a source that restarted with its data under a
+    /// new replication id. Kept until the instance manager restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_data_resync: Option<SameDataResync>,
+}
+
+/// A primary that restarted under a new replication id (see
+/// [`InstanceReport::restarted_primary`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryRestart {
+    /// What it held as a primary taking writes, as last recorded.
+    pub had: HistoryPosition,
+    /// What it holds now (its new replication id).
+    pub now: HistoryPosition,
+}
+
+/// A comparison of this replica's data with its upstream's: keys sampled from the local Redis
+/// (up to 200, all of them when it holds fewer), each read on both sides (type and value).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSample {
+    /// Keys compared.
+    pub compared: u32,
+    /// Keys whose type and value are the same on the upstream.
+    pub matched: u32,
+    /// The share of matching keys (in percent) that shows the same data.
+    pub needed_percent: u32,
+    /// Why the data could not be compared (then `compared` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DataSample {
+    /// `matched` in percent of `compared` (rounded down; 0 when nothing was compared).
+    pub fn percent(&self) -> u32 {
+        if self.compared == 0 {
+            0
+        } else {
+            (u64::from(self.matched) * 100 / u64::from(self.compared)) as u32
+        }
+    }
+
+    /// Whether the sample shows the same data: at least `needed_percent` of at least one key.
+    pub fn same_data(&self) -> bool {
+        self.error.is_none()
+            && self.compared > 0
+            && u64::from(self.matched) * 100
+                >= u64::from(self.needed_percent) * u64::from(self.compared)
+    }
+
+    /// `196 of 200 keys sampled on both sides match (98%, 90% needed)`, or why nothing was
+    /// compared.
+    pub fn describe(&self) -> String {
+        match &self.error {
+            Some(e) => format!("its data could not be compared with the upstream's ({e})"),
+            None => format!(
+                "{} of {} keys sampled on both sides match ({}%, {}% needed)",
+                self.matched,
+                self.compared,
+                self.percent(),
+                self.needed_percent
+            ),
+        }
+    }
+}
+
+/// A full resync from an upstream under another replication history that holds the same data
+/// (see [`InstanceReport::same_data_resync`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SameDataResync {
+    /// What this replica held (its recorded history, or Redis's own id).
+    pub ours: HistoryPosition,
+    /// The upstream it resynchronised from.
+    pub upstream: UpstreamHistory,
+    /// The comparison that showed the same data.
+    pub sample: DataSample,
+    /// When the gate let it through (RFC 3339, UTC).
+    pub at: String,
 }
 
 /// A position in a replication history, with the data held there.
@@ -141,6 +231,12 @@ pub struct HistoryBlock {
     pub upstream: UpstreamHistory,
     /// When the block began (RFC 3339, UTC).
     pub since: String,
+    /// While the cluster replicates an external source: how this replica's data compares with
+    /// the upstream's (too few keys match to take the upstream for the same data restarted
+    /// under a new replication id). Absent when no comparison was made (the upstream holds no
+    /// keys, or it is a primary of this cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<DataSample>,
 }
 
 /// The upstream's replication history, from its `INFO replication` and `INFO keyspace`.
@@ -194,6 +290,8 @@ mod tests {
             "loading",
             "bootedFenced",
             "recordedHistory",
+            "restartedPrimary",
+            "sameDataResync",
         ] {
             assert!(!json.contains(absent), "{absent} in {json}");
         }
@@ -219,6 +317,12 @@ mod tests {
                     keys: 0,
                 },
                 since: "2026-01-01T00:00:00Z".into(),
+                sample: Some(DataSample {
+                    compared: 200,
+                    matched: 12,
+                    needed_percent: 90,
+                    error: None,
+                }),
             }),
             keys: Some(12),
             booted_fenced: Some(false),
@@ -228,6 +332,8 @@ mod tests {
         assert_eq!(json["historyBlocked"]["upstream"]["secondOffset"], -1);
         assert_eq!(json["historyBlocked"]["oursRecorded"], true);
         assert_eq!(json["bootedFenced"], false);
+        assert_eq!(json["historyBlocked"]["sample"]["neededPercent"], 90);
+        assert!(json["historyBlocked"]["sample"].get("error").is_none());
         assert_eq!(serde_json::from_value::<InstanceReport>(json).unwrap(), r);
     }
 }

@@ -5,7 +5,9 @@
 //! decided here from plain values, so every branch is covered by the table tests below without
 //! a Redis (the real-Redis tests in `tests/` check the same behaviour end to end).
 
-use redis_cluster_api::report::{HistoryBlock, InstanceReport, ObservedRole};
+use redis_cluster_api::report::{
+    HistoryBlock, InstanceReport, ObservedRole, PrimaryRestart, SameDataResync,
+};
 use redis_cluster_api::topology::{DesiredTopology, Role, Upstream, UpstreamKind};
 
 use crate::addr;
@@ -207,6 +209,10 @@ pub struct Facts<'a> {
     /// Redis has been fenced since it booted, as far as this instance manager has seen (None:
     /// it has not watched this redis-server since its boot).
     pub booted_fenced: Option<bool>,
+    /// Redis is a primary that restarted under a new replication id and is kept fenced.
+    pub restarted_primary: Option<&'a PrimaryRestart>,
+    /// The last full resync the gate let through for an upstream with the same data.
+    pub same_data_resync: Option<&'a SameDataResync>,
 }
 
 /// The `/status` report (`InstanceReport`), from which the metrics and `/readyz` are derived.
@@ -273,6 +279,8 @@ pub fn report(f: &Facts) -> InstanceReport {
         booted_fenced: observed.and(f.booted_fenced),
         uptime_seconds: observed.map(|o| o.uptime_seconds),
         recorded_history: f.record.map(Record::position),
+        restarted_primary: f.restarted_primary.cloned(),
+        same_data_resync: f.same_data_resync.cloned(),
     }
 }
 
@@ -709,6 +717,8 @@ mod tests {
         blocked: Option<(String, HistoryBlock)>,
         record: Option<Record>,
         booted_fenced: Option<bool>,
+        restarted_primary: Option<PrimaryRestart>,
+        same_data_resync: Option<SameDataResync>,
     }
 
     impl Tick {
@@ -729,6 +739,8 @@ mod tests {
                 blocked: None,
                 record: None,
                 booted_fenced: None,
+                restarted_primary: None,
+                same_data_resync: None,
             }
         }
 
@@ -751,6 +763,8 @@ mod tests {
                 blocked: self.blocked.as_ref().map(|(m, b)| (m.as_str(), b)),
                 record: self.record.as_ref(),
                 booted_fenced: self.booted_fenced,
+                restarted_primary: self.restarted_primary.as_ref(),
+                same_data_resync: self.same_data_resync.as_ref(),
             })
         }
     }
@@ -807,6 +821,8 @@ mod tests {
                 booted_fenced: None,
                 uptime_seconds: Some(100),
                 recorded_history: None,
+                restarted_primary: None,
+                same_data_resync: None,
             }
         );
     }
@@ -927,6 +943,7 @@ mod tests {
                         offset: 900,
                         keys: 5,
                         role: "replica".into(),
+                        run_id: None,
                     });
                     t.booted_fenced = Some(true);
                 },

@@ -12,7 +12,7 @@
 use redis_cluster_api::topology::{DesiredTopology, FENCE_MIN_REPLICAS, Role};
 
 use crate::gate::ClosedGate;
-use crate::history::{self, BootedWithoutData, Record};
+use crate::history::{self, BootedWithoutData, Record, RestartedPrimary};
 use crate::info::{Observed, RedisConfig, RedisRole};
 use crate::secret::Secret;
 use crate::sentinel::Verdict;
@@ -122,6 +122,15 @@ pub enum Blocked {
     /// says this pod held data: it stays fenced.
     #[error(transparent)]
     BootedWithoutData(#[from] BootedWithoutData),
+    /// The topology would make (or keep) this Redis a writable primary, but it restarted under
+    /// a new replication id after it took writes as a primary under another: its replicas may
+    /// hold writes it lost. It stays (`fence: false`) or becomes (`fence: true`, it booted
+    /// unfenced) fenced until the operator fails over or accepts the restart.
+    #[error("{restart}")]
+    RestartedPrimary {
+        restart: RestartedPrimary,
+        fence: bool,
+    },
 }
 
 impl Blocked {
@@ -129,6 +138,17 @@ impl Blocked {
     /// the Sentinels finish a failover within their failover timeout.
     pub fn is_wait(&self) -> bool {
         matches!(self, Blocked::Loading | Blocked::SentinelsFailingOver)
+    }
+
+    /// What to issue even so: the fence of a restarted primary that booted unfenced.
+    pub fn first(&self) -> Option<Command> {
+        match self {
+            Blocked::RestartedPrimary { fence: true, .. } => Some(Command::ConfigSet(vec![(
+                "min-replicas-to-write",
+                ConfigValue::Plain(FENCE_MIN_REPLICAS.to_string()),
+            )])),
+            _ => None,
+        }
     }
 }
 
@@ -151,7 +171,10 @@ enum RoleAction {
 /// `sentinels` is what the Sentinels said this tick; it only matters in sentinel mode
 /// (`desired.sentinel` present), where `None` counts as [`Verdict::NobodyKnows`]. `record` is
 /// what the instance manager last recorded of this pod's data (`history::Record`): a Redis that
-/// is empty although the record says it held keys is never made a writable primary.
+/// is empty although the record says it held keys is never made a writable primary, and one
+/// that restarted under a new replication id after taking writes as a primary is never left
+/// or made writable (`history::restarted_primary`), unless the topology's `acceptHistory` is its
+/// new id.
 pub fn commands_for(
     desired: &DesiredTopology,
     observed: &Observed,
@@ -188,6 +211,22 @@ pub fn commands_for(
         && let Some(lost) = history::lost_data(observed, record, desired.accept_history.as_deref())
     {
         return Err(lost.into());
+    }
+    // Would Redis be a writable master afterwards (a fenced one is lifted, an unfenced one
+    // stays so)?
+    let writable_after = match action {
+        RoleAction::Promote => true,
+        RoleAction::Keep => observed.role == RedisRole::Master,
+        RoleAction::Replicate(..) => false,
+    };
+    if writable_after
+        && let Some(restart) =
+            history::restarted_primary(observed, record, desired.accept_history.as_deref())
+    {
+        return Err(Blocked::RestartedPrimary {
+            restart,
+            fence: !config.fenced(),
+        });
     }
 
     let mut set: Vec<(&'static str, ConfigValue)> = Vec::new();
@@ -625,6 +664,7 @@ mod tests {
             offset: 900,
             keys: 10,
             role: "primary".into(),
+            run_id: None,
         };
         let empty_master = || {
             let mut o = observed(RedisRole::Master, None);
@@ -757,6 +797,216 @@ mod tests {
                 commands_for(&d, &o, &c, &creds, verdict, None).is_ok(),
                 "{what}"
             );
+        }
+    }
+
+    /// A primary that restarted under a new replication id (appendonly) after it took writes
+    /// as a primary may lack writes its replicas hold: it is never left or made writable on its
+    /// own; one that booted unfenced is fenced at once. (what, topology, Redis, fenced,
+    /// Sentinels, record, outcome: None = not blocked, Some(fence now))
+    #[test]
+    fn a_primary_restarted_under_a_new_id_is_kept_or_made_fenced() {
+        let (a, x) = ("a".repeat(40), "x".repeat(40));
+        let as_primary = |run: Option<&str>| Record {
+            replid: a.clone(),
+            offset: 900,
+            keys: 10,
+            role: "primary".into(),
+            run_id: run.map(String::from),
+        };
+        let restarted = || {
+            let mut o = observed(RedisRole::Master, None);
+            o.master_replid = x.clone();
+            o.keys = 10;
+            o.run_id = "run-2".into();
+            o
+        };
+        let primary = topo(Role::Primary, None, 100, true, 0);
+        let replica = topo(
+            Role::Replica,
+            Some(upstream("src", 6379, false, None)),
+            0,
+            false,
+            0,
+        );
+        let fenced_role = topo(Role::Fenced, None, 100, true, 0);
+        let us = Verdict::Us { settled: true };
+        let other = Verdict::Other {
+            host: "p1".into(),
+            port: 6379,
+            settled: true,
+        };
+        let accepted = |mut d: DesiredTopology, id: &str| {
+            d.accept_history = Some(id.into());
+            d
+        };
+        type Row<'a> = (
+            &'a str,
+            DesiredTopology,
+            Observed,
+            bool,
+            Option<&'a Verdict>,
+            Record,
+            Option<bool>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                "booted fenced, topology primary",
+                primary.clone(),
+                restarted(),
+                true,
+                None,
+                as_primary(Some("run-1")),
+                Some(false),
+            ),
+            (
+                "booted unfenced (its rewritten config): fenced at once",
+                primary.clone(),
+                restarted(),
+                false,
+                None,
+                as_primary(Some("run-1")),
+                Some(true),
+            ),
+            (
+                "the Sentinels still name it",
+                with_sentinels(primary.clone()),
+                restarted(),
+                true,
+                Some(&us),
+                as_primary(Some("run-1")),
+                Some(false),
+            ),
+            (
+                "the Sentinels elected another pod: it becomes a replica",
+                with_sentinels(primary.clone()),
+                restarted(),
+                true,
+                Some(&other),
+                as_primary(Some("run-1")),
+                None,
+            ),
+            (
+                "a record from an older state file (no run_id)",
+                primary.clone(),
+                restarted(),
+                true,
+                None,
+                as_primary(None),
+                Some(false),
+            ),
+            (
+                "the same process started a new id (its first replica after a long time alone)",
+                primary.clone(),
+                restarted(),
+                false,
+                None,
+                as_primary(Some("run-2")),
+                None,
+            ),
+            (
+                "it was a replica: its record's history is checked by the gate instead",
+                primary.clone(),
+                restarted(),
+                true,
+                None,
+                Record {
+                    role: "replica".into(),
+                    ..as_primary(Some("run-1"))
+                },
+                None,
+            ),
+            (
+                "made a replica of the new primary",
+                replica.clone(),
+                restarted(),
+                true,
+                None,
+                as_primary(Some("run-1")),
+                None,
+            ),
+            (
+                "the operator fences it",
+                fenced_role.clone(),
+                restarted(),
+                true,
+                None,
+                as_primary(Some("run-1")),
+                None,
+            ),
+            (
+                "its restart accepted",
+                accepted(primary.clone(), &x),
+                restarted(),
+                true,
+                None,
+                as_primary(Some("run-1")),
+                None,
+            ),
+            (
+                "another id accepted",
+                accepted(primary.clone(), &a),
+                restarted(),
+                true,
+                None,
+                as_primary(Some("run-1")),
+                Some(false),
+            ),
+            (
+                "restarted from an RDB: the same id",
+                primary.clone(),
+                Observed {
+                    master_replid: a.clone(),
+                    ..restarted()
+                },
+                true,
+                None,
+                as_primary(Some("run-1")),
+                None,
+            ),
+        ];
+        let creds = Credentials::default();
+        for (what, d, o, fenced, verdict, record, expected) in rows {
+            let c = if fenced {
+                let mut c = fenced_config();
+                c.values
+                    .insert("masteruser".into(), creds.gate.user.clone());
+                c.masterauth = Some(creds.gate.password.clone());
+                c
+            } else {
+                closed_config(&creds)
+            };
+            let res = commands_for(&d, &o, &c, &creds, verdict, Some(&record));
+            let got = match &res {
+                Err(b @ Blocked::RestartedPrimary { fence, .. }) => {
+                    assert_eq!(b.first().is_some(), *fence, "{what}");
+                    Some(*fence)
+                }
+                _ => None,
+            };
+            assert_eq!(got, expected, "{what}: {res:?}");
+            if let Some(fence_now) = expected {
+                let e = res.unwrap_err().to_string();
+                assert!(
+                    e.starts_with(&format!(
+                        "restarted under a new replication history ({x}@0, 10 keys; as a primary it held {a}@900, 10 keys): not taking writes"
+                    )) && e.ends_with(&format!("redis.io/accept-replication-history={x})")),
+                    "{what}: {e}"
+                );
+                if fence_now {
+                    assert_eq!(
+                        Blocked::RestartedPrimary {
+                            restart: crate::history::restarted_primary(&o, Some(&record), None)
+                                .unwrap(),
+                            fence: true
+                        }
+                        .first()
+                        .unwrap()
+                        .describe(),
+                        "CONFIG SET min-replicas-to-write \"1000000\""
+                    );
+                }
+            }
         }
     }
 

@@ -19,8 +19,19 @@
 //! With `appendonly yes` a restarted Redis gets a new replication id, so "our history" is also the
 //! [`Record`] the instance manager keeps of what this pod's data followed (in memory, and in a
 //! state file on the data volume with `--state-dir`, see `state`).
+//!
+//! The same restart makes a source that restarted with its data look unrelated. While the
+//! cluster replicates an external source, a block is therefore judged once more on the data
+//! itself ([`with_sample`]): keys sampled from this replica and read on the upstream (see
+//! `similarity`); when at least [`similarity::NEEDED_PERCENT`](crate::similarity::NEEDED_PERCENT)
+//! of them match, the upstream is the same dataset restarted under a new id and the gate opens
+//! (a full resync follows). A primary of this cluster is never judged that way: its replicas may
+//! hold acknowledged writes it lost in its restart, and a primary that restarted under a new id
+//! is kept fenced ([`restarted_primary`]) until the operator fails over or accepts the restart.
 
-use redis_cluster_api::report::{HistoryBlock, HistoryPosition, UpstreamHistory};
+use redis_cluster_api::report::{
+    DataSample, HistoryBlock, HistoryPosition, PrimaryRestart, UpstreamHistory,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::info::{Observed, RedisRole};
@@ -41,8 +52,12 @@ pub struct Record {
     pub replid: String,
     pub offset: i64,
     pub keys: u64,
-    /// `primary` or `replica`, for people reading the file.
+    /// `primary` or `replica`: a primary's replicas may hold writes it loses in a restart.
     pub role: String,
+    /// The redis-server process (`run_id`) this was recorded from: a primary whose replication
+    /// id changed in another process restarted (absent from older state files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl Record {
@@ -74,6 +89,7 @@ pub fn record_of(o: &Observed, fenced: bool) -> Option<Record> {
         offset: o.master_repl_offset,
         keys: o.keys,
         role: role.into(),
+        run_id: (!o.run_id.is_empty()).then(|| o.run_id.clone()),
     })
 }
 
@@ -91,6 +107,8 @@ pub struct UpstreamState {
     pub run_id: String,
     /// `role:master`.
     pub master: bool,
+    /// `loading:1`: it is still loading its dataset (its keys are not all there yet).
+    pub loading: bool,
 }
 
 impl UpstreamState {
@@ -109,6 +127,7 @@ impl UpstreamState {
             keys: crate::info::keyspace_keys(&f),
             run_id: f.get("run_id").unwrap_or(&"").to_string(),
             master: f.get("role") == Some(&"master"),
+            loading: f.get("loading") == Some(&"1"),
         })
     }
 }
@@ -174,6 +193,10 @@ pub enum Safe {
     Failover { diverged: Option<i64> },
     /// The user accepted the upstream's history (`acceptHistory`).
     Accepted,
+    /// The upstream's history is unrelated, but its data is ours: enough of our keys, sampled
+    /// and read on both sides, match (a source that restarted with its data under a new id).
+    /// A full resync follows; what the upstream lost in its restart is lost here too.
+    SameData(DataSample),
 }
 
 impl Safe {
@@ -193,6 +216,10 @@ impl Safe {
                 "the user accepted this history (acceptHistory): this replica's data is replaced"
                     .into()
             }
+            Safe::SameData(sample) => format!(
+                "another replication history, but the same data: {}; the upstream restarted with its data under a new replication id, this replica resynchronises in full and loses what the upstream lost in its restart",
+                sample.describe()
+            ),
         }
     }
 }
@@ -213,14 +240,18 @@ pub struct Block {
     /// Whether `ours` comes from a record.
     pub recorded: bool,
     pub upstream: UpstreamState,
+    /// How our data compares with the upstream's, when it was compared (too few keys match).
+    pub sample: Option<DataSample>,
 }
 
 impl Block {
-    /// Same histories (the offsets may move while the block lasts).
+    /// Same histories (the offsets may move while the block lasts) and the same comparison of
+    /// the data.
     pub fn same_ids(&self, other: &Block) -> bool {
         self.ours.replid == other.ours.replid
             && self.upstream.replid == other.upstream.replid
             && self.upstream.address == other.upstream.address
+            && self.sample == other.sample
     }
 
     /// The `linkError` while blocked. `cluster` and `namespace` name the RedisCluster to
@@ -235,8 +266,16 @@ impl Block {
                 o.keys, o.replid
             )
         };
+        let data = match &self.sample {
+            Some(s) if s.error.is_some() => format!(", and {}", s.describe()),
+            Some(s) => format!(
+                ", and the upstream does not hold the same data ({}; so it is not this data restarted under a new replication id)",
+                s.describe()
+            ),
+            None => String::new(),
+        };
         format!(
-            "upstream {} has an unrelated replication history ({ours}; upstream {}@{}, {} keys): a sync would replace our data, so this replica keeps its data and does not replicate; to accept the upstream's history: kubectl annotate rediscluster -n {namespace} {cluster} {}={}",
+            "upstream {} has an unrelated replication history ({ours}; upstream {}@{}, {} keys): a sync would replace our data{data}, so this replica keeps its data and does not replicate; to accept the upstream's history: kubectl annotate rediscluster -n {namespace} {cluster} {}={}",
             u.address,
             u.replid,
             u.offset,
@@ -248,20 +287,49 @@ impl Block {
 
     /// For `/status`, with when it began.
     pub fn report(&self, since: &str) -> HistoryBlock {
-        let u = &self.upstream;
         HistoryBlock {
             ours: self.ours.clone(),
             ours_recorded: self.recorded,
-            upstream: UpstreamHistory {
-                address: u.address.clone(),
-                replid: u.replid.clone(),
-                replid2: u.replid2.clone(),
-                offset: u.offset,
-                second_offset: u.second_offset,
-                keys: u.keys,
-            },
+            upstream: self.upstream.history(),
             since: since.to_string(),
+            sample: self.sample.clone(),
         }
+    }
+
+    /// Whether our data is worth comparing with the upstream's ([`with_sample`]): only while
+    /// the cluster replicates an external source (`follows_source`: the topology names no
+    /// primary; the upstream is the source, or in a cascading topology the pod that replicates
+    /// it), when both sides hold keys and the upstream has loaded its dataset. A primary of
+    /// this cluster is never taken for the same data: its replicas may hold writes it lost.
+    pub fn worth_sampling(&self, follows_source: bool) -> bool {
+        follows_source && self.ours.keys > 0 && self.upstream.keys > 0 && !self.upstream.loading
+    }
+}
+
+impl UpstreamState {
+    /// For reports.
+    pub fn history(&self) -> UpstreamHistory {
+        UpstreamHistory {
+            address: self.address.clone(),
+            replid: self.replid.clone(),
+            replid2: self.replid2.clone(),
+            offset: self.offset,
+            second_offset: self.second_offset,
+            keys: self.keys,
+        }
+    }
+}
+
+/// A block judged once more on the data itself: the upstream holds the same data when the
+/// sample says so ([`DataSample::same_data`]), else the block stands and carries the sample.
+pub fn with_sample(block: Block, sample: DataSample) -> Decision {
+    if sample.same_data() {
+        Decision::Safe(Safe::SameData(sample))
+    } else {
+        Decision::Blocked(Block {
+            sample: Some(sample),
+            ..block
+        })
     }
 }
 
@@ -355,6 +423,7 @@ pub fn decide(
         ours,
         recorded,
         upstream: up.clone(),
+        sample: None,
     })
 }
 
@@ -391,6 +460,73 @@ pub fn lost_data(
     })
 }
 
+/// A primary that restarted with its data under a new replication id (Redis 7.0 with
+/// `appendonly yes` gets one at every restart) after it was recorded taking writes under
+/// another: its replicas may hold writes it lost in the restart (`appendfsync everysec`), so it
+/// must not take writes again on its own (see [`restarted_primary`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "restarted under a new replication history ({now_replid}@{now_offset}, {now_keys} keys; as a primary it held {had_replid}@{had_offset}, {had_keys} keys): not taking writes, since its replicas may hold writes it lost in the restart; the operator fails over to the replica that holds the most of {had_replid}, or accepts the restart when no replica holds it (to take writes with what it restarted with now, annotate the RedisCluster with {annotation}={now_replid})",
+    annotation = redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION
+)]
+pub struct RestartedPrimary {
+    pub had_replid: String,
+    pub had_offset: i64,
+    pub had_keys: u64,
+    /// Redis's new replication id, the one to accept.
+    pub now_replid: String,
+    pub now_offset: i64,
+    pub now_keys: u64,
+}
+
+impl RestartedPrimary {
+    /// For `/status`.
+    pub fn report(&self) -> PrimaryRestart {
+        PrimaryRestart {
+            had: HistoryPosition {
+                replid: self.had_replid.clone(),
+                offset: self.had_offset,
+                keys: self.had_keys,
+            },
+            now: HistoryPosition {
+                replid: self.now_replid.clone(),
+                offset: self.now_offset,
+                keys: self.now_keys,
+            },
+        }
+    }
+}
+
+/// Whether this Redis is a primary that restarted under a new replication id: it is a master
+/// holding keys (an empty one is [`lost_data`]'s), the record says this pod was a primary taking
+/// writes under another id, and the id changed in another redis-server process (a record
+/// without a `run_id`, from an older state file, counts any change). Not when its new history
+/// continues the recorded one (`master_replid2`), nor when `accept` (the topology's
+/// `acceptHistory`) is its new id: the operator accepted the restart.
+pub fn restarted_primary(
+    o: &Observed,
+    record: Option<&Record>,
+    accept: Option<&str>,
+) -> Option<RestartedPrimary> {
+    let r = record?;
+    let restarted = r.role == "primary"
+        && o.role == RedisRole::Master
+        && !o.loading
+        && o.keys > 0
+        && is_id(&o.master_replid)
+        && o.master_replid != r.replid
+        && o.master_replid2 != r.replid
+        && r.run_id.as_ref().is_none_or(|run| *run != o.run_id);
+    (restarted && accept != Some(o.master_replid.as_str())).then(|| RestartedPrimary {
+        had_replid: r.replid.clone(),
+        had_offset: r.offset,
+        had_keys: r.keys,
+        now_replid: o.master_replid.clone(),
+        now_offset: o.master_repl_offset,
+        now_keys: o.keys,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,6 +553,7 @@ mod tests {
             offset,
             keys: 10,
             role: "replica".into(),
+            run_id: None,
         }
     }
 
@@ -430,6 +567,7 @@ mod tests {
             keys: 0,
             run_id: "p1".into(),
             master: true,
+            loading: false,
         }
     }
 
@@ -442,6 +580,7 @@ mod tests {
             },
             recorded,
             upstream: u,
+            sample: None,
         })
     }
 
@@ -606,6 +745,126 @@ mod tests {
             decide(&local(A, 900, 5), None, &u, Some(R), &[B.to_string()]),
             Decision::Blocked(_)
         ));
+    }
+
+    /// A block judged on the data: (what, sample, the same data?). The source recreated empty
+    /// on the same address, another Redis at that address and an old backup are refused; a
+    /// source that restarted with its data is followed (a full resync).
+    #[test]
+    fn a_block_is_judged_once_more_on_the_data() {
+        let sample = |compared, matched| DataSample {
+            compared,
+            matched,
+            needed_percent: crate::similarity::NEEDED_PERCENT,
+            error: None,
+        };
+        let Decision::Blocked(block) = decide(
+            &local(A, 900, 200),
+            Some(&rec(A, 900)),
+            &UpstreamState {
+                keys: 200,
+                ..up(C, NO_ID, 14, -1)
+            },
+            None,
+            &[],
+        ) else {
+            panic!()
+        };
+        type Row<'a> = (&'a str, DataSample, bool);
+        let rows: Vec<Row> = vec![
+            (
+                "restarted from its AOF, its last second lost",
+                sample(200, 197),
+                true,
+            ),
+            ("the threshold exactly", sample(200, 180), true),
+            ("just below", sample(200, 179), false),
+            ("another dataset of the same size", sample(200, 0), false),
+            (
+                "an old backup: half the keys changed",
+                sample(200, 101),
+                false,
+            ),
+            ("a handful of keys, all the same", sample(3, 3), true),
+            (
+                "could not compare",
+                DataSample {
+                    error: Some("the upstream: NOPERM".into()),
+                    ..sample(0, 0)
+                },
+                false,
+            ),
+        ];
+        for (what, s, same) in rows {
+            match history_with(&block, s.clone()) {
+                Decision::Safe(Safe::SameData(got)) => {
+                    assert!(same, "{what}");
+                    assert_eq!(got, s);
+                }
+                Decision::Blocked(b) => {
+                    assert!(!same, "{what}");
+                    assert_eq!(b.sample.as_ref(), Some(&s), "{what}");
+                    assert!(!b.same_ids(&block), "the message changes with the sample");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // What the block says with the sample.
+        let Decision::Blocked(b) = history_with(&block, sample(200, 12)) else {
+            panic!()
+        };
+        assert_eq!(
+            b.message("dr", "ns"),
+            format!(
+                "upstream src:6379 has an unrelated replication history (ours {A}@900, 200 keys; upstream {C}@14, 200 keys): a sync would replace our data, and the upstream does not hold the same data (12 of 200 keys sampled on both sides match (6%, 90% needed); so it is not this data restarted under a new replication id), so this replica keeps its data and does not replicate; to accept the upstream's history: kubectl annotate rediscluster -n ns dr redis.io/accept-replication-history={C}"
+            )
+        );
+        assert_eq!(b.report("t").sample, Some(sample(200, 12)));
+        assert!(
+            Safe::SameData(sample(200, 197))
+                .describe()
+                .starts_with("another replication history, but the same data: 197 of 200 keys")
+        );
+    }
+
+    fn history_with(block: &Block, sample: DataSample) -> Decision {
+        with_sample(block.clone(), sample)
+    }
+
+    /// When the data is worth comparing: (what, the cluster follows a source, ours, upstream
+    /// keys, upstream loading, compared?).
+    #[test]
+    fn the_data_is_compared_only_for_a_source_holding_keys() {
+        let rows = [
+            ("a source with keys", true, 5, 5, false, true),
+            ("a source recreated empty", true, 5, 0, false, false),
+            ("a source still loading", true, 5, 5, true, false),
+            (
+                "a primary of this cluster: its replicas may hold more",
+                false,
+                5,
+                5,
+                false,
+                false,
+            ),
+        ];
+        for (what, follows, ours, theirs, loading, expected) in rows {
+            let b = Block {
+                ours: HistoryPosition {
+                    replid: A.into(),
+                    offset: 9,
+                    keys: ours,
+                },
+                recorded: true,
+                upstream: UpstreamState {
+                    keys: theirs,
+                    loading,
+                    ..up(C, NO_ID, 14, -1)
+                },
+                sample: None,
+            };
+            assert_eq!(b.worth_sampling(follows), expected, "{what}");
+        }
     }
 
     /// Which earlier ids of an upstream count as the same data: (what, seen before, now,
@@ -849,6 +1108,7 @@ mod tests {
                 keys: 3,
                 run_id: "p1".into(),
                 master: true,
+                loading: false,
             }
         );
         assert_eq!(UpstreamState::parse("a:1", "role:master\r\n"), None);

@@ -33,6 +33,7 @@ pub mod reconcile;
 pub mod redis_io;
 pub mod secret;
 pub mod sentinel;
+pub mod similarity;
 pub mod source;
 pub mod state;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use redis_cluster_api::report::{HistoryBlock, InstanceReport};
+use redis_cluster_api::report::{DataSample, HistoryBlock, InstanceReport, SameDataResync};
 use redis_cluster_api::topology::{DesiredTopology, SentinelTopology, Upstream};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -29,6 +29,7 @@ use crate::metrics::{Exported, Metrics};
 use crate::observe::{Connections, GateTarget, Observation, Probe, Targets};
 use crate::redis_io::{self, Endpoint, RedisError};
 use crate::sentinel::{self, Verdict, View};
+use crate::similarity;
 use crate::state::StateFile;
 
 /// What the loop needs to know, from the command line.
@@ -128,6 +129,21 @@ struct BlockSeen {
     report: HistoryBlock,
 }
 
+/// The last comparison of this replica's data with a blocked upstream's, per histories: taken
+/// once per (upstream address, upstream id and process, our id), again after
+/// [`SAMPLE_AGAIN`] when too few keys matched and after [`SAMPLE_RETRY`] when it failed.
+struct SampleMemo {
+    key: (String, String, String, String),
+    sample: DataSample,
+    at: Instant,
+}
+
+/// A comparison that showed different data is taken again this often (the upstream's data
+/// may be restored meanwhile).
+const SAMPLE_AGAIN: Duration = Duration::from_secs(60);
+/// A comparison that failed (timeout, connection, permissions) is tried again this often.
+const SAMPLE_RETRY: Duration = Duration::from_secs(10);
+
 /// Whether the redis-server process now running has stayed fenced since it booted.
 struct BootWatch {
     run_id: String,
@@ -162,6 +178,10 @@ pub struct Manager {
     /// The ids the upstream's current process has shown (see `history::Incarnation`).
     upstream_incarnation: Incarnation,
     boot: Option<BootWatch>,
+    /// The last comparison of our data with a blocked upstream's (see `similarity`).
+    sampled: Option<SampleMemo>,
+    /// The last full resync the gate let through because the upstream holds the same data.
+    same_data: Option<SameDataResync>,
 }
 
 impl Manager {
@@ -216,6 +236,8 @@ impl Manager {
             blocked: None,
             upstream_incarnation: Incarnation::default(),
             boot: None,
+            sampled: None,
+            same_data: None,
         }
     }
 
@@ -260,7 +282,11 @@ impl Manager {
             None => self.blocked = None,
         }
         let upstream = desired.as_ref().and_then(desired_upstream);
-        let lag = self.track(upstream, &seen);
+        let accept = desired.as_ref().and_then(|d| d.accept_history.as_deref());
+        let restarted = seen.local.as_ref().ok().and_then(|(o, _)| {
+            history::restarted_primary(o, self.record.as_ref(), accept).map(|r| r.report())
+        });
+        let lag = self.track(upstream, &seen, restarted.is_some());
         let booted_fenced = self.watch_boot(&seen);
         let report = assess::report(&Facts {
             pod: &self.config.pod,
@@ -280,6 +306,8 @@ impl Manager {
                 .map(|b| (b.message.as_str(), &b.report)),
             record: self.record.as_ref(),
             booted_fenced,
+            restarted_primary: restarted.as_ref(),
+            same_data_resync: self.same_data.as_ref(),
         });
         self.log_link.update("replication link", &report.link_error);
         self.log_error.update("error", &report.error);
@@ -330,21 +358,18 @@ impl Manager {
         }
         self.last_run_id = Some(observed.run_id.clone());
         let creds = targets.credentials(&self.gate)?;
-        match self
+        let (issued, error) = self
             .apply(d, observed, config, &creds, verdict, &targets.local)
-            .await
-        {
-            Ok(false) => None,
-            Ok(true) => {
-                seen.local = self.connections.read_local(&targets.local).await;
-                None
-            }
-            Err(e) => Some(e.to_string()),
+            .await;
+        if issued {
+            seen.local = self.connections.read_local(&targets.local).await;
         }
+        error.map(|e| e.to_string())
     }
 
-    /// Execute what `commands_for` decides, in order, then persist it; `Ok(true)` when commands
-    /// were issued (Redis must be re-read).
+    /// Execute what `commands_for` decides, in order, then persist it. Returns whether
+    /// commands were issued (Redis must be re-read), and why the topology is not (fully)
+    /// applied.
     async fn apply(
         &mut self,
         d: &DesiredTopology,
@@ -353,18 +378,52 @@ impl Manager {
         creds: &Credentials,
         verdict: Option<&Verdict>,
         local_ep: &Endpoint,
-    ) -> Result<bool, ApplyError> {
+    ) -> (bool, Option<ApplyError>) {
         let decided = commands_for(d, observed, config, creds, verdict, self.record.as_ref());
         let waiting = matches!(decided, Err(Blocked::SentinelsFailingOver))
             .then(|| Blocked::SentinelsFailingOver.to_string());
         self.log_waiting.update("sentinel mode", &waiting);
         let cmds = match decided {
             Ok(cmds) => cmds,
-            Err(b) if b.is_wait() => return Ok(false),
-            Err(b) => return Err(b.into()),
+            Err(b) if b.is_wait() => return (false, None),
+            Err(b) => {
+                // A restarted primary that booted unfenced is fenced even so.
+                let Some(c) = b.first() else {
+                    return (false, Some(b.into()));
+                };
+                warn!(epoch = d.epoch, command = %c.describe(), "{b}");
+                let issued = self
+                    .connections
+                    .local()
+                    .execute(local_ep, &c, d.replicaof_name())
+                    .await;
+                return match issued {
+                    Ok(()) => (true, Some(b.into())),
+                    Err(error) => (
+                        false,
+                        Some(ApplyError::Command {
+                            command: c.describe(),
+                            error,
+                        }),
+                    ),
+                };
+            }
         };
+        match self.execute_all(d, &cmds, local_ep).await {
+            Ok(()) => (!cmds.is_empty(), None),
+            Err(e) => (false, Some(e)),
+        }
+    }
+
+    /// Issue `cmds` in order, persist them (`CONFIG REWRITE`) and note the applied epoch.
+    async fn execute_all(
+        &mut self,
+        d: &DesiredTopology,
+        cmds: &[Command],
+        local_ep: &Endpoint,
+    ) -> Result<(), ApplyError> {
         let local = self.connections.local();
-        for c in &cmds {
+        for c in cmds {
             info!(epoch = d.epoch, command = %c.describe(), "applying");
             local
                 .execute(local_ep, c, d.replicaof_name())
@@ -387,7 +446,7 @@ impl Manager {
             info!(epoch = d.epoch, "topology applied");
         }
         self.applied_epoch = Some(d.epoch);
-        Ok(!cmds.is_empty())
+        Ok(())
     }
 
     /// The replication gate (see `gate`): when the local Redis is a replica that is not linked,
@@ -430,28 +489,133 @@ impl Manager {
         let aliases = self.upstream_incarnation.observe(&up);
         let local = Local::of(o);
         let accept = d.accept_history.as_deref();
-        match history::decide(&local, self.record.as_ref(), &up, accept, &aliases) {
-            Decision::Blocked(block) => self.note_block(d, block),
-            Decision::Safe(why) => {
-                self.blocked = None;
-                if why == Safe::Accepted {
-                    warn!(
-                        upstream = %address,
-                        replid = %up.replid,
-                        "accepting the replication history {} of {address} (acceptHistory): this replica's {} keys (history {}) are replaced by the upstream's {} keys",
-                        up.replid,
-                        local.keys,
-                        self.record.as_ref().map_or(local.replid.as_str(), |r| r.replid.as_str()),
-                        up.keys
-                    );
-                }
-                self.open_gate(d, targets, &target, &master, &why, checked_at, seen)
-                    .await;
+        let mut checked_at = checked_at;
+        let decision = match history::decide(&local, self.record.as_ref(), &up, accept, &aliases) {
+            // While the cluster replicates an external source (the topology names no primary),
+            // an unrelated history is judged once more on the data itself: a source that
+            // restarted with its data comes back under a new replication id.
+            Decision::Blocked(block) if block.worth_sampling(d.primary.is_none()) => {
+                let sample = self.sample(&block, &targets.local, &target).await;
+                history::with_sample(block, sample)
             }
+            other => other,
+        };
+        let why = match decision {
+            Decision::Blocked(block) => return self.note_block(d, block),
+            Decision::Safe(why) => why,
+        };
+        let ours = match self.blocked.take() {
+            Some(b) => b.block.ours,
+            None => redis_cluster_api::report::HistoryPosition {
+                replid: self
+                    .record
+                    .as_ref()
+                    .map_or(local.replid.clone(), |r| r.replid.clone()),
+                offset: self.record.as_ref().map_or(local.offset, |r| r.offset),
+                keys: local.keys,
+            },
+        };
+        match &why {
+            Safe::Accepted => warn!(
+                upstream = %address,
+                replid = %up.replid,
+                "accepting the replication history {} of {address} (acceptHistory): this replica's {} keys (history {}) are replaced by the upstream's {} keys",
+                up.replid,
+                local.keys,
+                ours.replid,
+                up.keys
+            ),
+            Safe::SameData(sample) => {
+                // The comparison took a while: the upstream must still be the one compared.
+                match redis_io::read_history(&target.endpoint, self.config.probe_timeout).await {
+                    Ok((info, at))
+                        if UpstreamState::parse(&address, &info).is_some_and(|now| {
+                            now.replid == up.replid && now.run_id == up.run_id
+                        }) =>
+                    {
+                        checked_at = at;
+                    }
+                    _ => return,
+                }
+                warn!(
+                    upstream = %address,
+                    replid = %up.replid,
+                    ours = %ours.replid,
+                    matched = sample.matched,
+                    compared = sample.compared,
+                    "the upstream {address} came back under another replication history ({}@{}, {} keys; this replica holds {}@{}, {} keys), but it holds the same data: {}. Taking it for the same data restarted under a new replication id: this replica resynchronises in full, and what the upstream lost in its restart is lost here too",
+                    up.replid,
+                    up.offset,
+                    up.keys,
+                    ours.replid,
+                    ours.offset,
+                    ours.keys,
+                    sample.describe()
+                );
+            }
+            _ => {}
+        }
+        let opened = self
+            .open_gate(d, targets, &target, &master, &why, checked_at, seen)
+            .await;
+        if let (true, Safe::SameData(sample)) = (opened, &why) {
+            self.same_data = Some(SameDataResync {
+                ours,
+                upstream: up.history(),
+                sample: sample.clone(),
+                at: crate::rfc3339(SystemTime::now()),
+            });
         }
     }
 
-    /// Remember a block; a new one (other ids or address) starts its own `since`.
+    /// Compare our data with the blocked upstream's (see `similarity`), or reuse the last
+    /// comparison of the same histories.
+    async fn sample(&mut self, block: &Block, local: &Endpoint, target: &GateTarget) -> DataSample {
+        let key = (
+            block.upstream.address.clone(),
+            block.upstream.replid.clone(),
+            block.upstream.run_id.clone(),
+            block.ours.replid.clone(),
+        );
+        if let Some(m) = &self.sampled
+            && m.key == key
+        {
+            let again = if m.sample.error.is_some() {
+                SAMPLE_RETRY
+            } else {
+                SAMPLE_AGAIN
+            };
+            if m.at.elapsed() < again {
+                return m.sample.clone();
+            }
+        }
+        let started = Instant::now();
+        let sample = similarity::sample(
+            local,
+            &target.endpoint,
+            similarity::budget(self.config.probe_timeout),
+        )
+        .await;
+        info!(
+            upstream = %block.upstream.address,
+            replid = %block.upstream.replid,
+            compared = sample.compared,
+            matched = sample.matched,
+            ms = started.elapsed().as_millis() as u64,
+            "replication gate: compared this replica's data with {}'s (another replication history): {}",
+            block.upstream.address,
+            sample.describe()
+        );
+        self.sampled = Some(SampleMemo {
+            key,
+            sample: sample.clone(),
+            at: Instant::now(),
+        });
+        sample
+    }
+
+    /// Remember a block; a new one (other ids or address) starts its own `since`, a new
+    /// comparison of the data keeps it.
     fn note_block(&mut self, d: &DesiredTopology, block: Block) {
         if self
             .blocked
@@ -460,7 +624,16 @@ impl Manager {
         {
             return;
         }
-        let since = crate::rfc3339(SystemTime::now());
+        let since = match &self.blocked {
+            Some(b)
+                if b.block.ours.replid == block.ours.replid
+                    && b.block.upstream.replid == block.upstream.replid
+                    && b.block.upstream.address == block.upstream.address =>
+            {
+                b.report.since.clone()
+            }
+            _ => crate::rfc3339(SystemTime::now()),
+        };
         self.blocked = Some(BlockSeen {
             message: block.message(&d.cluster, &self.config.namespace),
             report: block.report(&since),
@@ -480,7 +653,7 @@ impl Manager {
         why: &Safe,
         checked_at: Instant,
         seen: &mut Observation,
-    ) {
+    ) -> bool {
         let address = crate::addr(&master.0, master.1);
         let local_ep = &targets.local;
         let steps = [
@@ -519,6 +692,7 @@ impl Manager {
             .local()
             .execute(local_ep, &close, d.replicaof_name())
             .await;
+        let got_through = failed.is_none() && linked.is_some();
         match (failed, linked) {
             (Some(e), _) => warn!(
                 upstream = %address,
@@ -543,6 +717,7 @@ impl Manager {
             warn!("replication gate: closing it failed ({e}); the next tick closes it");
         }
         seen.local = self.connections.read_local(local_ep).await;
+        got_through
     }
 
     /// Whether the running redis-server has stayed fenced since it booted (None: this instance
@@ -566,11 +741,16 @@ impl Manager {
         b.since_boot.then_some(b.fenced_throughout)
     }
 
-    /// Keep the record of this pod's data (and write the state file when it moved on).
-    fn note_record(&mut self, seen: &Observation) {
+    /// Keep the record of this pod's data (and write the state file when it moved on). A
+    /// primary that restarted under a new id is not recorded while it is held: the record of
+    /// what it held before is the evidence.
+    fn note_record(&mut self, seen: &Observation, restarted_primary: bool) {
         let Ok((o, c)) = &seen.local else {
             return;
         };
+        if restarted_primary {
+            return;
+        }
         let Some(r) = history::record_of(o, c.fenced()) else {
             return;
         };
@@ -583,7 +763,12 @@ impl Manager {
 
     /// The bookkeeping that spans ticks: the upstream's offset history (lag) and the replication
     /// history the local Redis followed (divergence at an upstream failover).
-    fn track(&mut self, upstream: Option<&Upstream>, seen: &Observation) -> LagNow {
+    fn track(
+        &mut self,
+        upstream: Option<&Upstream>,
+        seen: &Observation,
+        restarted_primary: bool,
+    ) -> LagNow {
         let observed = seen.local.as_ref().ok().map(|(o, _)| o);
         let answered = match &seen.probe {
             Some(Probe::Answered(info)) => Some(info),
@@ -610,7 +795,7 @@ impl Manager {
                 "following replication history {replid}"
             );
         }
-        self.note_record(seen);
+        self.note_record(seen, restarted_primary);
         lag
     }
 

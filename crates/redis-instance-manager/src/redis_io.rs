@@ -416,6 +416,47 @@ impl Conn {
         }
     }
 
+    /// One command with any arguments; its reply.
+    pub async fn command(&self, name: &'static str, args: Vec<Value>) -> Result<Value, IoError> {
+        self.client
+            .custom::<Value, Value>(
+                CustomCommand::new_static(name, ClusterHash::FirstKey, false),
+                args,
+            )
+            .await
+            .map_err(|e| classify(&e))
+    }
+
+    /// `cmds` in one pipeline (one round trip): each command's reply, or its error reply's
+    /// text. Err when the pipeline itself could not be sent.
+    pub async fn pipeline(
+        &self,
+        cmds: &[crate::similarity::Cmd],
+    ) -> Result<Vec<Result<Value, String>>, IoError> {
+        if cmds.is_empty() {
+            return Ok(vec![]);
+        }
+        let p = self.client.pipeline();
+        for c in cmds {
+            p.custom::<(), Value>(
+                CustomCommand::new_static(c.name, ClusterHash::FirstKey, false),
+                c.args.clone(),
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        }
+        let replies = p.try_all::<Value>().await;
+        if replies.len() != cmds.len()
+            && let Some(Err(e)) = replies.first()
+        {
+            return Err(classify(e));
+        }
+        Ok(replies
+            .into_iter()
+            .map(|r| r.map_err(|e| e.details().to_string()))
+            .collect())
+    }
+
     /// `CONFIG REWRITE`: persist the applied settings in redis-server's config file.
     pub async fn config_rewrite(&self) -> Result<(), IoError> {
         self.client

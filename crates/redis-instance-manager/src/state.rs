@@ -7,7 +7,7 @@
 //!
 //! The file is `<state-dir>/history.json`, written atomically (a temporary file, `fsync`,
 //! `rename`, `fsync` of the directory), and only when the record moves on in a way that
-//! matters ([`worth_writing`]): a new replication id or role at once, the key count crossing
+//! matters ([`worth_writing`]): a new replication id, role or redis-server process at once, the key count crossing
 //! zero at once, a moving offset at most every [`MIN_INTERVAL`]. A steadily replicating pod
 //! writes it every ten seconds, an idle one never.
 
@@ -57,6 +57,7 @@ pub fn worth_writing(last: Option<(&Record, Duration)>, new: &Record) -> bool {
     }
     old.replid != new.replid
         || old.role != new.role
+        || old.run_id != new.run_id
         || (old.keys == 0) != (new.keys == 0)
         || age >= MIN_INTERVAL
 }
@@ -151,6 +152,7 @@ mod tests {
             offset,
             keys,
             role: role.into(),
+            run_id: None,
         }
     }
 
@@ -196,6 +198,15 @@ mod tests {
                 "flushed: at once",
                 Some((a.clone(), 0)),
                 rec("aaa", 950, 0, "replica"),
+                true,
+            ),
+            (
+                "another redis-server process: at once",
+                Some((a.clone(), 0)),
+                Record {
+                    run_id: Some("run-2".into()),
+                    ..a.clone()
+                },
                 true,
             ),
         ];

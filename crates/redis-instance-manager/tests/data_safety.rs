@@ -84,6 +84,22 @@ fn peer(mut t: Value) -> Value {
     t
 }
 
+/// A replica of this cluster's primary (`leader`), as the operator publishes it outside replica
+/// mode: the topology names the primary, so its data is never taken for the same as another
+/// history's (its replicas may hold writes the primary lost).
+fn replica_of_primary(t: Value) -> Value {
+    let mut t = peer(t);
+    t["primary"] = "leader".into();
+    t
+}
+
+/// This cluster's primary, named.
+fn named_primary(epoch: u64) -> Value {
+    let mut t = primary_topology(epoch);
+    t["primary"] = "leader".into();
+    t
+}
+
 /// Writes keys to a primary and remembers each one it acknowledged.
 #[derive(Default)]
 struct Writer {
@@ -534,13 +550,16 @@ fn accepting_the_upstream_history_lets_exactly_one_full_resync_through() {
 }
 
 /// A primary whose Redis restarts with appendonly keeps its keys but gets a new replication id
-/// (Redis 7.0 restores the id from an RDB only): to its replicas that history is unrelated, so
-/// they keep their data and wait (the operator decides: accept, or fail over to the replica that
-/// holds the most). Accepting the primary's new id lets both replicas through, although the
+/// (Redis 7.0 restores the id from an RDB only). It may have lost writes its replicas hold, so
+/// its instance manager keeps it fenced (the state file says it took writes as a primary under
+/// another id), and its replicas, to which that history is unrelated, keep their data and wait
+/// (the operator decides: fail over to the replica that holds the most, or accept the restart).
+/// Accepting the primary's new id unfences it and lets both replicas through, although the
 /// primary starts yet another id when its first replica attaches (its backlog is created then):
 /// the same process's earlier id stays accepted.
 #[test]
-fn replicas_of_a_primary_restarted_with_appendonly_wait_until_its_history_is_accepted() {
+fn a_primary_restarted_with_appendonly_stays_fenced_and_its_replicas_wait_until_its_restart_is_accepted()
+ {
     let dirs: Vec<ScratchDir> = (0..3).map(|_| scratch("aof-primary-pod")).collect();
     let mut o = debug_on(RedisOpts::default());
     o.extra
@@ -548,9 +567,9 @@ fn replicas_of_a_primary_restarted_with_appendonly_wait_until_its_history_is_acc
     let mut primary = RedisServer::start(o);
     let replicas: Vec<RedisServer> = (0..2).map(|_| server()).collect();
     let topos: Vec<TopologyFile> = dirs.iter().map(TopologyFile::new).collect();
-    topos[0].write(&primary_topology(1));
+    topos[0].write(&named_primary(1));
     for t in &topos[1..] {
-        t.write(&peer(replica_topology(
+        t.write(&replica_of_primary(replica_topology(
             1,
             "127.0.0.1",
             primary.port(),
@@ -591,12 +610,35 @@ fn replicas_of_a_primary_restarted_with_appendonly_wait_until_its_history_is_acc
     for im in &ims[1..] {
         assert_blocked(im, &ours, &theirs);
     }
+    // The restarted primary takes no write on its own.
+    ims[0].wait_status("the restarted primary stays fenced", SECS(10), |s| {
+        s["restartedPrimary"]["now"]["replid"] == theirs.as_str()
+    });
+    std::thread::sleep(SECS(1));
+    let s = ims[0].status();
+    assert_eq!(s["fenced"], true, "{s}");
+    assert_eq!(s["ready"], false, "{s}");
+    assert_eq!(s["restartedPrimary"]["had"]["replid"], ours.as_str(), "{s}");
+    let e = s["error"].as_str().unwrap();
+    assert!(
+        e.starts_with(&format!(
+            "restarted under a new replication history ({theirs}@"
+        )) && e.contains(&format!("as a primary it held {ours}@"))
+            && e.ends_with(&format!("redis.io/accept-replication-history={theirs})")),
+        "{e}"
+    );
+    let refused = try_set(primary.port(), None, "must-not-land").unwrap();
+    assert!(refused.starts_with("-NOREPLICAS"), "{refused}");
+    // The operator accepts the restart (no replica holding more, say): its id for every pod.
+    let mut p = named_primary(2);
+    p["acceptHistory"] = theirs.clone().into();
+    topos[0].write(&p);
     ims[0].wait_status("the primary with its keys takes writes", SECS(10), |s| {
-        s["ready"] == true
+        s["ready"] == true && s["error"].is_null() && s.get("restartedPrimary").is_none()
     });
     // One after the other: the second still sees the same primary process, with another id.
     for (t, im) in topos[1..].iter().zip(&ims[1..]) {
-        let mut a = peer(replica_topology(2, "127.0.0.1", primary.port(), None));
+        let mut a = replica_of_primary(replica_topology(2, "127.0.0.1", primary.port(), None));
         a["acceptHistory"] = theirs.clone().into();
         t.write(&a);
         im.wait_status(
@@ -728,19 +770,31 @@ fn a_restarted_appendonly_replica_needs_the_state_file_to_show_its_history() {
     assert!(writer.all_on(&rep));
     assert_eq!(replid(&rep), ours);
 
-    // The same without a state file: nothing shows where the keys came from.
+    // The same without a state file: nothing shows where the keys came from, so the data
+    // decides. Here the source rewrote every key meanwhile: refused, saying why.
     im.stop();
     rep.restart();
     let fresh = replid(&rep);
+    for k in &writer.acked {
+        src.cli(&["SET", k, "rewritten"]);
+    }
     let no_state = Im::start(None, &rep, &topo, &dir, &["--probe-interval", "250ms"]);
     no_state.wait_status("refused", SECS(10), |s| {
         s["historyBlocked"]["oursRecorded"] == false
             && s["historyBlocked"]["ours"]["replid"] == fresh.as_str()
+            && s["historyBlocked"]["sample"]["compared"] == 30
     });
-    let e = no_state.status()["linkError"].as_str().unwrap().to_string();
+    let s = no_state.status();
+    assert_eq!(s["historyBlocked"]["sample"]["matched"], 0, "{s}");
+    let e = s["linkError"].as_str().unwrap().to_string();
     assert!(e.contains("no record of their history"), "{e}");
     assert!(e.contains("--state-dir"), "{e}");
+    assert!(
+        e.contains("0 of 30 keys sampled on both sides match (0%, 90% needed)"),
+        "{e}"
+    );
     assert_eq!(dbsize(&rep), 30);
+    assert!(rep.cli(&["GET", "acked:0"]).trim().starts_with("vvv"));
 }
 
 /// Path 1 (d): a Sentinel failover of the source behind one address (a virtual IP moved to the

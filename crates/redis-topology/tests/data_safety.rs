@@ -627,6 +627,7 @@ fn a_pod_refusing_an_unrelated_source_history_is_a_warning_with_the_way_to_accep
             keys: 0,
         },
         since: "2026-01-01T00:00:00Z".into(),
+        ..Default::default()
     });
     let p = w.reconcile();
     let (status, reason, message) = w.condition("SourceLinkUp").unwrap();

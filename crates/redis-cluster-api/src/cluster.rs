@@ -407,6 +407,25 @@ pub struct RedisClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub instances_status: Vec<InstanceStatus>,
+
+    /// A primary that restarted with its data under a new replication history (Redis with
+    /// `appendonly` gets a new replication id at every restart) while no replica held more of
+    /// its former history: the operator accepted its restart (every pod's topology carries
+    /// `acceptHistory` with its replication id) until every replica follows it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_restart: Option<AcceptedRestart>,
+}
+
+/// The restart of a primary the operator accepted (see `RedisClusterStatus::accepted_restart`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedRestart {
+    /// The pod whose restart was accepted.
+    pub pod: String,
+    /// Its replication id when its restart was accepted.
+    pub replication_id: String,
+    /// The replication history it held as a primary before it restarted.
+    pub former_replication_id: String,
 }
 
 /// The observed state of one Redis pod, as its instance manager reports it.
@@ -449,6 +468,12 @@ pub struct InstanceStatus {
     /// Keys this pod holds (`INFO keyspace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<u64>,
+    /// The replication id of the last upstream this pod resynchronised from although it came
+    /// back under another replication history, because its data is the same (keys sampled on
+    /// both sides match): a source that restarted with its data. A Warning Event
+    /// `SourceRestarted` said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_data_resync: Option<String>,
 }
 
 /// Condition types and reasons: values of the CRD's `status.conditions`, user-visible and
@@ -502,6 +527,11 @@ pub mod conditions {
     /// `PrimaryAvailable=False`: the primary came back without the data it (or its replicas)
     /// held; it is kept fenced and not labelled primary.
     pub const REASON_DATA_LOST: &str = "DataLost";
+    /// `PrimaryAvailable=False`: the primary restarted with its data under a new replication
+    /// history and may lack writes its replicas hold; it is kept fenced while the operator
+    /// fails over to the replica holding the most of its former history (or, when no replica
+    /// holds it, accepts the restart).
+    pub const REASON_PRIMARY_RESTARTED: &str = "PrimaryRestarted";
 
     /// `SourceLinkUp=False`: a pod refuses its upstream's unrelated replication history (a
     /// sync would replace its data); accepted with the annotation

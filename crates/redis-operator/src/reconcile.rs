@@ -171,8 +171,9 @@ pub async fn reconcile<P: Platform>(
         }
     }
 
-    // Under Sentinel, a primary that came back without its data is fenced: the Sentinels
-    // never replace a primary that answers, so they are asked to.
+    // Under Sentinel, a primary that came back without its data (or restarted while a replica
+    // holds more of its former history) is fenced: the Sentinels never replace a primary that
+    // answers, so they are asked to.
     if let Some(master) = plan.sentinel_failover.clone() {
         sentinel_failover(rc, platform, env, &namespace, &master, &mut plan).await;
     }
@@ -344,10 +345,16 @@ async fn sentinel_failover<P: Platform>(
     let result = platform
         .request_sentinel_failover(addresses, master.to_string(), password)
         .await;
-    let first = plan
-        .events
-        .iter()
-        .any(|e| e.reason == EventReason::PrimaryDataLost);
+    let first = plan.events.iter().any(|e| {
+        matches!(
+            e.reason,
+            EventReason::PrimaryDataLost | EventReason::PrimaryRestarted
+        )
+    });
+    let why = plan
+        .sentinel_failover_why
+        .clone()
+        .unwrap_or_else(|| "its primary came back without its data".into());
     match result {
         Ok(sentinel) => {
             tracing::info!(cluster = %name, %sentinel, "asked the Sentinels to fail over");
@@ -356,7 +363,7 @@ async fn sentinel_failover<P: Platform>(
                     type_: EventType::Warning,
                     reason: EventReason::SentinelFailover,
                     note: format!(
-                        "Asked the Sentinels to fail over {master} (SENTINEL FAILOVER, accepted by {sentinel}): its primary came back without its data"
+                        "Asked the Sentinels to fail over {master} (SENTINEL FAILOVER, accepted by {sentinel}): {why}"
                     ),
                 });
             }

@@ -57,8 +57,17 @@ pub enum EventReason {
     /// An annotation the operator reads cannot be used (a topology epoch no later epoch can
     /// follow, `redis.io/promote-pod` naming no pod).
     InvalidAnnotation,
-    /// The operator asked the Sentinels to fail over a primary that lost its data.
+    /// The operator asked the Sentinels to fail over a primary that lost its data (or that
+    /// restarted while a replica holds more of its former history).
     SentinelFailover,
+    /// A primary restarted with its data under a new replication history: it is kept fenced
+    /// and the best replica of its former history takes over, or, when no replica holds that
+    /// history, its restart is accepted.
+    PrimaryRestarted,
+    /// A replica followed its upstream although it came back under another replication
+    /// history, because the upstream holds the same data (a source that restarted with its
+    /// data): it resynchronised in full.
+    SourceRestarted,
 }
 
 impl EventReason {
@@ -87,6 +96,8 @@ impl EventReason {
             EventReason::FormerSourceNotWritable => "FormerSourceNotWritable",
             EventReason::InvalidAnnotation => "InvalidAnnotation",
             EventReason::SentinelFailover => "SentinelFailover",
+            EventReason::PrimaryRestarted => "PrimaryRestarted",
+            EventReason::SourceRestarted => "SourceRestarted",
         }
     }
 }
@@ -140,6 +151,8 @@ mod tests {
             ),
             (EventReason::InvalidAnnotation, "InvalidAnnotation"),
             (EventReason::SentinelFailover, "SentinelFailover"),
+            (EventReason::PrimaryRestarted, "PrimaryRestarted"),
+            (EventReason::SourceRestarted, "SourceRestarted"),
         ] {
             assert_eq!(reason.as_str(), text);
             assert_eq!(reason.to_string(), text);

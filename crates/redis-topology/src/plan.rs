@@ -52,6 +52,7 @@ use crate::conditions::{self, Desired, Status};
 use crate::events::{EventReason, EventType, PlannedEvent};
 use crate::history::{Dataset, short};
 use crate::validate::Problem;
+use redis_cluster_api::report::HistoryPosition;
 
 /// Where the pods find what the operator mounts, and the Redis port. Differs between a real
 /// Kubernetes pod and the drill's processes, so it is an input rather than a constant.
@@ -175,10 +176,13 @@ pub struct Plan {
     /// Bad input found while planning (a topology annotation with an absurd epoch, an
     /// annotation naming no pod): the reconciler reports them in `ConfigurationValid`.
     pub problems: Vec<Problem>,
-    /// In sentinel mode, the Sentinels' primary came back without its data and is fenced: ask
-    /// them to fail over (`SENTINEL FAILOVER <this name>`), since they never fail over a primary
-    /// that answers.
+    /// In sentinel mode, the Sentinels' primary came back without its data, or restarted under
+    /// a new replication history while a replica holds more of its former one, and is fenced:
+    /// ask them to fail over (`SENTINEL FAILOVER <this name>`), since they never fail over a
+    /// primary that answers.
     pub sentinel_failover: Option<String>,
+    /// Why the Sentinels are asked (`its primary came back without its data`, ...).
+    pub sentinel_failover_why: Option<String>,
     /// After a promotion: whether the former source accepts writes (None: not probed or not
     /// reachable), for the operator's metric.
     pub former_source_writable: Option<bool>,
@@ -447,6 +451,139 @@ fn lost_data(view: &ClusterView, pod: &str, extra: &Extra) -> Option<String> {
     ))
 }
 
+/// A primary that restarted with its data under a new replication history (Redis with
+/// `appendonly` gets a new id at every restart), as its instance manager reports it while it
+/// keeps it fenced: it may lack writes of its last second that its replicas hold.
+#[derive(Clone, Debug, PartialEq)]
+struct Restart {
+    had: HistoryPosition,
+    now: HistoryPosition,
+    /// What the conditions and Events say about it.
+    message: String,
+}
+
+/// `pod` restarted under a new replication history (its report's `restartedPrimary`), unless
+/// the user accepted its new id.
+fn restarted(view: &ClusterView, pod: &str, extra: &Extra) -> Option<Restart> {
+    let r = view
+        .pods
+        .get(pod)?
+        .report
+        .as_ref()?
+        .restarted_primary
+        .as_ref()?;
+    if extra.accept_history.as_deref() == Some(r.now.replid.as_str()) {
+        return None;
+    }
+    Some(Restart {
+        had: r.had.clone(),
+        now: r.now.clone(),
+        message: format!(
+            "{pod} restarted under a new replication history (now {}@{}, {} keys; as primary it held {}@{}, {} keys) and may lack writes of its last second that its replicas hold",
+            short(&r.now.replid),
+            r.now.offset,
+            r.now.keys,
+            short(&r.had.replid),
+            r.had.offset,
+            r.had.keys
+        ),
+    })
+}
+
+/// The pods other than `pod` whose data is (or, for a pod that does not answer, last was) of
+/// history `id`: replicas that may hold more of a restarted primary's former history than it
+/// does.
+fn holders(view: &ClusterView, pod: &str, id: &str) -> Vec<String> {
+    ordinal_pods(view)
+        .into_iter()
+        .filter(|(name, _)| name.as_str() != pod)
+        .filter(
+            |(name, p)| match p.report.as_ref().filter(|r| r.role.is_some()) {
+                Some(r) => Dataset::of(r)
+                    .is_some_and(|c| c.keys.is_some_and(|k| k > 0) && c.position_in(id).is_some()),
+                None => remembered(view, name).is_some_and(|m| {
+                    m.replication_id.as_deref() == Some(id) && m.keys.is_some_and(|k| k > 0)
+                }),
+            },
+        )
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The restart of a primary the operator accepts: every pod's topology carries
+/// `acceptHistory` = its replication id (the instance manager unfences it, its replicas'
+/// replication gates let it through) until every replica follows it.
+#[derive(Clone, Debug, PartialEq)]
+struct AcceptRestart {
+    pod: String,
+    /// The id to accept: the primary's replication id now (it starts another one when its
+    /// first replica attaches).
+    replid: String,
+    former: String,
+}
+
+impl AcceptRestart {
+    fn of(pod: &str, r: &Restart) -> AcceptRestart {
+        AcceptRestart {
+            pod: pod.to_string(),
+            replid: r.now.replid.clone(),
+            former: r.had.replid.clone(),
+        }
+    }
+}
+
+/// `PrimaryAvailable` while a restart is being accepted.
+fn accepting(r: &Restart) -> Desired {
+    Desired {
+        type_: cond::PRIMARY_AVAILABLE,
+        status: Status::False,
+        reason: cond::REASON_PRIMARY_RESTARTED,
+        message: format!(
+            "{}; no other pod holds its former history {}, so its restart is accepted ({}={} in every pod's topology): it takes writes again with what it restarted with, and its replicas resynchronise from it",
+            r.message,
+            short(&r.had.replid),
+            redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION,
+            short(&r.now.replid)
+        ),
+    }
+}
+
+/// A restart accepted earlier (the status remembers it) goes on while the pod still leads and
+/// some replica does not follow its history yet.
+fn accepted_earlier(view: &ClusterView, lead: &Leadership) -> Option<AcceptRestart> {
+    let ar = view.previous?.accepted_restart.as_ref()?;
+    if ar.pod != lead.leader
+        || lead.decider == Decider::Spec
+        || lead.lost.is_some()
+        || lead.failover.is_some()
+    {
+        return None;
+    }
+    let now = view
+        .pods
+        .get(&ar.pod)?
+        .report
+        .as_ref()
+        .and_then(|r| r.master_replid.clone())
+        .unwrap_or_else(|| ar.replication_id.clone());
+    let followed = ordinal_pods(view)
+        .into_iter()
+        .filter(|(name, _)| **name != ar.pod)
+        .all(|(_, p)| {
+            p.report.as_ref().is_some_and(|r| {
+                r.role == Some(ObservedRole::Replica)
+                    && r.master_link_up
+                    && r.history_blocked.is_none()
+                    && r.master_replid.as_deref() == Some(now.as_str())
+            })
+        });
+    (!followed).then(|| AcceptRestart {
+        pod: ar.pod.clone(),
+        replid: now,
+        former: ar.former_replication_id.clone(),
+    })
+}
+
 /// Whether the primary answers, and if not, why not.
 fn availability(view: &ClusterView, primary: &str) -> Result<(), String> {
     let Some(pod) = view.pods.get(primary) else {
@@ -526,8 +663,14 @@ impl Candidate {
 /// not loading, not being deleted) whose data reaches furthest into the failed primary's
 /// history; lowest ordinal on ties. It must not be further behind the highest offset any pod is
 /// known to have reached in that history (the failed primary's and silent replicas' last
-/// reports included) than `failover.maxLagBytes`, unless the user named it. Err: why nobody.
-fn failover_candidate(view: &ClusterView, old: &str, extra: &Extra) -> Result<Candidate, String> {
+/// reports included) than `failover.maxLagBytes`, unless the user named it. `only_in`: the
+/// history the candidate must hold (a restarted primary's former one). Err: why nobody.
+fn failover_candidate(
+    view: &ClusterView,
+    old: &str,
+    extra: &Extra,
+    only_in: Option<&str>,
+) -> Result<Candidate, String> {
     let max_lag = view.spec.failover_settings().max_lag_bytes.max(0);
     let eligible: Vec<(&String, &InstanceReport)> = ordinal_pods(view)
         .into_iter()
@@ -565,21 +708,34 @@ fn failover_candidate(view: &ClusterView, old: &str, extra: &Extra) -> Result<Ca
         .iter()
         .filter_map(|(name, r)| Some((*name, Dataset::of(r)?)))
         .collect();
+    let nobody = || match only_in {
+        Some(id) => format!(
+            "no replica that holds its former replication history {} can take over now (in sync, not fenced, not loading, not being deleted)",
+            short(id)
+        ),
+        None => no_replica(),
+    };
     if copies.is_empty() {
-        return legacy().ok_or_else(no_replica);
+        return match only_in {
+            Some(_) => Err(nobody()),
+            None => legacy().ok_or_else(no_replica),
+        };
     }
     // The failed primary's history, when the replicas hold some of it; else the history of
     // the replica furthest along.
-    let history = remembered(view, old)
-        .and_then(|m| m.replication_id.clone())
-        .filter(|id| copies.iter().any(|(_, c)| c.position_in(id).is_some()))
-        .or_else(|| {
-            copies
-                .iter()
-                .max_by_key(|(_, c)| c.offset)
-                .map(|(_, c)| c.replid.clone())
-        })
-        .unwrap_or_default();
+    let history = match only_in {
+        Some(id) => id.to_string(),
+        None => remembered(view, old)
+            .and_then(|m| m.replication_id.clone())
+            .filter(|id| copies.iter().any(|(_, c)| c.position_in(id).is_some()))
+            .or_else(|| {
+                copies
+                    .iter()
+                    .max_by_key(|(_, c)| c.offset)
+                    .map(|(_, c)| c.replid.clone())
+            })
+            .unwrap_or_default(),
+    };
     let best = copies
         .iter()
         .filter_map(|(name, c)| Some((*name, c.position_in(&history)?)))
@@ -617,7 +773,7 @@ fn failover_candidate(view: &ClusterView, old: &str, extra: &Extra) -> Result<Ca
             .map(|(pod, r)| (r - offset, pod.clone(), r))
     };
     let Some((pod, offset)) = best else {
-        return Err(no_replica());
+        return Err(nobody());
     };
     let candidate = Candidate {
         pod: pod.clone(),
@@ -692,6 +848,13 @@ struct Leadership {
     lost: Option<String>,
     /// During a promotion: the choice of the pod to promote.
     promotion: Option<PromotionChoice>,
+    /// The leader restarted under a new replication history (this pass).
+    restart: Option<Restart>,
+    /// The leader's restart is accepted: `acceptHistory` for every pod.
+    accept_restart: Option<AcceptRestart>,
+    /// Under Sentinel: ask the Sentinels to fail over the leader that is held back (once it
+    /// reports the fence), and why.
+    ask_sentinels: Option<&'static str>,
 }
 
 impl Leadership {
@@ -704,6 +867,9 @@ impl Leadership {
             sentinel_epoch: None,
             lost: None,
             promotion: None,
+            restart: None,
+            accept_restart: None,
+            ask_sentinels: None,
         }
     }
 
@@ -916,6 +1082,59 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
                     ),
                 });
                 out.lost = Some(lost);
+                out.ask_sentinels = Some("its primary came back without its data");
+                return out;
+            }
+            if let Some(r) = restarted(view, &out.leader, extra) {
+                let holders = holders(view, &out.leader, &r.had.replid);
+                let answering: Vec<&String> = holders
+                    .iter()
+                    .filter(|h| {
+                        view.pods[*h]
+                            .report
+                            .as_ref()
+                            .is_some_and(|r| r.role.is_some())
+                    })
+                    .collect();
+                let message = if holders.is_empty() {
+                    out.available = Some(accepting(&r));
+                    out.accept_restart = Some(AcceptRestart::of(&out.leader, &r));
+                    out.restart = Some(r);
+                    return out;
+                } else if answering.is_empty() {
+                    format!(
+                        "{}: kept fenced and out of the -leader Service; {} may hold more of its former history but does not answer: waiting for it. To let it take writes again with what it restarted with (losing what only its replicas hold): {}",
+                        r.message,
+                        holders.join(", "),
+                        annotate_command(
+                            view,
+                            redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION,
+                            &r.now.replid
+                        )
+                    )
+                } else {
+                    out.ask_sentinels = Some(
+                        "its primary restarted under a new replication history while a replica holds more of its former one",
+                    );
+                    format!(
+                        "{}: kept fenced and out of the -leader Service; the Sentinels keep a primary that answers, so the operator asks them to fail over (SENTINEL FAILOVER {}) to a replica that holds its former history ({})",
+                        r.message,
+                        names::sentinel_master_name(view.name),
+                        answering
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                out.available = Some(Desired {
+                    type_: cond::PRIMARY_AVAILABLE,
+                    status: Status::False,
+                    reason: cond::REASON_PRIMARY_RESTARTED,
+                    message,
+                });
+                out.lost = Some(r.message.clone());
+                out.restart = Some(r);
                 return out;
             }
             out.available = Some(match availability(view, &out.leader) {
@@ -960,8 +1179,27 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
     }
     let settings = view.spec.failover_settings();
     let lost = lost_data(view, &out.leader, extra);
-    let why = match (&lost, availability(view, &out.leader)) {
-        (Some(lost), _) => lost.clone(),
+    let restart = match lost {
+        Some(_) => None,
+        None => restarted(view, &out.leader, extra),
+    };
+    // A primary that restarted under a new history while no other pod holds its former one
+    // loses nothing to a failover that cannot happen: its restart is accepted.
+    if let Some(r) = &restart
+        && holders(view, &out.leader, &r.had.replid).is_empty()
+    {
+        out.available = Some(accepting(r));
+        out.accept_restart = Some(AcceptRestart::of(&out.leader, r));
+        out.restart = restart;
+        return out;
+    }
+    // Held back: a primary that lost its data, or that restarted while a replica holds more
+    // of its former history. Neither takes writes; both are replaced at once.
+    let held = lost
+        .clone()
+        .or_else(|| restart.as_ref().map(|r| r.message.clone()));
+    let why = match (&held, availability(view, &out.leader)) {
+        (Some(held), _) => held.clone(),
         (None, Err(why)) => why,
         (None, Ok(())) => {
             out.available = Some(Desired {
@@ -973,6 +1211,11 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
             return out;
         }
     };
+    let held_reason = if lost.is_some() {
+        cond::REASON_DATA_LOST
+    } else {
+        cond::REASON_PRIMARY_RESTARTED
+    };
     let was = view
         .previous
         .and_then(|s| conditions::find(&s.conditions, cond::PRIMARY_AVAILABLE))
@@ -981,7 +1224,18 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
         .map(|c| seconds_between(&c.last_transition_time, &view.now))
         .unwrap_or(0);
     let delay = i64::from(settings.primary_unavailable_seconds.max(1));
-    let accept_empty = || {
+    // How the user takes writes on the held primary instead.
+    let accept_held = || {
+        if let Some(r) = &restart {
+            return format!(
+                "; to let it take writes again with what it restarted with (losing what only its replicas hold): {}",
+                annotate_command(
+                    view,
+                    redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION,
+                    &r.now.replid
+                )
+            );
+        }
         copy_of(view, &out.leader)
             .map(|c| {
                 format!(
@@ -995,17 +1249,19 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
             })
             .unwrap_or_default()
     };
+    // A restarted primary is replaced only by a replica that holds its former history.
+    let history = restart.as_ref().map(|r| r.had.replid.as_str());
     let (reason, message) = if view.spec.instances <= 1 {
         (
-            if lost.is_some() {
-                cond::REASON_DATA_LOST
+            if held.is_some() {
+                held_reason
             } else {
                 cond::REASON_UNAVAILABLE
             },
             format!(
                 "{why}; a single-instance cluster has no replica to fail over to{}",
-                if lost.is_some() {
-                    accept_empty()
+                if held.is_some() {
+                    accept_held()
                 } else {
                     String::new()
                 }
@@ -1013,23 +1269,30 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
         )
     } else if !settings.enabled {
         (
-            if lost.is_some() {
-                cond::REASON_DATA_LOST
+            if held.is_some() {
+                held_reason
             } else {
                 cond::REASON_UNAVAILABLE
             },
-            format!("{why}; automatic failover is disabled (spec.failover.enabled: false)"),
+            format!(
+                "{why}; automatic failover is disabled (spec.failover.enabled: false){}",
+                if restart.is_some() {
+                    accept_held()
+                } else {
+                    String::new()
+                }
+            ),
         )
-    } else if lost.is_none() && unavailable_for < delay {
+    } else if held.is_none() && unavailable_for < delay {
         (
             cond::REASON_UNAVAILABLE,
             format!("{why}; failover after {delay}s unavailable (so far {unavailable_for}s)"),
         )
     } else {
-        // A primary that lost its data is replaced at once: waiting does not bring it back.
+        // A primary held back is replaced at once: waiting does not bring its data back.
         match (
             cannot_write(view, &out.leader),
-            failover_candidate(view, &out.leader, extra),
+            failover_candidate(view, &out.leader, extra, history),
         ) {
             (Some(proof), Ok(to)) => {
                 let message = format!(
@@ -1041,12 +1304,12 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
                     to,
                     proof,
                     unavailable_for,
-                    lost: lost.clone(),
+                    lost: held.clone(),
                 });
                 (cond::REASON_FAILING_OVER, message)
             }
-            (None, _) if lost.is_some() => (
-                cond::REASON_DATA_LOST,
+            (None, _) if held.is_some() => (
+                held_reason,
                 format!(
                     "{why}; fencing it and keeping it out of the -leader Service before a replica is promoted"
                 ),
@@ -1066,15 +1329,15 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
                 ),
             ),
             (Some(_), Err(blocked)) => (
-                if lost.is_some() {
-                    cond::REASON_DATA_LOST
+                if held.is_some() {
+                    held_reason
                 } else {
                     cond::REASON_FAILOVER_BLOCKED
                 },
                 format!(
                     "{why}; failover blocked: {blocked}{}",
-                    if lost.is_some() {
-                        accept_empty()
+                    if held.is_some() {
+                        accept_held()
                     } else {
                         String::new()
                     }
@@ -1088,7 +1351,8 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
         reason,
         message,
     });
-    out.lost = lost;
+    out.lost = held;
+    out.restart = restart;
     if let Some(f) = &out.failover {
         out.leader = f.to.pod.clone();
     }
@@ -1181,7 +1445,13 @@ fn desired_for(
         },
         sentinel,
         replicaof_command: Some(replicaof_command(view.uid, view.namespace, view.name)),
-        accept_history: extra.accept_history.clone(),
+        // An accepted restart of the primary goes to every pod: it unfences the primary and
+        // lets its replicas' gates through.
+        accept_history: lead
+            .accept_restart
+            .as_ref()
+            .map(|a| a.replid.clone())
+            .or_else(|| extra.accept_history.clone()),
     }
 }
 
@@ -1279,7 +1549,20 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
     }
 
     let target = target(view.spec);
-    let lead = leadership(view, target, extra);
+    let mut lead = leadership(view, target, extra);
+    if lead.accept_restart.is_none() {
+        lead.accept_restart = accepted_earlier(view, &lead);
+        // Say so while it lasts.
+        if let (Some(a), Some(c)) = (&lead.accept_restart, lead.available.as_mut())
+            && c.status == Status::True
+        {
+            c.message.push_str(&format!(
+                "; its restart under a new replication history was accepted (former history {}): its replicas resynchronise from it",
+                short(&a.former)
+            ));
+        }
+    }
+    let lead = lead;
     let leader = lead.leader.clone();
     let sentinel = lead.decider == Decider::Sentinel;
     // While a promotion waits (for reports, or for the user's choice), every pod keeps
@@ -1402,6 +1685,18 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
             note: c.message.clone(),
         });
     }
+    // A primary that restarted under a new history: once, when it is first seen (the condition
+    // says what happens: a failover, or its restart accepted).
+    if lead.restart.is_some()
+        && was_available.is_none_or(|w| w.reason != cond::REASON_PRIMARY_RESTARTED)
+        && let Some(c) = &lead.available
+    {
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: EventReason::PrimaryRestarted,
+            note: c.message.clone(),
+        });
+    }
     if let Some(choice) = &lead.promotion
         && choice.condition.reason == cond::REASON_NEEDS_CHOICE
         && view
@@ -1504,14 +1799,17 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
         })
         .collect();
 
-    // Under Sentinel, once the primary that lost its data reports the fence, the Sentinels are
-    // asked to fail over: they never replace a primary that answers.
-    let sentinel_failover = (sentinel
-        && lead.lost.is_some()
-        && leader_pod
-            .and_then(|p| p.report.as_ref())
-            .is_some_and(|r| r.fenced))
-    .then(|| names::sentinel_master_name(view.name));
+    // Under Sentinel, once the primary held back (it lost its data, or restarted while a
+    // replica holds more) reports the fence, the Sentinels are asked to fail over: they never
+    // replace a primary that answers.
+    let sentinel_failover_why = lead.ask_sentinels.filter(|_| {
+        sentinel
+            && lead.lost.is_some()
+            && leader_pod
+                .and_then(|p| p.report.as_ref())
+                .is_some_and(|r| r.fenced)
+    });
+    let sentinel_failover = sentinel_failover_why.map(|_| names::sentinel_master_name(view.name));
 
     let (status, status_events) = status(
         view,
@@ -1548,6 +1846,7 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
         leader,
         problems,
         sentinel_failover,
+        sentinel_failover_why: sentinel_failover_why.map(String::from),
         former_source_writable,
     }
 }
@@ -1580,8 +1879,16 @@ fn blocked_message(
     pod: &str,
     b: &redis_cluster_api::report::HistoryBlock,
 ) -> String {
+    let data = match &b.sample {
+        Some(s) if s.error.is_some() => format!(" ({})", s.describe()),
+        Some(s) => format!(
+            " (and not the same data restarted under a new id: {})",
+            s.describe()
+        ),
+        None => String::new(),
+    };
     format!(
-        "{pod} refuses {}'s replication history {}@{} ({} keys): it holds {}@{} ({} keys{}), which that history does not contain, and keeps its data instead of replicating. To replace its data with the upstream's: {}",
+        "{pod} refuses {}'s replication history {}@{} ({} keys): it holds {}@{} ({} keys{}), which that history does not contain{data}, and keeps its data instead of replicating. To replace its data with the upstream's: {}",
         b.upstream.address,
         short(&b.upstream.replid),
         b.upstream.offset,
@@ -1660,6 +1967,13 @@ fn status(
                     ),
                     Some(r) => r.error.clone().or_else(|| r.link_error.clone()),
                 },
+                same_data_resync: match r {
+                    Some(r) if r.same_data_resync.is_some() => r
+                        .same_data_resync
+                        .as_ref()
+                        .map(|d| d.upstream.replid.clone()),
+                    _ => last.and_then(|l| l.same_data_resync.clone()),
+                },
             }
         })
         .collect();
@@ -1682,6 +1996,40 @@ fn status(
                 note: format!(
                     "{} held {bytes} bytes its upstream's new primary never received: it resynchronises in full and those writes are lost (the new primary never had them either)",
                     i.name
+                ),
+            });
+        }
+    }
+
+    // A pod that followed an upstream under another history because it holds the same data (a
+    // source that restarted with its data): once per upstream history.
+    for (name, pod) in view.pods {
+        let Some(d) = pod
+            .report
+            .as_ref()
+            .and_then(|r| r.same_data_resync.as_ref())
+        else {
+            continue;
+        };
+        let before = previous
+            .instances_status
+            .iter()
+            .find(|p| &p.name == name)
+            .and_then(|p| p.same_data_resync.as_deref());
+        if before != Some(d.upstream.replid.as_str()) {
+            events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: EventReason::SourceRestarted,
+                note: format!(
+                    "{name} resynchronised in full from {} although it came back under another replication history ({}@{}, {} keys; {name} held {}@{}, {} keys): {}, so it is the same data restarted under a new replication id (Redis with appendonly restarts under a new id). What the upstream lost in its restart (with appendfsync everysec, up to its last second of writes) is lost here too",
+                    d.upstream.address,
+                    short(&d.upstream.replid),
+                    d.upstream.offset,
+                    d.upstream.keys,
+                    short(&d.ours.replid),
+                    d.ours.offset,
+                    d.ours.keys,
+                    d.sample.describe()
                 ),
             });
         }
@@ -2041,6 +2389,13 @@ fn status(
         instances: view.pods.len() as i32,
         ready_instances,
         instances_status,
+        accepted_restart: lead.accept_restart.as_ref().map(|a| {
+            redis_cluster_api::AcceptedRestart {
+                pod: a.pod.clone(),
+                replication_id: a.replid.clone(),
+                former_replication_id: a.former.clone(),
+            }
+        }),
     };
     (status, events)
 }

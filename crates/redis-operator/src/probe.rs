@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis_topology::FormerSource;
+use redis_topology::{FailoverFrom, FormerSource};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -273,11 +273,15 @@ impl FormerSources {
 }
 
 /// Ask the Sentinels at `addresses` (`host:port`), one after the other, to fail over `master`
-/// (`SENTINEL FAILOVER`): Ok with the Sentinel that accepted, else every refusal.
+/// (`SENTINEL FAILOVER`): Ok with the Sentinel that accepted, else every refusal. With `from`,
+/// only while the Sentinel asked still names that pod as the primary: a request that reaches
+/// the Sentinels after their failover (the operator asks at every reconcile until the pods
+/// report the new primary) would otherwise replace its successor.
 pub async fn sentinel_failover(
     addresses: &[String],
     master: &str,
     password: Option<&str>,
+    from: Option<&FailoverFrom>,
 ) -> Result<String, String> {
     let mut refused = Vec::new();
     for address in addresses {
@@ -291,13 +295,38 @@ pub async fn sentinel_failover(
         let ask = async {
             let mut c = Conn::connect(host, port).await?;
             c.auth(password).await?;
+            if let Some(from) = from {
+                let named = match c
+                    .call(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", master])
+                    .await?
+                {
+                    Reply::Array(a) => match (a.first().and_then(Reply::text), a.get(1)) {
+                        (Some(h), Some(p)) => p
+                            .text()
+                            .and_then(|p| p.parse::<u16>().ok())
+                            .map(|p| (h.to_string(), p)),
+                        _ => None,
+                    },
+                    Reply::Error(e) => return Err(e),
+                    _ => None,
+                };
+                if let Some((h, p)) = named
+                    && !from.is(&h, p)
+                {
+                    return Ok(Err(format!(
+                        "not asked: the Sentinels name {h}:{p} as the primary of {master} now, not {} (they failed over already)",
+                        from.pod
+                    )));
+                }
+            }
             match c.call(&["SENTINEL", "FAILOVER", master]).await? {
                 Reply::Error(e) => Err(e),
-                _ => Ok(()),
+                _ => Ok(Ok(())),
             }
         };
         match tokio::time::timeout(TIMEOUT, ask).await {
-            Ok(Ok(())) => return Ok(address.clone()),
+            Ok(Ok(Ok(()))) => return Ok(address.clone()),
+            Ok(Ok(Err(done))) => return Err(done),
             Ok(Err(e)) => refused.push(format!("{address}: {e}")),
             Err(_) => refused.push(format!("{address}: no answer")),
         }
@@ -344,6 +373,80 @@ mod tests {
         ));
     }
 
+    /// A request that reaches the Sentinels after they failed over is not sent: it would
+    /// replace the successor. (A real redis-sentinel monitoring a primary nobody runs.)
+    #[tokio::test]
+    async fn the_sentinels_are_asked_only_while_they_name_the_pod_to_replace() {
+        use redis_test_support::process::{ScratchDir, free_port, require};
+        require("redis-sentinel");
+        let dir = ScratchDir::new("probe-sentinel");
+        let (port, master_port) = (free_port(), free_port());
+        let conf = dir.path("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor cache 127.0.0.1 {master_port} 1\n"
+            ),
+        )
+        .unwrap();
+        let _sentinel = redis_test_support::redis::spawn_on(
+            "redis-sentinel",
+            "sentinel",
+            None,
+            &conf,
+            &dir.path("sentinel.log"),
+        )
+        .unwrap();
+        let sentinels = [format!("127.0.0.1:{port}")];
+        let mut answered = false;
+        for _ in 0..50 {
+            if Conn::connect("127.0.0.1", port).await.is_ok() {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(answered, "the Sentinel did not start");
+        let other = FailoverFrom {
+            pod: "cache-1".into(),
+            address: "127.0.0.2".into(),
+            port: master_port,
+        };
+        let e = sentinel_failover(&sentinels, "cache", None, Some(&other))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "not asked: the Sentinels name 127.0.0.1:{master_port} as the primary of cache now, not cache-1 (they failed over already)"
+            )
+        );
+        // The pod they name: asked (this Sentinel has no replica to promote, and says so).
+        let this = FailoverFrom {
+            address: "127.0.0.1".into(),
+            ..other
+        };
+        let e = sentinel_failover(&sentinels, "cache", None, Some(&this))
+            .await
+            .unwrap_err();
+        assert!(e.contains("NOGOODSLAVE"), "{e}");
+    }
+
+    #[test]
+    fn the_pod_a_sentinel_names() {
+        let from = FailoverFrom {
+            pod: "cache-0".into(),
+            address: "cache-0.cache-headless.production.svc.cluster.local".into(),
+            port: 6379,
+        };
+        assert!(from.is("cache-0.cache-headless.production.svc.cluster.local", 6379));
+        assert!(from.is("cache-0.cache-headless", 6379));
+        assert!(from.is("cache-0", 6379));
+        assert!(!from.is("cache-0", 6380));
+        assert!(!from.is("cache-01.cache-headless", 6379));
+        assert!(!from.is("cache-1.cache-headless.production.svc.cluster.local", 6379));
+    }
+
     #[tokio::test]
     async fn a_closed_port_is_unreachable_not_an_error() {
         let port = {
@@ -359,7 +462,7 @@ mod tests {
             FormerSource::Unreachable(m) if m.contains("TLS")
         ));
         assert!(
-            sentinel_failover(&[format!("127.0.0.1:{port}")], "x", None)
+            sentinel_failover(&[format!("127.0.0.1:{port}")], "x", None, None)
                 .await
                 .is_err()
         );

@@ -343,7 +343,12 @@ async fn sentinel_failover<P: Platform>(
         None => None,
     };
     let result = platform
-        .request_sentinel_failover(addresses, master.to_string(), password)
+        .request_sentinel_failover(
+            addresses,
+            master.to_string(),
+            password,
+            plan.sentinel_failover_from.clone(),
+        )
         .await;
     let first = plan.events.iter().any(|e| {
         matches!(

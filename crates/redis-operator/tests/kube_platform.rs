@@ -106,7 +106,7 @@ async fn pod_metadata_is_merge_patched_with_only_what_changed() {
         let (ct, body) = expect(
             &mut handle,
             http::Method::PATCH,
-            "/api/v1/namespaces/production/pods/dr-redis-0?",
+            "/api/v1/namespaces/production/pods/dr-redis-0?&fieldManager=redis-operator",
             StatusCode::OK,
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dr-redis-0"}}),
         )

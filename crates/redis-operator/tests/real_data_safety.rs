@@ -18,10 +18,19 @@
 //!   asks the Sentinels to fail over to a replica that holds the data.
 //! - path 4: the primary dies while the replica in sync has its sidecar restarting and the other
 //!   replica is megabytes behind: the failover waits for the close one instead of losing data.
+//! - a primary whose redis-server restarts with its data (pods run the operator's redis.conf:
+//!   appendonly, `appendfsync everysec`) while a writer waits for one replica (`WAIT 1`): it
+//!   comes back under a new replication id, without the tail of its AOF the crash cost it
+//!   (cut by hand: a killed process loses nothing the kernel has, a node crash does), so
+//!   without acknowledged writes its replicas hold. It takes no write, a replica with every
+//!   acknowledged write takes over (standalone: the operator's failover; sentinel mode: the
+//!   Sentinels, asked by the operator), and it rejoins as that replica's replica.
 //!
 //! On the code before issue 12 the first three fail: pod 0 is promoted and the writes only its
 //! peers held are gone; the recreated empty primary is published primary and takes writes; the
-//! replica 2 MB behind is promoted and the writes it never received are gone.
+//! replica 2 MB behind is promoted and the writes it never received are gone. On the code before
+//! the restart guard the last two fail: the restarted primary lifts its fence and takes writes,
+//! the acknowledged writes it lost are gone from the primary, and its replicas stop replicating.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +44,7 @@ use redis_cluster_api::RedisCluster;
 use redis_cluster_api::labels as l;
 use redis_instance_manager::reconcile::{Manager, ManagerConfig, Shared};
 use redis_operator::objects::Settings;
+use redis_operator::platform::Call;
 use redis_operator::platform::{MemoryPlatform, PodInfo};
 use redis_operator::reconcile::reconcile;
 use redis_test_support::process::{ScratchDir, free_port, require};
@@ -67,6 +77,9 @@ struct World {
     /// Seconds added to the real clock: failover clocks run without the test sleeping.
     skew: i64,
     started: Instant,
+    /// Pods run the operator's own redis.conf (appendonly, fenced from boot), included from
+    /// this file as the pod's /data/redis.conf includes the ConfigMap's.
+    template: Option<(ScratchDir, PathBuf)>,
 }
 
 fn replicaof_name(rc: &RedisCluster) -> String {
@@ -74,8 +87,30 @@ fn replicaof_name(rc: &RedisCluster) -> String {
 }
 
 /// A data pod's redis-server: boots fenced, `REPLICAOF` renamed for its cluster, as the
-/// operator's redis.conf has it.
-fn start_redis(rc: &RedisCluster, host: &str, port: u16) -> RedisServer {
+/// operator's redis.conf has it. With `template` (the operator's redis.conf), that file is
+/// included instead, with `appendonly yes`, as a pod runs it: what the instance manager's
+/// `CONFIG REWRITE` writes lands in the pod's own file, after the include, so a restarted
+/// redis-server boots fenced again (the rewrite leaves out the default 0 of
+/// `min-replicas-to-write`).
+fn start_redis(
+    rc: &RedisCluster,
+    host: &str,
+    port: u16,
+    template: Option<&std::path::Path>,
+) -> RedisServer {
+    if let Some(t) = template {
+        return RedisServer::start(RedisOpts {
+            host: host.into(),
+            port,
+            conf: vec![
+                format!("include {}", t.display()),
+                format!("replica-announce-ip {host}"),
+                "repl-backlog-size 64mb".into(),
+            ],
+            extra: ["--appendonly", "yes"].map(String::from).to_vec(),
+            ..Default::default()
+        });
+    }
     RedisServer::start(RedisOpts {
         host: host.into(),
         port,
@@ -118,6 +153,15 @@ fn manager(
 
 impl World {
     fn new(yaml: &str, net: u8) -> World {
+        World::build(yaml, net, false)
+    }
+
+    /// Pods that run the operator's redis.conf (appendonly, `appendfsync everysec`).
+    fn with_pod_config(yaml: &str, net: u8) -> World {
+        World::build(yaml, net, true)
+    }
+
+    fn build(yaml: &str, net: u8, pod_config: bool) -> World {
         require("redis-server");
         let mut rc: RedisCluster = serde_yaml::from_str(yaml).unwrap();
         rc.metadata.uid = Some(format!("uid-{net}"));
@@ -138,7 +182,20 @@ impl World {
             pods: vec![],
             skew: 0,
             started: Instant::now(),
+            template: None,
         };
+        if pod_config {
+            let dir = ScratchDir::new("pod-config");
+            let path = dir.path("redis.conf");
+            // The pod's data directory is the test's: `dir /data` is left out.
+            let conf: String = redis_operator::config::redis_conf(&w.rc)
+                .lines()
+                .filter(|l| !l.starts_with("dir "))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&path, conf).unwrap();
+            w.template = Some((dir, path));
+        }
         for i in 0..w.rc.spec.instances {
             w.add_pod(i as u8);
         }
@@ -159,7 +216,8 @@ impl World {
         let name = format!("{}-{i}", self.name());
         let host = self.host(i);
         let state = ScratchDir::new("im-state");
-        let redis = start_redis(&self.rc, &host, self.port);
+        let template = self.template.as_ref().map(|(_, p)| p.as_path());
+        let redis = start_redis(&self.rc, &host, self.port, template);
         let (manager, shared) = manager(&self.rc, &name, &host, self.port, state.0.clone());
         self.platform.add_pod(
             NS,
@@ -296,6 +354,53 @@ impl World {
 
     fn index(&self, pod: &str) -> usize {
         self.pods.iter().position(|p| p.name == pod).unwrap()
+    }
+
+    /// The pod's redis-server crashes with its node, and the kubelet restarts the container at
+    /// once (same data directory and configuration): SIGKILL, the incremental AOF cut back to
+    /// `on_disk` bytes (what the node's crash cost it: the writes not yet on disk), start.
+    fn crash_and_restart(&mut self, i: usize, on_disk: u64) {
+        self.signal(i, "-KILL");
+        std::thread::sleep(Duration::from_millis(100));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.incr_aof(i))
+            .unwrap();
+        f.set_len(on_disk).unwrap();
+        drop(f);
+        self.pods[i].redis.as_mut().unwrap().restart();
+    }
+
+    /// The incremental file of pod `i`'s multi-part AOF.
+    fn incr_aof(&self, i: usize) -> PathBuf {
+        let dir = self.pods[i]
+            .redis
+            .as_ref()
+            .unwrap()
+            .dir
+            .path("appendonlydir");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".incr.aof"))
+            .expect("an incremental AOF file")
+    }
+
+    /// The notes of the Events recorded so far with `reason`.
+    fn events(&self, reason: &str) -> Vec<String> {
+        self.platform
+            .state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Event {
+                    reason: r, note, ..
+                } if r.as_str() == reason => Some(note.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     fn signal(&self, i: usize, signal: &str) {
@@ -784,6 +889,309 @@ async fn under_sentinel_an_empty_recreated_primary_stays_fenced_and_the_sentinel
     assert!(
         drops.values().all(|d| *d == 0),
         "a replica's key set was flushed: {drops:?}"
+    );
+    drop(sentinels);
+}
+
+/// Writes to `addr` from a thread, `SET` then `WAIT 1`, as fast as it can: every key a replica
+/// acknowledged is recorded. Counts the writes accepted on a connection opened after `crashed`
+/// was set (the restarted primary must take none).
+struct AckedWriter {
+    stop: Arc<AtomicBool>,
+    crashed: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    after_crash: Arc<AtomicI64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AckedWriter {
+    fn start(addr: String, prefix: &'static str) -> AckedWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let crashed = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let after_crash = Arc::new(AtomicI64::new(0));
+        let (s, c, a, n) = (
+            stop.clone(),
+            crashed.clone(),
+            acked.clone(),
+            after_crash.clone(),
+        );
+        let handle = std::thread::spawn(move || {
+            let mut conn: Option<(Conn, bool)> = None;
+            let value = "w".repeat(100);
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                if conn.is_none() {
+                    let opened_after_crash = c.load(Ordering::SeqCst);
+                    conn = Conn::connect(&addr, None, Duration::from_millis(200))
+                        .ok()
+                        .map(|c| (c, opened_after_crash));
+                    if conn.is_none() {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                }
+                let (cx, after) = conn.as_mut().unwrap();
+                i += 1;
+                let key = format!("{prefix}:{i}");
+                match cx.cmd(&["SET", &key, &value]) {
+                    Ok(Reply::Simple(ok)) if ok == "OK" => {
+                        if *after {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => {
+                        conn = None;
+                        continue;
+                    }
+                }
+                match cx.cmd(&["WAIT", "1", "200"]) {
+                    Ok(Reply::Int(k)) if k >= 1 => a.lock().unwrap().push(key),
+                    Ok(_) => {}
+                    Err(_) => conn = None,
+                }
+            }
+        });
+        AckedWriter {
+            stop,
+            crashed,
+            acked,
+            after_crash,
+            handle: Some(handle),
+        }
+    }
+
+    fn acked(&self) -> Vec<String> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    /// Stop; every acknowledged key, and the writes the restarted primary accepted.
+    fn finish(mut self) -> (Vec<String>, i64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap();
+        (self.acked(), self.after_crash.load(Ordering::Relaxed))
+    }
+}
+
+/// A primary restarted with its data (appendonly), in standalone mode: the operator's failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_restarted_with_its_data_takes_no_write_and_a_replica_with_every_acknowledged_write_takes_over()
+ {
+    let mut w = World::with_pod_config(STANDALONE, 75);
+    w.until("a primary and two linked replicas", 30, |w| {
+        w.primary().as_deref() == Some("cache-0") && w.linked(1) && w.linked(2)
+    })
+    .await;
+    let before = write_burst(&w.addr(0), "before", 200, 100, 2);
+    let writer = AckedWriter::start(w.addr(0), "acked");
+    for _ in 0..5 {
+        w.step().await;
+    }
+    // What is on the primary's disk now; the writes of the next 300 ms are lost with its node.
+    let on_disk = std::fs::metadata(w.incr_aof(0)).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.crashed.store(true, Ordering::SeqCst);
+    let sampler = Sampler::start(vec![w.addr(1), w.addr(2)]);
+    w.crash_and_restart(0, on_disk);
+    let acked_at_crash = writer.acked();
+    let lost_by_the_primary = missing(&w.addr(0), &acked_at_crash);
+    assert!(
+        !lost_by_the_primary.is_empty(),
+        "the cut AOF tail held acknowledged writes"
+    );
+    let replaced = w
+        .eventually(30, |w| w.primary().is_some_and(|p| p != "cache-0"))
+        .await;
+    assert!(replaced, "no replica took over from the restarted primary");
+    let primary = w.primary().unwrap();
+    w.until("the restarted pod rejoined as a replica", 30, |w| {
+        w.linked(0)
+    })
+    .await;
+    let (acked, accepted) = writer.finish();
+    assert_eq!(accepted, 0, "the restarted primary accepted writes");
+    // The data first: every acknowledged write on the new primary, then on every pod.
+    let p = w.index(&primary);
+    let keys: Vec<String> = before.iter().chain(&acked).cloned().collect();
+    let lost = missing(&w.addr(p), &keys);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost (the restarted primary lost {} of them), e.g. {:?}",
+        lost.len(),
+        lost_by_the_primary.len(),
+        lost.first()
+    );
+    let after = write_burst(&w.addr(p), "after", 50, 100, 2);
+    let keys: Vec<String> = keys.into_iter().chain(after).collect();
+    for i in 0..3 {
+        let addr = w.addr(i);
+        w.until("every pod holds every acknowledged write", 20, |_| {
+            missing(&addr, &keys).is_empty()
+        })
+        .await;
+    }
+    let drops = sampler.finish();
+    assert!(
+        drops.values().all(|d| *d == 0),
+        "a replica's key set was flushed: {drops:?}"
+    );
+    let restarted = w.events("PrimaryRestarted");
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert!(
+        restarted[0].starts_with("cache-0 restarted under a new replication history")
+            && restarted[0].contains(&format!("failing over to {primary}")),
+        "{restarted:?}"
+    );
+    eprintln!(
+        "restarted primary: {} acknowledged writes (WAIT 1), {} of them lost by the restarted primary, all on {primary}",
+        acked.len(),
+        lost_by_the_primary.len()
+    );
+}
+
+/// A primary restarted with its data (appendonly) under Sentinel, before the Sentinels notice:
+/// the operator asks them to fail over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_sentinel_a_primary_restarted_with_its_data_stays_fenced_and_the_sentinels_fail_over()
+{
+    require("redis-sentinel");
+    let net = 76;
+    let yaml = format!("{STANDALONE}  mode: sentinel\n").replace(
+        "failover: {primaryUnavailableSeconds: 2}",
+        "sentinel: {downAfterMilliseconds: 5000, failoverTimeoutMilliseconds: 5000}",
+    );
+    let mut w = World::with_pod_config(&yaml, net);
+    let sentinel_port = free_port();
+    let scratch = ScratchDir::new("sentinels");
+    let mut sentinels = Vec::new();
+    let mut addresses = Vec::new();
+    for i in 0..3u8 {
+        let host = format!("127.0.{net}.{}", 30 + i);
+        let conf = scratch.path(&format!("sentinel-{i}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "{}port {sentinel_port}\nbind {host}\nsentinel announce-ip {host}\n",
+                redis_operator::config::sentinel_conf_with_monitor(&w.rc, &w.host(0), w.port)
+            ),
+        )
+        .unwrap();
+        sentinels.push(
+            redis_test_support::redis::spawn_on(
+                "redis-sentinel",
+                &format!("sentinel-{i}"),
+                None,
+                &conf,
+                &scratch.path(&format!("sentinel-{i}.log")),
+            )
+            .unwrap(),
+        );
+        addresses.push(format!("{host}:{sentinel_port}"));
+    }
+    w.env.sentinel_addresses = Some(addresses.clone());
+    let elected = |w: &World, pod: usize| {
+        w.rc.status.as_ref().is_some_and(|s| {
+            s.instances_status
+                .iter()
+                .all(|i| i.name != w.pods[pod].name || i.role.as_deref() == Some("primary"))
+        }) && w.pods.iter().all(|p| {
+            p.shared.report().sentinel_primary.as_deref()
+                == Some(format!("{}:{}", w.pods[pod].host, w.port).as_str())
+        })
+    };
+    w.until("cache-0 elected, two linked replicas", 40, |w| {
+        elected(w, 0) && w.linked(1) && w.linked(2)
+    })
+    .await;
+    let know_both = |a: &String| {
+        Conn::connect(a, None, Duration::from_secs(1))
+            .and_then(|mut c| c.cmd(&["SENTINEL", "REPLICAS", "cache"]))
+            .is_ok_and(|r| matches!(r, Reply::Array(Some(items)) if items.len() == 2))
+    };
+    w.until("every Sentinel knows both replicas", 40, |_| {
+        addresses.iter().all(know_both)
+    })
+    .await;
+    let writer = AckedWriter::start(w.addr(0), "acked");
+    for _ in 0..5 {
+        w.step().await;
+    }
+    let on_disk = std::fs::metadata(w.incr_aof(0)).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The writer stops just before the crash and both replicas catch up: the Sentinels choose
+    // among replicas by the offsets they last polled (up to 10 s old), so with writes in flight
+    // they may elect the replica a few acknowledged writes behind the other (their own
+    // property, not what this test is about).
+    let (acked, _) = writer.finish();
+    let offset = |addr: &str, field: &str| -> i64 {
+        let info = connect(addr).cmd(&["INFO", "replication"]).unwrap().text();
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{field}:")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1)
+    };
+    let (a0, a1, a2) = (w.addr(0), w.addr(1), w.addr(2));
+    w.until("both replicas caught up", 10, |_| {
+        let at = offset(&a0, "master_repl_offset");
+        offset(&a1, "slave_repl_offset") == at && offset(&a2, "slave_repl_offset") == at
+    })
+    .await;
+    let sampler = Sampler::start(vec![w.addr(1), w.addr(2)]);
+    w.crash_and_restart(0, on_disk);
+    let probe = WriteProbe::start(w.addr(0));
+    let lost_by_the_primary = missing(&w.addr(0), &acked);
+    assert!(
+        !lost_by_the_primary.is_empty(),
+        "the cut AOF tail held acknowledged writes"
+    );
+    let replaced = w
+        .eventually(40, |w| {
+            w.primary().is_some_and(|p| p != "cache-0") && (elected(w, 1) || elected(w, 2))
+        })
+        .await;
+    assert_eq!(
+        probe.accepted.load(Ordering::Relaxed),
+        0,
+        "the restarted primary accepted writes"
+    );
+    assert!(replaced, "the Sentinels did not fail over");
+    let primary = w.primary().unwrap();
+    let p = w.index(&primary);
+    let lost = missing(&w.addr(p), &acked);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost (the restarted primary lost {} of them)",
+        lost.len(),
+        lost_by_the_primary.len()
+    );
+    let a0 = w.addr(0);
+    w.until(
+        "the restarted pod rejoined with every acknowledged write",
+        40,
+        |_| missing(&a0, &acked).is_empty(),
+    )
+    .await;
+    assert_eq!(probe.finish(), 0);
+    let drops = sampler.finish();
+    assert!(
+        drops.values().all(|d| *d == 0),
+        "a replica's key set was flushed: {drops:?}"
+    );
+    let asked = w.events("SentinelFailover");
+    assert!(
+        asked.iter().any(|n| n.ends_with(
+            "its primary restarted under a new replication history while a replica holds more of its former one"
+        )),
+        "{asked:?}"
+    );
+    eprintln!(
+        "restarted primary under Sentinel: {} acknowledged writes (WAIT 1), {} of them lost by the restarted primary, all on {primary}",
+        acked.len(),
+        lost_by_the_primary.len()
     );
     drop(sentinels);
 }

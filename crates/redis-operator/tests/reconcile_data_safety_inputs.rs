@@ -1,7 +1,8 @@
 //! Issue 12 through the reconcile pipeline, with what the in-memory Kubernetes gained for it: a
-//! pod being deleted (path 5), the former source's probe (path 6), and the Sentinels asked to
-//! fail over a primary that came back without its data (path 3). (`reconcile_data_safety.rs`
-//! holds the cases the older API can express.)
+//! pod being deleted (path 5), the former source's probe (path 6), the Sentinels asked to fail
+//! over a primary that came back without its data (path 3), and a primary that restarted under a
+//! new replication history (appendonly): failed over, the Sentinels asked, or its restart
+//! accepted. (`reconcile_data_safety.rs` holds the cases the older API can express.)
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use redis_cluster_api::RedisCluster;
 use redis_cluster_api::names;
-use redis_cluster_api::report::{InstanceReport, ObservedRole};
+use redis_cluster_api::report::{HistoryPosition, InstanceReport, ObservedRole, PrimaryRestart};
 use redis_cluster_api::topology::{DesiredTopology, Role};
 use redis_operator::objects::Settings;
 use redis_operator::platform::{Call, MemoryPlatform, PodInfo};
@@ -360,4 +361,129 @@ async fn the_sentinels_are_asked_to_fail_over_a_primary_back_without_its_data() 
     let (_, calls) = h.step().await;
     assert!(event_note(&calls, "SentinelFailover").is_none());
     assert_eq!(h.platform.state.lock().unwrap().sentinel_failovers.len(), 2);
+}
+
+// A primary that restarted under a new replication history (Redis with appendonly).
+
+const R: &str = "9999999999999999999999999999999999999999";
+
+/// `pod`'s Redis restarted from its append-only file under history R: its instance manager
+/// keeps it fenced and says so.
+fn restarted(h: &Harness, pod: &str) {
+    let mut r = h.platform.state.lock().unwrap().reports[pod].clone();
+    let had = HistoryPosition {
+        replid: H.into(),
+        offset: 5000,
+        keys: 10,
+    };
+    r.role = Some(ObservedRole::Primary);
+    r.master_replid = Some(R.into());
+    r.master_repl_offset = Some(0);
+    r.repl_offset = Some(0);
+    r.fenced = true;
+    r.ready = false;
+    r.recorded_history = Some(had.clone());
+    r.restarted_primary = Some(PrimaryRestart {
+        had,
+        now: HistoryPosition {
+            replid: R.into(),
+            offset: 0,
+            keys: 10,
+        },
+    });
+    h.platform.set_report(pod, Some(r));
+}
+
+#[tokio::test]
+async fn a_restarted_primary_is_failed_over_and_said_so() {
+    let mut h = Harness::new(STANDALONE);
+    h.converge().await;
+    restarted(&h, "cache-0");
+    let (_, calls) = h.step().await;
+    assert_eq!(h.topology("cache-0").role, Role::Fenced);
+    assert_eq!(h.topology("cache-1").role, Role::Primary);
+    let fenced_first = kinds(&calls)
+        .iter()
+        .position(|k| k == "patch pod/cache-0")
+        .unwrap();
+    let promoted = kinds(&calls)
+        .iter()
+        .position(|k| k == "patch pod/cache-1")
+        .unwrap();
+    assert!(fenced_first < promoted, "{:?}", kinds(&calls));
+    let restarted = event_note(&calls, "PrimaryRestarted").unwrap();
+    assert!(
+        restarted.starts_with("cache-0 restarted under a new replication history (now 999999999999@0, 10 keys; as primary it held 111111111111@5000, 10 keys)")
+            && restarted.ends_with("failing over to cache-1 (replication offset 5000)"),
+        "{restarted}"
+    );
+    assert!(event_note(&calls, "FailingOver").is_some());
+    assert_eq!(h.condition("PrimaryAvailable").1, "FailingOver");
+    assert_eq!(
+        h.platform.pod("production", "cache-1").unwrap().labels["redis.io/role"],
+        "primary"
+    );
+}
+
+#[tokio::test]
+async fn the_sentinels_are_asked_to_fail_over_a_restarted_primary() {
+    let mut h = Harness::new(&format!("{STANDALONE}  mode: sentinel\n"));
+    h.converge().await;
+    for i in 0..3 {
+        let pod = format!("cache-{i}");
+        let mut r = h.platform.state.lock().unwrap().reports[&pod].clone();
+        r.sentinel_primary = Some(format!(
+            "{}:6379",
+            names::pod_fqdn("cache", "production", "cache-0")
+        ));
+        r.sentinel_epoch = Some(0);
+        r.role = Some(if i == 0 {
+            ObservedRole::Primary
+        } else {
+            ObservedRole::Replica
+        });
+        h.platform.set_report(&pod, Some(r));
+    }
+    h.step().await;
+    restarted(&h, "cache-0");
+    let (_, calls) = h.step().await;
+    assert_eq!(h.condition("PrimaryAvailable").1, "PrimaryRestarted");
+    assert_eq!(h.topology("cache-0").role, Role::Fenced);
+    assert_eq!(
+        h.platform.state.lock().unwrap().sentinel_failovers,
+        ["cache"]
+    );
+    assert!(event_note(&calls, "PrimaryRestarted").is_some());
+    // Nobody listens at the Sentinels' addresses here: the refusal is said once.
+    let note = event_note(&calls, "SentinelFailover").unwrap();
+    assert!(
+        note.starts_with("Could not ask the Sentinels to fail over cache"),
+        "{note}"
+    );
+    let (_, calls) = h.step().await;
+    assert!(event_note(&calls, "SentinelFailover").is_none());
+}
+
+#[tokio::test]
+async fn a_single_instance_s_restart_is_accepted_through_its_topology() {
+    let mut h = Harness::new(&STANDALONE.replace("instances: 3", "instances: 1"));
+    h.converge().await;
+    restarted(&h, "cache-0");
+    let (_, calls) = h.step().await;
+    let t = h.topology("cache-0");
+    assert_eq!(
+        (t.role, t.accept_history.as_deref()),
+        (Role::Primary, Some(R))
+    );
+    assert!(event_note(&calls, "PrimaryRestarted").is_some());
+    let status = h.rc.status.clone().unwrap();
+    let accepted = status.accepted_restart.expect("status.acceptedRestart");
+    assert_eq!(
+        (accepted.pod.as_str(), accepted.replication_id.as_str()),
+        ("cache-0", R)
+    );
+    assert_eq!(
+        serde_json::to_value(&h.rc.status).unwrap()["acceptedRestart"]["formerReplicationId"],
+        H
+    );
 }

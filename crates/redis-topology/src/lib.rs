@@ -14,4 +14,4 @@ pub mod plan;
 pub mod validate;
 
 pub use events::{EventReason, EventType, PlannedEvent};
-pub use plan::{Environment, Extra, FormerSource, Plan, PodView, plan, plan_with};
+pub use plan::{Environment, Extra, FailoverFrom, FormerSource, Plan, PodView, plan, plan_with};

@@ -28,9 +28,17 @@
 //!    primary before the promotion of the new one, and only once the old primary is proven not
 //!    to accept writes (its Redis container is not running, its pod is gone, or it reports
 //!    itself fenced or a replica). A primary that merely does not answer is never replaced.
-//! 2. Leader first: while the leader is being made primary, the other pods keep their current
-//!    upstream until the leader reports, at the published epoch, that it is primary. Only then
-//!    are they re-pointed to it.
+//! 2. Leader first: while the leader is being made primary in a failover, the other pods keep
+//!    their current upstream until the leader reports, at the published epoch, that it is
+//!    primary. Only then are they re-pointed to it. A promotion out of replica mode whose leader
+//!    reports is the exception: the others are re-pointed to the leader first, in the same pass,
+//!    and replicate it (chained) while it still replicates the source; the leader is told to be
+//!    primary last. Left on the source until the leader confirmed, they would go on taking the
+//!    source's stream past the leader's promotion point whenever the source is still alive (a DR
+//!    test, an operator that dies between two writes) and then need a full resync of
+//!    everything; chained, they never get ahead of it, whatever write the operator dies after,
+//!    and continue with a partial resync once it is primary (Redis keeps the source's history as
+//!    its second replication id). A leader that does not report keeps the others on the source.
 //! 3. Epochs only grow: a changed topology is published with an epoch above every epoch
 //!    currently published in the cluster, so an instance manager never applies a stale one.
 //! 4. Only what changed is published; an unchanged cluster yields an empty plan.
@@ -155,6 +163,27 @@ pub struct ClusterView<'a> {
     pub now: Time,
 }
 
+/// The pod a failover request replaces, as the Sentinels know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverFrom {
+    pub pod: String,
+    /// Its address (the host the Sentinels name, or the pod's name followed by its domain).
+    pub address: String,
+    pub port: u16,
+}
+
+impl FailoverFrom {
+    /// Whether the Sentinels' `host:port` for the primary is this pod.
+    pub fn is(&self, host: &str, port: u16) -> bool {
+        port == self.port
+            && (host == self.address
+                || host == self.pod
+                || host
+                    .strip_prefix(self.pod.as_str())
+                    .is_some_and(|rest| rest.starts_with('.')))
+    }
+}
+
 /// What to do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -183,6 +212,9 @@ pub struct Plan {
     pub sentinel_failover: Option<String>,
     /// Why the Sentinels are asked (`its primary came back without its data`, ...).
     pub sentinel_failover_why: Option<String>,
+    /// The primary the Sentinels are asked to replace: they are asked only while they still
+    /// name it (a request that reaches them after their failover would replace its successor).
+    pub sentinel_failover_from: Option<FailoverFrom>,
     /// After a promotion: whether the former source accepts writes (None: not probed or not
     /// reachable), for the operator's metric.
     pub former_source_writable: Option<bool>,
@@ -1589,8 +1621,9 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
     // While a promotion waits, the leader is a replica of the source like the others: that is
     // no confirmed promotion.
     let leader_confirmed = !promotion_waits && confirmed(leader_pod, &leader_want);
-    // Rule 2: while the leader is becoming primary, nobody else moves. Under Sentinel the pods
-    // only follow an election that already happened, so there is nothing to sequence.
+    // Rule 2: while the leader is becoming primary, nobody else moves, except in a promotion out
+    // of replica mode (see the module doc). Under Sentinel the pods only follow an election that
+    // already happened, so there is nothing to sequence.
     let hold_others = leader_want.role == Role::Primary && !leader_confirmed && !sentinel;
     // Demoting: the leader was made primary by us and has not yet applied its return to replica.
     // A fresh pod also reports `master` (Redis starts that way) but has applied nothing yet.
@@ -1616,6 +1649,30 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
     let promoting = leader_want.role == Role::Primary
         && leader_published_role.is_some_and(|r| r != Role::Primary);
     let had_primary = view.previous.is_some_and(|s| s.current_primary.is_some());
+    // Why the leader's topology is not published in this pass, if it is not.
+    let leader_held = |name: &str, want: &DesiredTopology| -> bool {
+        let current = view.pods[name].published.as_ref();
+        // Never promote a replica in the middle of a full sync: it would serve its old (maybe
+        // empty) dataset as the new primary. Wait, and say why in the condition.
+        (promoting && leader_syncing && !sentinel)
+        // A recreated primary gets its first topology only once its instance manager reported
+        // what its Redis holds: it may have come back without its data, and a topology that
+        // lets it take writes must not reach it before the planner could tell.
+            || (had_primary
+                && current.is_none()
+                && view.pods[name].report.is_none()
+                && want.role != Role::Fenced
+                && (want.role == Role::Primary || sentinel))
+    };
+    // Rule 2's exception: a promotion out of replica mode, its leader alive and told to be
+    // primary (earlier, or last in this pass): the others are chained to it at once.
+    let chained = matches!(shape, Target::Promoted(_))
+        && lead.failover.is_none()
+        && !promotion_done(view)
+        && leader_want.role == Role::Primary
+        && leader_pod.is_some_and(|p| p.report.is_some())
+        && !poisoned.contains_key(&leader)
+        && (leader_published_role == Some(Role::Primary) || !leader_held(&leader, &leader_want));
 
     // The write order: the pod being fenced, the leader, then the others by ordinal.
     let fenced_pod = lead
@@ -1627,7 +1684,8 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
     order.sort_by_key(|p| {
         (
             Some(p) != fenced_pod.as_ref(),
-            p != &leader,
+            // Chained: the others first, the leader last (see rule 2).
+            (p != &leader) != chained,
             names::ordinal_of(view.name, p),
         )
     });
@@ -1716,24 +1774,10 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
         if current.is_some_and(|c| same_shape(c, want)) || poisoned.contains_key(name) {
             continue;
         }
-        if name != &leader && hold_others && want.role != Role::Fenced {
+        if name != &leader && hold_others && want.role != Role::Fenced && !chained {
             continue;
         }
-        // Never promote a replica in the middle of a full sync: it would serve its old (maybe
-        // empty) dataset as the new primary. Wait, and say why in the condition.
-        if name == &leader && promoting && leader_syncing && !sentinel {
-            continue;
-        }
-        // A recreated primary gets its first topology only once its instance manager reported
-        // what its Redis holds: it may have come back without its data, and a topology that
-        // lets it take writes must not reach it before the planner could tell.
-        if name == &leader
-            && had_primary
-            && current.is_none()
-            && view.pods[name].report.is_none()
-            && want.role != Role::Fenced
-            && (want.role == Role::Primary || sentinel)
-        {
+        if name == &leader && leader_held(name, want) {
             continue;
         }
         let mut topology = want.clone();
@@ -1810,6 +1854,11 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
                 .is_some_and(|r| r.fenced)
     });
     let sentinel_failover = sentinel_failover_why.map(|_| names::sentinel_master_name(view.name));
+    let sentinel_failover_from = sentinel_failover_why.map(|_| FailoverFrom {
+        pod: leader.clone(),
+        address: leader_pod.map(|p| p.address.clone()).unwrap_or_default(),
+        port: view.env.redis_port,
+    });
 
     let (status, status_events) = status(
         view,
@@ -1847,6 +1896,7 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
         problems,
         sentinel_failover,
         sentinel_failover_why: sentinel_failover_why.map(String::from),
+        sentinel_failover_from,
         former_source_writable,
     }
 }

@@ -179,10 +179,6 @@ impl World {
         Some((c.status.clone(), c.reason.clone(), c.message.clone()))
     }
 
-    fn published_role(&self, pod: &str) -> Option<Role> {
-        self.pods[pod].published.as_ref().map(|t| t.role)
-    }
-
     fn primaries(&self) -> Vec<&str> {
         self.pods
             .iter()
@@ -230,6 +226,33 @@ fn dr_holding(held: [(&str, i64, u64); 3]) -> World {
 // ---------------------------------------------------------------------------------------------
 // Path 2: promotion picks the best copy.
 
+/// The pods a promotion pass publishes: every other pod as a replica of the leader first
+/// (chained to it while it still replicates the source, so none goes on past its promotion
+/// point), then the leader, last, as primary: see rule 2 in plan.rs. Returns the published pods,
+/// the leader first.
+fn chained_promotion(p: &redis_topology::Plan, leader: &str) -> Vec<String> {
+    assert_eq!(
+        p.order.last().map(String::as_str),
+        Some(leader),
+        "the leader last"
+    );
+    assert_eq!(p.publish[leader].role, Role::Primary);
+    for (pod, t) in &p.publish {
+        if pod != leader {
+            let u = t.upstream.as_ref().unwrap();
+            assert_eq!(u.kind, UpstreamKind::Peer, "{pod}");
+            assert!(
+                u.host.starts_with(&format!("{leader}.")),
+                "{pod}: {}",
+                u.host
+            );
+        }
+    }
+    let mut published: Vec<String> = p.publish.keys().cloned().collect();
+    published.sort_by_key(|pod| pod != leader);
+    published
+}
+
 #[test]
 fn promotion_makes_the_pod_holding_the_most_data_primary_not_pod_0() {
     // dr-redis-0's link was down for a while: it is 4000 bytes behind its peers.
@@ -237,11 +260,10 @@ fn promotion_makes_the_pod_holding_the_most_data_primary_not_pod_0() {
     promote(&mut w);
     let p = w.reconcile();
     assert_eq!(
-        p.publish.keys().collect::<Vec<_>>(),
-        ["dr-redis-1"],
+        chained_promotion(&p, "dr-redis-1"),
+        ["dr-redis-1", "dr-redis-0", "dr-redis-2"],
         "pod 0 holds less than dr-redis-1"
     );
-    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
     assert_eq!(p.leader, "dr-redis-1");
     assert_eq!(p.role_labels["dr-redis-1"], "primary");
     assert_eq!(p.role_labels["dr-redis-0"], "replica");
@@ -261,20 +283,18 @@ fn promotion_makes_the_pod_holding_the_most_data_primary_not_pod_0() {
             && promoting.contains("dr-redis-1 holds the most data (111111111111@5000, 50 keys)"),
         "{promoting}"
     );
-    // Leader first: the others keep replicating the source until dr-redis-1 confirms.
-    assert_eq!(w.published_role("dr-redis-0"), Some(Role::Replica));
-    w.apply("dr-redis-1");
-    let p = w.reconcile();
+    // Chained: the others replicate dr-redis-1 from this pass on, so none goes on past its
+    // promotion point even while the source is alive.
     for pod in ["dr-redis-0", "dr-redis-2"] {
         let u = p.publish[pod].upstream.as_ref().unwrap();
-        assert_eq!(u.kind, UpstreamKind::Peer);
         assert_eq!(u.host, "dr-redis-1.dr-redis-headless", "{pod}");
     }
+    w.apply_all();
+    let p = w.reconcile();
     let st = w.status.clone().unwrap();
     assert_eq!(st.current_primary.as_deref(), Some("dr-redis-1"));
     assert_eq!(w.condition("ReplicaMode").unwrap().1, "Promoted");
     assert!(reasons(&p).contains(&"Promoted"));
-    w.apply_all();
     let p = w.reconcile();
     assert!(p.publish.is_empty(), "{:?}", p.publish.keys());
     assert_eq!(p.leader, "dr-redis-1", "the choice is remembered");
@@ -287,8 +307,10 @@ fn an_empty_pod_0_is_never_promoted_over_peers_that_hold_the_data() {
     let mut w = dr_holding([(FRESH, 0, 0), (H, 5000, 50), (H, 5000, 50)]);
     promote(&mut w);
     let p = w.reconcile();
-    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-1"]);
-    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
+    assert_eq!(
+        chained_promotion(&p, "dr-redis-1"),
+        ["dr-redis-1", "dr-redis-0", "dr-redis-2"]
+    );
 }
 
 #[test]
@@ -296,7 +318,10 @@ fn pod_0_still_leads_when_it_holds_everything() {
     let mut w = dr_holding([(H, 5000, 50), (H, 5000, 50), (H, 4000, 40)]);
     promote(&mut w);
     let p = w.reconcile();
-    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-0"]);
+    assert_eq!(
+        chained_promotion(&p, "dr-redis-0"),
+        ["dr-redis-0", "dr-redis-1", "dr-redis-2"]
+    );
     assert_eq!(
         note(&p, "Promoting"),
         "Promoting dr-redis-0 to standalone primary (REPLICAOF NO ONE); former source: prod-redis-us-east"
@@ -342,9 +367,9 @@ fn an_unreachable_pod_0_delays_promotion_a_bounded_time_then_the_best_copy_is_pr
     w.advance(20);
     let p = w.reconcile();
     assert_eq!(
-        p.publish.keys().collect::<Vec<_>>(),
-        ["dr-redis-1"],
-        "after 30 s the best reachable copy"
+        chained_promotion(&p, "dr-redis-1"),
+        ["dr-redis-1", "dr-redis-0", "dr-redis-2"],
+        "after 30 s the best reachable copy (the silent pod is told too)"
     );
     let promoting = note(&p, "Promoting");
     assert!(
@@ -396,7 +421,10 @@ fn a_syncing_best_copy_is_waited_for_not_skipped() {
     );
     w.report("dr-redis-1").sync_in_progress = false;
     let p = w.reconcile();
-    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-1"]);
+    assert_eq!(
+        chained_promotion(&p, "dr-redis-1"),
+        ["dr-redis-1", "dr-redis-0", "dr-redis-2"]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

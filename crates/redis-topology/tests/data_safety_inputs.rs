@@ -230,7 +230,10 @@ fn the_user_names_the_pod_to_promote() {
     w.extra.promote_pod = Some("dr-redis-2".into());
     promote(&mut w);
     let p = w.reconcile();
-    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-2"]);
+    // The named pod as primary, the others chained to it in the same pass (published before it).
+    assert_eq!(p.order.last().map(String::as_str), Some("dr-redis-2"));
+    assert_eq!(p.publish["dr-redis-2"].role, Role::Primary);
+    assert_eq!(p.publish.len(), 3);
     let (status, reason, message) = w.condition("PromotionTarget").unwrap();
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Chosen"));
     assert!(
@@ -248,7 +251,8 @@ fn an_override_naming_no_pod_is_reported_and_ignored() {
     w.extra.promote_pod = Some("dr-redis-7".into());
     promote(&mut w);
     let p = w.reconcile();
-    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-1"]);
+    assert_eq!(p.order.last().map(String::as_str), Some("dr-redis-1"));
+    assert_eq!(p.publish["dr-redis-1"].role, Role::Primary);
     assert_eq!(p.problems.len(), 1);
     assert_eq!(p.problems[0].reason, EventReason::InvalidAnnotation);
     assert_eq!(

@@ -236,7 +236,7 @@ fn a_converged_cluster_plans_nothing_and_keeps_its_status() {
 }
 
 #[test]
-fn promotion_goes_leader_first_then_the_others() {
+fn promotion_chains_the_others_to_the_leader_and_tells_the_leader_last() {
     let mut w = World::new(spec(DR));
     w.reconcile();
     w.apply_all(true);
@@ -245,18 +245,33 @@ fn promotion_goes_leader_first_then_the_others() {
     // The promotion patch (README.md): promote: true.
     w.spec = with_promote(DR, true);
     let step1 = w.reconcile();
-    assert_eq!(step1.publish.keys().collect::<Vec<_>>(), ["dr-redis-0"]);
+    // One pass: the others re-pointed to the leader first (they replicate it while it still
+    // replicates the source, so none runs ahead of it), the leader told to be primary last.
+    assert_eq!(step1.order, ["dr-redis-1", "dr-redis-2", "dr-redis-0"]);
+    assert_eq!(step1.publish.len(), 3);
     assert_eq!(step1.publish["dr-redis-0"].role, Role::Primary);
-    assert_eq!(step1.publish["dr-redis-0"].epoch, 4);
     assert_eq!(step1.publish["dr-redis-0"].replica_priority, 100);
+    for pod in ["dr-redis-1", "dr-redis-2"] {
+        let t = &step1.publish[pod];
+        assert_eq!(t.role, Role::Replica);
+        let u = t.upstream.as_ref().unwrap();
+        assert_eq!(u.kind, UpstreamKind::Peer);
+        assert_eq!(u.host, "dr-redis-0.dr-redis-headless");
+        assert_eq!(u.password_file.as_deref(), Some("/etc/redis/auth/password"));
+        assert!(
+            t.epoch < step1.publish["dr-redis-0"].epoch,
+            "{pod}: the leader's epoch is the last"
+        );
+    }
     assert_eq!(
-        reasons(&step1),
-        [EventReason::Promoting, EventReason::TopologyPublished]
+        reasons(&step1)
+            .into_iter()
+            .filter(|r| *r == EventReason::Promoting)
+            .count(),
+        1
     );
     assert_eq!(w.condition("ReplicaMode").1, "Promoting");
     assert_eq!(w.status.as_ref().unwrap().current_primary, None);
-    // The others keep replicating the source meanwhile.
-    assert_eq!(w.upstream_kind("dr-redis-1"), Some(UpstreamKind::External));
     w.assert_single_primary();
 
     // The operator restarts before the leader applied it: same observations, no new step.
@@ -264,20 +279,10 @@ fn promotion_goes_leader_first_then_the_others() {
     assert!(waiting.publish.is_empty());
     assert!(waiting.in_progress);
 
-    // The leader applies and reports primary.
+    // The leader applies and reports primary: promoted.
     w.apply("dr-redis-0", true);
     let step2 = w.reconcile();
-    assert_eq!(
-        step2.publish.keys().collect::<Vec<_>>(),
-        ["dr-redis-1", "dr-redis-2"]
-    );
-    for t in step2.publish.values() {
-        let u = t.upstream.as_ref().unwrap();
-        assert_eq!(u.kind, UpstreamKind::Peer);
-        assert_eq!(u.host, "dr-redis-0.dr-redis-headless");
-        assert_eq!(u.password_file.as_deref(), Some("/etc/redis/auth/password"));
-        assert!(t.epoch > 4);
-    }
+    assert!(step2.publish.is_empty(), "{:?}", step2.publish.keys());
     assert_eq!(
         w.condition("ReplicaMode"),
         (
@@ -517,11 +522,11 @@ fn cascading_replicates_the_source_once() {
     s.replica_mode.as_mut().unwrap().promote = true;
     w.spec = s;
     let p = w.reconcile();
-    assert_eq!(p.publish.keys().collect::<Vec<_>>(), ["dr-redis-0"]);
-    w.apply("dr-redis-0", true);
-    let p = w.reconcile();
-    // Priority/announcement change (no longer hidden), upstream unchanged.
-    for t in p.publish.values() {
+    // One pass: the others' priority/announcement change (no longer hidden), upstream unchanged
+    // (they already follow the leader); the leader, told last, becomes primary.
+    assert_eq!(p.order, ["dr-redis-1", "dr-redis-2", "dr-redis-0"]);
+    assert_eq!(p.publish["dr-redis-0"].role, Role::Primary);
+    for t in p.publish.values().filter(|t| t.role == Role::Replica) {
         assert_eq!(t.upstream.as_ref().unwrap().kind, UpstreamKind::Peer);
         assert!(t.replica_announced);
     }
@@ -580,7 +585,9 @@ fn a_recreated_pod_gets_a_fresh_annotation_above_every_epoch() {
 /// Every sequence of spec changes (promote on/off, enabled on/off) interleaved with any subset of
 /// instance managers applying, with the operator restarted (replanned from scratch) at every
 /// step: only pod 0 is ever published primary, epochs only grow, and a pod is only re-pointed to
-/// the leader after the leader confirmed primary.
+/// the leader once the leader confirmed primary, or, in a promotion out of replica mode, once the
+/// leader has been told to be primary (in the same pass, published before it, or earlier): the
+/// others then replicate it chained until it is (rule 2).
 #[test]
 fn invariants_hold_over_every_interleaving() {
     let specs = [
@@ -607,7 +614,18 @@ fn invariants_hold_over_every_interleaving() {
                                     .as_ref()
                                     .is_some_and(|r| r.role == Some(ObservedRole::Primary))
                                     && w.published_role("dr-redis-0") == Some(Role::Primary);
+                                let promotion = w
+                                    .spec
+                                    .replica_mode
+                                    .as_ref()
+                                    .is_some_and(|r| r.enabled && r.promote);
+                                let leader_told_before =
+                                    w.published_role("dr-redis-0") == Some(Role::Primary);
                                 let p = w.reconcile();
+                                let leader_told = leader_told_before
+                                    || p.publish
+                                        .get("dr-redis-0")
+                                        .is_some_and(|t| t.role == Role::Primary);
                                 for (pod, t) in &p.publish {
                                     let prev = last_epoch.insert(pod.clone(), t.epoch);
                                     assert!(prev.is_none_or(|e| t.epoch > e));
@@ -618,9 +636,20 @@ fn invariants_hold_over_every_interleaving() {
                                         && t.replica_announced
                                     {
                                         assert!(
-                                            leader_was_confirmed_primary,
-                                            "{pod} pointed at an unconfirmed leader"
+                                            leader_was_confirmed_primary
+                                                || (promotion && leader_told),
+                                            "{pod} pointed at a leader not told to be primary"
                                         );
+                                        if !leader_was_confirmed_primary {
+                                            // Chained: the leader is published last, so
+                                            // whatever write the operator dies after, no
+                                            // follower runs ahead of the leader.
+                                            assert!(
+                                                leader_told_before
+                                                    || p.order.last().map(String::as_str)
+                                                        == Some("dr-redis-0")
+                                            );
+                                        }
                                     }
                                 }
                                 w.assert_single_primary();

@@ -300,12 +300,14 @@ impl Platform for KubePlatform {
         addresses: Vec<String>,
         master: String,
         password: Option<String>,
+        from: Option<redis_topology::FailoverFrom>,
     ) -> Result<String, String> {
         // An action on the cluster like a write: only while this replica leads.
         if !self.leadership.is_leader() {
             return Err("not asked: this replica does not hold the leader Lease".into());
         }
-        crate::probe::sentinel_failover(&addresses, &master, password.as_deref()).await
+        crate::probe::sentinel_failover(&addresses, &master, password.as_deref(), from.as_ref())
+            .await
     }
 
     async fn secret_value(

@@ -292,12 +292,14 @@ impl Platform for MemoryPlatform {
         addresses: Vec<String>,
         master: String,
         password: Option<String>,
+        from: Option<redis_topology::FailoverFrom>,
     ) -> Result<String, String> {
         self.state
             .lock()
             .unwrap()
             .sentinel_failovers
             .push(master.clone());
-        crate::probe::sentinel_failover(&addresses, &master, password.as_deref()).await
+        crate::probe::sentinel_failover(&addresses, &master, password.as_deref(), from.as_ref())
+            .await
     }
 }

@@ -126,14 +126,18 @@ pub trait Platform: Send + Sync {
         password: Option<String>,
         tls: bool,
     ) -> impl Future<Output = Option<FormerSource>> + Send;
-    /// Ask the Sentinels at `addresses` to fail over `master`: Ok with the Sentinel that
-    /// accepted, Err with every refusal.
+    /// Ask the Sentinels at `addresses` to fail over `master` (only while they still name
+    /// `from` as its primary): Ok with the Sentinel that accepted, Err with every refusal.
     fn request_sentinel_failover(
         &self,
         addresses: Vec<String>,
         master: String,
         password: Option<String>,
+        from: Option<redis_topology::FailoverFrom>,
     ) -> impl Future<Output = Result<String, String>> + Send {
-        async move { crate::probe::sentinel_failover(&addresses, &master, password.as_deref()).await }
+        async move {
+            crate::probe::sentinel_failover(&addresses, &master, password.as_deref(), from.as_ref())
+                .await
+        }
     }
 }

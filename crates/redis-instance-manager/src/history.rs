@@ -301,8 +301,19 @@ impl Block {
     /// primary; the upstream is the source, or in a cascading topology the pod that replicates
     /// it), when both sides hold keys and the upstream has loaded its dataset. A primary of
     /// this cluster is never taken for the same data: its replicas may hold writes it lost.
+    ///
+    /// Nor is an upstream that carries a second replication id: a restart starts a history with
+    /// none, while a second id says the upstream was promoted out of another history (a DR
+    /// cluster that took over, then maybe failed over). Data that merely *looks* the same there
+    /// is the split-brain case (the "Recover Primary Region" workflow: the old primary region
+    /// replicating the promoted one), where this replica may hold writes the upstream never got;
+    /// only the user decides to drop them (`acceptHistory`).
     pub fn worth_sampling(&self, follows_source: bool) -> bool {
-        follows_source && self.ours.keys > 0 && self.upstream.keys > 0 && !self.upstream.loading
+        follows_source
+            && self.ours.keys > 0
+            && self.upstream.keys > 0
+            && !self.upstream.loading
+            && !is_id(&self.upstream.replid2)
     }
 }
 
@@ -865,6 +876,21 @@ mod tests {
             };
             assert_eq!(b.worth_sampling(follows), expected, "{what}");
         }
+        // An upstream promoted out of another history (a second id): never judged on the data.
+        let promoted = Block {
+            ours: HistoryPosition {
+                replid: A.into(),
+                offset: 9,
+                keys: 5,
+            },
+            recorded: true,
+            upstream: UpstreamState {
+                keys: 5,
+                ..up(C, B, 14, 10)
+            },
+            sample: None,
+        };
+        assert!(!promoted.worth_sampling(true), "a promoted upstream");
     }
 
     /// Which earlier ids of an upstream count as the same data: (what, seen before, now,

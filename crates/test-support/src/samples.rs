@@ -7,12 +7,18 @@ use serde::de::DeserializeOwned;
 /// Where the samples are, relative to the repository root.
 pub const DIR: &str = "config/samples";
 
-/// The repository root (this crate sits in `crates/test-support`).
+/// The repository root: the nearest directory holding `Cargo.lock` above the package under test
+/// (cargo sets `CARGO_MANIFEST_DIR` when it runs a test). Found at run time: this crate's own
+/// compile-time path is wrong whenever its build is reused by a checkout elsewhere (a git
+/// worktree sharing the target directory).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .and_then(Path::parent)
-        .expect("crates/test-support sits two levels below the repository root")
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
         .to_path_buf()
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use redis_cluster_api::report::{DataSample, HistoryBlock, InstanceReport, SameDataResync};
 use redis_cluster_api::topology::{DesiredTopology, SentinelTopology, Upstream};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::assess::{self, Facts, desired_upstream};
 use crate::commands::{Blocked, Command, Credentials, TlsFiles, commands_for};
@@ -246,8 +246,12 @@ impl Manager {
         let mut ticker = tokio::time::interval(self.config.probe_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut source_open = true;
+        // A pass cut short by a newer topology: the next one starts at once.
+        let mut again = false;
         loop {
-            if source_open {
+            if again {
+                again = false;
+            } else if source_open {
                 tokio::select! {
                     _ = ticker.tick() => {}
                     changed = rx.changed() => {
@@ -261,17 +265,43 @@ impl Manager {
                 ticker.tick().await;
             }
             let delivered = rx.borrow_and_update().clone();
-            self.tick(&delivered).await;
+            if source_open {
+                again = !self
+                    .tick_unless(&delivered, newer_topology(&mut rx, &delivered))
+                    .await;
+            } else {
+                self.tick(&delivered).await;
+            }
         }
     }
 
     /// One pass: admit, observe, decide and act, open the replication gate if that is safe,
     /// track, report.
     pub async fn tick(&mut self, delivered: &Delivered) {
+        self.tick_unless(delivered, std::future::pending()).await;
+    }
+
+    /// [`tick`](Self::tick), cut short when `newer` resolves (a newer topology arrived) while
+    /// the pass is still observing: an unreachable upstream holds the observation for the whole
+    /// probe timeout, and a promotion must not wait for a probe of the source it leaves. Only
+    /// observation is interrupted (dropping a read is harmless: the next pass reads again);
+    /// once it acts, the pass completes. Returns whether it completed.
+    async fn tick_unless(
+        &mut self,
+        delivered: &Delivered,
+        newer: impl Future<Output = ()>,
+    ) -> bool {
         let desired = self.admit(delivered);
         let targets = Targets::resolve(&self.config, desired.as_ref());
         let sentinels = desired.as_ref().and_then(|d| d.sentinel.as_ref());
-        let mut seen = self.connections.observe(&targets, sentinels).await;
+        let mut seen = tokio::select! {
+            biased;
+            seen = self.connections.observe(&targets, sentinels) => seen,
+            () = newer => {
+                debug!("a newer topology arrived while observing: starting over with it");
+                return false;
+            }
+        };
         let verdict = self.sentinel_verdict(sentinels, seen.sentinels.as_ref());
         let apply_error = match &desired {
             Some(d) => self.act(d, &targets, verdict.as_ref(), &mut seen).await,
@@ -312,6 +342,7 @@ impl Manager {
         self.log_link.update("replication link", &report.link_error);
         self.log_error.update("error", &report.error);
         self.publish(report, &seen, upstream);
+        true
     }
 
     /// Offer the delivered annotation to the intake; returns the topology in force.
@@ -825,6 +856,19 @@ impl Manager {
         );
         *self.shared.report.lock().expect("report lock") = report;
         *self.shared.heartbeat.lock().expect("heartbeat lock") = Instant::now();
+    }
+}
+
+/// Resolves once the pod's watch delivers an annotation other than `current` (a re-delivery of
+/// the same value, on any other change to the pod, does not count); never, once the watch ended.
+async fn newer_topology(rx: &mut watch::Receiver<Delivered>, current: &Delivered) {
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if *rx.borrow() != *current {
+            return;
+        }
     }
 }
 

@@ -304,6 +304,42 @@ fn silent_network_cut_is_seen_in_seconds_and_healing_just_as_fast() {
     eprintln!("silent cut: down after {down_after:?}, up after {up_after:?}");
 }
 
+/// A promotion does not wait for a probe of the source it leaves: the source is silent (a
+/// listener that never answers, as behind a cut link), so every pass spends the whole probe
+/// timeout (4 s here) observing it, and the new topology cuts that observation short.
+#[test]
+fn a_new_topology_is_applied_without_waiting_for_a_silent_source_probe() {
+    let dir = scratch("preempt");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let rep = RedisServer::start(RedisOpts::default());
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(1, "127.0.0.1", silent_port, None));
+    let im = Im::start(None, &rep, &topo, &dir, &["--probe-timeout", "4s"]);
+    im.wait_status("the silent source reported", SECS(15), |s| {
+        s["appliedEpoch"] == 1 || s["linkError"].is_string()
+    });
+    // The passes now run back to back, each observing the silent source for 4 s.
+    std::thread::sleep(SECS(1));
+    let written = Instant::now();
+    topo.write(&primary_topology(2));
+    let took = im.wait_status("the promotion applied", SECS(10), |s| {
+        s["appliedEpoch"] == 2 && s["role"] == "primary"
+    });
+    eprintln!(
+        "promotion applied {:?} after the topology was written",
+        written.elapsed()
+    );
+    // The file is polled every 500 ms; without the cut-short observation this takes up to the
+    // 4 s probe timeout.
+    assert!(
+        took <= Duration::from_millis(1500),
+        "applied after {took:?}\n{}",
+        im.logs()
+    );
+    drop(silent);
+}
+
 #[test]
 fn promotion_and_repointing_without_a_full_resync_on_the_new_primary() {
     let dir = scratch("promote");

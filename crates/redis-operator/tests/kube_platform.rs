@@ -126,6 +126,54 @@ async fn pod_metadata_is_merge_patched_with_only_what_changed() {
     verifier.await.unwrap();
 }
 
+/// Two Events of one reason with different notes (three pods' full resyncs in one pass, a
+/// second failover) are two Events, each with its own text: kube-runtime's Recorder alone
+/// folded the second into a series of the first, which kept the first note.
+#[tokio::test]
+async fn events_of_one_reason_with_different_notes_are_each_created() {
+    let (platform, mut handle) = setup();
+    let verifier = tokio::spawn(async move {
+        let mut notes = Vec::new();
+        for _ in 0..2 {
+            let (_, body) = expect(
+                &mut handle,
+                http::Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/production/events?",
+                StatusCode::CREATED,
+                json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                       "metadata": {"name": "dr-redis.1", "namespace": "production"},
+                       "eventTime": "2026-11-27T00:00:00.000000Z"}),
+            )
+            .await;
+            assert_eq!(body["reason"], "FullResyncAfterFailover");
+            assert_eq!(body["type"], "Warning");
+            notes.push(body["note"].as_str().unwrap().to_string());
+        }
+        notes
+    });
+    let rc = dr();
+    for pod in ["dr-redis-0", "dr-redis-1"] {
+        platform
+            .publish_event(
+                &rc,
+                &redis_topology::PlannedEvent {
+                    type_: redis_topology::EventType::Warning,
+                    reason: redis_topology::EventReason::FullResyncAfterFailover,
+                    note: format!("{pod} held 10 bytes its upstream's new primary never received"),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        verifier.await.unwrap(),
+        [
+            "dr-redis-0 held 10 bytes its upstream's new primary never received",
+            "dr-redis-1 held 10 bytes its upstream's new primary never received"
+        ]
+    );
+}
+
 /// The API paths of what every cluster owns, in the order they are applied.
 fn data_paths(n: &str) -> Vec<String> {
     vec![

@@ -25,7 +25,8 @@ use crate::{Error, FIELD_MANAGER};
 
 pub struct KubePlatform {
     client: Client,
-    recorder: Recorder,
+    /// Who writes the Events. A Recorder is made per Event (see `publish_event`).
+    reporter: Reporter,
     reports: ReportClient,
     /// Every write checks it first: a replica whose renew deadline passed writes nothing.
     leadership: Leadership,
@@ -39,7 +40,7 @@ impl KubePlatform {
             instance,
         };
         KubePlatform {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             reports: ReportClient::default(),
             leadership: Leadership::always(),
@@ -266,7 +267,12 @@ impl Platform for KubePlatform {
             action: "Reconcile".into(),
             secondary: None,
         };
-        self.recorder
+        // A fresh Recorder per Event: kube-runtime's Recorder folds every Event of the same type,
+        // reason and action on an object within 6 minutes into one series that keeps the first
+        // note (its key leaves the note out). Three pods' FullResyncAfterFailover in one pass, or
+        // a second FailingOver with other pods, showed the first text only. The planner emits
+        // each Event once per occurrence, so nothing repeats that a series would fold.
+        Recorder::new(self.client.clone(), self.reporter.clone())
             .publish(&ev, &rc.object_ref(&()))
             .await
             .map_err(Error::kube(

@@ -112,6 +112,84 @@ pub(crate) fn setup(d: &mut Drill) -> Result<(), String> {
     d.check(
         "the samples' pods run in their regions (production in A, DR in B) as real processes under the node agents",
         if placed { Ok(()) } else { Err("misplaced pods".into()) },
+    )?;
+    rbac_is_enforced(d)
+}
+
+/// The service accounts the chart and the operator create, asked by the apiserver's real RBAC
+/// authorizer (requests sent as them, by impersonation): what they need is allowed, and requests
+/// outside their roles are refused.
+fn rbac_is_enforced(d: &mut Drill) -> Result<(), String> {
+    let operator = "system:serviceaccount:redis-operator:redis-operator".to_string();
+    let instance_manager = format!(
+        "system:serviceaccount:{NS}:{}",
+        redis_cluster_api::names::instance_manager_account(DR)
+    );
+    let asks: [(&str, &str, &[&str], bool); 6] = [
+        (
+            "instance manager",
+            &instance_manager,
+            &["get", "pods", "-n", NS],
+            true,
+        ),
+        (
+            "instance manager",
+            &instance_manager,
+            &["get", "secrets", "-n", NS],
+            false,
+        ),
+        (
+            "instance manager",
+            &instance_manager,
+            &["annotate", "pod", "-n", NS, "dr-redis-1", "x=y"],
+            false,
+        ),
+        ("operator", &operator, &["get", "redisclusters", "-A"], true),
+        (
+            "operator",
+            &operator,
+            &["delete", "node", "region-a-1", "--dry-run=server"],
+            false,
+        ),
+        (
+            "operator",
+            &operator,
+            &[
+                "create",
+                "clusterrolebinding",
+                "drill-escalation",
+                "--clusterrole=cluster-admin",
+                "--serviceaccount=redis-operator:redis-operator",
+                "--dry-run=server",
+            ],
+            false,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (who, user, args, allowed) in asks {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--as", user]);
+        let got = d.kubectl(&full);
+        let ok = match (&got, allowed) {
+            (Ok(_), true) => true,
+            (Err(e), false) => e.contains("Forbidden") || e.contains("forbidden"),
+            _ => false,
+        };
+        if !ok {
+            wrong.push(format!(
+                "{who} `kubectl {}`: expected {}, got {got:?}",
+                args.join(" "),
+                if allowed { "allowed" } else { "Forbidden" }
+            ));
+        }
+    }
+    d.check(
+        "RBAC is real: the operator and the instance managers are refused outside their roles (the instance manager: Secrets, a pod's annotations; the operator: Nodes, granting itself cluster-admin) and allowed within",
+        if wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(wrong.join("; "))
+        },
     )
 }
 

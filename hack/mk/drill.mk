@@ -26,11 +26,11 @@ demo-run: drill-build
 	$(CLUSTER_LOCK) target/debug/redis-drill --narrate --source-failover --dir .drill-source
 
 .PHONY: bench
-bench: deps ## The drill's timings vs plain redis-cli on the same servers (needs root; see docs/bench-drill.md)
-	$(CARGO) build --release -p redis-e2e -p redis-instance-manager
-	target/release/redis-drill --bench --dir .drill-bench
+bench: deps controlplane ## The drill's timings vs plain redis-server/redis-cli, on the local real cluster (needs root; see docs/bench-drill.md)
+	$(CARGO) build --release $(DRILL_CRATES)
+	$(CLUSTER_LOCK) target/release/redis-drill --bench --dir .drill-bench
 
 .PHONY: bench-failover
-bench-failover: deps ## Failover time, sentinel and standalone mode vs raw Sentinel (needs root; see docs/bench-failover.md)
-	$(CARGO) build --release -p redis-e2e -p redis-instance-manager
-	target/release/redis-drill --bench-failover --dir .drill-bench-failover
+bench-failover: deps controlplane ## Failover time, sentinel and standalone mode vs raw Sentinel, on the local real cluster (needs root; see docs/bench-failover.md)
+	$(CARGO) build --release $(DRILL_CRATES)
+	$(CLUSTER_LOCK) target/release/redis-drill --bench-failover --dir .drill-bench-failover

@@ -19,6 +19,7 @@ test-drill: drill-build ## Run the DR drills on the local real cluster, non-inte
 	@mkdir -p target
 	$(CLUSTER_LOCK) target/debug/redis-drill --dir .drill 2>&1 | tee target/test-drill.log
 	$(CLUSTER_LOCK) target/debug/redis-drill --source-failover --dir .drill-source 2>&1 | tee target/test-drill-source.log
+	$(CLUSTER_LOCK) target/debug/redis-drill --cluster-faults --dir .drill-faults 2>&1 | tee target/test-drill-faults.log
 
 .PHONY: demo-run
 demo-run: drill-build

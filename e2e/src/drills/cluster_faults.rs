@@ -167,20 +167,37 @@ fn epoch(d: &Drill, pod: &str) -> Option<u64> {
 
 /// F2. The operator's leader dies in the middle of a promotion; the standby finishes it, once
 ///
-/// The spec's promotion patch; as soon as the leader has told dr-redis-0 to become primary, its
-/// node fails (the node agent frozen: no kubelet, no heartbeat) and its process is killed. The
-/// other replica takes the Lease once it expired and completes the promotion (re-points the other
-/// pods) without promoting again: dr-redis-0 keeps the replication id it took when promoted, and
-/// every other pod resumes with a partial resync.
+/// Region A is lost first (the inter-region link cut, and kept down for the rest of this drill), as
+/// in the spec's DR story. The spec's promotion patch; as soon as the leader has told dr-redis-0 to
+/// become primary, its node fails (the node agent frozen: no kubelet, no heartbeat) and its process
+/// is killed. The other replica takes the Lease once it expired and completes the promotion without
+/// promoting again: dr-redis-0 keeps the replication id it took when promoted, and every other pod
+/// resumes with a partial resync.
 fn operator_leader_dies_mid_promotion(d: &mut Drill) -> Result<(), String> {
     d.step(
         "F2. The operator's leader dies in the middle of a promotion; the standby finishes it, once",
-        "The spec's promotion patch; as soon as the leader has told dr-redis-0 to become primary, its\n\
-         node fails (the node agent frozen: no kubelet, no heartbeat) and its process is killed. The\n\
-         other replica takes the Lease once it expired and completes the promotion (re-points the other\n\
-         pods) without promoting again: dr-redis-0 keeps the replication id it took when promoted, and\n\
-         every other pod resumes with a partial resync.",
+        "Region A is lost first (the inter-region link cut, and kept down for the rest of this drill), as\n\
+         in the spec's DR story. The spec's promotion patch; as soon as the leader has told dr-redis-0 to\n\
+         become primary, its node fails (the node agent frozen: no kubelet, no heartbeat) and its process\n\
+         is killed. The other replica takes the Lease once it expired and completes the promotion without\n\
+         promoting again: dr-redis-0 keeps the replication id it took when promoted, and every other pod\n\
+         resumes with a partial resync.",
     );
+    // With the source alive the pods' offsets move between their reports, and a follower a few
+    // hundred bytes ahead of the new leader resynchronises in full (reported as
+    // FullResyncAfterFailover): docs/data-safety.md, "Promoting while the source is alive".
+    d.set_inter_region_link(false)?;
+    let dr_pods = d.pods(DR);
+    wait(
+        "every DR pod to report its link to production down",
+        Duration::from_secs(20),
+        || {
+            dr_pods
+                .iter()
+                .all(|p| d.status_report(p).is_some_and(|r| !r.master_link_up))
+                .then_some(())
+        },
+    )?;
     let (leader, node) = operator_leader(d).ok_or("no operator holds the leader Lease")?;
     let before = epoch(d, "dr-redis-0").ok_or("dr-redis-0 has no topology")?;
     let full_before = d.stat("dr-redis-0", "sync_full")?;
@@ -332,14 +349,28 @@ fn node_stops_reporting(d: &mut Drill) -> Result<(), String> {
         )?;
         // Longer than failover.primaryUnavailableSeconds and a few reconciles.
         std::thread::sleep(Duration::from_secs(8));
-        let labelled = d.labelled_primary(DR);
+        // Its own label (the harness's labelled_primary skips Terminating pods), no other pod
+        // labelled primary, and status.currentPrimary unchanged.
+        let label = d
+            .kube
+            .pod(NS, &primary)
+            .and_then(|p| p.metadata.labels)
+            .and_then(|l| l.get(l::ROLE).cloned());
+        let others = d.labelled_primary(DR);
+        let current = d.current_primary(DR);
         let writable = d.accepts_write(&primary, ["drill:terminating-primary", "still"]);
         d.check(
-            &format!("no failover while {primary} is Terminating but running: it is still the labelled primary and takes writes"),
-            if labelled.as_deref() == Some(primary.as_str()) && writable {
+            &format!("no failover while {primary} is Terminating but running: it is still the labelled primary and status.currentPrimary, and takes writes"),
+            if label.as_deref() == Some(l::ROLE_PRIMARY)
+                && others.is_none()
+                && current.as_deref() == Some(primary.as_str())
+                && writable
+            {
                 Ok(())
             } else {
-                Err(format!("labelled {labelled:?}, writable {writable}"))
+                Err(format!(
+                    "its role label {label:?}, another pod labelled primary {others:?}, currentPrimary {current:?}, writable {writable}"
+                ))
             },
         )?;
         Ok(())
@@ -390,7 +421,9 @@ fn operator_upgrade_rolls_the_pods(d: &mut Drill) -> Result<(), String> {
          pod ends on the new image, every acknowledged write survives, and DR is replicating\n\
          production again.",
     );
-    // DR goes back to replicating production first (it was promoted in F2).
+    // Region A is back (lost since F2), and DR goes back to replicating production (it was
+    // promoted in F2).
+    d.set_inter_region_link(true)?;
     d.patch(DR, &json!({"spec": {"replicaMode": {"promote": false}}}))?;
     let prod_primary = d
         .labelled_primary(PROD)
@@ -464,5 +497,23 @@ fn operator_upgrade_rolls_the_pods(d: &mut Drill) -> Result<(), String> {
         Duration::from_secs(120),
     );
     d.check("DR replicates production again after the roll", r)?;
+    // Under Sentinel a replica left following a pod that a later failover of the roll made a
+    // replica itself waits for the Sentinels to re-point it (their replica reconfiguration),
+    // and its replication gate does not follow it into that pod's new history meanwhile.
+    let prod_replicas: Vec<String> = d.pods(PROD).into_iter().filter(|p| *p != leader).collect();
+    let (_, took) = wait(
+        "production's replicas to follow its primary after the roll",
+        Duration::from_secs(120),
+        || {
+            prod_replicas
+                .iter()
+                .all(|p| d.linked_to(p, &leader))
+                .then_some(())
+        },
+    )?;
+    d.time(
+        "helm upgrade: roll done -> every production replica linked to the primary",
+        took,
+    );
     d.check_keyspaces_converge("all keyspaces equal after the upgrade")
 }

@@ -136,10 +136,14 @@ impl Drill<'_> {
     /// Wait until every pod of both clusters holds the same keyspace.
     pub fn keyspaces_converge(&self) -> Result<(), String> {
         let all = self.all_pods();
+        let last = std::cell::RefCell::new(String::new());
         wait("digests to converge", Duration::from_secs(30), || {
-            self.digests_equal(&all).ok()
+            self.digests_equal(&all)
+                .map_err(|e| *last.borrow_mut() = e)
+                .ok()
         })
         .map(|_| ())
+        .map_err(|e| format!("{e} (last difference: {})", last.borrow()))
     }
 
     /// Check (as `name`) that every pod of both clusters comes to hold the same keyspace.

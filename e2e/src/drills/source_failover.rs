@@ -14,6 +14,7 @@
 //!    primary, keyspaces equal.
 //! 3. The honest exception: when the new source primary lacks writes the DR pods already hold,
 //!    they resynchronise in full, and the operator reports each with the bytes lost.
+//! 4. The source comes back empty on the same address: the DR pods keep their data and say why.
 //!
 //! [`story`] is the list of steps; each step is a function whose doc comment is its banner.
 
@@ -26,7 +27,7 @@ use crate::harness::source::{
     SOURCE_VIP, Source, sentinel_master, sentinel_replicas, sentinels_agree_on, src_ip,
 };
 use crate::harness::writers::pipeline_sets;
-use crate::harness::{DR, Drill, Options, PROD, Report, run_story, wait};
+use crate::harness::{DR, Drill, Options, PROD, Report, im_addr, run_story, wait};
 
 pub fn run(o: &Options) -> Report {
     run_story(o, "setup", story)
@@ -39,7 +40,8 @@ fn story(d: &mut Drill) -> Result<(), String> {
     dr_replicates_the_source(d, &src)?;
     sentinels_never_promote_a_dr_pod(d, &src)?;
     source_fails_over_to_its_replica(d, &src)?;
-    new_primary_lacks_writes_dr_holds(d, &src)
+    new_primary_lacks_writes_dr_holds(d, &src)?;
+    source_back_empty(d, &src)
 }
 
 /// Source region: a Sentinel-managed primary and replica behind one endpoint
@@ -417,12 +419,151 @@ fn operator_reports_full_resyncs(d: &mut Drill) -> Result<(), String> {
     )
 }
 
+/// The keys a pod holds (`db0`).
+fn keys(d: &Drill, pod: &str) -> Result<u64, String> {
+    let info = d.info(pod, "keyspace")?;
+    Ok(info
+        .get("db0")
+        .and_then(|v| v.split(',').next()?.strip_prefix("keys=")?.parse().ok())
+        .unwrap_or(0))
+}
+
+/// The source comes back empty on the same address: the DR pods keep their data
+///
+/// src-0 (the source's primary, alone since src-1 died) is killed, its files removed, and started
+/// again on the endpoint: an empty Redis under a new replication id, as a source recreated without
+/// its volume comes back. Redis on every DR pod retries the link on its own every second; the
+/// replication gate must refuse every time: every DR pod keeps every key, SourceLinkUp says
+/// UnrelatedHistory with the command to accept the new history, a Warning Event says so, and the
+/// metric redis_replication_history_blocked is 1 on every DR pod.
+fn source_back_empty(d: &mut Drill, src: &Source) -> Result<(), String> {
+    d.step(
+        "The source comes back empty on the same address: the DR pods keep their data",
+        "src-0 (the source's primary, alone since src-1 died) is killed, its files removed, and started\n\
+         again on the endpoint: an empty Redis under a new replication id, as a source recreated without\n\
+         its volume comes back. Redis on every DR pod retries the link on its own every second; the\n\
+         replication gate must refuse every time: every DR pod keeps every key, SourceLinkUp says\n\
+         UnrelatedHistory with the command to accept the new history, a Warning Event says so, and the\n\
+         metric redis_replication_history_blocked is 1 on every DR pod.",
+    );
+    let pods = d.pods(DR);
+    let before = pods
+        .iter()
+        .map(|p| keys(d, p))
+        .collect::<Result<Vec<u64>, String>>()?;
+    d.procs.remove("src-0");
+    let data = src.dir.join("src-0");
+    for entry in std::fs::read_dir(&data).map_err(|e| e.to_string())? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name == "redis.conf" || name.ends_with(".log") {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let restarted = Instant::now();
+    src.start(d, 0, None, true)?;
+    let source_keys = src
+        .conn(0)?
+        .cmd(&["DBSIZE"])
+        .map_err(|e| e.to_string())?
+        .text();
+    let ((_, _, message), took) = wait(
+        "SourceLinkUp=False/UnrelatedHistory",
+        Duration::from_secs(60),
+        || {
+            d.condition(DR, "SourceLinkUp")
+                .filter(|c| c.0 == "False" && c.1 == "UnrelatedHistory")
+        },
+    )?;
+    d.time(
+        "source back empty -> SourceLinkUp=False/UnrelatedHistory",
+        took,
+    );
+    d.check(
+        &format!(
+            "the condition names the unrelated history and the command to accept it: \"{message}\""
+        ),
+        if message.contains("refuses 10.78.250.100:6379's replication history")
+            && message.contains("keeps its data instead of replicating")
+            && message.contains("redis.io/accept-replication-history=")
+        {
+            Ok(())
+        } else {
+            Err("no history or no command".into())
+        },
+    )?;
+    // Redis retries the link every second: the guard must hold every time, not usually.
+    let mut lost = Vec::new();
+    let mut samples = 0;
+    while restarted.elapsed() < Duration::from_secs(took.as_secs() + 15) {
+        for (p, b) in pods.iter().zip(&before) {
+            let now = keys(d, p)?;
+            samples += 1;
+            if now < *b {
+                lost.push(format!("{p}: {b} -> {now} keys"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    d.check(
+        &format!(
+            "every DR pod kept every key ({} each; the source holds {source_keys}) through {:.0} s of Redis retrying the link ({samples} samples)",
+            before.iter().min().copied().unwrap_or(0),
+            restarted.elapsed().as_secs_f64()
+        ),
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(lost.join("; "))
+        },
+    )?;
+    let event = d.event(DR, EventReason::UnrelatedHistory);
+    d.check(
+        &format!("Warning Event UnrelatedHistory: {event:?}"),
+        match &event {
+            Some((t, note))
+                if t == "Warning" && note.contains("keeps its data instead of replicating") =>
+            {
+                Ok(())
+            }
+            _ => Err("missing".into()),
+        },
+    )?;
+    let unblocked: Vec<&String> = pods
+        .iter()
+        .filter(|p| {
+            !redis_test_support::http::get(&im_addr(p), "/metrics").is_ok_and(|(_, body)| {
+                body.lines().any(|l| {
+                    l.starts_with("redis_replication_history_blocked") && l.ends_with(" 1")
+                })
+            })
+        })
+        .collect();
+    d.check(
+        "redis_replication_history_blocked 1 on every DR pod's instance manager",
+        if unblocked.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not on {unblocked:?}"))
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn every_step_is_documented_by_its_banner() {
         let steps =
             crate::harness::narration::assert_steps_documented(include_str!("source_failover.rs"));
-        assert_eq!(steps, 5);
+        assert_eq!(steps, 6);
     }
 }

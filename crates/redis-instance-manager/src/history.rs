@@ -13,6 +13,7 @@
 //! | no keys | anything | safe: nothing to lose |
 //! | our history id (Redis's own, or the one recorded) | `master_replid` is it | safe: the same history (bytes we hold beyond the upstream's offset are reported) |
 //! | | `master_replid2` is it | safe: a failover in the same lineage (bytes beyond `second_repl_offset` are the honest exception, `divergedBytes`) |
+//! | our Redis's own `master_replid2` | `master_replid2` is the same | safe: siblings promoted out of the same history (what we hold beyond the upstream's share of it is the honest exception, `divergedBytes`) |
 //! | | anything else, `master_replid` = `acceptHistory` | safe: the user accepted replacing our data |
 //! | | anything else | blocked: unrelated history |
 //!
@@ -410,6 +411,19 @@ pub fn decide(
             diverged: positive(off + 1 - up.second_offset),
         });
     }
+    // Siblings: this Redis and the upstream were both promoted out of the same history (a
+    // failover that promoted this pod, then another: Sentinel aborting a failover leaves its
+    // first choice a master; a source whose Sentinels did the same). Like a failover in the
+    // lineage: what this pod holds beyond the upstream's share of that history is the honest
+    // exception, reported (often only the Sentinels' hello messages and the pings a master
+    // writes into its stream, no data).
+    if is_id(&local.replid2) && local.replid2 == up.replid2 {
+        let fork = local.second_offset - 1;
+        let upstream_share = up.second_offset - 1;
+        return Decision::Safe(Safe::Failover {
+            diverged: positive(local.offset - fork + (fork - upstream_share).max(0)),
+        });
+    }
     if accept.is_some_and(|a| a == up.replid || aliases.iter().any(|x| x == a)) {
         return Decision::Safe(Safe::Accepted);
     }
@@ -649,6 +663,44 @@ mod tests {
                 Decision::Safe(Safe::Failover {
                     diverged: Some(120),
                 }),
+            ),
+            (
+                "siblings promoted out of A at the same point, 20 bytes of ours beyond it",
+                Local {
+                    replid2: A.into(),
+                    second_offset: 501,
+                    ..local(C, 520, 5)
+                },
+                None,
+                up(B, A, 700, 501),
+                None,
+                Decision::Safe(Safe::Failover { diverged: Some(20) }),
+            ),
+            (
+                "siblings, the upstream promoted 100 bytes earlier in A",
+                Local {
+                    replid2: A.into(),
+                    second_offset: 501,
+                    ..local(C, 520, 5)
+                },
+                None,
+                up(B, A, 700, 401),
+                None,
+                Decision::Safe(Safe::Failover {
+                    diverged: Some(120),
+                }),
+            ),
+            (
+                "siblings, ours promoted earlier and nothing written: nothing lost",
+                Local {
+                    replid2: A.into(),
+                    second_offset: 401,
+                    ..local(C, 400, 5)
+                },
+                None,
+                up(B, A, 700, 501),
+                None,
+                Decision::Safe(Safe::Failover { diverged: None }),
             ),
             (
                 "restarted with appendonly (new id), the record says A: same history",

@@ -589,6 +589,12 @@ impl Manager {
         let opened = self
             .open_gate(d, targets, &target, &master, &why, checked_at, seen)
             .await;
+        // Reported as divergedBytes (the operator's FullResyncAfterFailover Event): the gate's
+        // count also covers siblings promoted out of one history, which the link tracker's
+        // lineage check does not see.
+        if let (true, Safe::Failover { diverged: Some(bytes) }) = (opened, &why) {
+            self.divergence.diverged_bytes = Some(*bytes);
+        }
         if let (true, Safe::SameData(sample)) = (opened, &why) {
             self.same_data = Some(SameDataResync {
                 ours,

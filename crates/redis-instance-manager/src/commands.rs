@@ -331,7 +331,7 @@ fn role_action(
         return Ok(by_topology());
     }
     if !(observed.role == RedisRole::Master && config.fenced()) {
-        return Ok(RoleAction::Keep);
+        return Ok(follow_the_elected(desired, observed, sentinels).unwrap_or(RoleAction::Keep));
     }
     match sentinels.unwrap_or(&Verdict::NobodyKnows) {
         Verdict::Us { settled: true } => Ok(RoleAction::Keep),
@@ -346,6 +346,37 @@ fn role_action(
         Verdict::NobodyKnows => Ok(by_topology()),
         Verdict::CannotTell(why) => Err(Blocked::SentinelsCannotTell(why.clone())),
     }
+}
+
+/// The second exception under Sentinel: a replica the Sentinels left following a pod that is no
+/// longer their primary (a replica itself after a later failover, as in a rolling update, where
+/// the replication gate rightly refuses that pod's new history) waits for their replica
+/// reconfiguration, up to a minute. When the Sentinels have settled on a primary and the
+/// operator's topology names the same one, it is followed now: the re-pointing the Sentinels
+/// would do, never a role change.
+fn follow_the_elected(
+    desired: &DesiredTopology,
+    observed: &Observed,
+    sentinels: Option<&Verdict>,
+) -> Option<RoleAction> {
+    let Some(Verdict::Other {
+        host,
+        port,
+        settled: true,
+    }) = sentinels
+    else {
+        return None;
+    };
+    let up = desired.upstream.as_ref()?;
+    let agreed = desired.role == Role::Replica
+        && crate::sentinel::same_host(host, &up.host)
+        && *port == up.port;
+    let elsewhere = observed
+        .master
+        .as_ref()
+        .is_some_and(|(h, p)| !(crate::sentinel::same_host(h, host) && p == port));
+    (observed.role == RedisRole::Slave && agreed && elsewhere)
+        .then(|| RoleAction::Replicate(host.clone(), *port))
 }
 
 #[cfg(test)]
@@ -1037,6 +1068,103 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A replica the Sentinels left on a pod that is no longer their primary follows the primary
+    /// they settled on when the topology names the same one, and only then: (topology upstream,
+    /// observed master, verdict, re-pointed to).
+    #[test]
+    fn a_replica_left_on_a_former_primary_follows_the_one_sentinels_and_topology_agree_on() {
+        let other = |host: &str, settled| Verdict::Other {
+            host: host.into(),
+            port: 6379,
+            settled,
+        };
+        /// (topology upstream, observed master, verdict, re-pointed to)
+        type Row<'a> = (&'a str, Option<(&'a str, u16)>, Verdict, Option<&'a str>);
+        let rows: Vec<Row> = vec![
+            (
+                "peer-1",
+                Some(("peer-0", 6379)),
+                other("peer-1", true),
+                Some("peer-1"),
+            ),
+            // The Sentinels' FQDN and the topology's short name are the same host only when equal.
+            (
+                "peer-1",
+                Some(("peer-0", 6379)),
+                other("PEER-1.", true),
+                Some("PEER-1."),
+            ),
+            // Already there: nothing to do.
+            (
+                "peer-1",
+                Some(("peer-1", 6379)),
+                other("peer-1", true),
+                None,
+            ),
+            // The Sentinels are still failing over, or name another pod than the topology.
+            (
+                "peer-1",
+                Some(("peer-0", 6379)),
+                other("peer-1", false),
+                None,
+            ),
+            (
+                "peer-1",
+                Some(("peer-0", 6379)),
+                other("peer-2", true),
+                None,
+            ),
+            // They elected this pod, or nobody knows: not this rule's business.
+            (
+                "peer-1",
+                Some(("peer-0", 6379)),
+                Verdict::Us { settled: true },
+                None,
+            ),
+            ("peer-1", Some(("peer-0", 6379)), Verdict::NobodyKnows, None),
+        ];
+        let creds = Credentials {
+            gate: ClosedGate::random(),
+            tls: None,
+        };
+        for (up, master, verdict, want) in rows {
+            let d = with_sentinels(topo(
+                Role::Replica,
+                Some(upstream(up, 6379, false, None)),
+                100,
+                true,
+                1,
+            ));
+            let o = observed(RedisRole::Slave, master);
+            let cmds =
+                commands_for(&d, &o, &default_config(), &creds, Some(&verdict), None).unwrap();
+            let repointed = cmds.iter().find_map(|c| match c {
+                Command::ReplicaOf(h, _) => Some(h.as_str()),
+                _ => None,
+            });
+            assert_eq!(repointed, want, "{up} {master:?} {verdict:?}: {cmds:?}");
+        }
+        // A master is never re-pointed by this rule (a fenced one follows the verdict as before).
+        let d = with_sentinels(topo(
+            Role::Replica,
+            Some(upstream("peer-1", 6379, false, None)),
+            100,
+            true,
+            1,
+        ));
+        let o = observed(RedisRole::Master, None);
+        let cmds = commands_for(
+            &d,
+            &o,
+            &default_config(),
+            &creds,
+            Some(&other("peer-1", true)),
+            None,
+        )
+        .unwrap();
+        assert!(!cmds.iter().any(is_role_change), "{cmds:?}");
     }
 
     /// Sentinel mode, every desired x observed x fenced-or-not x Sentinel verdict: the role is

@@ -201,7 +201,7 @@ impl Verdict {
 }
 
 /// Host names compare case-insensitively and without a trailing dot (DNS).
-fn same_host(a: &str, b: &str) -> bool {
+pub(crate) fn same_host(a: &str, b: &str) -> bool {
     a.trim_end_matches('.')
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }

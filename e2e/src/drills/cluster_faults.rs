@@ -152,6 +152,15 @@ fn operator_leader(d: &Drill) -> Option<(String, String)> {
 }
 
 /// The epoch of the topology published to `pod`.
+/// Whether `pod`'s published topology makes it primary.
+fn published_primary(d: &Drill, pod: &str) -> bool {
+    d.kube
+        .pod(NS, pod)
+        .and_then(|p| p.metadata.annotations?.get(l::TOPOLOGY_ANNOTATION).cloned())
+        .and_then(|a| redis_cluster_api::topology::DesiredTopology::parse(&a).ok())
+        .is_some_and(|t| t.role == redis_cluster_api::topology::Role::Primary)
+}
+
 fn epoch(d: &Drill, pod: &str) -> Option<u64> {
     let annotation = d
         .kube
@@ -165,29 +174,69 @@ fn epoch(d: &Drill, pod: &str) -> Option<u64> {
         .map(|t| t.epoch)
 }
 
-/// F2. The operator's leader dies in the middle of a promotion; the standby finishes it, once
+/// F2. Pod 0 is behind; the pod holding the most data is promoted, and the operator's leader dies mid-promotion
 ///
-/// Region A is lost first (the inter-region link cut, and kept down for the rest of this drill), as
-/// in the spec's DR story. The spec's promotion patch; as soon as the leader has told dr-redis-0 to
-/// become primary, its node fails (the node agent frozen: no kubelet, no heartbeat) and its process
-/// is killed. The other replica takes the Lease once it expired and completes the promotion without
-/// promoting again: dr-redis-0 keeps the replication id it took when promoted, and every other pod
-/// resumes with a partial resync.
+/// dr-redis-0's replication link is dropped while production takes writes that the other DR pods receive,
+/// then region A is lost (the inter-region link cut, and kept down for the rest of this drill) and
+/// dr-redis-0 resumes behind its peers. The spec's promotion patch promotes dr-redis-1 (the lowest
+/// ordinal holding every pod's data), not pod 0, and says so in PromotionTarget. As soon as the
+/// leader has told dr-redis-1 to become primary, its node fails (the node agent frozen: no
+/// kubelet, no heartbeat) and its process is killed. The other replica takes the Lease once it
+/// expired and completes the promotion without promoting again: dr-redis-1 keeps the replication
+/// id it took when promoted, and every other pod, dr-redis-0 included, resumes with a partial
+/// resync.
 fn operator_leader_dies_mid_promotion(d: &mut Drill) -> Result<(), String> {
     d.step(
-        "F2. The operator's leader dies in the middle of a promotion; the standby finishes it, once",
-        "Region A is lost first (the inter-region link cut, and kept down for the rest of this drill), as\n\
-         in the spec's DR story. The spec's promotion patch; as soon as the leader has told dr-redis-0 to\n\
-         become primary, its node fails (the node agent frozen: no kubelet, no heartbeat) and its process\n\
-         is killed. The other replica takes the Lease once it expired and completes the promotion without\n\
-         promoting again: dr-redis-0 keeps the replication id it took when promoted, and every other pod\n\
-         resumes with a partial resync.",
+        "F2. Pod 0 is behind; the pod holding the most data is promoted, and the operator's leader dies mid-promotion",
+        "dr-redis-0's replication link is dropped while production takes writes that the other DR pods receive,\n\
+         then region A is lost (the inter-region link cut, and kept down for the rest of this drill) and\n\
+         dr-redis-0 resumes behind its peers. The spec's promotion patch promotes dr-redis-1 (the lowest\n\
+         ordinal holding every pod's data), not pod 0, and says so in PromotionTarget. As soon as the\n\
+         leader has told dr-redis-1 to become primary, its node fails (the node agent frozen: no\n\
+         kubelet, no heartbeat) and its process is killed. The other replica takes the Lease once it\n\
+         expired and completes the promotion without promoting again: dr-redis-1 keeps the replication\n\
+         id it took when promoted, and every other pod, dr-redis-0 included, resumes with a partial\n\
+         resync.",
     );
-    // With the source alive the pods' offsets move between their reports, and a follower a few
-    // hundred bytes ahead of the new leader resynchronises in full (reported as
-    // FullResyncAfterFailover): docs/data-safety.md, "Promoting while the source is alive".
-    d.set_inter_region_link(false)?;
+    let chosen = "dr-redis-1";
     let dr_pods = d.pods(DR);
+    // Pod 0 falls behind: its replication link dropped (in its own network namespace, packets
+    // from any Redis port but its own; pausing its Redis would not do: the kernel keeps
+    // receiving the stream for it) while production takes writes the others receive.
+    let pod0 = d.kube.pod(NS, "dr-redis-0").ok_or("no pod dr-redis-0")?;
+    let netns = kcluster::client::pod_netns(&pod0).ok_or("dr-redis-0 has no uid")?;
+    let prod_primary = d
+        .labelled_primary(PROD)
+        .ok_or("production has no primary")?;
+    for rule in [
+        "add table inet drill",
+        "add chain inet drill in { type filter hook input priority 0 ; }",
+        "add rule inet drill in tcp sport 6379 ip saddr != 127.0.0.0/8 drop",
+    ] {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
+        kcluster::net::in_ns(&netns, &args)?;
+    }
+    let behind = (|| -> Result<(), String> {
+        let password = d.passwords[PROD].clone();
+        acked_writes(
+            &crate::harness::addr(&prod_primary),
+            &password,
+            "while-pod-0-cut-off",
+            200,
+            1,
+        )?;
+        let others: Vec<String> = dr_pods.iter().skip(1).cloned().collect();
+        wait(
+            "the other DR pods to receive production's writes",
+            Duration::from_secs(20),
+            || d.caught_up(&prod_primary, &others),
+        )?;
+        // Region A is lost before pod 0 can catch up.
+        d.set_inter_region_link(false)
+    })();
+    kcluster::net::in_ns(&netns, &["nft", "delete", "table", "inet", "drill"])?;
+    behind?;
     wait(
         "every DR pod to report its link to production down",
         Duration::from_secs(20),
@@ -199,13 +248,14 @@ fn operator_leader_dies_mid_promotion(d: &mut Drill) -> Result<(), String> {
         },
     )?;
     let (leader, node) = operator_leader(d).ok_or("no operator holds the leader Lease")?;
-    let before = epoch(d, "dr-redis-0").ok_or("dr-redis-0 has no topology")?;
-    let full_before = d.stat("dr-redis-0", "sync_full")?;
+    let before = epoch(d, chosen).ok_or(format!("{chosen} has no topology"))?;
+    let full_before = d.stat(chosen, "sync_full")?;
     d.patch(DR, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
+    // Chained: the other pods are told first, the chosen pod last, as primary.
     wait(
-        "the leader to tell dr-redis-0",
-        Duration::from_secs(20),
-        || epoch(d, "dr-redis-0").filter(|e| *e > before),
+        &format!("the leader to tell {chosen} to be primary"),
+        Duration::from_secs(40),
+        || epoch(d, chosen).filter(|e| *e > before && published_primary(d, chosen)),
     )?;
     let agent = daemon::get(&d.cluster.dir, &format!("node-{node}"))
         .ok_or(format!("no node agent for {node}"))?;
@@ -221,23 +271,27 @@ fn operator_leader_dies_mid_promotion(d: &mut Drill) -> Result<(), String> {
         }
     }
     let result = (|| -> Result<(), String> {
-        let (promoted_id, _) = wait("dr-redis-0 to be primary", Duration::from_secs(20), || {
-            let i = d.info("dr-redis-0", "replication").ok()?;
-            (i.get("role").map(String::as_str) == Some("master"))
-                .then(|| i.get("master_replid").cloned())
-                .flatten()
-        })?;
+        let (promoted_id, _) = wait(
+            &format!("{chosen} to be primary"),
+            Duration::from_secs(20),
+            || {
+                let i = d.info(chosen, "replication").ok()?;
+                (i.get("role").map(String::as_str) == Some("master"))
+                    .then(|| i.get("master_replid").cloned())
+                    .flatten()
+            },
+        )?;
         let (new_leader, took) = wait(
             "the standby to take the Lease over",
             Duration::from_secs(60),
             || operator_leader(d).filter(|(h, _)| *h != leader),
         )?;
         d.time("leader killed -> the standby holds the Lease", took);
-        let followers: Vec<String> = d.pods(DR).into_iter().skip(1).collect();
+        let followers: Vec<String> = d.pods(DR).into_iter().filter(|p| p != chosen).collect();
         d.wait_linked(
-            "the other DR pods to follow dr-redis-0",
+            &format!("the other DR pods to follow {chosen}"),
             &followers,
-            "dr-redis-0",
+            chosen,
             Duration::from_secs(60),
         )?;
         d.time(
@@ -258,15 +312,38 @@ fn operator_leader_dies_mid_promotion(d: &mut Drill) -> Result<(), String> {
             ),
             r,
         )?;
+        // The Promoting Event (with why this pod) is written after the pod patches: the leader
+        // may die before it. The standby then only completes, and says so in Promoted.
+        let promoting = d.event(DR, redis_topology::EventReason::Promoting);
+        let promoted_event = d.event(DR, redis_topology::EventReason::Promoted);
+        let current = d.current_primary(DR);
+        d.check(
+            &format!("the pod holding the most data was promoted, not pod 0: currentPrimary {current:?}; Promoting {promoting:?}; Promoted {promoted_event:?}"),
+            match (&current, &promoting, &promoted_event) {
+                (Some(c), Some((_, note)), _)
+                    if c == chosen
+                        && note.starts_with(&format!("Promoting {chosen} to standalone primary"))
+                        && note.contains(&format!("{chosen} holds the most data")) =>
+                {
+                    Ok(())
+                }
+                (Some(c), None, Some((_, note)))
+                    if c == chosen && note.starts_with(&format!("{chosen} is primary")) =>
+                {
+                    Ok(())
+                }
+                _ => Err("another pod, or no Event".into()),
+            },
+        )?;
         let now_id = d
-            .info("dr-redis-0", "replication")?
+            .info(chosen, "replication")?
             .get("master_replid")
             .cloned()
             .unwrap_or_default();
-        let full_after = d.stat("dr-redis-0", "sync_full")?;
+        let full_after = d.stat(chosen, "sync_full")?;
         let promoted = d.events(DR, redis_topology::EventReason::Promoted).len();
         d.check(
-            &format!("promoted once: dr-redis-0 kept replication id {promoted_id}, {promoted} Promoted Event, sync_full {full_before}->{full_after}"),
+            &format!("promoted once, no full resync: {chosen} kept replication id {promoted_id}, {promoted} Promoted Event, sync_full {full_before}->{full_after} (dr-redis-0, behind, resumed partially)"),
             if now_id == promoted_id && full_after == full_before && promoted == 1 {
                 Ok(())
             } else {

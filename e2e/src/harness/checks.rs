@@ -23,7 +23,10 @@ pub struct SplitBrainChecker {
 }
 
 /// Whether `pod` is a master that takes writes: a fenced master (booted fenced, or fenced by the
-/// operator) refuses every write and is not a second primary. None when it does not answer.
+/// operator) refuses every write and is not a second primary, nor is a master with fewer good
+/// replicas than its `min-replicas-to-write` (Redis answers `-NOREPLICAS`: a Sentinel's
+/// first choice in a failover a later one overrides is such a master for a moment). None when
+/// it does not answer.
 fn writable(conns: &mut BTreeMap<String, Conn>, pod: &str, password: &str) -> Option<bool> {
     let role = conns
         .get_mut(pod)
@@ -47,10 +50,40 @@ fn writable(conns: &mut BTreeMap<String, Conn>, pod: &str, password: &str) -> Op
                     _ => None,
                 })
                 .is_some_and(|v: u64| v >= u64::from(FENCE_MIN_REPLICAS));
-            Some(!fenced)
+            if fenced {
+                return Some(false);
+            }
+            // INFO replication: `min_slaves_good_slaves` is there when min-replicas-to-write is
+            // set; absent, the master takes writes.
+            let info = conns
+                .get_mut(pod)
+                .and_then(|c| c.cmd(&["INFO", "replication"]).ok())
+                .map(|r| r.text())
+                .unwrap_or_default();
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            let enough = match (field("min_slaves_good_slaves"), min_replicas(conns, pod)) {
+                (Some(good), Some(needed)) => good >= needed,
+                _ => true,
+            };
+            Some(enough)
         }
         _ => Some(false),
     }
+}
+
+/// The master's `min-replicas-to-write`.
+fn min_replicas(conns: &mut BTreeMap<String, Conn>, pod: &str) -> Option<u64> {
+    conns
+        .get_mut(pod)
+        .and_then(|c| c.cmd(&["CONFIG", "GET", "min-replicas-to-write"]).ok())
+        .and_then(|r| match r {
+            Reply::Array(Some(kv)) => kv.get(1)?.text().parse().ok(),
+            _ => None,
+        })
 }
 
 impl SplitBrainChecker {

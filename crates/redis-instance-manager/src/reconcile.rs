@@ -592,7 +592,13 @@ impl Manager {
         // Reported as divergedBytes (the operator's FullResyncAfterFailover Event): the gate's
         // count also covers siblings promoted out of one history, which the link tracker's
         // lineage check does not see.
-        if let (true, Safe::Failover { diverged: Some(bytes) }) = (opened, &why) {
+        if let (
+            true,
+            Safe::Failover {
+                diverged: Some(bytes),
+            },
+        ) = (opened, &why)
+        {
             self.divergence.diverged_bytes = Some(*bytes);
         }
         if let (true, Safe::SameData(sample)) = (opened, &why) {

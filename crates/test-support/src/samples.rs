@@ -8,18 +8,26 @@ use serde::de::DeserializeOwned;
 pub const DIR: &str = "config/samples";
 
 /// The repository root: the nearest directory holding `Cargo.lock` above the package under test
-/// (cargo sets `CARGO_MANIFEST_DIR` when it runs a test). Found at run time: this crate's own
-/// compile-time path is wrong whenever its build is reused by a checkout elsewhere (a git
-/// worktree sharing the target directory).
+/// (cargo sets `CARGO_MANIFEST_DIR` when it runs a test), else above the current directory (a
+/// binary such as `redis-drill`, run from the repository by `make`), else above this crate's
+/// compile-time path. Found at run time: the compile-time path is wrong whenever a build is
+/// reused by a checkout elsewhere (a git worktree sharing the target directory, a moved clone).
 pub fn repo_root() -> PathBuf {
-    let start = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    start
-        .ancestors()
-        .find(|d| d.join("Cargo.lock").is_file())
-        .unwrap_or_else(|| panic!("no Cargo.lock above {}", start.display()))
-        .to_path_buf()
+    let candidates = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+    ];
+    candidates
+        .iter()
+        .flatten()
+        .find_map(|start| {
+            start
+                .ancestors()
+                .find(|d| d.join("Cargo.lock").is_file())
+                .map(Path::to_path_buf)
+        })
+        .unwrap_or_else(|| panic!("no Cargo.lock above {candidates:?}"))
 }
 
 /// The path of sample `file` (e.g. `dr-redis.yaml`).

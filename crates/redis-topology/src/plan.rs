@@ -542,6 +542,40 @@ fn holders(view: &ClusterView, pod: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The pods other than `pod` that have not reported what they hold (no report, or one without
+/// a role: Redis unreadable). A restart is accepted only on positive knowledge: any of them
+/// may hold the former history, and a restarted primary accepted meanwhile takes writes that a
+/// failover to it later throws away (seen under load with Sentinel: the restarted primary took
+/// 112 writes).
+fn silent_others(view: &ClusterView, pod: &str) -> Vec<String> {
+    ordinal_pods(view)
+        .into_iter()
+        .filter(|(name, p)| {
+            name.as_str() != pod && p.report.as_ref().is_none_or(|r| r.role.is_none())
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// `PrimaryAvailable` while a restart waits for the other pods to report.
+fn waiting_to_accept(view: &ClusterView, r: &Restart, silent: &[String]) -> Desired {
+    Desired {
+        type_: cond::PRIMARY_AVAILABLE,
+        status: Status::False,
+        reason: cond::REASON_PRIMARY_RESTARTED,
+        message: format!(
+            "{}: kept fenced and out of the -leader Service; {} has not reported what it holds and may hold more of its former history: waiting for it. To let it take writes again with what it restarted with (losing what only its replicas hold): {}",
+            r.message,
+            silent.join(", "),
+            annotate_command(
+                view,
+                redis_cluster_api::topology::ACCEPT_HISTORY_ANNOTATION,
+                &r.now.replid
+            )
+        ),
+    }
+}
+
 /// The restart of a primary the operator accepts: every pod's topology carries
 /// `acceptHistory` = its replication id (the instance manager unfences it, its replicas'
 /// replication gates let it through) until every replica follows it.
@@ -1128,6 +1162,12 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
                             .is_some_and(|r| r.role.is_some())
                     })
                     .collect();
+                let silent = silent_others(view, &out.leader);
+                if holders.is_empty() && !silent.is_empty() {
+                    out.available = Some(waiting_to_accept(view, &r, &silent));
+                    out.restart = Some(r);
+                    return out;
+                }
                 let message = if holders.is_empty() {
                     out.available = Some(accepting(&r));
                     out.accept_restart = Some(AcceptRestart::of(&out.leader, &r));
@@ -1220,6 +1260,12 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
     if let Some(r) = &restart
         && holders(view, &out.leader, &r.had.replid).is_empty()
     {
+        let silent = silent_others(view, &out.leader);
+        if !silent.is_empty() {
+            out.available = Some(waiting_to_accept(view, r, &silent));
+            out.restart = restart;
+            return out;
+        }
         out.available = Some(accepting(r));
         out.accept_restart = Some(AcceptRestart::of(&out.leader, r));
         out.restart = restart;

@@ -551,6 +551,47 @@ fn under_sentinel_a_restarted_primary_no_replica_of_which_holds_its_history_is_a
     );
 }
 
+/// Accepting a restart needs positive knowledge: a replica that has not reported may hold the
+/// former history, so the restarted primary stays fenced and the condition says who is awaited.
+#[test]
+fn a_restart_is_not_accepted_while_a_replica_has_not_reported() {
+    for sentinel in [false, true] {
+        let mut w = if sentinel {
+            under_sentinels()
+        } else {
+            standalone_holding([5000, 5000, 4990])
+        };
+        w.hold("dr-redis-1", OTHER, 0, 0);
+        w.hold("dr-redis-2", OTHER, 0, 0);
+        w.reconcile();
+        w.restart("dr-redis-0", true);
+        w.pods.get_mut("dr-redis-2").unwrap().report = None;
+        let p = w.reconcile();
+        assert_eq!(
+            w.accepts(),
+            vec![None; 3],
+            "sentinel {sentinel}: {:?}",
+            p.publish
+        );
+        assert!(
+            p.publish
+                .get("dr-redis-0")
+                .is_none_or(|t| t.accept_history.is_none()),
+            "{:?}",
+            p.publish
+        );
+        let (status, reason, message) = w.condition("PrimaryAvailable").unwrap();
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "PrimaryRestarted")
+        );
+        assert!(
+            message.contains("dr-redis-2 has not reported what it holds"),
+            "{message}"
+        );
+    }
+}
+
 // A DR pod and a source that restarted with its data.
 
 fn same_data_resync() -> SameDataResync {

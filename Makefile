@@ -11,6 +11,10 @@ SHELL := /bin/bash
 # Project-local tools (helm, kubectl, the PyPI validators) live in .tools/, installed by `make deps`.
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/.tools/venv/bin:$(PATH)
 CARGO ?= cargo
+# Every build here selects the same targets and features, so `make test` compiles each crate once
+# and `cargo test` reuses what the drill built (a different feature set is a second copy of every
+# dependency in target/, and CI's disk is finite).
+CARGO_ALL := --workspace --all-targets --all-features
 export CARGO_TERM_COLOR ?= never
 
 # Each area adds its own test targets in hack/mk/*.mk (TEST_TARGETS += ...), so `make test` grows
@@ -27,8 +31,8 @@ deps: ## Install Debian packages, PyPI tools and helm (idempotent)
 	@hack/install-deps.sh
 
 .PHONY: build
-build: ## Build every crate (debug)
-	$(CARGO) build --workspace --all-targets
+build: ## Build every crate and test (debug)
+	$(CARGO) build $(CARGO_ALL)
 
 .PHONY: crd
 crd: ## Regenerate the CRD YAML from the Rust types (config/crd and the Helm chart)
@@ -50,6 +54,7 @@ clippy: ## Lint, warnings are errors
 .PHONY: test-rust
 test-rust: ## All Rust tests: pure, mock-API, real Redis (the CRD drift check is one of them)
 	@mkdir -p target
+	@# Not CARGO_ALL: --all-targets would skip the doctests. Same features, so nothing is rebuilt.
 	$(CARGO) test --workspace --all-features 2>&1 | tee target/test-rust.log
 	@awk '/^test result:/ {p+=$$4; f+=$$6} END {printf "cargo test: %d passed, %d failed\n", p, f}' target/test-rust.log
 

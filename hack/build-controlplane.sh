@@ -29,6 +29,11 @@ fi
 
 echo ">> building the control plane ($key); first time on this machine: several minutes" >&2
 mkdir -p "$out.tmp/bin"
+# A build cache of our own, removed once the binaries are in place: building Kubernetes fills about
+# 4 GB of it, which a machine that builds the control plane once never reads again, and CI's disk
+# also has to hold the Rust build. A failed build keeps it, so the retry resumes.
+# CONTROLPLANE_KEEP_GOCACHE=1 keeps it (for work on e2e/controlplane itself).
+export GOCACHE="$root/.tools/controlplane/go-build-cache"
 major=${k8s_version#v}; major=${major%%.*}
 minor=${k8s_version#v*.}; minor=${minor%%.*}
 ldflags="-s -w"
@@ -44,5 +49,8 @@ for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd k
 done
 rm -rf "$out"
 mv "$out.tmp" "$out"
+if [ "${CONTROLPLANE_KEEP_GOCACHE:-0}" != 1 ]; then
+  rm -rf "$GOCACHE"
+fi
 # Older keys are left for other checkouts of other versions; `make clean-tools` removes them all.
 echo "$out/bin"

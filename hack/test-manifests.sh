@@ -7,7 +7,8 @@ K8S_VERSION=${K8S_VERSION:-1.35.0}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-cargo build -q -p redis-operator
+# The Makefile's selection (CARGO_ALL), so this reuses the build `make test` already has.
+${CARGO:-cargo} build -q --workspace --all-targets --all-features
 samples=(config/samples/*.yaml)
 for f in "${samples[@]}"; do
   target/debug/redis-operator render "$f" > "$out/$(basename "$f")"

@@ -7,11 +7,9 @@
 controlplane: ## Build the Kubernetes control plane from Go modules (once per machine; needs Go)
 	@hack/build-controlplane.sh >/dev/null
 
-CLUSTER_BINS = -p kcluster -p redis-node-agent -p redis-operator -p redis-instance-manager
-
 .PHONY: cluster-up
 cluster-up: deps controlplane ## Start the local multi-region cluster with the operator installed; leaves it running (needs root)
-	$(CARGO) build $(CLUSTER_BINS)
+	$(CARGO) build $(CARGO_ALL)
 	target/debug/kcluster up --dir .kcluster --install-operator
 
 .PHONY: cluster-down

@@ -3,7 +3,8 @@
 # with its Helm chart, real redis-server, redis-sentinel and Prometheus.
 TEST_TARGETS += test-drill
 
-# Everything the cluster runs: the drill, the node agent, and the operator image's binaries.
+# Everything the cluster runs (release builds for the benches): the drill, the node agent, and the
+# operator image's binaries. Debug builds use CARGO_ALL (Makefile).
 DRILL_CRATES = -p redis-e2e -p redis-instance-manager -p redis-operator -p redis-node-agent -p kcluster
 
 # One local cluster at a time on a machine (fixed namespace names and ports): drills wait for
@@ -12,7 +13,7 @@ CLUSTER_LOCK = flock -o /tmp/kcluster.lock
 
 .PHONY: drill-build
 drill-build: controlplane
-	$(CARGO) build $(DRILL_CRATES)
+	$(CARGO) build $(CARGO_ALL)
 
 .PHONY: test-drill
 test-drill: drill-build ## Run the DR drills on the local real cluster, non-interactively (needs root)

@@ -11,6 +11,10 @@ pub const REDIS_PORT: u16 = 6379;
 pub const SENTINEL_PORT: u16 = 26379;
 /// Port of the instance manager's HTTP server (metrics, health, `GET /status`).
 pub const METRICS_PORT: u16 = 9121;
+/// The Redis container of a data pod (`kubectl exec <pod> -c redis`, the plugin's `report`).
+pub const REDIS_CONTAINER: &str = "redis";
+/// The instance manager's container of a data pod (`kubectl logs <pod> -c instance-manager`).
+pub const INSTANCE_MANAGER_CONTAINER: &str = "instance-manager";
 
 /// Name of data pod `ordinal` of cluster `cluster`: `<cluster>-<ordinal>`.
 pub fn pod_name(cluster: &str, ordinal: u32) -> String {

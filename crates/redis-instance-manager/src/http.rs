@@ -1,5 +1,8 @@
-//! `GET /metrics`, `/healthz`, `/readyz`, `/status`.
+//! `GET /metrics`, `/healthz`, `/readyz`, `/status`, `/info`.
 //!
+//! - `/info` is the local Redis's last `INFO` text as the reconcile loop read it (no secret is
+//!   in it), for `kubectl redis report`: the plugin reads it through the API server's pod proxy
+//!   instead of exec'ing `redis-cli` with the password.
 //! - `/healthz` (liveness) fails only when the reconcile loop has not completed a tick for
 //!   [`crate::reconcile::Shared::liveness_limit`]: a wedged process. A down cross-region link or
 //!   a down local Redis never fails it (restarting the sidecar fixes neither).
@@ -24,6 +27,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/info", get(info))
         .with_state(shared)
 }
 
@@ -63,6 +67,17 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
     axum::Json(s.report()).into_response()
+}
+
+async fn info(State(s): State<Arc<Shared>>) -> Response {
+    match s.info.lock().expect("info lock").clone() {
+        Some(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the local Redis has not been read yet\n",
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +134,19 @@ mod tests {
         assert_eq!(code, StatusCode::OK);
         let r: InstanceReport = serde_json::from_str(&body).unwrap();
         assert_eq!(r.pod, "dr-0");
+    }
+
+    #[tokio::test]
+    async fn info_is_the_last_text_read_and_unavailable_before_the_first() {
+        let s = Arc::new(shared());
+        let (code, _, body) = get(s.clone(), "/info").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("not been read"), "{body}");
+        *s.info.lock().unwrap() = Some("# Replication\r\nrole:master\r\n".into());
+        let (code, ct, body) = get(s, "/info").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(ct.starts_with("text/plain"), "{ct}");
+        assert_eq!(body, "# Replication\r\nrole:master\r\n");
     }
 
     #[tokio::test]

@@ -206,6 +206,8 @@ pub struct Connections {
     /// One per Sentinel address of the topology (sentinel mode only).
     sentinels: Vec<(String, Cached)>,
     probe_timeout: Duration,
+    /// The local Redis's last `INFO` text, served raw at `GET /info` (support bundles).
+    last_info: Option<String>,
 }
 
 impl Connections {
@@ -217,7 +219,13 @@ impl Connections {
             upstream: Cached::with_max_age(probe_timeout, probe_max_age),
             sentinels: Vec::new(),
             probe_timeout,
+            last_info: None,
         }
+    }
+
+    /// The local Redis's last `INFO` text (default sections), if one was read.
+    pub fn last_info(&self) -> Option<&str> {
+        self.last_info.as_deref()
     }
 
     /// The local Redis, for executing commands.
@@ -233,9 +241,14 @@ impl Connections {
     ) -> Observation {
         let started = Instant::now();
         let timeout = self.probe_timeout;
-        let (local, upstream, conns) = (&mut self.local, &mut self.upstream, &mut self.sentinels);
+        let (local, upstream, conns, info) = (
+            &mut self.local,
+            &mut self.upstream,
+            &mut self.sentinels,
+            &mut self.last_info,
+        );
         let (local, probe, replies) = tokio::join!(
-            read_local(local, &targets.local),
+            read_local(local, &targets.local, info),
             async {
                 let (_, reach) = targets.upstream.as_ref()?;
                 Some(match reach {
@@ -265,15 +278,17 @@ impl Connections {
         &mut self,
         ep: &Endpoint,
     ) -> Result<(Observed, RedisConfig), LocalError> {
-        read_local(&mut self.local, ep).await
+        read_local(&mut self.local, ep, &mut self.last_info).await
     }
 }
 
 async fn read_local(
     local: &mut Cached,
     ep: &Endpoint,
+    last_info: &mut Option<String>,
 ) -> Result<(Observed, RedisConfig), LocalError> {
     let text = local.info(ep).await.map_err(LocalError::Redis)?;
+    *last_info = Some(text.clone());
     let observed = Observed::parse(&text).map_err(|why| LocalError::Unparsable {
         addr: ep.addr(),
         why,

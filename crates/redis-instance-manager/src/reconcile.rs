@@ -55,6 +55,9 @@ pub struct ManagerConfig {
 pub struct Shared {
     pub metrics: Metrics,
     pub report: Mutex<InstanceReport>,
+    /// The local Redis's last `INFO` text (`GET /info`): never holds a secret (Redis does not
+    /// print `requirepass`/`masterauth` in INFO).
+    pub info: Mutex<Option<String>>,
     heartbeat: Mutex<Instant>,
     /// `/healthz` fails when the loop has not completed a tick for this long.
     pub liveness_limit: Duration,
@@ -68,6 +71,7 @@ impl Shared {
                 pod: config.pod.clone(),
                 ..Default::default()
             }),
+            info: Mutex::new(None),
             heartbeat: Mutex::new(Instant::now()),
             // A tick is bounded by the local and probe timeouts (a few seconds); only a wedged
             // process misses this many.
@@ -867,6 +871,8 @@ impl Manager {
             seen.seconds,
         );
         *self.shared.report.lock().expect("report lock") = report;
+        *self.shared.info.lock().expect("info lock") =
+            self.connections.last_info().map(str::to_string);
         *self.shared.heartbeat.lock().expect("heartbeat lock") = Instant::now();
     }
 }

@@ -13,10 +13,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use redis_cluster_api::names;
 
-/// The Redis container of a data pod: first, so `kubectl exec <pod> -- redis-cli` reaches Redis;
-/// the kubelet's report on it is what proves a primary takes no writes.
-pub const REDIS_CONTAINER: &str = "redis";
-pub(super) const INSTANCE_MANAGER_CONTAINER: &str = "instance-manager";
+// The Redis container of a data pod comes first, so `kubectl exec <pod> -- redis-cli` reaches
+// Redis; the kubelet's report on it is what proves a primary takes no writes.
+pub(super) use names::INSTANCE_MANAGER_CONTAINER;
+pub use names::REDIS_CONTAINER;
 pub(super) const SENTINEL_CONTAINER: &str = "sentinel";
 /// The init container of both kinds of pod: it writes the configuration the server runs with.
 pub(super) const INIT_CONTAINER: &str = "config";

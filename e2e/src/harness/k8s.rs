@@ -20,6 +20,41 @@ impl Drill<'_> {
         self.cluster.kubectl(args)
     }
 
+    /// `kubectl redis <args>` through the real kubectl, which finds the plugin on PATH (this
+    /// repository's `target/debug`, next to the images' binaries); the connection comes from
+    /// KUBECONFIG (the admin's, or `kubeconfig`), as a user's shell would give it. Stdin is not a
+    /// terminal. Returns (exit code, stdout, stderr).
+    pub fn kubectl_redis(
+        &self,
+        args: &[&str],
+        kubeconfig: Option<&std::path::Path>,
+    ) -> Result<(i32, String, String), String> {
+        let plugin_dir = self
+            .o
+            .instance_manager
+            .parent()
+            .ok_or("the instance manager's path has no directory")?;
+        let path = format!(
+            "{}:{}",
+            plugin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new(self.cluster.bin_dir.join("kubectl"))
+            .arg("redis")
+            .args(args)
+            .env("PATH", path)
+            .env("KUBECONFIG", kubeconfig.unwrap_or(&self.cluster.kubeconfig))
+            .env_remove("NO_COLOR")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("kubectl redis: {e}"))?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// `kubectl apply -f config/samples/<file>`: the spec's sample, exactly as written.
     pub fn apply_sample(&self, file: &str) -> Result<(), String> {
         let path = self.o.repo.join("config/samples").join(file);

@@ -188,6 +188,7 @@ impl<'a> Drill<'a> {
             "redis-instance-manager",
             "redis-operator",
             "redis-node-agent",
+            "kubectl-redis",
         ] {
             if !images.join(bin).exists() {
                 return Err(format!(

@@ -8,6 +8,7 @@
 //! standalone failover) are in [`failover`].
 
 mod failover;
+mod plugin;
 
 use std::time::{Duration, Instant};
 
@@ -50,7 +51,8 @@ fn story(d: &mut Drill) -> Result<(), String> {
     production_replicates_dr(d, &dr_primary)?;
     fail_back(d)?;
     never_two_primaries(d, checker)?;
-    describe_events(d)
+    describe_events(d)?;
+    plugin::kubectl_plugin(d)
 }
 
 /// Setup: a real Kubernetes in three regions, the operator installed with Helm, the spec's samples applied
@@ -603,7 +605,23 @@ fn fail_back(d: &mut Drill) -> Result<(), String> {
          the drill: DR returns to replicating its source, with a Warning Event saying local writes since\n\
          promotion are discarded.",
     );
-    d.patch(PROD, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
+    // Production's promotion through the plugin: it shows the data at risk, patches the spec's
+    // field and waits until the leader is primary and named.
+    let (code, out, err) = d.kubectl_redis(&["promote", PROD, "-n", NS, "--yes"], None)?;
+    let done = out
+        .lines()
+        .find(|l| l.contains("done:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    d.check(
+        &format!("kubectl redis promote prod-redis --yes: shows the data at risk, patches, waits ({done})"),
+        if code == 0 && out.contains("Data at risk:") && !done.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("exit {code}: {out}{err}"))
+        },
+    )?;
     let (leader, _) = wait(
         "production's leader to accept writes again",
         Duration::from_secs(30),
@@ -752,10 +770,11 @@ mod tests {
     #[test]
     fn every_step_is_documented_by_its_banner() {
         let steps = crate::harness::narration::assert_steps_documented(include_str!("mod.rs"))
-            + crate::harness::narration::assert_steps_documented(include_str!("failover.rs"));
+            + crate::harness::narration::assert_steps_documented(include_str!("failover.rs"))
+            + crate::harness::narration::assert_steps_documented(include_str!("plugin.rs"));
         assert_eq!(
-            steps, 9,
-            "the drill's banners: Setup, 1, 2, 2b, 3, 4, 4b, 5, 6"
+            steps, 10,
+            "the drill's banners: Setup, 1, 2, 2b, 3, 4, 4b, 5, 6, 7"
         );
     }
 }

@@ -1,0 +1,436 @@
+//! `kubectl-redis`: found by kubectl on PATH, run as `kubectl redis <command>`. kubectl passes a
+//! plugin only the arguments after its name, so the connection flags (`--kubeconfig`,
+//! `--context`, `-n`) are the plugin's own, with kubectl's meaning.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kubectl_redis::actions::{self, Progress};
+use kubectl_redis::api::{self, Error, Target};
+use kubectl_redis::bundle;
+use kubectl_redis::render::{self, Style};
+use kubectl_redis::view::{self, ClusterView, Inputs};
+use redis_cluster_api::RedisCluster;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl redis",
+    bin_name = "kubectl redis",
+    version,
+    about = "RedisCluster at a glance, and the risky operations with their safety checks",
+    after_help = "Examples:\n  \
+        kubectl redis status -A\n  \
+        kubectl redis status dr-redis -n production -o json\n  \
+        kubectl redis promote dr-redis -n production\n  \
+        kubectl redis demote dr-redis -n production\n  \
+        kubectl redis report dr-redis -n production -o dr-redis-report.tar.gz\n\n\
+        Docs: docs/kubectl-plugin.md. Exit codes: 0 done, 1 refused or failed, 2 usage."
+)]
+struct Cli {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Namespace (default: the context's).
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every cluster (or one): mode, replica mode and source, primary, each pod's role, link,
+    /// lag, resyncs, fencing, data at risk, the last Events.
+    Status {
+        /// One cluster (default: every cluster in the namespace).
+        name: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
+        /// No colours even on a terminal (also: NO_COLOR set).
+        #[arg(long)]
+        no_color: bool,
+    },
+    /// Promote a replica cluster to a standalone primary (spec.replicaMode.promote: true),
+    /// showing first what a promotion now would lose; waits until it accepts writes.
+    Promote {
+        name: String,
+        /// Promote this pod instead of the designated leader (annotation redis.io/promote-pod).
+        #[arg(long)]
+        pod: Option<String>,
+        /// Do not ask for confirmation (scripts).
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// How long to wait for the promotion to complete.
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Patch and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Return a promoted cluster to replicating its source (spec.replicaMode.promote: false):
+    /// the writes it took since promotion are DISCARDED.
+    Demote {
+        name: String,
+        #[arg(short = 'y', long)]
+        yes: bool,
+        #[arg(long, default_value = "120s", value_parser = parse_duration)]
+        timeout: Duration,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// A planned, zero-loss move of the primary role (not supported by this operator version).
+    Switchover { name: String },
+    /// Fence a pod (refuse writes) by hand (not supported by this operator version).
+    Fence { pod: String },
+    /// Lift a manual fence (not supported by this operator version).
+    Unfence { pod: String },
+    /// A support bundle: objects, status, Events, each pod's instance-manager status and Redis
+    /// INFO, container and operator logs, every secret value redacted, in one .tar.gz.
+    Report {
+        name: String,
+        /// The archive to write (default: redis-report-<ns>-<name>-<time>.tar.gz here).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: u64 = num.parse().map_err(|_| format!("not a duration: {s}"))?;
+    match unit {
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "ms" => Ok(Duration::from_millis(n)),
+        _ => Err(format!("not a duration: {s} (use 90s, 2m, 500ms)")),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let not_supported = |what: &str| {
+        Err(Error::Refused(format!(
+            "{what} is not supported by this operator version: the operator has no planned \
+             switchover or manual fencing yet (it fences pods itself during promotions and \
+             failovers). An unplanned promotion is `kubectl redis promote`; see \
+             docs/kubectl-plugin.md"
+        )))
+    };
+    match &cli.command {
+        Command::Switchover { .. } => return not_supported("switchover"),
+        Command::Fence { .. } | Command::Unfence { .. } => return not_supported("manual fencing"),
+        _ => {}
+    }
+    let target = Target {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+    };
+    let (client, default_ns) = api::connect(&target).await?;
+    let ns = cli.namespace.clone().unwrap_or(default_ns);
+    match cli.command {
+        Command::Status {
+            name,
+            all_namespaces,
+            output,
+            no_color,
+        } => status(&client, &ns, name, all_namespaces, output, no_color).await,
+        Command::Promote {
+            name,
+            pod,
+            yes,
+            timeout,
+            no_wait,
+        } => promote(&client, &ns, &name, pod, yes, timeout, no_wait).await,
+        Command::Demote {
+            name,
+            yes,
+            timeout,
+            no_wait,
+        } => demote(&client, &ns, &name, yes, timeout, no_wait).await,
+        Command::Report { name, output } => report(&client, &ns, &name, output).await,
+        Command::Switchover { .. } | Command::Fence { .. } | Command::Unfence { .. } => {
+            unreachable!("answered above")
+        }
+    }
+}
+
+async fn view_of(client: &Client, c: &RedisCluster, op: &view::OperatorView) -> ClusterView {
+    let ns = c.metadata.namespace.clone().unwrap_or_default();
+    let name = c.metadata.name.clone().unwrap_or_default();
+    let pods = api::data_pods(client, &ns, &name).await.unwrap_or_default();
+    let reports = api::reports(client, &ns, &pods).await;
+    let events = api::events(client, &ns, &name).await.unwrap_or_default();
+    view::view(&Inputs {
+        cluster: c,
+        reports: &reports,
+        events: &events,
+        operator: op,
+    })
+}
+
+async fn status(
+    client: &Client,
+    ns: &str,
+    name: Option<String>,
+    all: bool,
+    output: Output,
+    no_color: bool,
+) -> Result<(), Error> {
+    let clusters = match &name {
+        Some(n) => vec![api::get_cluster(client, ns, n).await?],
+        None => api::list_clusters(client, (!all).then_some(ns)).await?,
+    };
+    let op = api::operator(client).await;
+    let views: Vec<ClusterView> =
+        futures::future::join_all(clusters.iter().map(|c| view_of(client, c, &op))).await;
+    let text = match output {
+        Output::Text => {
+            let style = if no_color
+                || std::env::var_os("NO_COLOR").is_some()
+                || !std::io::stdout().is_terminal()
+            {
+                Style::Plain
+            } else {
+                Style::Color
+            };
+            if views.is_empty() {
+                format!(
+                    "No RedisCluster found in {}.\n",
+                    if all {
+                        "any namespace".to_string()
+                    } else {
+                        format!("namespace {ns}")
+                    }
+                )
+            } else {
+                render::clusters(&views, Timestamp::now(), style)
+            }
+        }
+        Output::Json => {
+            let v = match name {
+                Some(_) => serde_json::to_value(&views[0]),
+                None => serde_json::to_value(serde_json::json!({"items": views})),
+            };
+            v.and_then(|v| serde_json::to_string_pretty(&v))
+                .map(|s| s + "\n")
+                .map_err(|e| Error::Other(e.to_string()))?
+        }
+        Output::Yaml => match name {
+            Some(_) => serde_yaml::to_string(&views[0]),
+            None => serde_yaml::to_string(&serde_json::json!({"items": views})),
+        }
+        .map_err(|e| Error::Other(e.to_string()))?,
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// Ask the person at the terminal; refuse when there is none (scripts must say --yes).
+fn confirm(question: &str, yes: bool) -> Result<(), Error> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::Refused(
+            "refusing without confirmation: stdin is not a terminal; add --yes".into(),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Error::Refused("not confirmed: nothing changed".into()))
+    }
+}
+
+async fn promote(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    pod: Option<String>,
+    yes: bool,
+    timeout: Duration,
+    no_wait: bool,
+) -> Result<(), Error> {
+    let c = api::get_cluster(client, ns, name).await?;
+    let op = api::operator(client).await;
+    let pods: Vec<String> = api::data_pods(client, ns, name)
+        .await?
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    actions::check_promote(&c, &op, pod.as_deref(), &pods).map_err(Error::Refused)?;
+    let v = view_of(client, &c, &op).await;
+    let risk = v
+        .data_at_risk
+        .as_ref()
+        .map(|r| r.summary.clone())
+        .unwrap_or_else(|| "unknown".into());
+    println!("Promoting {name} ({ns}) to a standalone primary.");
+    println!("  Data at risk: {risk}");
+    if op.state == "unknown" {
+        println!("  Operator:     {}", op.message);
+    }
+    println!(
+        "  Afterwards {} takes writes; the source ({}) must not: fence or shut it down.",
+        name,
+        v.source.as_deref().unwrap_or("-")
+    );
+    confirm(&format!("Promote {name}?"), yes)?;
+    let patched =
+        api::patch_cluster(client, ns, name, &actions::promote_patch(pod.as_deref())).await?;
+    println!("patched spec.replicaMode.promote: true");
+    if no_wait {
+        return Ok(());
+    }
+    let generation = patched.metadata.generation.unwrap_or(0);
+    follow(client, ns, name, timeout, |c| {
+        actions::promotion_progress(c, generation)
+    })
+    .await
+}
+
+async fn demote(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    yes: bool,
+    timeout: Duration,
+    no_wait: bool,
+) -> Result<(), Error> {
+    let c = api::get_cluster(client, ns, name).await?;
+    let op = api::operator(client).await;
+    actions::check_demote(&c, &op).map_err(Error::Refused)?;
+    let source = c
+        .spec
+        .replica_mode
+        .as_ref()
+        .and_then(|rm| rm.source.as_ref())
+        .map(|s| format!("{} ({}:{})", s.display_name(), s.host, s.port))
+        .unwrap_or_else(|| "-".into());
+    println!("Returning {name} ({ns}) to replicating {source}.");
+    println!(
+        "  Every write {name} took since its promotion is DISCARDED: its pods resynchronise \
+         from the source."
+    );
+    confirm(&format!("Demote {name} and discard its writes?"), yes)?;
+    let patched = api::patch_cluster(client, ns, name, &actions::demote_patch()).await?;
+    println!("patched spec.replicaMode.promote: false");
+    if no_wait {
+        return Ok(());
+    }
+    let generation = patched.metadata.generation.unwrap_or(0);
+    follow(client, ns, name, timeout, |c| {
+        actions::demotion_progress(c, generation)
+    })
+    .await
+}
+
+/// Poll the cluster until `progress` says done or stuck, printing each new message.
+async fn follow(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    progress: impl Fn(&RedisCluster) -> Progress,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let c = api::get_cluster(client, ns, name).await?;
+        let p = progress(&c);
+        let t = started.elapsed().as_secs_f64();
+        match p {
+            Progress::Done(msg) => {
+                println!("[{t:5.1}s] done: {msg}");
+                return Ok(());
+            }
+            Progress::Stuck(msg) => {
+                return Err(Error::Refused(format!(
+                    "cannot complete without you: {msg}"
+                )));
+            }
+            Progress::Pending(msg) => {
+                if msg != last {
+                    println!("[{t:5.1}s] {msg}");
+                    last = msg;
+                }
+            }
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Refused(format!(
+                "not complete after {timeout:?} (last: {last}); the operator keeps going: follow \
+                 it with `kubectl redis status {name} -n {ns}`"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn report(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    output: Option<PathBuf>,
+) -> Result<(), Error> {
+    let now = Timestamp::now();
+    let stamp = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let dir = format!("redis-report-{ns}-{name}-{stamp}");
+    let path = output.unwrap_or_else(|| PathBuf::from(format!("{dir}.tar.gz")));
+    let b = bundle::collect(client, ns, name).await?;
+    let mut files = vec![("README.txt".to_string(), bundle::readme(ns, name, now, &b))];
+    files.extend(b.files.iter().cloned());
+    bundle::write(&path, &dir, &files)
+        .map_err(|e| Error::Other(format!("writing {}: {e}", path.display())))?;
+    println!(
+        "wrote {} ({} files{})",
+        path.display(),
+        files.len(),
+        if b.missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} item(s) not collected, listed in README.txt",
+                b.missing.len()
+            )
+        }
+    );
+    Ok(())
+}

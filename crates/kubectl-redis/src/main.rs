@@ -434,3 +434,45 @@ async fn report(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl_timeouts() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn connection_flags_are_accepted_after_the_command_as_kubectl_users_type_them() {
+        let cli = Cli::try_parse_from([
+            "kubectl-redis",
+            "status",
+            "dr-redis",
+            "-n",
+            "production",
+            "--context",
+            "west",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("production"));
+        assert_eq!(cli.context.as_deref(), Some("west"));
+        assert!(matches!(
+            cli.command,
+            Command::Status {
+                output: Output::Json,
+                ..
+            }
+        ));
+        // promote needs a name.
+        assert!(Cli::try_parse_from(["kubectl-redis", "promote"]).is_err());
+    }
+}

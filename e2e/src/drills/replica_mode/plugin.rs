@@ -95,7 +95,12 @@ fn status_json(d: &mut Drill) -> Result<(), String> {
 }
 
 fn status_text(d: &mut Drill) -> Result<(), String> {
+    let started = std::time::Instant::now();
     let (code, out, err) = d.kubectl_redis(&["status", DR, "-n", NS], None)?;
+    d.time(
+        "kubectl redis status dr-redis (5 pods read live through the pod proxy)",
+        started.elapsed(),
+    );
     let pods = d.pods(DR);
     let rows = out
         .lines()

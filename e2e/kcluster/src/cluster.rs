@@ -120,6 +120,16 @@ pub fn running() -> Option<PathBuf> {
 }
 
 pub fn up(o: &Options) -> Result<Cluster, String> {
+    let started = start(o);
+    if started.is_err() {
+        // What started must not outlive the failure: a leftover etcd or apiserver holds the
+        // ports the next `up` needs.
+        down(&o.dir);
+    }
+    started
+}
+
+fn start(o: &Options) -> Result<Cluster, String> {
     match running() {
         Some(other) if other != o.dir => {
             return Err(format!(
@@ -543,11 +553,18 @@ pub fn install_operator(
 /// Stop every daemon of the cluster in `dir`, then remove the network (and any pod process
 /// still in it). Leaves logs and data for reading; `up` removes them.
 pub fn down(dir: &Path) {
-    // Node agents first, so none restarts a pod while the rest goes.
-    for d in daemon::list(dir) {
-        if d.name.starts_with("node-") {
-            daemon::stop(&d, Duration::from_secs(5));
-        }
+    // Node agents first, so none restarts a pod while the rest goes; then the clients of the
+    // API server; the API server before etcd, so it never runs without its storage.
+    let rank = |name: &str| match name {
+        n if n.starts_with("node-") => 0,
+        "kube-apiserver" => 2,
+        "etcd" => 3,
+        _ => 1,
+    };
+    let mut daemons = daemon::list(dir);
+    daemons.sort_by_key(|d| rank(&d.name));
+    for d in &daemons {
+        daemon::stop(d, Duration::from_secs(5));
     }
     daemon::stop_all(dir);
     net::teardown();

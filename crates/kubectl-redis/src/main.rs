@@ -314,17 +314,9 @@ async fn promote(
         v.source.as_deref().unwrap_or("-")
     );
     confirm(&format!("Promote {name}?"), yes)?;
-    let patched =
-        api::patch_cluster(client, ns, name, &actions::promote_patch(pod.as_deref())).await?;
-    println!("patched spec.replicaMode.promote: true");
-    if no_wait {
-        return Ok(());
-    }
-    let generation = patched.metadata.generation.unwrap_or(0);
-    follow(client, ns, name, timeout, |c| {
-        actions::promotion_progress(c, generation)
-    })
-    .await
+    let patch = actions::promote_patch(pod.as_deref());
+    let wait = (!no_wait).then_some(timeout);
+    patch_and_follow(client, ns, name, &patch, wait, actions::promotion_progress).await
 }
 
 async fn demote(
@@ -338,29 +330,35 @@ async fn demote(
     let c = api::get_cluster(client, ns, name).await?;
     let op = api::operator(client).await;
     actions::check_demote(&c, &op).map_err(Error::Refused)?;
-    let source = c
-        .spec
-        .replica_mode
-        .as_ref()
-        .and_then(|rm| rm.source.as_ref())
-        .map(|s| format!("{} ({}:{})", s.display_name(), s.host, s.port))
-        .unwrap_or_else(|| "-".into());
+    let source = view::source_text(&c).unwrap_or_else(|| "-".into());
     println!("Returning {name} ({ns}) to replicating {source}.");
     println!(
         "  Every write {name} took since its promotion is DISCARDED: its pods resynchronise \
          from the source."
     );
     confirm(&format!("Demote {name} and discard its writes?"), yes)?;
-    let patched = api::patch_cluster(client, ns, name, &actions::demote_patch()).await?;
-    println!("patched spec.replicaMode.promote: false");
-    if no_wait {
+    let patch = actions::demote_patch();
+    let wait = (!no_wait).then_some(timeout);
+    patch_and_follow(client, ns, name, &patch, wait, actions::demotion_progress).await
+}
+
+/// Send the merge patch, say so, then (with `wait`) follow the cluster until `progress` says
+/// the generation the patch made is done.
+async fn patch_and_follow(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    patch: &serde_json::Value,
+    wait: Option<Duration>,
+    progress: fn(&RedisCluster, i64) -> Progress,
+) -> Result<(), Error> {
+    let patched = api::patch_cluster(client, ns, name, patch).await?;
+    println!("patched {patch}");
+    let Some(timeout) = wait else {
         return Ok(());
-    }
+    };
     let generation = patched.metadata.generation.unwrap_or(0);
-    follow(client, ns, name, timeout, |c| {
-        actions::demotion_progress(c, generation)
-    })
-    .await
+    follow(client, ns, name, timeout, |c| progress(c, generation)).await
 }
 
 /// Poll the cluster until `progress` says done or stuck, printing each new message.

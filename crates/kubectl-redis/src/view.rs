@@ -208,6 +208,16 @@ pub fn replica_mode_state(cluster: &RedisCluster) -> &'static str {
     }
 }
 
+/// `<clusterName> (<host>:<port>)` of `replicaMode.source`, as the conditions name it.
+pub fn source_text(cluster: &RedisCluster) -> Option<String> {
+    cluster
+        .spec
+        .replica_mode
+        .as_ref()
+        .and_then(|rm| rm.source.as_ref())
+        .map(|s| format!("{} ({}:{})", s.display_name(), s.host, s.port))
+}
+
 /// `spec.replicaMode.promote`.
 pub fn promote_requested(cluster: &RedisCluster) -> bool {
     cluster
@@ -252,8 +262,7 @@ pub fn view(i: &Inputs) -> ClusterView {
         .replica_mode
         .as_ref()
         .filter(|rm| rm.enabled)
-        .and_then(|rm| rm.source.as_ref())
-        .map(|s| format!("{} ({}:{})", s.display_name(), s.host, s.port));
+        .and(source_text(c));
     // After a promotion the source link is history; the FormerSourceWritable condition says
     // what matters about the source then.
     let source_link = (!matches!(state, "off" | "promoted"))

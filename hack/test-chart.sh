@@ -154,6 +154,7 @@ mkdir -p "$tmp/prom/tests"
 import json, os, sys, yaml
 render, prom, chart = sys.argv[1:4]
 NS = "redis-system"
+release_name = "redis-operator"  # the fullname: release and chart share the name
 failures = []
 def check(cond, what):
     if not cond:
@@ -282,8 +283,27 @@ def common(s, docs, expect):
         binds = [b for b in objs(docs, "RoleBinding") if roles and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": roles[0]["metadata"]["name"]}]
         check(len(binds) == 1 and binds[0]["metadata"]["namespace"] == expect["watch"] and subjects_ok(binds[0]), s + ": operator RoleBinding")
     else:
-        roles = objs(docs, "ClusterRole")
-        check(len(roles) == 1, s + ": one ClusterRole")
+        AGG = "rbac.authorization.k8s.io/aggregate-to-"
+        user = {d["metadata"]["name"]: d for d in objs(docs, "ClusterRole")
+                if any(k.startswith(AGG) for k in d["metadata"].get("labels", {}))}
+        roles = [d for d in objs(docs, "ClusterRole") if d["metadata"]["name"] not in user]
+        check(len(roles) == 1, s + ": one ClusterRole for the operator")
+        # What the built-in view/edit/admin roles gain (rbac.aggregateToDefaultRoles, default on).
+        want_user = {
+            release_name + "-view": ({"view", "edit", "admin"},
+                {("redis.io", r, v, None) for r in ["redisclusters", "redisclusters/status"] for v in ["get", "list", "watch"]}),
+            release_name + "-edit": ({"edit", "admin"},
+                {("redis.io", "redisclusters", v, None) for v in ["create", "update", "patch", "delete", "deletecollection"]}),
+        }
+        check(set(user) == set(want_user), "%s: aggregated ClusterRoles %s, want %s" % (s, sorted(user), sorted(want_user)))
+        for name, (aggs, rules) in want_user.items():
+            if name in user:
+                labels = user[name]["metadata"]["labels"]
+                got_aggs = {k[len(AGG):] for k, v in labels.items() if k.startswith(AGG) and v == "true"}
+                check(got_aggs == aggs, "%s: %s aggregates to %s, want %s" % (s, name, sorted(got_aggs), sorted(aggs)))
+                check(triples(user[name]["rules"]) == rules, "%s: %s rules %s" % (s, name, sorted(triples(user[name]["rules"]), key=str)))
+        check(not objs(docs, "ClusterRoleBinding") or all(b["roleRef"]["name"] not in user for b in objs(docs, "ClusterRoleBinding")),
+              s + ": the aggregated ClusterRoles are bound to no one by the chart")
         binds = [b for b in objs(docs, "ClusterRoleBinding") if roles and b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": roles[0]["metadata"]["name"]}]
         check(len(binds) == 1 and subjects_ok(binds[0]), s + ": ClusterRoleBinding to the operator ServiceAccount")
     if roles:

@@ -273,48 +273,50 @@ fn collect_files(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// A kubeconfig for a ServiceAccount with no role at all.
-fn no_rbac(d: &mut Drill) -> Result<(), String> {
-    d.kubectl(&["-n", NS, "create", "serviceaccount", "plugin-nobody"])?;
-    let token = d.kubectl(&["-n", NS, "create", "token", "plugin-nobody"])?;
-    let server = d.kubectl(&[
-        "config",
-        "view",
-        "--raw",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ])?;
-    let ca = d.kubectl(&[
-        "config",
-        "view",
-        "--raw",
-        "-o",
-        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-    ])?;
-    let ca_line = if ca.trim().is_empty() {
-        let file = d.kubectl(&[
+/// A kubeconfig for ServiceAccount `sa` of the drill's namespace (created here), as a user would
+/// get one.
+fn sa_kubeconfig(d: &mut Drill, sa: &str) -> Result<std::path::PathBuf, String> {
+    d.kubectl(&["-n", NS, "create", "serviceaccount", sa])?;
+    let token = d.kubectl(&["-n", NS, "create", "token", sa])?;
+    let view = |path: &str| {
+        d.kubectl(&[
             "config",
             "view",
             "--raw",
             "-o",
-            "jsonpath={.clusters[0].cluster.certificate-authority}",
-        ])?;
-        format!("certificate-authority: {}", file.trim())
+            &format!("jsonpath={{.clusters[0].cluster.{path}}}"),
+        ])
+    };
+    let server = view("server")?;
+    let ca = view("certificate-authority-data")?;
+    let ca_line = if ca.trim().is_empty() {
+        format!(
+            "certificate-authority: {}",
+            view("certificate-authority")?.trim()
+        )
     } else {
         format!("certificate-authority-data: {}", ca.trim())
     };
-    let kubeconfig = d.o.dir.join("nobody.kubeconfig");
+    let kubeconfig = d.o.dir.join(format!("{sa}.kubeconfig"));
     std::fs::write(
         &kubeconfig,
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    {ca_line}\n\
-             users:\n- name: nobody\n  user:\n    token: {}\ncontexts:\n- name: nobody\n  context:\n    cluster: c\n    user: nobody\n    namespace: {NS}\n\
-             current-context: nobody\n",
+             users:\n- name: {sa}\n  user:\n    token: {}\ncontexts:\n- name: {sa}\n  context:\n    cluster: c\n    user: {sa}\n    namespace: {NS}\n\
+             current-context: {sa}\n",
             server.trim(),
             token.trim()
         ),
     )
     .map_err(|e| e.to_string())?;
+    Ok(kubeconfig)
+}
+
+/// A ServiceAccount with no role at all is told what is missing; one bound to Kubernetes'
+/// built-in `edit` role in the namespace can use the plugin there (the chart's aggregated
+/// ClusterRoles, `rbac.aggregateToDefaultRoles`).
+fn no_rbac(d: &mut Drill) -> Result<(), String> {
+    let kubeconfig = sa_kubeconfig(d, "plugin-nobody")?;
     let (code, out, err) = d.kubectl_redis(&["status"], Some(&kubeconfig))?;
     d.check(
         &format!(
@@ -326,6 +328,40 @@ fn no_rbac(d: &mut Drill) -> Result<(), String> {
                 && err.contains("not allowed to list redisclusters in namespace production")
                 && err.contains("kubectl auth can-i list redisclusters -n production"),
             || format!("exit {code}: {out}{err}"),
+        ),
+    )?;
+    let kubeconfig = sa_kubeconfig(d, "plugin-editor")?;
+    d.kubectl(&[
+        "-n",
+        NS,
+        "create",
+        "rolebinding",
+        "plugin-editor",
+        "--clusterrole=edit",
+        &format!("--serviceaccount={NS}:plugin-editor"),
+    ])?;
+    let who = format!("--as=system:serviceaccount:{NS}:plugin-editor");
+    let can_patch = d
+        .kubectl(&[
+            "auth",
+            "can-i",
+            "patch",
+            "redisclusters.redis.io",
+            "-n",
+            NS,
+            &who,
+        ])
+        .unwrap_or_default();
+    let (code, out, err) = d.kubectl_redis(&["status", DR, "-o", "json"], Some(&kubeconfig))?;
+    let j: Value = serde_json::from_str(&out).unwrap_or_default();
+    let live = j["pods"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty() && p.iter().all(|p| p["source"] == "live"));
+    d.check(
+        "a user with Kubernetes' built-in edit role in the namespace reads status with every pod live, may patch redisclusters (the chart's aggregated roles), and sees the operator as unknown",
+        ok_if(
+            code == 0 && live && j["operator"]["state"] == "unknown" && can_patch.trim() == "yes",
+            || format!("exit {code}, can-i patch: {can_patch}: {out}{err}"),
         ),
     )
 }

@@ -101,6 +101,15 @@ fn status_text(d: &mut Drill) -> Result<(), String> {
         "kubectl redis status dr-redis (5 pods read live through the pod proxy)",
         started.elapsed(),
     );
+    // The baseline a user has without the plugin: the printer columns and describe's conditions
+    // and Events (no pod's lag, no data at risk).
+    let started = std::time::Instant::now();
+    d.kubectl(&["-n", NS, "get", "rediscluster", DR])?;
+    d.kubectl(&["-n", NS, "describe", "rediscluster", DR])?;
+    d.time(
+        "baseline: kubectl get rediscluster dr-redis + kubectl describe rediscluster dr-redis",
+        started.elapsed(),
+    );
     let pods = d.pods(DR);
     let rows = out
         .lines()

@@ -75,26 +75,15 @@ enum Command {
         /// Promote this pod instead of the designated leader (annotation redis.io/promote-pod).
         #[arg(long)]
         pod: Option<String>,
-        /// Do not ask for confirmation (scripts).
-        #[arg(short = 'y', long)]
-        yes: bool,
-        /// How long to wait for the promotion to complete.
-        #[arg(long, default_value = "120s", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Patch and return without waiting.
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        change: Change,
     },
     /// Return a promoted cluster to replicating its source (spec.replicaMode.promote: false):
     /// the writes it took since promotion are DISCARDED.
     Demote {
         name: String,
-        #[arg(short = 'y', long)]
-        yes: bool,
-        #[arg(long, default_value = "120s", value_parser = parse_duration)]
-        timeout: Duration,
-        #[arg(long)]
-        no_wait: bool,
+        #[command(flatten)]
+        change: Change,
     },
     /// A planned, zero-loss move of the primary role (not supported by this operator version).
     Switchover { name: String },
@@ -110,6 +99,20 @@ enum Command {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+}
+
+/// How `promote` and `demote` change a cluster: ask first, then wait.
+#[derive(clap::Args, Debug)]
+struct Change {
+    /// Do not ask for confirmation (scripts).
+    #[arg(short = 'y', long)]
+    yes: bool,
+    /// How long to wait for the operator to complete the change.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Patch and return without waiting.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -165,19 +168,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             output,
             no_color,
         } => status(&client, &ns, name, all_namespaces, output, no_color).await,
-        Command::Promote {
-            name,
-            pod,
-            yes,
-            timeout,
-            no_wait,
-        } => promote(&client, &ns, &name, pod, yes, timeout, no_wait).await,
-        Command::Demote {
-            name,
-            yes,
-            timeout,
-            no_wait,
-        } => demote(&client, &ns, &name, yes, timeout, no_wait).await,
+        Command::Promote { name, pod, change } => promote(&client, &ns, &name, pod, &change).await,
+        Command::Demote { name, change } => demote(&client, &ns, &name, &change).await,
         Command::Report { name, output } => report(&client, &ns, &name, output).await,
         Command::Switchover { .. } | Command::Fence { .. } | Command::Unfence { .. } => {
             unreachable!("answered above")
@@ -285,9 +277,7 @@ async fn promote(
     ns: &str,
     name: &str,
     pod: Option<String>,
-    yes: bool,
-    timeout: Duration,
-    no_wait: bool,
+    change: &Change,
 ) -> Result<(), Error> {
     let c = api::get_cluster(client, ns, name).await?;
     let op = api::operator(client).await;
@@ -313,20 +303,20 @@ async fn promote(
         name,
         v.source.as_deref().unwrap_or("-")
     );
-    confirm(&format!("Promote {name}?"), yes)?;
+    confirm(&format!("Promote {name}?"), change.yes)?;
     let patch = actions::promote_patch(pod.as_deref());
-    let wait = (!no_wait).then_some(timeout);
-    patch_and_follow(client, ns, name, &patch, wait, actions::promotion_progress).await
+    patch_and_follow(
+        client,
+        ns,
+        name,
+        &patch,
+        change,
+        actions::promotion_progress,
+    )
+    .await
 }
 
-async fn demote(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    yes: bool,
-    timeout: Duration,
-    no_wait: bool,
-) -> Result<(), Error> {
+async fn demote(client: &Client, ns: &str, name: &str, change: &Change) -> Result<(), Error> {
     let c = api::get_cluster(client, ns, name).await?;
     let op = api::operator(client).await;
     actions::check_demote(&c, &op).map_err(Error::Refused)?;
@@ -336,29 +326,34 @@ async fn demote(
         "  Every write {name} took since its promotion is DISCARDED: its pods resynchronise \
          from the source."
     );
-    confirm(&format!("Demote {name} and discard its writes?"), yes)?;
+    confirm(
+        &format!("Demote {name} and discard its writes?"),
+        change.yes,
+    )?;
     let patch = actions::demote_patch();
-    let wait = (!no_wait).then_some(timeout);
-    patch_and_follow(client, ns, name, &patch, wait, actions::demotion_progress).await
+    patch_and_follow(client, ns, name, &patch, change, actions::demotion_progress).await
 }
 
-/// Send the merge patch, say so, then (with `wait`) follow the cluster until `progress` says
-/// the generation the patch made is done.
+/// Send the merge patch, say so, then (unless `--no-wait`) follow the cluster until `progress`
+/// says the generation the patch made is done.
 async fn patch_and_follow(
     client: &Client,
     ns: &str,
     name: &str,
     patch: &serde_json::Value,
-    wait: Option<Duration>,
+    change: &Change,
     progress: fn(&RedisCluster, i64) -> Progress,
 ) -> Result<(), Error> {
     let patched = api::patch_cluster(client, ns, name, patch).await?;
     println!("patched {patch}");
-    let Some(timeout) = wait else {
+    if change.no_wait {
         return Ok(());
-    };
+    }
     let generation = patched.metadata.generation.unwrap_or(0);
-    follow(client, ns, name, timeout, |c| progress(c, generation)).await
+    follow(client, ns, name, change.timeout, |c| {
+        progress(c, generation)
+    })
+    .await
 }
 
 /// Poll the cluster until `progress` says done or stuck, printing each new message.
@@ -470,7 +465,25 @@ mod tests {
                 ..
             }
         ));
-        // promote needs a name.
+        // promote needs a name; promote and demote take the same confirmation and wait flags.
         assert!(Cli::try_parse_from(["kubectl-redis", "promote"]).is_err());
+        for verb in ["promote", "demote"] {
+            let cli = Cli::try_parse_from([
+                "kubectl-redis",
+                verb,
+                "dr",
+                "--yes",
+                "--timeout",
+                "2m",
+                "--no-wait",
+            ])
+            .unwrap();
+            let change = match cli.command {
+                Command::Promote { change, .. } | Command::Demote { change, .. } => change,
+                other => panic!("{other:?}"),
+            };
+            assert!(change.yes && change.no_wait, "{verb}");
+            assert_eq!(change.timeout, Duration::from_secs(120), "{verb}");
+        }
     }
 }

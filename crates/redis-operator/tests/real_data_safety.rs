@@ -1157,10 +1157,31 @@ async fn under_sentinel_a_primary_restarted_with_its_data_stays_fenced_and_the_s
             w.primary().is_some_and(|p| p != "cache-0") && (elected(w, 1) || elected(w, 2))
         })
         .await;
+    let sentinel_logs = || {
+        (0..3)
+            .map(|i| {
+                let log = std::fs::read_to_string(scratch.path(&format!("sentinel-{i}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                format!(
+                    "--- sentinel-{i}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(
         probe.accepted.load(Ordering::Relaxed),
         0,
-        "the restarted primary accepted writes"
+        "the restarted primary accepted writes; replaced: {replaced}; events: {:?} {:?} {:?}; status: {:#?}; Sentinels' logs:\n{}",
+        w.events("PrimaryRestarted"),
+        w.events("SentinelFailover"),
+        w.events("Failover"),
+        w.rc.status
+            .as_ref()
+            .map(|s| (&s.conditions, &s.instances_status, &s.accepted_restart)),
+        sentinel_logs()
     );
     assert!(
         replaced,

@@ -1190,18 +1190,7 @@ async fn under_sentinel_a_primary_restarted_with_its_data_stays_fenced_and_the_s
         w.rc.status
             .as_ref()
             .map(|s| (&s.conditions, &s.instances_status)),
-        (0..3)
-            .map(|i| {
-                let log = std::fs::read_to_string(scratch.path(&format!("sentinel-{i}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                format!(
-                    "--- sentinel-{i}\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        sentinel_logs()
     );
     let primary = w.primary().unwrap();
     let p = w.index(&primary);

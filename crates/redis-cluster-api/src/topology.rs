@@ -132,8 +132,23 @@ pub struct SentinelTopology {
 }
 
 /// `min-replicas-to-write` value that no primary can satisfy: a Redis configured with it accepts
-/// no writes (`-NOREPLICAS`). Pods boot with it (redis.conf) and a fenced pod gets it.
+/// no writes (`-NOREPLICAS`). Pods boot with it (see [`boot_fence_args`]) and a fenced pod gets
+/// it.
 pub const FENCE_MIN_REPLICAS: u32 = 1_000_000;
+
+/// The redis-server arguments that start it fenced whatever its configuration file says:
+/// options on the command line are applied after the file, so they win. The data pods' redis
+/// container passes them after `/data/redis.conf`, which the instance manager's `CONFIG
+/// REWRITE` keeps current (unfenced once the fence is lifted): without them a redis container
+/// restarted alone (the init container does not run again) would take writes until the
+/// instance manager's next tick, and could take them as a primary the Sentinels have already
+/// replaced. The instance manager lifts the fence when its topology says so.
+pub fn boot_fence_args() -> [String; 2] {
+    [
+        "--min-replicas-to-write".to_string(),
+        FENCE_MIN_REPLICAS.to_string(),
+    ]
+}
 
 fn default_max_lag() -> u32 {
     10

@@ -24,7 +24,9 @@ pub fn redis_conf(rc: &RedisCluster) -> String {
     c.push_str("appendonly yes\nappendfsync everysec\nreplica-read-only yes\n");
     // Fenced until told: Redis starts as a primary, so a new or restarted pod would accept
     // writes nobody asked for. It refuses them until its instance manager applies the
-    // operator's topology (which sets min-replicas-to-write to the cluster's real value).
+    // operator's topology (which sets min-replicas-to-write to the cluster's real value). The
+    // redis container repeats it on its command line (topology::boot_fence_args), which wins
+    // over what CONFIG REWRITE leaves in /data/redis.conf for a container restart.
     c.push_str("min-replicas-to-write 1000000\nmin-replicas-max-lag 10\n");
     // Diskless full sync without the default 5 s wait for more replicas: after a promotion the
     // replicas continue partially, and a lone new replica should not wait. Nothing here depends

@@ -11,7 +11,10 @@ use std::time::Duration;
 mod common;
 
 use common::*;
+use redis_cluster_api::names;
+use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
 use redis_operator::config::{sentinel_auth_conf, sentinel_conf_with_monitor};
+use redis_operator::objects::{Settings, build};
 use redis_operator::scripts::INIT_SCRIPT;
 
 #[test]
@@ -71,6 +74,86 @@ fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
     );
     assert!(role.contains("10.0.0.9"), "{role:?}");
     assert!(!wrong.contains("PONG"), "a wrong password was accepted");
+}
+
+/// Issue 12: a redis container restarted alone (redis-server crashed or was OOM-killed; the
+/// init container does not run again) boots from `/data/redis.conf` as the instance manager's
+/// last `CONFIG REWRITE` left it, which for a primary with `minSyncReplicas` holds its real
+/// `min-replicas-to-write` after the template's include, i.e. unfenced. The container's command
+/// line carries the fence, which wins over the file: the restarted Redis takes no write until
+/// its instance manager has looked at it. On the pod spec before (`redis-server
+/// /data/redis.conf`) it booted with `min-replicas-to-write 2` and took writes as soon as two
+/// replicas reconnected, a primary the Sentinels may already have replaced.
+#[test]
+fn a_redis_container_restarted_alone_boots_fenced_whatever_the_rewrite_left() {
+    require("redis-server");
+    let mut rc = prod_redis();
+    rc.metadata.uid = Some("uid-restart".into());
+    let pod = Pod::new("restart-fenced");
+    let port = free_port();
+    let root = pod.0.0.display().to_string();
+    // The operator's own template, on this test's paths and port.
+    let template = redis_operator::config::redis_conf(&rc)
+        .replace("bind * -::*", "bind 127.0.0.1")
+        .replace(
+            &format!("port {}", names::REDIS_PORT),
+            &format!("port {port}"),
+        )
+        .replace("dir /data", &format!("dir {root}/data"))
+        .replace("/run/redis/", &format!("{root}/run/"));
+    assert!(template.contains(&format!("port {port}\n")), "{template}");
+    std::fs::write(pod.path("conf/redis.conf"), template).unwrap();
+    pod.init(&[]);
+    // The redis container's command, exactly as the StatefulSet has it.
+    let owned = build(&rc, &Settings::default());
+    let spec = owned.statefulset.spec.unwrap().template.spec.unwrap();
+    let redis = spec
+        .containers
+        .iter()
+        .find(|c| c.name == names::REDIS_CONTAINER)
+        .unwrap();
+    let command: Vec<String> = redis
+        .command
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.replace("/data/", &format!("{root}/data/")))
+        .collect();
+    assert!(redis.args.is_none(), "{:?}", redis.args);
+    let log = pod.path("redis.log");
+    let start = || Proc::spawn("redis-server", None, &command, &log).unwrap();
+    let cli = |args: &[&str]| redis_cli(port, PASSWORD, args);
+    let up = |what: &str| {
+        wait_for(what, Duration::from_secs(20), || {
+            (cli(&["PING"]) == "PONG").then_some(())
+        })
+    };
+
+    let first = start();
+    up("the pod's Redis");
+    assert!(
+        cli(&["SET", "k", "v"]).contains("NOREPLICAS"),
+        "boots fenced"
+    );
+    // Its instance manager made it a primary of a cluster with `minSyncReplicas: 2` and
+    // persisted that, as it does after every change.
+    assert_eq!(cli(&["CONFIG", "SET", "min-replicas-to-write", "2"]), "OK");
+    assert_eq!(cli(&["CONFIG", "REWRITE"]), "OK");
+    let main = std::fs::read_to_string(pod.path("data/redis.conf")).unwrap();
+    assert!(main.contains("min-replicas-to-write 2"), "{main}");
+    drop(first);
+
+    // The container restarts; the init container does not run again.
+    let _second = start();
+    up("the restarted Redis");
+    let fence = FENCE_MIN_REPLICAS.to_string();
+    assert_eq!(
+        cli(&["CONFIG", "GET", "min-replicas-to-write"]),
+        format!("min-replicas-to-write\n{fence}"),
+        "the restarted container boots fenced; its file says:\n{main}"
+    );
+    assert!(cli(&["SET", "k", "v"]).contains("NOREPLICAS"));
+    assert_password_in_no_process_arguments();
 }
 
 /// Issue 12: a pod whose volume holds a dataset boots with its replication gate closed, so a

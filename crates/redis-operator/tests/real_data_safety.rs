@@ -42,6 +42,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use redis_cluster_api::RedisCluster;
 use redis_cluster_api::labels as l;
+use redis_cluster_api::topology;
 use redis_instance_manager::reconcile::{Manager, ManagerConfig, Shared};
 use redis_operator::objects::Settings;
 use redis_operator::platform::Call;
@@ -89,9 +90,11 @@ fn replicaof_name(rc: &RedisCluster) -> String {
 /// A data pod's redis-server: boots fenced, `REPLICAOF` renamed for its cluster, as the
 /// operator's redis.conf has it. With `template` (the operator's redis.conf), that file is
 /// included instead, with `appendonly yes`, as a pod runs it: what the instance manager's
-/// `CONFIG REWRITE` writes lands in the pod's own file, after the include, so a restarted
-/// redis-server boots fenced again (the rewrite leaves out the default 0 of
-/// `min-replicas-to-write`).
+/// `CONFIG REWRITE` writes lands in the pod's own file, after the include. Either way the
+/// command line carries the boot fence as the pod's redis container does
+/// ([`topology::boot_fence_args`]), so a restart boots fenced whatever the rewrite left in the
+/// file (a primary's non-zero `min-replicas-to-write` is written there, and would win over the
+/// template's fence).
 fn start_redis(
     rc: &RedisCluster,
     host: &str,
@@ -107,7 +110,10 @@ fn start_redis(
                 format!("replica-announce-ip {host}"),
                 "repl-backlog-size 64mb".into(),
             ],
-            extra: ["--appendonly", "yes"].map(String::from).to_vec(),
+            extra: ["--appendonly".to_string(), "yes".to_string()]
+                .into_iter()
+                .chain(topology::boot_fence_args())
+                .collect(),
             ..Default::default()
         });
     }
@@ -123,6 +129,7 @@ fn start_redis(
             "rename-command SLAVEOF \"\"".into(),
             format!("rename-command REPLICAOF {}", replicaof_name(rc)),
         ],
+        extra: topology::boot_fence_args().to_vec(),
         ..Default::default()
     })
 }

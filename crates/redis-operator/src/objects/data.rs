@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use redis_cluster_api::ClusterMode;
 use redis_cluster_api::names::{self, paths};
+use redis_cluster_api::topology;
 
 use super::pod::*;
 use super::{Cluster, common_labels, data_selector};
@@ -116,8 +117,15 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         name: REDIS_CONTAINER.into(),
         image: Some(c.settings.redis_image.clone()),
         // A writable main file on the data volume (see INIT_SCRIPT), so the instance
-        // manager's CONFIG REWRITE can persist `replicaof` across restarts.
-        command: Some(vec!["redis-server".into(), paths::redis_conf_file()]),
+        // manager's CONFIG REWRITE can persist `replicaof` across restarts; the fence on the
+        // command line holds every start, including a container restart that reads that file
+        // as the last rewrite left it (unfenced).
+        command: Some(
+            ["redis-server".into(), paths::redis_conf_file()]
+                .into_iter()
+                .chain(topology::boot_fence_args())
+                .collect(),
+        ),
         ports: Some(vec![container_port(REDIS_PORT_NAME, names::REDIS_PORT)]),
         volume_mounts: Some(redis_mounts),
         security_context: Some(restricted()),

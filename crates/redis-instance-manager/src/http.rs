@@ -102,6 +102,7 @@ mod tests {
             probe_timeout: Duration::from_millis(800),
             probe_max_age: Duration::from_secs(10),
             tls: None,
+            redis_tls: false,
             state_dir: None,
         })
     }

@@ -77,6 +77,12 @@ struct Args {
     /// Client private key for TLS replication.
     #[arg(long, requires_all = ["tls_ca_file", "tls_cert_file"])]
     tls_key_file: Option<String>,
+    /// The local redis-server serves TLS only (`port 0`, `tls-port`): connect to it over TLS
+    /// with the `--tls-*-file` files (its certificate must chain to the CA; its names are not
+    /// checked, the connection stays inside the pod), and reload its certificates into it
+    /// (`CONFIG SET tls-*`) when the files change.
+    #[arg(long, requires = "tls_ca_file")]
+    redis_tls: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -169,6 +175,7 @@ async fn run(args: Args) -> Result<(), String> {
         probe_timeout: args.probe_timeout,
         probe_max_age: args.probe_connection_max_age,
         tls,
+        redis_tls: args.redis_tls,
         state_dir: args.state_dir,
     };
     if let Some(dir) = &config.state_dir {

@@ -86,7 +86,7 @@ impl Targets {
                 port: config.redis_port,
                 username: None,
                 password,
-                tls: None,
+                tls: config.tls.clone().filter(|_| config.redis_tls),
             },
             local_password,
             upstream: desired

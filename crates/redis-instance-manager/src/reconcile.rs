@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::assess::{self, Facts, desired_upstream};
-use crate::commands::{Blocked, Command, Credentials, TlsFiles, commands_for};
+use crate::commands::{Blocked, Command, ConfigValue, Credentials, TlsFiles, commands_for};
 use crate::divergence::{self, Divergence, Finding, UpstreamIds};
 use crate::gate::{self, ClosedGate};
 use crate::history::{self, Block, Decision, Incarnation, Local, Record, Safe, UpstreamState};
@@ -47,6 +47,8 @@ pub struct ManagerConfig {
     /// leads to now.
     pub probe_max_age: Duration,
     pub tls: Option<TlsFiles>,
+    /// The local redis-server is reached over TLS with [`Self::tls`] (`--redis-tls`).
+    pub redis_tls: bool,
     /// Where the state file lives (`--state-dir`), if anywhere.
     pub state_dir: Option<PathBuf>,
 }
@@ -169,6 +171,7 @@ pub struct Manager {
     log_link: LogOnChange,
     log_error: LogOnChange,
     log_rewrite: LogOnChange,
+    log_tls: LogOnChange,
     log_sentinels: LogOnChange,
     log_waiting: LogOnChange,
     log_state: LogOnChange,
@@ -186,6 +189,11 @@ pub struct Manager {
     sampled: Option<SampleMemo>,
     /// The last full resync the gate let through because the upstream holds the same data.
     same_data: Option<SameDataResync>,
+    /// `--redis-tls`: the fingerprint of the TLS files redis-server last loaded (None until the
+    /// first reload: the files may have changed while this process was not running).
+    tls_loaded: Option<u64>,
+    /// Why the certificates could not be reloaded into redis-server, reported until they are.
+    tls_error: Option<String>,
 }
 
 impl Manager {
@@ -230,6 +238,7 @@ impl Manager {
             log_link: LogOnChange::default(),
             log_error: LogOnChange::default(),
             log_rewrite: LogOnChange::default(),
+            log_tls: LogOnChange::default(),
             log_sentinels: LogOnChange::default(),
             log_waiting: LogOnChange::default(),
             log_state,
@@ -242,6 +251,8 @@ impl Manager {
             boot: None,
             sampled: None,
             same_data: None,
+            tls_loaded: None,
+            tls_error: None,
         }
     }
 
@@ -392,14 +403,74 @@ impl Manager {
             info!("redis-server restarted (run_id changed); re-checking the topology");
         }
         self.last_run_id = Some(observed.run_id.clone());
-        let creds = targets.credentials(&self.gate)?;
+        self.reload_certificates(d, &targets.local).await;
+        let creds = targets
+            .credentials(&self.gate)
+            .ok_or_else(|| self.tls_error.clone());
+        let creds = match creds {
+            Ok(c) => c,
+            Err(tls_error) => return tls_error,
+        };
         let (issued, error) = self
             .apply(d, observed, config, &creds, verdict, &targets.local)
             .await;
         if issued {
             seen.local = self.connections.read_local(&targets.local).await;
         }
-        error.map(|e| e.to_string())
+        error
+            .map(|e| e.to_string())
+            .or_else(|| self.tls_error.clone())
+    }
+
+    /// `--redis-tls`: redis-server reads its certificate files at start only; a renewed Secret
+    /// (the kubelet swaps the mounted files) reaches it through `CONFIG SET tls-*` of the same
+    /// paths, which makes Redis load them again (Redis 7.0: also for an unchanged value). Done
+    /// once at start (they may have changed while this process was down) and whenever the
+    /// files' contents change. Connections already open keep their session; new ones, including
+    /// replication links, get the new certificate. A refused reload (a key that does not match
+    /// its certificate, half-way through a rotation) keeps the old certificates in Redis and is
+    /// retried every tick, reported meanwhile.
+    async fn reload_certificates(&mut self, d: &DesiredTopology, local_ep: &Endpoint) {
+        let Some(files) = self.config.tls.as_ref().filter(|_| self.config.redis_tls) else {
+            return;
+        };
+        let now = match tls_fingerprint(files) {
+            Ok(f) => f,
+            Err(e) => {
+                self.tls_error = Some(format!("cannot read the TLS files to reload them: {e}"));
+                return;
+            }
+        };
+        if self.tls_loaded == Some(now) {
+            return;
+        }
+        let cmd = Command::ConfigSet(vec![
+            ("tls-ca-cert-file", ConfigValue::Plain(files.ca.clone())),
+            ("tls-cert-file", ConfigValue::Plain(files.cert.clone())),
+            ("tls-key-file", ConfigValue::Plain(files.key.clone())),
+        ]);
+        let res = self
+            .connections
+            .local()
+            .execute(local_ep, &cmd, d.replicaof_name())
+            .await;
+        match res {
+            Ok(()) => {
+                if self.tls_loaded.is_some() {
+                    info!("TLS certificates changed on disk: reloaded into redis-server");
+                }
+                self.tls_loaded = Some(now);
+                self.tls_error = None;
+            }
+            Err(e) => {
+                self.tls_error = Some(format!(
+                    "redis-server refused the TLS files ({}); it keeps serving the certificates it loaded before",
+                    e.cause
+                ))
+            }
+        }
+        self.log_tls
+            .update("reloading TLS certificates", &self.tls_error);
     }
 
     /// Execute what `commands_for` decides, in order, then persist it. Returns whether
@@ -888,6 +959,18 @@ async fn newer_topology(rx: &mut watch::Receiver<Delivered>, current: &Delivered
             return;
         }
     }
+}
+
+/// A fingerprint of the TLS files' contents, to notice a renewal (in this process only).
+fn tls_fingerprint(files: &TlsFiles) -> std::io::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for path in [&files.ca, &files.cert, &files.key] {
+        std::fs::read(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))?
+            .hash(&mut h);
+    }
+    Ok(h.finish())
 }
 
 #[cfg(test)]

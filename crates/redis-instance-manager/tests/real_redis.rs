@@ -862,3 +862,115 @@ fn a_renamed_replicaof_is_used_and_nobody_else_can_repoint_the_pod() {
     });
     assert_eq!(rep.info()["master_port"], other.port().to_string());
 }
+
+/// Issue 13: a cluster with `tlsSecret` runs redis-server with `port 0` and `tls-port` only. The
+/// instance manager reaches its own Redis over TLS (`--redis-tls`), checking that its
+/// certificate chains to the CA but not its names (they are the pod's DNS names, never the
+/// loopback address: here the replica's certificate names `dr-1.example` only), applies the
+/// topology, replicates over TLS from a TLS-only primary (whose names *are* checked), and
+/// reloads renewed certificates into Redis without a restart. A plain-text client is refused.
+/// On the code before, the instance manager spoke plain text to its Redis: it never read it,
+/// so the pods stayed fenced and never replicated.
+#[test]
+fn a_tls_only_redis_is_managed_over_tls_and_renewed_certificates_are_reloaded() {
+    let dir = scratch("tls-only");
+    let primary_tls = make_certs_for(&dir, &["IP:127.0.0.2".into()]);
+    issue_cert(&dir, "dr-1", &["DNS:dr-1.example".into()], "replica");
+    let replica_tls = ServerTls {
+        ca: primary_tls.ca.clone(),
+        cert: dir.path("replica.crt"),
+        key: dir.path("replica.key"),
+    };
+    let primary = RedisServer::start(RedisOpts {
+        host: "127.0.0.2".into(),
+        tls: Some(primary_tls.clone()),
+        conf: vec!["min-replicas-to-write 1000000".into()],
+        ..Default::default()
+    });
+    let replica = RedisServer::start(RedisOpts {
+        host: "127.0.0.3".into(),
+        tls: Some(replica_tls.clone()),
+        conf: vec!["min-replicas-to-write 1000000".into()],
+        ..Default::default()
+    });
+    let args = |t: &ServerTls| -> Vec<String> {
+        vec![
+            "--tls-ca-file".into(),
+            t.ca.display().to_string(),
+            "--tls-cert-file".into(),
+            t.cert.display().to_string(),
+            "--tls-key-file".into(),
+            t.key.display().to_string(),
+            "--redis-tls".into(),
+        ]
+    };
+    let (pa, ra) = (args(&primary_tls), args(&replica_tls));
+    let pa: Vec<&str> = pa.iter().map(String::as_str).collect();
+    let ra: Vec<&str> = ra.iter().map(String::as_str).collect();
+    let (pdir, rdir) = (scratch("tls-only-p"), scratch("tls-only-r"));
+    let (ptopo, rtopo) = (TopologyFile::new(&pdir), TopologyFile::new(&rdir));
+    ptopo.write(&primary_topology(1));
+    let mut up = replica_topology(1, "127.0.0.2", primary.port(), None);
+    up["upstream"]["tls"] = true.into();
+    rtopo.write(&up);
+    let pim = Im::start(None, &primary, &ptopo, &pdir, &pa);
+    let rim = Im::start(None, &replica, &rtopo, &rdir, &ra);
+    pim.wait_status("the TLS-only primary applied and writable", SECS(15), |s| {
+        s["appliedEpoch"] == 1 && s["role"] == "primary" && s["ready"] == true
+    });
+    rim.wait_status("the TLS-only replica linked over TLS", SECS(20), |s| {
+        s["appliedEpoch"] == 1 && linked(s)
+    });
+    assert_eq!(primary.cli(&["SET", "over", "tls"]).trim(), "OK");
+    let ok = wait_until(SECS(10), || replica.cli(&["GET", "over"]).trim() == "tls");
+    assert!(ok.is_some(), "the write reached the replica over TLS");
+
+    // Plain text is refused: nothing answers PING without TLS.
+    let plain = Command::new("redis-cli")
+        .args(["-h", "127.0.0.3", "-p", &replica.port().to_string(), "PING"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("PONG"),
+        "a plain-text client got an answer"
+    );
+
+    // The Secret is renewed: new key and certificate, swapped in place (as the kubelet does).
+    assert!(served_subject("127.0.0.3", replica.port(), &replica_tls).contains("CN = dr-1"));
+    issue_cert(
+        &dir,
+        "dr-1-renewed",
+        &["DNS:dr-1.example".into()],
+        "renewed",
+    );
+    std::fs::rename(dir.path("renewed.key"), &replica_tls.key).unwrap();
+    std::fs::rename(dir.path("renewed.crt"), &replica_tls.cert).unwrap();
+    let reloaded = wait_until(SECS(10), || {
+        served_subject("127.0.0.3", replica.port(), &replica_tls).contains("CN = dr-1-renewed")
+    });
+    assert!(
+        reloaded.is_some(),
+        "redis-server still serves the old certificate: {}\n{}",
+        served_subject("127.0.0.3", replica.port(), &replica_tls),
+        rim.logs()
+    );
+    assert!(
+        rim.logs()
+            .contains("TLS certificates changed on disk: reloaded into redis-server"),
+        "{}",
+        rim.logs()
+    );
+    // Replication goes on with the new certificate: a new link handshakes with it.
+    replica.cli(&["CLIENT", "KILL", "TYPE", "master"]);
+    assert_eq!(primary.cli(&["SET", "after", "renewal"]).trim(), "OK");
+    let ok = wait_until(SECS(15), || {
+        replica.cli(&["GET", "after"]).trim() == "renewal"
+    });
+    assert!(
+        ok.is_some(),
+        "the replica relinked with the renewed certificate"
+    );
+    rim.wait_status("linked, no error", SECS(10), |s| {
+        linked(s) && s["error"].is_null()
+    });
+}

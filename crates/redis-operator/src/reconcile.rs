@@ -74,8 +74,8 @@ pub async fn reconcile<P: Platform>(
     // missing Secret does not: the pods keep the copy they have mounted, so observation,
     // status and failover go on, and only the objects that need the Secret wait.
     let mut secrets = BTreeMap::new();
-    for (secret, key) in validate::referenced_secrets(&rc.spec) {
-        let state = platform.secret_state(&namespace, &secret, key).await?;
+    for (secret, keys) in validate::referenced_secrets(&rc.spec) {
+        let state = platform.secret_state(&namespace, &secret, &keys).await?;
         secrets.insert(secret, state);
     }
     let (secret_problems, mut spec_problems): (Vec<Problem>, Vec<Problem>) =

@@ -302,21 +302,21 @@ async fn secrets_are_read_not_written() {
     });
     assert_eq!(
         platform
-            .secret_state("production", "a", "password")
+            .secret_state("production", "a", &["password"])
             .await
             .unwrap(),
         SecretState::Missing
     );
     assert_eq!(
         platform
-            .secret_state("production", "b", "password")
+            .secret_state("production", "b", &["password", "other"])
             .await
             .unwrap(),
-        SecretState::MissingKey
+        SecretState::MissingKeys(vec!["password".into(), "other".into()])
     );
     assert_eq!(
         platform
-            .secret_state("production", "c", "password")
+            .secret_state("production", "c", &["password"])
             .await
             .unwrap(),
         SecretState::Present

@@ -152,6 +152,7 @@ fn manager(
         probe_timeout: Duration::from_millis(800),
         probe_max_age: Duration::from_secs(2),
         tls: None,
+        redis_tls: false,
         state_dir: Some(state),
     };
     let shared = Arc::new(Shared::new(&config));

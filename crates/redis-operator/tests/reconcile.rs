@@ -453,3 +453,42 @@ impl Harness {
         }
     }
 }
+
+/// Issue 13: `kubectl create secret tls` makes a Secret without `ca.crt`, which the pods need
+/// to verify each other: `ConfigurationValid=False` (`SecretKeyMissing`) names the key and the
+/// command that adds it, nothing is created meanwhile, and adding it clears the condition.
+#[tokio::test]
+async fn a_tls_secret_without_its_ca_is_reported_before_any_pod_mounts_it() {
+    let mut h = Harness::new("redis-west-tls.yaml");
+    let ns = h.ns();
+    h.platform
+        .add_secret(&ns, "redis-tls", &["tls.crt", "tls.key"]);
+    let (outcome, calls) = h.step().await;
+    assert!(outcome.invalid);
+    assert!(
+        kinds(&calls).contains(&"event SecretKeyMissing".to_string()),
+        "{:?}",
+        kinds(&calls)
+    );
+    assert!(
+        !kinds(&calls).iter().any(|k| k.starts_with("apply ")),
+        "{:?}",
+        kinds(&calls)
+    );
+    let (status, reason, message) = h.condition("ConfigurationValid");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "SecretKeyMissing")
+    );
+    assert!(
+        message.starts_with(&format!(
+            "Secret {ns}/redis-tls has no 'ca.crt' key: the pods verify each other's certificates"
+        )) && message.contains(&format!("kubectl patch secret -n {ns} redis-tls")),
+        "{message}"
+    );
+    h.platform
+        .add_secret(&ns, "redis-tls", &["tls.crt", "tls.key", "ca.crt"]);
+    let (outcome, _) = h.step().await;
+    assert!(!outcome.invalid);
+    assert_eq!(h.condition("ConfigurationValid").0, "True");
+}

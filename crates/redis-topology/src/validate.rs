@@ -1,4 +1,5 @@
-//! Checks the apiserver cannot make: the Secrets a spec names exist and hold a `password`, and
+//! Checks the apiserver cannot make: the Secrets a spec names exist and hold the keys the pods
+//! read (`password`; `tls.crt`, `tls.key` and `ca.crt` for `tlsSecret`), and
 //! conflicts that slipped past the schema (e.g. a CRD installed before its CEL rules).
 //! Each problem is a message a user can act on; the operator turns it into
 //! `ConfigurationValid=False` and waits for a change instead of looping.
@@ -6,16 +7,17 @@
 use std::collections::BTreeMap;
 
 use redis_cluster_api::RedisClusterSpec;
-use redis_cluster_api::names::{PASSWORD_KEY, TLS_CERT_KEY};
+use redis_cluster_api::names::{PASSWORD_KEY, TLS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY};
 
 use crate::events::EventReason;
 
 /// What the operator found for each Secret name the spec references.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretState {
     Missing,
-    /// Exists but has no usable key (`password` for auth, `tls.crt`/`tls.key` for TLS).
-    MissingKey,
+    /// Exists but lacks these of the keys asked for (`password` for auth, `tls.crt`, `tls.key`
+    /// and `ca.crt` for TLS).
+    MissingKeys(Vec<String>),
     Present,
 }
 
@@ -28,14 +30,19 @@ pub struct Problem {
     pub message: String,
 }
 
-/// The Secrets a spec references, with the key each one must have.
-pub fn referenced_secrets(spec: &RedisClusterSpec) -> Vec<(String, &'static str)> {
-    let mut out = Vec::new();
+/// The Secrets a spec references, each with the keys it must have (a Secret named twice, e.g.
+/// the same password for the cluster and its source, once with the keys of both).
+pub fn referenced_secrets(spec: &RedisClusterSpec) -> Vec<(String, Vec<&'static str>)> {
+    let mut out: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
     if let Some(s) = &spec.auth_secret {
-        out.push((s.name.clone(), PASSWORD_KEY));
+        out.entry(s.name.clone()).or_default().push(PASSWORD_KEY);
     }
     if let Some(s) = &spec.tls_secret {
-        out.push((s.name.clone(), TLS_CERT_KEY));
+        // The pods verify each other (and a TLS source) against ca.crt: without it nothing
+        // replicates, so it is checked here, before any pod mounts the Secret.
+        out.entry(s.name.clone())
+            .or_default()
+            .extend([TLS_CERT_KEY, TLS_KEY_KEY, TLS_CA_KEY]);
     }
     if let Some(name) = spec
         .replica_mode
@@ -44,11 +51,15 @@ pub fn referenced_secrets(spec: &RedisClusterSpec) -> Vec<(String, &'static str)
         .and_then(|s| s.auth_secret_name.as_ref())
         .filter(|n| !n.is_empty())
     {
-        out.push((name.clone(), PASSWORD_KEY));
+        out.entry(name.clone()).or_default().push(PASSWORD_KEY);
     }
-    out.sort();
-    out.dedup();
-    out
+    out.into_iter()
+        .map(|(name, mut keys)| {
+            keys.sort();
+            keys.dedup();
+            (name, keys)
+        })
+        .collect()
 }
 
 /// Every problem with `spec`, given the state of the Secrets it references (keyed by name).
@@ -58,20 +69,41 @@ pub fn problems(
     secrets: &BTreeMap<String, SecretState>,
 ) -> Vec<Problem> {
     let mut out = Vec::new();
-    for (name, key) in referenced_secrets(spec) {
-        match secrets.get(&name).copied().unwrap_or(SecretState::Missing) {
+    let quoted = |keys: &[&str]| {
+        let q: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+        match q.as_slice() {
+            [one] => format!("a {one} key"),
+            [init @ .., last] => format!("keys {} and {last}", init.join(", ")),
+            [] => String::new(),
+        }
+    };
+    for (name, keys) in referenced_secrets(spec) {
+        match secrets.get(&name).unwrap_or(&SecretState::Missing) {
             SecretState::Present => {}
             SecretState::Missing => out.push(Problem {
                 reason: EventReason::SecretMissing,
                 message: format!(
-                    "Secret {namespace}/{name} does not exist: create it with a '{key}' key{}",
+                    "Secret {namespace}/{name} does not exist: create it with {}{}",
+                    quoted(&keys),
                     copy_hint(spec, &name, namespace)
                 ),
             }),
-            SecretState::MissingKey => out.push(Problem {
-                reason: EventReason::SecretKeyMissing,
-                message: format!("Secret {namespace}/{name} has no '{key}' key"),
-            }),
+            SecretState::MissingKeys(missing) => {
+                let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
+                let mut message = format!(
+                    "Secret {namespace}/{name} has no {}",
+                    quoted(&missing).trim_start_matches("a ")
+                );
+                if missing.contains(&TLS_CA_KEY) {
+                    message.push_str(&format!(
+                        ": the pods verify each other's certificates (and a TLS source's) against the CA in '{TLS_CA_KEY}', and `kubectl create secret tls` does not add one; add the CA that signed '{TLS_CERT_KEY}' (cert-manager writes it): kubectl patch secret -n {namespace} {name} --type=merge -p \"{{\\\"data\\\":{{\\\"{TLS_CA_KEY}\\\":\\\"$(base64 -w0 ca.crt)\\\"}}}}\""
+                    ));
+                }
+                out.push(Problem {
+                    reason: EventReason::SecretKeyMissing,
+                    message,
+                });
+            }
         }
     }
     if let Some(source) = spec.replica_mode.as_ref().and_then(|r| r.source.as_ref())
@@ -245,13 +277,75 @@ mod tests {
     #[test]
     fn secret_without_password_key_is_reported() {
         let s = spec("storage: {size: 1Gi}\nauthSecret: {name: a}");
-        let secrets = BTreeMap::from([("a".to_string(), SecretState::MissingKey)]);
+        let secrets = BTreeMap::from([(
+            "a".to_string(),
+            SecretState::MissingKeys(vec!["password".into()]),
+        )]);
         assert_eq!(
             problems("ns", &s, &secrets)[0].message,
             "Secret ns/a has no 'password' key"
         );
         let ok = BTreeMap::from([("a".to_string(), SecretState::Present)]);
         assert!(problems("ns", &s, &ok).is_empty());
+    }
+
+    /// `kubectl create secret tls` makes a Secret without `ca.crt`: caught before any pod
+    /// mounts it, with the command that adds it.
+    #[test]
+    fn a_tls_secret_needs_its_certificate_key_and_ca() {
+        let s = spec("storage: {size: 1Gi}\ntlsSecret: {name: redis-tls}");
+        assert_eq!(
+            referenced_secrets(&s),
+            vec![(
+                "redis-tls".to_string(),
+                vec!["ca.crt", "tls.crt", "tls.key"]
+            )]
+        );
+        let secrets = BTreeMap::from([(
+            "redis-tls".to_string(),
+            SecretState::MissingKeys(vec!["ca.crt".into()]),
+        )]);
+        let p = problems("dr", &s, &secrets);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].reason, EventReason::SecretKeyMissing);
+        assert!(
+            p[0].message.starts_with("Secret dr/redis-tls has no 'ca.crt' key: the pods verify")
+                && p[0].message.ends_with(
+                    r#"kubectl patch secret -n dr redis-tls --type=merge -p "{\"data\":{\"ca.crt\":\"$(base64 -w0 ca.crt)\"}}""#
+                ),
+            "{}",
+            p[0].message
+        );
+        let none = BTreeMap::new();
+        assert_eq!(
+            problems("dr", &s, &none)[0].message,
+            "Secret dr/redis-tls does not exist: create it with keys 'ca.crt', 'tls.crt' and 'tls.key'"
+        );
+        let two = BTreeMap::from([(
+            "redis-tls".to_string(),
+            SecretState::MissingKeys(vec!["tls.key".into(), "ca.crt".into()]),
+        )]);
+        assert!(
+            problems("dr", &s, &two)[0]
+                .message
+                .starts_with("Secret dr/redis-tls has no keys 'tls.key' and 'ca.crt': the pods"),
+            "{:?}",
+            problems("dr", &s, &two)
+        );
+        let ok = BTreeMap::from([("redis-tls".to_string(), SecretState::Present)]);
+        assert!(problems("dr", &s, &ok).is_empty());
+    }
+
+    /// One Secret named for the cluster's password and the source's is read once.
+    #[test]
+    fn a_secret_named_twice_is_checked_once_with_every_key() {
+        let s = spec(
+            "storage: {size: 1Gi}\nauthSecret: {name: shared}\nreplicaMode: {enabled: true, source: {host: h, authSecretName: shared}}",
+        );
+        assert_eq!(
+            referenced_secrets(&s),
+            vec![("shared".to_string(), vec!["password"])]
+        );
     }
 
     #[test]
@@ -319,7 +413,7 @@ mod tests {
         );
         assert_eq!(
             referenced_secrets(&s),
-            vec![("redis-password".to_string(), "password")]
+            vec![("redis-password".to_string(), vec!["password"])]
         );
     }
 }

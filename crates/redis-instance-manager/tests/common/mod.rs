@@ -222,77 +222,119 @@ pub fn write_secret(path: &Path, value: &str) {
 
 /// Generate a CA and a certificate for `ips` (SANs), for both server and client use.
 pub fn make_certs(dir: &ScratchDir, ips: &[&str]) -> ServerTls {
-    require("openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=im-test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-        "-subj",
-        "/CN=redis",
-    ]);
     let sans: Vec<String> = ips.iter().map(|i| format!("IP:{i}")).collect();
+    make_certs_for(dir, &sans)
+}
+
+/// Generate a CA (`ca.crt`) and a certificate (`tls.crt`, `tls.key`, CN `redis`) for `sans`
+/// (`IP:...`, `DNS:...`), for both server and client use.
+pub fn make_certs_for(dir: &ScratchDir, sans: &[String]) -> ServerTls {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=im-test-ca",
+        ],
+    );
+    issue_cert(dir, "redis", sans, "tls");
+    ServerTls {
+        ca: dir.path("ca.crt"),
+        cert: dir.path("tls.crt"),
+        key: dir.path("tls.key"),
+    }
+}
+
+/// A new key and certificate (CN `cn`, `sans`) signed by the CA in `dir`, written as
+/// `<stem>.key` and `<stem>.crt`.
+pub fn issue_cert(dir: &ScratchDir, cn: &str, sans: &[String], stem: &str) {
+    let (key, csr, crt) = (
+        format!("{stem}.key"),
+        format!("{stem}.csr"),
+        format!("{stem}.crt"),
+    );
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
+            &subject,
+        ],
+    );
+    let ext = format!("{stem}.cnf");
     std::fs::write(
-        dir.path("ext.cnf"),
+        dir.path(&ext),
         format!(
             "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
             sans.join(",")
         ),
     )
     .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "tls.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-    ServerTls {
-        ca: dir.path("ca.crt"),
-        cert: dir.path("tls.crt"),
-        key: dir.path("tls.key"),
-    }
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+fn openssl(dir: &ScratchDir, args: &[&str]) {
+    require("openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The subject of the certificate a TLS server on `host:port` presents to a new connection
+/// (`openssl s_client`), e.g. `CN = redis`.
+pub fn served_subject(host: &str, port: u16, client: &ServerTls) -> String {
+    require("openssl");
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("{host}:{port}")])
+        .arg("-cert")
+        .arg(&client.cert)
+        .arg("-key")
+        .arg(&client.key)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("subject="))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// A redis-sentinel process monitoring one master, in its own temporary directory (Sentinel

@@ -110,6 +110,9 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
             format!("--tls-ca-file={}", file(names::TLS_CA_KEY)),
             format!("--tls-cert-file={}", file(names::TLS_CERT_KEY)),
             format!("--tls-key-file={}", file(names::TLS_KEY_KEY)),
+            // Redis serves TLS only (`port 0`): the sidecar reaches it over TLS too, and
+            // reloads renewed certificates into it.
+            "--redis-tls".to_string(),
         ]);
     }
     let redis = Container {

@@ -114,7 +114,7 @@ impl Platform for KubePlatform {
         &self,
         namespace: &str,
         name: &str,
-        key: &str,
+        keys: &[&str],
     ) -> Result<SecretState, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let secret = api.get_opt(name).await.map_err(Error::kube(
@@ -124,12 +124,20 @@ impl Platform for KubePlatform {
         Ok(match secret {
             None => SecretState::Missing,
             Some(s) => {
-                let has = s.data.as_ref().is_some_and(|d| d.contains_key(key))
-                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(key));
-                if has {
+                let missing: Vec<String> = keys
+                    .iter()
+                    .filter(|key| {
+                        !(s.data.as_ref().is_some_and(|d| d.contains_key(**key))
+                            || s.string_data
+                                .as_ref()
+                                .is_some_and(|d| d.contains_key(**key)))
+                    })
+                    .map(|k| k.to_string())
+                    .collect();
+                if missing.is_empty() {
                     SecretState::Present
                 } else {
-                    SecretState::MissingKey
+                    SecretState::MissingKeys(missing)
                 }
             }
         })

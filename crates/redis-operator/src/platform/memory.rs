@@ -160,13 +160,23 @@ impl Platform for MemoryPlatform {
         &self,
         namespace: &str,
         name: &str,
-        key: &str,
+        keys: &[&str],
     ) -> Result<SecretState, Error> {
         let s = self.state.lock().unwrap();
         Ok(match s.secrets.get(&format!("{namespace}/{name}")) {
             None => SecretState::Missing,
-            Some(keys) if keys.iter().any(|k| k == key) => SecretState::Present,
-            Some(_) => SecretState::MissingKey,
+            Some(has) => {
+                let missing: Vec<String> = keys
+                    .iter()
+                    .filter(|k| !has.iter().any(|h| h == *k))
+                    .map(|k| k.to_string())
+                    .collect();
+                if missing.is_empty() {
+                    SecretState::Present
+                } else {
+                    SecretState::MissingKeys(missing)
+                }
+            }
         })
     }
 

@@ -72,11 +72,12 @@ impl PodInfo {
 
 /// What the reconciler needs from the platform. Every method is one request (or none).
 pub trait Platform: Send + Sync {
+    /// Whether Secret `name` exists and holds every one of `keys`.
     fn secret_state(
         &self,
         namespace: &str,
         name: &str,
-        key: &str,
+        keys: &[&str],
     ) -> impl Future<Output = Result<SecretState, Error>> + Send;
     /// Create or update the owned objects ([`Owned::objects`], in that order); an object already
     /// as desired is not written. Returns how many were written.

@@ -15,6 +15,9 @@
 //! 3. The honest exception: when the new source primary lacks writes the DR pods already hold,
 //!    they resynchronise in full, and the operator reports each with the bytes lost.
 //! 4. The source comes back empty on the same address: the DR pods keep their data and say why.
+//! 5. TLS ([`crate::drills::tls`]): the spec's TLS sample replicates a TLS-only source (its
+//!    Secret first refused for lacking `ca.crt`, then fixed with the command the condition
+//!    gives), refuses plain text, and is promoted.
 //!
 //! [`story`] is the list of steps; each step is a function whose doc comment is its banner.
 
@@ -41,7 +44,8 @@ fn story(d: &mut Drill) -> Result<(), String> {
     sentinels_never_promote_a_dr_pod(d, &src)?;
     source_fails_over_to_its_replica(d, &src)?;
     new_primary_lacks_writes_dr_holds(d, &src)?;
-    source_back_empty(d, &src)
+    source_back_empty(d, &src)?;
+    crate::drills::tls::dr_over_tls(d)
 }
 
 /// Source region: a Sentinel-managed primary and replica behind one endpoint

@@ -216,6 +216,8 @@ impl<'a> Drill<'a> {
         options.placement = vec![
             (PROD.into(), region_of(PROD)),
             (DR.into(), region_of(DR)),
+            // The spec's TLS sample (`drills::tls`): a DR cluster, in region B.
+            (crate::drills::tls::TLS_CLUSTER.into(), Region('b')),
             ("redis-operator".into(), Region('c')),
         ];
         let cluster = cluster::up(&options)?;

@@ -20,7 +20,7 @@ use super::{DR, Drill, wait};
 pub const SOURCE_VIP: &str = "10.78.250.100";
 
 /// Region A's network namespace, where the source's processes run (outside Kubernetes).
-const SOURCE_NETNS: &str = "kc-ra";
+pub(crate) const SOURCE_NETNS: &str = "kc-ra";
 
 /// The source Sentinels' `down-after-milliseconds`. It must stay well above Sentinel's own
 /// one-second cadence: a Sentinel that switches to a new master resets its link and counts the

@@ -216,6 +216,7 @@ DATA_POD = {"redis.io/cluster": "dr-redis", "redis.io/instance": "dr-redis-1", "
             "app.kubernetes.io/managed-by": "redis-operator", "app.kubernetes.io/instance": "dr-redis"}
 LAG_SUMMARY = "Redis replication lag is {{ $value | humanize }}B"
 DOWN_SUMMARY = "Redis replication link is down for {{ $labels.pod }}"
+BACKLOG_SUMMARY = "A link outage longer than {{ $value | humanizeDuration }} now forces {{ $labels.pod }} into a full resync: raise the upstream's repl-backlog-size (replicationBacklogSize)"
 METRICS = ["redis_replication_lag_bytes", "redis_master_link_up", "redis_instance_info",
            "redis_operator_promotions_total"]
 
@@ -340,10 +341,17 @@ def common(s, docs, expect):
         check(pm["spec"]["namespaceSelector"] == expect["monitor_ns"], "%s: PodMonitor namespaceSelector %s" % (s, pm["spec"]["namespaceSelector"]))
     return mon, dash, labels, svc
 
-def prometheus_rule(s, docs, threshold, lag_for, down_for):
+def prometheus_rule(s, docs, threshold, lag_for, down_for, backlog=60, backlog_for="10m"):
     pr = one(docs, "PrometheusRule", s)
     if not pr: return None
-    (g,) = pr["spec"]["groups"]
+    check([g["name"] for g in pr["spec"]["groups"]] == ["redis.replication", "redis.replication.capacity"], s + ": rule groups")
+    g, cap = pr["spec"]["groups"][0], pr["spec"]["groups"][-1]
+    (short,) = cap["rules"]
+    check(short.get("alert") == "RedisReplicationBacklogShort"
+          and short.get("expr") == "redis_replication_backlog_outage_seconds < %d" % backlog
+          and short.get("for") == backlog_for and short.get("labels") == {"severity": "warning"},
+          "%s: backlog alert %r" % (s, short))
+    check(short.get("annotations", {}).get("summary") == BACKLOG_SUMMARY, "%s: backlog summary %r (template escaping)" % (s, short.get("annotations")))
     rules = {r["alert"]: r for r in g["rules"]}
     check(sorted(rules) == ["RedisReplicationDown", "RedisReplicationLagHigh"], s + ": alert names")
     lag, down = rules.get("RedisReplicationLagHigh", {}), rules.get("RedisReplicationDown", {})
@@ -403,7 +411,7 @@ common("custom-thresholds", docs, dict(base, replicas=1, leader=False, log="text
        monitor_ns={"matchNames": ["production", "dr"]}))
 opm = [d for d in objs(docs, "PodMonitor") if not d["metadata"]["name"].endswith("-instances")]
 check(len(opm) == 1 and not objs(docs, "ServiceMonitor"), "custom-thresholds: operator scraped by a PodMonitor (kind=PodMonitor)")
-spec = prometheus_rule("custom-thresholds", docs, 1048576, "10m", "2m")
+spec = prometheus_rule("custom-thresholds", docs, 1048576, "10m", "2m", 120, "15m")
 if spec:
     yaml.safe_dump(spec, open(os.path.join(prom, "custom-thresholds-rules.yaml"), "w"), sort_keys=False)
 

@@ -114,6 +114,20 @@ pub struct RedisClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelSpec>,
 
+    /// Bytes of its replication stream each Redis keeps for replicas that reconnect
+    /// (`repl-backlog-size`), as a Kubernetes quantity such as `128Mi` or `1Gi`. A replica whose
+    /// link is down while more than this is written can only come back with a full resync of
+    /// the whole dataset (over the WAN, for a DR cluster replicating this one). Size it for the
+    /// longest outage to ride out at the peak write rate: 60 s at 2 MiB/s needs 120 MiB. Each
+    /// pod uses up to this much memory for it. Default `128Mi` (Redis's own default is 1 MiB:
+    /// about half a second at 2 MiB/s). The replicas' metric
+    /// `redis_replication_backlog_outage_seconds` says how long an outage it absorbs now.
+    /// Changing it restarts the pods (it is part of their configuration file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(Ki|Mi|Gi|k|M|G)?$')").message("replicationBacklogSize must be a whole quantity such as 128Mi or 1Gi"))]
+    pub replication_backlog_size: Option<String>,
+
     /// Operator-driven failover of `mode: standalone` clusters with more than one instance
     /// (including a DR cluster after promotion). Ignored in sentinel mode, where the Sentinels
     /// decide.
@@ -236,6 +250,37 @@ impl RedisClusterSpec {
     pub fn failover_settings(&self) -> FailoverSpec {
         self.failover.clone().unwrap_or_default()
     }
+
+    /// `replicationBacklogSize` in bytes ([`DEFAULT_REPLICATION_BACKLOG`] when unset). None for a
+    /// value the schema would have refused (a CRD installed before its rule).
+    pub fn replication_backlog_bytes(&self) -> Option<u64> {
+        quantity_bytes(
+            self.replication_backlog_size
+                .as_deref()
+                .unwrap_or(DEFAULT_REPLICATION_BACKLOG),
+        )
+    }
+}
+
+/// The default `replicationBacklogSize`: 60 s of link outage at 2 MiB/s of writes, with room.
+pub const DEFAULT_REPLICATION_BACKLOG: &str = "128Mi";
+
+/// A whole Kubernetes quantity (`128Mi`, `1Gi`, `500k`, `1048576`) in bytes; None otherwise.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (digits, suffix) = q.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(unit)
 }
 
 fn default_instances() -> i32 {
@@ -577,6 +622,27 @@ pub mod conditions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_in_bytes() {
+        for (q, b) in [
+            ("128Mi", Some(134_217_728)),
+            ("1Gi", Some(1 << 30)),
+            ("500k", Some(500_000)),
+            ("2M", Some(2_000_000)),
+            ("1048576", Some(1_048_576)),
+            ("1.5Gi", None),
+            ("Mi", None),
+            ("12Ti", None),
+            ("", None),
+            ("99999999999999999999Gi", None),
+        ] {
+            assert_eq!(quantity_bytes(q), b, "{q}");
+        }
+        let spec: RedisClusterSpec =
+            serde_json::from_value(serde_json::json!({"storage": {"size": "1Gi"}})).unwrap();
+        assert_eq!(spec.replication_backlog_bytes(), Some(128 << 20));
+    }
 
     #[test]
     fn spec_messages_are_verbatim() {

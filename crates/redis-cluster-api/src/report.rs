@@ -33,6 +33,18 @@ pub struct InstanceReport {
     /// Absent from reports of older instance managers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_seconds: Option<f64>,
+    /// The upstream's `repl_backlog_size`: the bytes of its stream it keeps for a replica that
+    /// reconnects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_backlog_bytes: Option<i64>,
+    /// The upstream's write rate over the last minute, bytes per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_write_rate: Option<f64>,
+    /// How long the link to the upstream can be down now before this replica can only come back
+    /// with a full resync: (`upstreamBacklogBytes` - `lagBytes`) / `upstreamWriteRate`, capped
+    /// at 86400 when nothing is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog_outage_seconds: Option<f64>,
     /// A full or partial sync is in progress (`master_sync_in_progress`).
     pub sync_in_progress: bool,
     /// `sync_full` from `INFO stats`: full resyncs this Redis served as a primary.

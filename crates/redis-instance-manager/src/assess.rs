@@ -241,6 +241,10 @@ pub fn report(f: &Facts) -> InstanceReport {
     .flatten()
     .next();
     let elected = f.sentinels.and_then(|v| v.elected.as_ref());
+    let upstream_backlog_bytes = match f.probe {
+        Some(Probe::Answered(info)) => info.repl_backlog_size,
+        _ => None,
+    };
     InstanceReport {
         pod: f.pod.to_string(),
         applied_epoch: f.applied_epoch,
@@ -259,6 +263,14 @@ pub fn report(f: &Facts) -> InstanceReport {
         },
         lag_bytes: f.lag.bytes,
         lag_seconds: f.lag.seconds,
+        upstream_backlog_bytes,
+        upstream_write_rate: f.lag.write_rate,
+        backlog_outage_seconds: match (upstream_backlog_bytes, f.lag.bytes, f.lag.write_rate) {
+            (Some(backlog), Some(lag), Some(rate)) => {
+                Some(crate::lag::outage_seconds(backlog, lag, rate))
+            }
+            _ => None,
+        },
         sync_in_progress: observed.is_some_and(|o| o.master_sync_in_progress),
         sync_full: observed.map_or(0, |o| o.sync_full),
         sync_partial_ok: observed.map_or(0, |o| o.sync_partial_ok),
@@ -304,6 +316,7 @@ mod tests {
     fn answered(offset: i64) -> Probe {
         Probe::Answered(UpstreamInfo {
             master_repl_offset: Some(offset),
+            repl_backlog_size: Some(1_048_576),
             ..Default::default()
         })
     }
@@ -323,6 +336,7 @@ mod tests {
             }),
             role: Some(role),
             master: (role == RedisRole::Slave).then(|| ("src-0".to_string(), 6379)),
+            repl_backlog_size: None,
         })
     }
 
@@ -757,6 +771,7 @@ mod tests {
                 lag: LagNow {
                     bytes: Some(100),
                     seconds: Some(0.5),
+                    write_rate: Some(1024.0),
                 },
                 sentinels: self.sentinels.as_ref(),
                 diverged_bytes: Some(7),
@@ -800,6 +815,10 @@ mod tests {
                 upstream_offset: Some(1000),
                 lag_bytes: Some(100),
                 lag_seconds: Some(0.5),
+                upstream_backlog_bytes: Some(1_048_576),
+                upstream_write_rate: Some(1024.0),
+                // (1 MiB of backlog - 100 bytes behind) / 1 KiB per second.
+                backlog_outage_seconds: Some(1023.90234375),
                 sync_in_progress: false,
                 sync_full: 1,
                 sync_partial_ok: 2,

@@ -147,6 +147,9 @@ pub struct UpstreamInfo {
     pub role: Option<RedisRole>,
     /// When it is itself a replica: whom it replicates (`master_host`, `master_port`).
     pub master: Option<(String, u16)>,
+    /// Its `repl_backlog_size`: how many bytes of its stream it keeps for replicas that
+    /// reconnect (more than that written while a replica is away means a full resync).
+    pub repl_backlog_size: Option<i64>,
 }
 
 impl UpstreamInfo {
@@ -170,6 +173,7 @@ impl UpstreamInfo {
             ids: UpstreamIds::from_fields(&f),
             role,
             master,
+            repl_backlog_size: f.get("repl_backlog_size").and_then(|v| v.parse().ok()),
         }
     }
 }
@@ -262,7 +266,10 @@ pub(crate) mod tests {
         assert_eq!(u.role, Some(RedisRole::Master));
         assert_eq!(u.master, None);
         assert_eq!(u.ids.unwrap().second_repl_offset, 501);
-        let r = UpstreamInfo::parse("role:slave\r\nmaster_host:10.0.0.9\r\nmaster_port:6380\r\n");
+        let r = UpstreamInfo::parse(
+            "role:slave\r\nmaster_host:10.0.0.9\r\nmaster_port:6380\r\nrepl_backlog_size:1048576\r\n",
+        );
+        assert_eq!(r.repl_backlog_size, Some(1_048_576));
         assert_eq!(r.role, Some(RedisRole::Slave));
         assert_eq!(r.master, Some(("10.0.0.9".into(), 6380)));
         assert_eq!(

@@ -28,6 +28,29 @@ pub struct OffsetHistory {
 /// Samples kept: ten minutes at the default 1 s interval.
 const CAPACITY: usize = 600;
 
+/// The window the upstream's write rate is measured over: long enough to smooth bursts, short
+/// enough to follow a change of load within a minute.
+pub const RATE_WINDOW: f64 = 60.0;
+/// The shortest span of samples a rate is computed from.
+pub const RATE_MIN_SPAN: f64 = 5.0;
+/// What [`outage_seconds`] reports when the upstream writes nothing: a day, "as long as you
+/// like" (a gauge cannot say infinity portably).
+pub const OUTAGE_CAP_SECONDS: f64 = 86_400.0;
+
+/// How long the link to the upstream can be down, at the upstream's current write rate, before
+/// this replica can no longer resume with a partial resync: the upstream keeps the last
+/// `backlog` bytes of its stream; the replica is `lag` bytes behind already, so `backlog - lag`
+/// more bytes may be written while it is away (Redis 7.0 serves a `PSYNC` only from an offset
+/// still in the backlog). 0 when the replica is already beyond what the backlog holds; capped
+/// at [`OUTAGE_CAP_SECONDS`] when nothing is written.
+pub fn outage_seconds(backlog: i64, lag: i64, rate: f64) -> f64 {
+    let room = (backlog - lag.max(0)).max(0) as f64;
+    if rate <= 0.0 {
+        return if room > 0.0 { OUTAGE_CAP_SECONDS } else { 0.0 };
+    }
+    (room / rate).min(OUTAGE_CAP_SECONDS)
+}
+
 impl OffsetHistory {
     /// Record the upstream offset read at `t`. An offset going backwards means another upstream
     /// (or a restarted one): the history no longer describes it, so it starts over.
@@ -43,6 +66,18 @@ impl OffsetHistory {
 
     pub fn clear(&mut self) {
         self.samples.clear();
+    }
+
+    /// How fast the upstream writes, in bytes per second, over the samples of the last
+    /// [`RATE_WINDOW`] seconds before `now`. None until they span at least [`RATE_MIN_SPAN`].
+    pub fn write_rate(&self, now: f64) -> Option<f64> {
+        let &(t1, o1) = self.samples.back()?;
+        let &(t0, o0) = self
+            .samples
+            .iter()
+            .find(|&&(t, _)| t >= now - RATE_WINDOW)?;
+        let span = t1 - t0;
+        (span >= RATE_MIN_SPAN).then(|| (o1 - o0).max(0) as f64 / span)
     }
 
     /// Lag in seconds of a replica at `replica_offset`, at time `now`. None without samples.
@@ -97,6 +132,8 @@ pub fn reading(
 pub struct LagNow {
     pub bytes: Option<i64>,
     pub seconds: Option<f64>,
+    /// The upstream's write rate, bytes per second ([`OffsetHistory::write_rate`]).
+    pub write_rate: Option<f64>,
 }
 
 /// The offset history of the upstream the topology names.
@@ -126,12 +163,14 @@ impl Lag {
             Reading::NoUpstream => LagNow {
                 bytes: Some(0),
                 seconds: Some(0.0),
+                write_rate: None,
             },
             Reading::Offsets { upstream, replica } => {
                 self.history.record(now, upstream);
                 LagNow {
                     bytes: Some(lag_bytes(upstream, replica)),
                     seconds: self.history.lag_seconds(now, replica),
+                    write_rate: self.history.write_rate(now),
                 }
             }
             Reading::Unknown => LagNow::default(),
@@ -251,7 +290,8 @@ mod tests {
                 tick(&mut lag, now, up, replica, upstream),
                 LagNow {
                     bytes: Some(bytes),
-                    seconds: Some(seconds)
+                    seconds: Some(seconds),
+                    write_rate: None,
                 },
                 "t={now}"
             );
@@ -262,7 +302,8 @@ mod tests {
             tick(&mut lag, 9.0, &b, 500, 9100),
             LagNow {
                 bytes: Some(8600),
-                seconds: Some(4.0)
+                seconds: Some(4.0),
+                write_rate: None,
             }
         );
         // A primary: 0, and the history of b is gone.
@@ -271,15 +312,59 @@ mod tests {
             lag.update(10.0, None, Some(&primary), None),
             LagNow {
                 bytes: Some(0),
-                seconds: Some(0.0)
+                seconds: Some(0.0),
+                write_rate: None,
             }
         );
         assert_eq!(
             tick(&mut lag, 11.0, &b, 500, 9100),
             LagNow {
                 bytes: Some(8600),
-                seconds: Some(0.0)
+                seconds: Some(0.0),
+                write_rate: None,
             }
         );
+    }
+
+    /// The upstream's write rate over the last minute, and the outage its backlog absorbs.
+    #[test]
+    fn write_rate_and_the_outage_the_backlog_absorbs() {
+        let mut h = OffsetHistory::default();
+        assert_eq!(h.write_rate(0.0), None);
+        for t in 0..=4 {
+            h.record(t as f64, 1000 * t);
+        }
+        assert_eq!(h.write_rate(4.0), None, "4 s of samples are not enough");
+        h.record(5.0, 5000);
+        assert_eq!(h.write_rate(5.0), Some(1000.0));
+        // Only the last minute counts: 100 s of 1000 B/s, then a minute of 10 B/s.
+        let mut h = OffsetHistory::default();
+        for t in 0..=100 {
+            h.record(t as f64, 1000 * t);
+        }
+        for t in 101..=160 {
+            h.record(t as f64, 100_000 + 10 * (t - 100));
+        }
+        assert_eq!(h.write_rate(160.0), Some(10.0));
+
+        // (backlog, lag, rate, seconds)
+        let rows = [
+            (1_048_576, 0, 1024.0, 1024.0),
+            (1_048_576, 524_288, 1024.0, 512.0),
+            // Already beyond the backlog: any outage is a full resync.
+            (1_048_576, 2_000_000, 1024.0, 0.0),
+            // Nothing written: capped.
+            (1_048_576, 0, 0.0, OUTAGE_CAP_SECONDS),
+            (1_048_576, 2_000_000, 0.0, 0.0),
+            (134_217_728, 0, 1.0, OUTAGE_CAP_SECONDS),
+            (134_217_728, 0, 2_097_152.0, 64.0),
+        ];
+        for (backlog, lag, rate, seconds) in rows {
+            assert_eq!(
+                outage_seconds(backlog, lag, rate),
+                seconds,
+                "{backlog} {lag} {rate}"
+            );
+        }
     }
 }

@@ -83,6 +83,9 @@ pub struct Metrics {
     pub history_blocked: Family<MasterLabels, Gauge>,
     pub replication_lag_bytes: Gauge,
     pub replication_lag_seconds: Gauge<f64, AtomicU64>,
+    pub upstream_backlog_bytes: Gauge,
+    pub upstream_write_rate: Gauge<f64, AtomicU64>,
+    pub backlog_outage_seconds: Gauge<f64, AtomicU64>,
     pub replication_diverged_bytes: Gauge,
     pub master_repl_offset: Gauge,
     pub connected_slaves: Gauge,
@@ -117,6 +120,9 @@ impl Metrics {
             history_blocked: Family::default(),
             replication_lag_bytes: Gauge::default(),
             replication_lag_seconds: Gauge::default(),
+            upstream_backlog_bytes: Gauge::default(),
+            upstream_write_rate: Gauge::default(),
+            backlog_outage_seconds: Gauge::default(),
             replication_diverged_bytes: Gauge::default(),
             master_repl_offset: Gauge::default(),
             connected_slaves: Gauge::default(),
@@ -177,6 +183,21 @@ impl Metrics {
             "redis_replication_lag_seconds",
             "Seconds since the upstream's offset first exceeded this replica's offset (probe-interval resolution); 0 when caught up and on a primary",
             m.replication_lag_seconds.clone(),
+        );
+        r.register(
+            "redis_replication_upstream_backlog_bytes",
+            "The upstream's repl_backlog_size: bytes of its stream it keeps for a replica that reconnects",
+            m.upstream_backlog_bytes.clone(),
+        );
+        r.register(
+            "redis_replication_upstream_write_rate_bytes",
+            "Bytes per second the upstream wrote to its replication stream over the last minute",
+            m.upstream_write_rate.clone(),
+        );
+        r.register(
+            "redis_replication_backlog_outage_seconds",
+            "How long the link to the upstream can be down now before this replica needs a full resync: (upstream backlog - lag bytes) / upstream write rate; 86400 when nothing is written",
+            m.backlog_outage_seconds.clone(),
         );
         r.register(
             "redis_replication_diverged_bytes",
@@ -303,6 +324,16 @@ impl Metrics {
         }
         if let Some(s) = report.lag_seconds {
             self.replication_lag_seconds.set(s);
+        }
+        // Replicas only; like the lag, the last value stays while it cannot be measured.
+        if let Some(b) = report.upstream_backlog_bytes {
+            self.upstream_backlog_bytes.set(b);
+        }
+        if let Some(r) = report.upstream_write_rate {
+            self.upstream_write_rate.set(r);
+        }
+        if let Some(s) = report.backlog_outage_seconds {
+            self.backlog_outage_seconds.set(s);
         }
         self.replication_diverged_bytes
             .set(report.diverged_bytes.unwrap_or(0));
@@ -449,6 +480,9 @@ mod tests {
             "redis_up",
             "redis_master_link_up",
             "redis_replication_lag_bytes",
+            "redis_replication_upstream_backlog_bytes",
+            "redis_replication_upstream_write_rate_bytes",
+            "redis_replication_backlog_outage_seconds",
             "redis_replication_diverged_bytes",
             "redis_master_repl_offset",
             "redis_connected_slaves",

@@ -32,6 +32,7 @@ pub fn redis_conf(rc: &RedisCluster) -> String {
     // replicas continue partially, and a lone new replica should not wait. Nothing here depends
     // on `instances`, so scaling never restarts pods.
     c.push_str("repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n");
+    c.push_str(&replication_buffers(spec.replication_backlog_bytes()));
     // Only this cluster's instance managers and Sentinels may re-point a pod: REPLICAOF gets a
     // per-cluster name (they are told it) and SLAVEOF is gone. Anyone else holding the password,
     // such as the source region's Sentinels "fixing" a DR pod to the source primary's own address
@@ -44,6 +45,24 @@ pub fn redis_conf(rc: &RedisCluster) -> String {
         c.push_str(&format!("include {}\n", paths::auth_conf_file()));
     }
     c
+}
+
+/// `repl-backlog-size` (a replica away while less than this was written resumes partially)
+/// and the replicas' output-buffer limits. During a full sync the primary queues every write
+/// made meanwhile in the replica's output buffer, and drops the replica (which starts the sync
+/// over, and over) when that exceeds the hard limit, or the soft limit for 120 s. Redis's
+/// defaults (256 MiB, 64 MiB for 60 s) cut a sync over a slow WAN link under steady writes:
+/// the limits follow the backlog, sized for the same write rate (hard 2x, soft 1x the backlog
+/// for 120 s, never below Redis's defaults). A value the schema refuses renders nothing here
+/// (Redis's defaults; validation reports it).
+fn replication_buffers(backlog: Option<u64>) -> String {
+    let Some(backlog) = backlog else {
+        return String::new();
+    };
+    const MIB: u64 = 1 << 20;
+    let hard = (2 * backlog).max(256 * MIB);
+    let soft = backlog.max(64 * MIB);
+    format!("repl-backlog-size {backlog}\nclient-output-buffer-limit replica {hard} {soft} 120\n")
 }
 
 /// TLS only, on the usual port; replicas and clients use the mounted `tlsSecret`.
@@ -210,6 +229,31 @@ mod tests {
         let conf = sentinel_conf(&rc);
         assert!(conf.contains("sentinel down-after-milliseconds prod-redis 5000\n"));
         assert!(conf.contains("sentinel failover-timeout prod-redis 60000\n"));
+    }
+
+    /// The backlog and the replicas' output buffers follow `replicationBacklogSize`, never
+    /// below Redis's own limits.
+    #[test]
+    fn replication_buffers_follow_the_backlog() {
+        let mut rc = sample("dr-redis.yaml");
+        let conf = redis_conf(&rc);
+        assert!(
+            conf.contains(
+                "repl-backlog-size 134217728\nclient-output-buffer-limit replica 268435456 134217728 120\n"
+            ),
+            "{conf}"
+        );
+        rc.spec.replication_backlog_size = Some("1Gi".into());
+        assert!(redis_conf(&rc).contains(
+            "repl-backlog-size 1073741824\nclient-output-buffer-limit replica 2147483648 1073741824 120\n"
+        ));
+        rc.spec.replication_backlog_size = Some("1Mi".into());
+        assert!(redis_conf(&rc).contains(
+            "repl-backlog-size 1048576\nclient-output-buffer-limit replica 268435456 67108864 120\n"
+        ));
+        // Refused by the schema (an old CRD let it in): Redis's defaults.
+        rc.spec.replication_backlog_size = Some("lots".into());
+        assert!(!redis_conf(&rc).contains("repl-backlog-size"));
     }
 
     #[test]

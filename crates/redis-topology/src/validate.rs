@@ -137,6 +137,16 @@ pub fn problems(
             message: "mode: sentinel with tlsSecret is not supported yet: the Sentinels speak plain TCP and could not reach a Redis that serves TLS; use mode: standalone (the operator fails over) or remove tlsSecret".into(),
         });
     }
+    if let Some(size) = &spec.replication_backlog_size
+        && spec.replication_backlog_bytes().is_none()
+    {
+        out.push(Problem {
+            reason: EventReason::InvalidSpec,
+            message: format!(
+                "replicationBacklogSize '{size}' is not a whole quantity such as 128Mi or 1Gi (a CRD installed before its rule let it in)"
+            ),
+        });
+    }
     if let Some(min) = spec.min_sync_replicas
         && min >= spec.instances
     {
@@ -346,6 +356,19 @@ mod tests {
             referenced_secrets(&s),
             vec![("shared".to_string(), vec!["password"])]
         );
+    }
+
+    #[test]
+    fn a_backlog_size_that_slipped_past_the_schema_is_reported() {
+        let s = spec("storage: {size: 1Gi}\nreplicationBacklogSize: 1.5Gi");
+        let p = problems("ns", &s, &BTreeMap::new());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].message
+                .starts_with("replicationBacklogSize '1.5Gi' is not")
+        );
+        let ok = spec("storage: {size: 1Gi}\nreplicationBacklogSize: 512Mi");
+        assert!(problems("ns", &ok, &BTreeMap::new()).is_empty());
     }
 
     #[test]

@@ -196,17 +196,18 @@ def allow(group, resources, verbs):
     for res in resources:
         for v in verbs:
             OPERATOR_RBAC.add((group, res, v, None))
-allow("redis.io", ["redisclusters"], ["get", "list", "watch", "patch", "update"])
-allow("redis.io", ["redisclusters/status"], ["get", "patch", "update"])
+allow("redis.io", ["redisclusters"], ["list", "watch"])
+allow("redis.io", ["redisclusters/status"], ["patch"])
 allow("redis.io", ["redisclusters/finalizers"], ["update"])  # blockOwnerDeletion on owned objects
-allow("", ["pods", "persistentvolumeclaims"], ["get", "list", "watch", "create", "delete", "patch"])
-allow("", ["services", "configmaps", "serviceaccounts"], ["get", "list", "watch", "create", "patch", "delete"])
-allow("", ["secrets"], ["get", "list", "watch"])
-allow("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["get", "list", "watch", "create", "patch", "delete"])
-allow("policy", ["poddisruptionbudgets"], ["get", "list", "watch", "create", "patch", "delete"])
-allow("apps", ["statefulsets"], ["get", "list", "watch", "create", "patch", "delete"])
-allow("networking.k8s.io", ["networkpolicies"], ["get", "list", "watch", "create", "patch", "delete"])
-allow("events.k8s.io", ["events"], ["create", "patch"])
+allow("", ["pods"], ["list", "watch", "patch"])
+allow("", ["services"], ["get", "list", "watch", "create", "patch"])
+allow("", ["configmaps", "serviceaccounts"], ["get", "create", "patch"])
+allow("", ["secrets"], ["get"])
+allow("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["get", "create", "patch"])
+allow("policy", ["poddisruptionbudgets"], ["get", "create", "patch"])
+allow("apps", ["statefulsets"], ["get", "list", "watch", "create", "patch"])
+allow("networking.k8s.io", ["networkpolicies"], ["get", "create", "patch"])
+allow("events.k8s.io", ["events"], ["create"])
 LEADER_RBAC = {("coordination.k8s.io", "leases", "create", None),
                ("coordination.k8s.io", "leases", "get", "redis-operator-leader"),
                ("coordination.k8s.io", "leases", "update", "redis-operator-leader")}

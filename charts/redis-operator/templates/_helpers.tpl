@@ -104,51 +104,58 @@ The operator's permissions, least privilege, from what the operator reads and wr
 rules back the ClusterRole (cluster-wide install) and the Role (rbac.namespaced).
 */}}
 {{- define "redis-operator.rules" -}}
-# RedisClusters: watched; patched/updated to add and remove the operator's finalizer.
+# Exactly what crates/redis-operator calls (hack/test-chart.sh checks this list; docs/install.md
+# says why each is there). RedisClusters: watched; status patched. No finalizer is used.
 - apiGroups: ["redis.io"]
   resources: ["redisclusters"]
-  verbs: ["get", "list", "watch", "patch", "update"]
-# Status is written by the operator only (one writer per field).
+  verbs: ["list", "watch"]
 - apiGroups: ["redis.io"]
   resources: ["redisclusters/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 # The objects it owns carry a controller ownerReference to the RedisCluster with
 # blockOwnerDeletion: clusters enforcing OwnerReferencesPermissionEnforcement (e.g. OpenShift)
 # require update on the owner's finalizers subresource for that.
 - apiGroups: ["redis.io"]
   resources: ["redisclusters/finalizers"]
   verbs: ["update"]
-# Redis data pods and their volumes. The pods' get/list/watch is also what the per-cluster
-# Role the operator creates grants its instance managers (RBAC forbids granting more than
-# one holds).
+# Data pods: watched, and their role label and topology annotation patched. list/watch is also
+# what the per-cluster Role the operator creates grants its instance managers (RBAC forbids
+# granting more than one holds). Pods and their volumes are created and deleted by the
+# StatefulSet controller, never by the operator.
 - apiGroups: [""]
-  resources: ["pods", "persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "create", "delete", "patch"]
-# -leader / -read Services, configuration, per-cluster ServiceAccounts.
+  resources: ["pods"]
+  verbs: ["list", "watch", "patch"]
+# Owned objects are server-side applied: read, then created or patched; the watched ones
+# (StatefulSets, Services) listed and watched too. None is deleted by the operator: they go
+# with their RedisCluster (ownerReferences, garbage collection).
 - apiGroups: [""]
-  resources: ["services", "configmaps", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Referenced Secrets (authSecret, replicaMode.source.authSecretName, tlsSecret) are only
-# checked for existence; the operator never writes Secrets.
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["configmaps", "serviceaccounts"]
+  verbs: ["get", "create", "patch"]
+# Referenced Secrets (authSecret, replicaMode.source.authSecretName, tlsSecret) are read one by
+# name; the operator never lists, watches or writes Secrets.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
-# Per-cluster Role + RoleBinding letting the instance managers read their pods.
+  verbs: ["get"]
+# Per-cluster Role + RoleBinding letting the instance managers read their own pods.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
 # Each cluster's StatefulSet (stable pod names, a PVC per pod) and the NetworkPolicy of its
-# Redis pods (crates/redis-operator/src/builders.rs applies both).
+# Redis pods.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch"]
+# One Event per occurrence, never folded into a series (platform/kube.rs: publish_event).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}

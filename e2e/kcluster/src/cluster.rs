@@ -68,6 +68,11 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
 }
 
+/// The API server's audit log (JSON lines): every request of a service account, metadata only.
+pub fn audit_log(dir: &std::path::Path) -> PathBuf {
+    dir.join("logs").join("audit.log")
+}
+
 /// A node of the cluster: its name, region and index (its kubelet port is 11250 + index).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Node {
@@ -207,6 +212,17 @@ fn start(o: &Options) -> Result<Cluster, String> {
         &in_region,
     )?;
 
+    // Every request of a service account is audited (metadata only: no bodies, so no Secret
+    // value): the drills compare what the operator and the instance managers really call with
+    // the roles they are given.
+    let audit_policy = dir.join("audit-policy.yaml");
+    std::fs::write(
+        &audit_policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  \
+         - level: Metadata\n    userGroups: [\"system:serviceaccounts\"]\n  - level: None\n",
+    )
+    .map_err(|e| format!("{}: {e}", audit_policy.display()))?;
+
     let etcd_dir = dir.join("etcd").display().to_string();
     daemon::start(
         dir,
@@ -256,6 +272,10 @@ fn start(o: &Options) -> Result<Cluster, String> {
             format!("--default-not-ready-toleration-seconds={EVICTION_TOLERATION_SECONDS}"),
             format!("--default-unreachable-toleration-seconds={EVICTION_TOLERATION_SECONDS}"),
             s("--profiling=false"),
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", audit_log(dir).display()),
+            s("--audit-log-format=json"),
+            s("--audit-log-maxsize=500"),
         ],
     )?;
     let cluster = Cluster {

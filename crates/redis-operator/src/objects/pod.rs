@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    KeyToPath, ObjectFieldSelector, PodSecurityContext, ResourceRequirements, SeccompProfile,
-    SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, ConfigMapVolumeSource, ContainerPort, DownwardAPIProjection,
+    DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    ObjectFieldSelector, PodSecurityContext, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -34,6 +36,10 @@ pub(super) const TMP_VOLUME: &str = "tmp";
 pub(super) const AUTH_VOLUME: &str = "auth";
 pub(super) const SOURCE_AUTH_VOLUME: &str = "source-auth";
 pub(super) const TLS_VOLUME: &str = "tls";
+/// The instance manager's API credentials (see [`api_access_volume`]).
+pub(super) const API_ACCESS_VOLUME: &str = "kube-api-access";
+/// Where in-cluster clients (kube-rs, client-go) look for them.
+pub(super) const API_ACCESS_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
 /// Where the instance manager keeps its state file (`--state-dir`): a directory of the data
 /// volume ([`IM_STATE_SUBPATH`]), so that the record of what the pod's data followed lives and
@@ -165,6 +171,56 @@ pub(super) fn read_only(volume: &str, path: &str) -> VolumeMount {
 }
 
 /// The cluster's ConfigMap as a volume.
+/// The pod's service-account credentials, as the kubelet would mount them with
+/// `automountServiceAccountToken` (a bound token it refreshes, the cluster's CA, the namespace),
+/// but as a volume of our own, so that only the container that calls the API mounts it (the
+/// instance manager; never redis-server, which anyone holding the Redis password can make
+/// read files through its configuration).
+pub(super) fn api_access_volume() -> Volume {
+    Volume {
+        name: API_ACCESS_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o444),
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(3607),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                field_path: "metadata.namespace".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }]),
+                    }),
+                    ..Default::default()
+                },
+            ]),
+        }),
+        ..Default::default()
+    }
+}
+
 pub(super) fn config_volume(config_map: String) -> Volume {
     Volume {
         name: CONFIG_VOLUME.into(),

@@ -20,19 +20,28 @@ use super::{Cluster, data_selector, sentinel_selector};
 pub(super) fn service_account(c: &Cluster) -> ServiceAccount {
     ServiceAccount {
         metadata: c.meta(names::instance_manager_account(&c.name)),
-        automount_service_account_token: Some(true),
+        // The pods mount the token into the instance manager only (pod::api_access_volume).
+        automount_service_account_token: Some(false),
         ..Default::default()
     }
 }
 
-/// The instance managers watch their own pod (its topology annotation) and nothing else.
+/// The instance managers watch their own pod (its topology annotation) and nothing else: the
+/// rule names the cluster's data pods (a list or watch is allowed by `resourceNames` when it
+/// selects `metadata.name=<one of them>`, which the instance manager's watch does), so an
+/// instance manager cannot read the other pods of its namespace. It follows `instances`.
 pub(super) fn role(c: &Cluster) -> Role {
+    let pods = (0..c.rc.spec.instances.max(0) as u32)
+        .map(|i| names::pod_name(&c.name, i))
+        .collect();
     Role {
         metadata: c.meta(names::instance_manager_account(&c.name)),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["pods".into()]),
-            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            resource_names: Some(pods),
+            // Its watch lists then watches; it never reads a pod by name.
+            verbs: vec!["list".into(), "watch".into()],
             ..Default::default()
         }]),
     }

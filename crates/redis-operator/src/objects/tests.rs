@@ -519,3 +519,77 @@ fn no_password_in_any_sentinel_object() {
         assert_eq!(secrets.len(), 1, "{file}");
     }
 }
+
+/// Issue 13, least privilege: only the instance manager holds API credentials, and its Role
+/// names the cluster's own data pods (it watches its pod with a `metadata.name` field
+/// selector, which `resourceNames` allows); the Role follows `instances`.
+#[test]
+fn only_the_instance_manager_mounts_a_token_and_its_role_names_the_clusters_pods() {
+    let mut rc = sample("dr-redis.yaml");
+    let owned = build(&rc, &Settings::default());
+    assert_eq!(
+        owned.service_account.automount_service_account_token,
+        Some(false)
+    );
+    let pod = owned.statefulset.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let token_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let mounts = |name: &str| -> Vec<String> {
+        let c = pod.containers.iter().find(|c| c.name == name).unwrap();
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.clone())
+            .collect()
+    };
+    assert!(mounts("instance-manager").iter().any(|m| m == token_dir));
+    assert!(
+        !mounts("redis")
+            .iter()
+            .any(|m| m.starts_with("/var/run/secrets"))
+    );
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    assert!(
+        !init
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path.starts_with("/var/run/secrets"))
+    );
+    let access = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "kube-api-access")
+        .and_then(|v| v.projected.as_ref())
+        .expect("projected token volume");
+    let sources = access.sources.as_ref().unwrap();
+    assert!(sources[0].service_account_token.is_some());
+    assert_eq!(
+        sources[1].config_map.as_ref().unwrap().name,
+        "kube-root-ca.crt"
+    );
+
+    let rule = &owned.role.rules.as_ref().unwrap()[0];
+    assert_eq!(rule.resources.as_deref(), Some(&["pods".to_string()][..]));
+    assert_eq!(rule.verbs, ["list", "watch"]);
+    assert_eq!(
+        rule.resource_names.as_deref(),
+        Some(
+            &[
+                "dr-redis-0".to_string(),
+                "dr-redis-1".into(),
+                "dr-redis-2".into()
+            ][..]
+        )
+    );
+    rc.spec.instances = 5;
+    let owned = build(&rc, &Settings::default());
+    assert_eq!(
+        owned.role.rules.as_ref().unwrap()[0]
+            .resource_names
+            .as_ref()
+            .map(Vec::len),
+        Some(5)
+    );
+}

@@ -51,6 +51,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
     production_replicates_dr(d, &dr_primary)?;
     fail_back(d)?;
     never_two_primaries(d, checker)?;
+    roles_match_the_calls(d)?;
     describe_events(d)?;
     plugin::kubectl_plugin(d)
 }
@@ -127,12 +128,39 @@ fn rbac_is_enforced(d: &mut Drill) -> Result<(), String> {
         "system:serviceaccount:{NS}:{}",
         redis_cluster_api::names::instance_manager_account(DR)
     );
-    let asks: [(&str, &str, &[&str], bool); 6] = [
+    let asks: [(&str, &str, &[&str], bool); 11] = [
+        // The instance manager lists and watches its own pod (a metadata.name field selector,
+        // as its watch does) and nothing else, not even a pod by name.
+        (
+            "instance manager",
+            &instance_manager,
+            &["get", "pod", "-n", NS, "dr-redis-1"],
+            false,
+        ),
+        (
+            "instance manager",
+            &instance_manager,
+            &[
+                "get",
+                "pods",
+                "-n",
+                NS,
+                "--field-selector",
+                "metadata.name=dr-redis-1",
+            ],
+            true,
+        ),
         (
             "instance manager",
             &instance_manager,
             &["get", "pods", "-n", NS],
-            true,
+            false,
+        ),
+        (
+            "instance manager",
+            &instance_manager,
+            &["get", "pod", "-n", NS, "prod-redis-0"],
+            false,
         ),
         (
             "instance manager",
@@ -147,6 +175,14 @@ fn rbac_is_enforced(d: &mut Drill) -> Result<(), String> {
             false,
         ),
         ("operator", &operator, &["get", "redisclusters", "-A"], true),
+        // Secrets are read one by name, never listed; pods are never deleted by it.
+        ("operator", &operator, &["get", "secrets", "-A"], false),
+        (
+            "operator",
+            &operator,
+            &["delete", "pod", "-n", NS, "dr-redis-1", "--dry-run=server"],
+            false,
+        ),
         (
             "operator",
             &operator,
@@ -186,7 +222,7 @@ fn rbac_is_enforced(d: &mut Drill) -> Result<(), String> {
         }
     }
     d.check(
-        "RBAC is real: the operator and the instance managers are refused outside their roles (the instance manager: Secrets, a pod's annotations; the operator: Nodes, granting itself cluster-admin) and allowed within",
+        "RBAC is real: the operator and the instance managers are refused outside their roles (the instance manager: other pods, listing pods, Secrets, a pod's annotations; the operator: listing Secrets, deleting pods, Nodes, granting itself cluster-admin) and allowed within (the instance manager: listing its own pod by field selector)",
         if wrong.is_empty() {
             Ok(())
         } else {
@@ -688,6 +724,121 @@ fn never_two_primaries(d: &mut Drill, checker: SplitBrainChecker) -> Result<(), 
             Ok(())
         } else {
             Err(restarts.join(", "))
+        },
+    )
+}
+
+/// What the operator's ClusterRole grants and the API server's audit log shows was not used:
+/// allowed only with a reason.
+const UNUSED_WITH_A_REASON: [(&str, &str, &str, &str); 1] = [(
+    "redis.io",
+    "redisclusters/finalizers",
+    "update",
+    "blockOwnerDeletion, checked only where OwnerReferencesPermissionEnforcement is enabled",
+)];
+
+/// The roles against the calls, from the real API server's audit log of the whole story (every
+/// request of a service account, `kcluster::cluster::audit_log`): every request of the operator
+/// and of the instance managers was allowed; the operator's ClusterRole grants nothing the
+/// operator did not use (`create` is used by server-side apply, which creates a missing object
+/// through a PATCH the API server also authorizes as create; the exceptions above); the
+/// instance managers read nothing but their own pod.
+fn roles_match_the_calls(d: &mut Drill) -> Result<(), String> {
+    use std::collections::BTreeSet;
+    let path = kcluster::cluster::audit_log(&d.cluster.dir);
+    let log = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let operator = "system:serviceaccount:redis-operator:redis-operator";
+    let im_account = |user: &str| {
+        user.strip_prefix(&format!("system:serviceaccount:{NS}:"))
+            .is_some_and(|a| a.ends_with("-instance-manager"))
+    };
+    let (mut used, mut refused, mut im_calls, mut im_wrong) =
+        (BTreeSet::new(), Vec::new(), 0, Vec::new());
+    let mut operator_calls = 0;
+    for line in log.lines() {
+        let Ok(e) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let user = e["user"]["username"].as_str().unwrap_or_default();
+        let verb = e["verb"].as_str().unwrap_or_default().to_string();
+        let r = &e["objectRef"];
+        let resource = match r["subresource"].as_str() {
+            Some(sub) => format!("{}/{sub}", r["resource"].as_str().unwrap_or_default()),
+            None => r["resource"].as_str().unwrap_or_default().to_string(),
+        };
+        let group = r["apiGroup"].as_str().unwrap_or_default().to_string();
+        let forbidden = e["annotations"]["authorization.k8s.io/decision"] == "forbid";
+        let what = format!("{verb} {group}/{resource} {}", e["requestURI"]);
+        if user == operator {
+            operator_calls += 1;
+            if forbidden {
+                refused.push(what.clone());
+            }
+            used.insert((group, resource, verb));
+        } else if im_account(user) {
+            im_calls += 1;
+            let uri = e["requestURI"].as_str().unwrap_or_default();
+            let own_pod = resource == "pods"
+                && (r["name"].is_string() || uri.contains("fieldSelector=metadata.name%3D"));
+            if forbidden || !own_pod {
+                im_wrong.push(what);
+            }
+        }
+    }
+    let role: serde_json::Value = serde_json::from_str(&d.kubectl(&[
+        "get",
+        "clusterrole",
+        "redis-operator",
+        "-o",
+        "json",
+    ])?)
+    .map_err(|e| e.to_string())?;
+    let mut unused = Vec::new();
+    for rule in role["rules"].as_array().into_iter().flatten() {
+        let strings = |k: &str| -> Vec<String> {
+            rule[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        for g in strings("apiGroups") {
+            for res in strings("resources") {
+                for v in strings("verbs") {
+                    let excused = v == "create"
+                        || UNUSED_WITH_A_REASON
+                            .iter()
+                            .any(|(eg, er, ev, _)| *eg == g && *er == res && *ev == v);
+                    if !excused && !used.contains(&(g.clone(), res.clone(), v.clone())) {
+                        unused.push(format!("{v} {g}/{res}"));
+                    }
+                }
+            }
+        }
+    }
+    d.check(
+        &format!(
+            "the operator's {operator_calls} requests in the API server's audit log were all allowed, and its ClusterRole grants nothing it did not use (but {})",
+            UNUSED_WITH_A_REASON
+                .iter()
+                .map(|(g, r, v, why)| format!("{v} {g}/{r}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        match (refused.is_empty(), unused.is_empty()) {
+            (true, true) => Ok(()),
+            _ => Err(format!("refused: {refused:?}; granted, never used: {unused:?}")),
+        },
+    )?;
+    d.check(
+        &format!(
+            "the instance managers' {im_calls} requests were all allowed and read only their own pod"
+        ),
+        if im_calls > 0 && im_wrong.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{im_calls} requests; outside their own pod or refused: {im_wrong:?}"))
         },
     )
 }

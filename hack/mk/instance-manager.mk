@@ -4,3 +4,7 @@
 .PHONY: bench-instance-manager
 bench-instance-manager: ## Sidecar vs prometheus-redis-exporter: RSS, scrape latency, CPU per scrape
 	hack/bench-instance-manager.sh
+
+.PHONY: bench-memory
+bench-memory: ## maxmemory from the memory limit vs 90% of it: a full sync under writes in memory cgroups (needs root; docs/bench-memory.md)
+	hack/bench-memory.sh

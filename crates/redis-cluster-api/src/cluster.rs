@@ -114,6 +114,26 @@ pub struct RedisClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinel: Option<SentinelSpec>,
 
+    /// CPU and memory of each pod's Redis container. Default: requests 100m CPU and 256Mi,
+    /// limit 1Gi of memory. Redis's `maxmemory` follows the memory limit, leaving room for
+    /// what Redis holds outside its dataset (the replication backlog and replicas' output
+    /// buffers) and for the copy-on-write pages of its forks (a full sync, an AOF rewrite):
+    /// `maxmemory = (limit - replicationBacklogSize - replica output buffer) x 2/3`. Without a
+    /// memory limit Redis gets no `maxmemory`. A replica never evicts: size the limit of a DR
+    /// cluster for the source's dataset, or its pods are OOM-killed during their first sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+
+    /// CPU and memory of each pod's instance-manager container. Default: requests 20m CPU and
+    /// 32Mi, limit 64Mi of memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_manager_resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+
+    /// What Redis does at `maxmemory` (`maxmemory-policy`): `noeviction` (the default: writes
+    /// fail, nothing is lost silently), or evict keys, e.g. `allkeys-lru` for a cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory_policy: Option<MaxmemoryPolicy>,
+
     /// Bytes of its replication stream each Redis keeps for replicas that reconnect
     /// (`repl-backlog-size`), as a Kubernetes quantity such as `128Mi` or `1Gi`. A replica whose
     /// link is down while more than this is written can only come back with a full resync of
@@ -251,6 +271,34 @@ impl RedisClusterSpec {
         self.failover.clone().unwrap_or_default()
     }
 
+    /// The Redis container's memory limit in bytes: the one in `resources`, or
+    /// [`DEFAULT_REDIS_MEMORY_LIMIT`] when `resources` is unset. None when `resources` sets no
+    /// memory limit (or one not understood).
+    pub fn redis_memory_limit(&self) -> Option<u64> {
+        match &self.resources {
+            None => memory_bytes(DEFAULT_REDIS_MEMORY_LIMIT),
+            Some(r) => memory_bytes(&r.limits.as_ref()?.get("memory")?.0),
+        }
+    }
+
+    /// How each pod's Redis memory is laid out ([`MemoryPlan`]); None for a backlog size the
+    /// schema would have refused.
+    pub fn memory_plan(&self) -> Option<MemoryPlan> {
+        let backlog = self.replication_backlog_bytes()?;
+        const MIB: u64 = 1 << 20;
+        let output_hard = (2 * backlog).max(256 * MIB);
+        let output_soft = backlog.max(64 * MIB);
+        let limit = self.redis_memory_limit();
+        let maxmemory = limit.map(|l| l.saturating_sub(backlog + output_hard) / 3 * 2);
+        Some(MemoryPlan {
+            limit,
+            backlog,
+            output_hard,
+            output_soft,
+            maxmemory,
+        })
+    }
+
     /// `replicationBacklogSize` in bytes ([`DEFAULT_REPLICATION_BACKLOG`] when unset). None for a
     /// value the schema would have refused (a CRD installed before its rule).
     pub fn replication_backlog_bytes(&self) -> Option<u64> {
@@ -260,6 +308,86 @@ impl RedisClusterSpec {
                 .unwrap_or(DEFAULT_REPLICATION_BACKLOG),
         )
     }
+}
+
+/// Redis's `maxmemory-policy` values.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum MaxmemoryPolicy {
+    #[default]
+    Noeviction,
+    AllkeysLru,
+    AllkeysLfu,
+    AllkeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl MaxmemoryPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaxmemoryPolicy::Noeviction => "noeviction",
+            MaxmemoryPolicy::AllkeysLru => "allkeys-lru",
+            MaxmemoryPolicy::AllkeysLfu => "allkeys-lfu",
+            MaxmemoryPolicy::AllkeysRandom => "allkeys-random",
+            MaxmemoryPolicy::VolatileLru => "volatile-lru",
+            MaxmemoryPolicy::VolatileLfu => "volatile-lfu",
+            MaxmemoryPolicy::VolatileRandom => "volatile-random",
+            MaxmemoryPolicy::VolatileTtl => "volatile-ttl",
+        }
+    }
+}
+
+/// The Redis container's memory limit when `resources` is unset.
+pub const DEFAULT_REDIS_MEMORY_LIMIT: &str = "1Gi";
+
+/// Each pod's Redis memory: its limit, what Redis holds outside its dataset, and the dataset's
+/// share (`maxmemory`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// The container's memory limit, if any.
+    pub limit: Option<u64>,
+    /// `repl-backlog-size`.
+    pub backlog: u64,
+    /// The replicas' output-buffer limits (`client-output-buffer-limit replica <hard> <soft>
+    /// 120`): during a full sync the primary queues the writes made meanwhile there and drops a
+    /// replica above them; they follow the backlog (sized for the same write rate), never below
+    /// Redis's own 256 MB / 64 MB.
+    pub output_hard: u64,
+    pub output_soft: u64,
+    /// `maxmemory`: two thirds of what the limit leaves after the backlog and one replica's
+    /// output buffer, the last third for the copy-on-write pages of a fork (a full sync, an AOF
+    /// rewrite) and allocator overhead. None without a limit. 0 when the limit leaves nothing
+    /// (validation refuses that spec).
+    pub maxmemory: Option<u64>,
+}
+
+/// A Kubernetes memory quantity in bytes (`1Gi`, `1.5Gi`, `512M`, `1073741824`); None for
+/// other forms (exponents, milli).
+pub fn memory_bytes(q: &str) -> Option<u64> {
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let unit: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let b = n * unit;
+    (b.is_finite() && b >= 0.0).then_some(b as u64)
 }
 
 /// The default `replicationBacklogSize`: 60 s of link outage at 2 MiB/s of writes, with room.
@@ -622,6 +750,38 @@ pub mod conditions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_quantities_and_the_plan() {
+        for (q, b) in [
+            ("1Gi", Some(1 << 30)),
+            ("1.5Gi", Some(3 << 29)),
+            ("512M", Some(512_000_000)),
+            ("1073741824", Some(1 << 30)),
+            ("1e9", None),
+            ("100m", None),
+        ] {
+            assert_eq!(memory_bytes(q), b, "{q}");
+        }
+        let spec: RedisClusterSpec =
+            serde_json::from_value(serde_json::json!({"storage": {"size": "1Gi"}})).unwrap();
+        const MIB: u64 = 1 << 20;
+        assert_eq!(
+            spec.memory_plan(),
+            Some(MemoryPlan {
+                limit: Some(1024 * MIB),
+                backlog: 128 * MIB,
+                output_hard: 256 * MIB,
+                output_soft: 128 * MIB,
+                maxmemory: Some((1024 - 128 - 256) * MIB / 3 * 2),
+            })
+        );
+        let spec: RedisClusterSpec = serde_json::from_value(serde_json::json!({
+            "storage": {"size": "1Gi"}, "resources": {"requests": {"memory": "1Gi"}}
+        }))
+        .unwrap();
+        assert_eq!(spec.memory_plan().unwrap().maxmemory, None, "no limit");
+    }
 
     #[test]
     fn quantities_in_bytes() {

@@ -32,7 +32,7 @@ pub fn redis_conf(rc: &RedisCluster) -> String {
     // replicas continue partially, and a lone new replica should not wait. Nothing here depends
     // on `instances`, so scaling never restarts pods.
     c.push_str("repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n");
-    c.push_str(&replication_buffers(spec.replication_backlog_bytes()));
+    c.push_str(&memory_lines(spec));
     // Only this cluster's instance managers and Sentinels may re-point a pod: REPLICAOF gets a
     // per-cluster name (they are told it) and SLAVEOF is gone. Anyone else holding the password,
     // such as the source region's Sentinels "fixing" a DR pod to the source primary's own address
@@ -47,22 +47,30 @@ pub fn redis_conf(rc: &RedisCluster) -> String {
     c
 }
 
-/// `repl-backlog-size` (a replica away while less than this was written resumes partially)
-/// and the replicas' output-buffer limits. During a full sync the primary queues every write
-/// made meanwhile in the replica's output buffer, and drops the replica (which starts the sync
-/// over, and over) when that exceeds the hard limit, or the soft limit for 120 s. Redis's
-/// defaults (256 MiB, 64 MiB for 60 s) cut a sync over a slow WAN link under steady writes:
-/// the limits follow the backlog, sized for the same write rate (hard 2x, soft 1x the backlog
-/// for 120 s, never below Redis's defaults). A value the schema refuses renders nothing here
-/// (Redis's defaults; validation reports it).
-fn replication_buffers(backlog: Option<u64>) -> String {
-    let Some(backlog) = backlog else {
-        return String::new();
-    };
-    const MIB: u64 = 1 << 20;
-    let hard = (2 * backlog).max(256 * MIB);
-    let soft = backlog.max(64 * MIB);
-    format!("repl-backlog-size {backlog}\nclient-output-buffer-limit replica {hard} {soft} 120\n")
+/// `repl-backlog-size` (a replica away while less than this was written resumes partially),
+/// the replicas' output-buffer limits, `maxmemory` and its policy, from the spec's
+/// [`redis_cluster_api::MemoryPlan`]. During a full sync the primary queues every write made
+/// meanwhile in the replica's output buffer, and drops the replica (which starts the sync over,
+/// and over) when that exceeds the hard limit, or the soft limit for 120 s: Redis's defaults
+/// (256 MB, 64 MB for 60 s) cut a sync over a slow WAN link under steady writes. A backlog
+/// size the schema refuses renders none of these (Redis's defaults; validation reports it).
+fn memory_lines(spec: &redis_cluster_api::RedisClusterSpec) -> String {
+    let mut c = String::new();
+    if let Some(p) = spec.memory_plan() {
+        c.push_str(&format!(
+            "repl-backlog-size {}\nclient-output-buffer-limit replica {} {} 120\n",
+            p.backlog, p.output_hard, p.output_soft
+        ));
+        // 0 would mean "no limit" to Redis: such a spec is refused by validation.
+        if let Some(m) = p.maxmemory.filter(|m| *m > 0) {
+            c.push_str(&format!("maxmemory {m}\n"));
+        }
+    }
+    c.push_str(&format!(
+        "maxmemory-policy {}\n",
+        spec.maxmemory_policy.unwrap_or_default().as_str()
+    ));
+    c
 }
 
 /// TLS only, on the usual port; replicas and clients use the mounted `tlsSecret`.
@@ -185,6 +193,7 @@ pub fn sentinel_auth_conf(rc: &RedisCluster, password: &str) -> String {
 mod tests {
     use super::*;
     use crate::objects::tests::sample;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     #[test]
     fn sentinel_conf_has_the_spec_timings_in_a_valid_order() {
@@ -237,20 +246,30 @@ mod tests {
     fn replication_buffers_follow_the_backlog() {
         let mut rc = sample("dr-redis.yaml");
         let conf = redis_conf(&rc);
+        // The defaults: 128 MiB of backlog, a 1 GiB limit:
+        // maxmemory = (1024 - 128 - 256) MiB / 3 * 2 = 426.67 MiB.
         assert!(
             conf.contains(
-                "repl-backlog-size 134217728\nclient-output-buffer-limit replica 268435456 134217728 120\n"
+                "repl-backlog-size 134217728\nclient-output-buffer-limit replica 268435456 134217728 120\nmaxmemory 447392426\nmaxmemory-policy noeviction\n"
             ),
             "{conf}"
         );
         rc.spec.replication_backlog_size = Some("1Gi".into());
+        rc.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("8Gi".into()))].into()),
+            ..Default::default()
+        });
+        rc.spec.maxmemory_policy = Some(redis_cluster_api::MaxmemoryPolicy::AllkeysLru);
         assert!(redis_conf(&rc).contains(
-            "repl-backlog-size 1073741824\nclient-output-buffer-limit replica 2147483648 1073741824 120\n"
+            "repl-backlog-size 1073741824\nclient-output-buffer-limit replica 2147483648 1073741824 120\nmaxmemory 3579139412\nmaxmemory-policy allkeys-lru\n"
         ));
         rc.spec.replication_backlog_size = Some("1Mi".into());
         assert!(redis_conf(&rc).contains(
             "repl-backlog-size 1048576\nclient-output-buffer-limit replica 268435456 67108864 120\n"
         ));
+        // No memory limit: no maxmemory.
+        rc.spec.resources = Some(Default::default());
+        assert!(!redis_conf(&rc).contains("maxmemory "));
         // Refused by the schema (an old CRD let it in): Redis's defaults.
         rc.spec.replication_backlog_size = Some("lots".into());
         assert!(!redis_conf(&rc).contains("repl-backlog-size"));

@@ -147,6 +147,21 @@ pub fn problems(
             ),
         });
     }
+    if let Some(plan) = spec.memory_plan()
+        && plan.maxmemory == Some(0)
+    {
+        const MIB: u64 = 1 << 20;
+        out.push(Problem {
+            reason: EventReason::InvalidSpec,
+            message: format!(
+                "resources.limits.memory ({} MiB) leaves no room for the dataset after the replication backlog ({} MiB, replicationBacklogSize) and a replica's output buffer ({} MiB): raise the limit above {} MiB or lower replicationBacklogSize",
+                plan.limit.unwrap_or(0) / MIB,
+                plan.backlog / MIB,
+                plan.output_hard / MIB,
+                (plan.backlog + plan.output_hard) / MIB
+            ),
+        });
+    }
     if let Some(min) = spec.min_sync_replicas
         && min >= spec.instances
     {
@@ -367,8 +382,24 @@ mod tests {
             p[0].message
                 .starts_with("replicationBacklogSize '1.5Gi' is not")
         );
-        let ok = spec("storage: {size: 1Gi}\nreplicationBacklogSize: 512Mi");
+        let ok = spec("storage: {size: 1Gi}\nreplicationBacklogSize: 64Mi");
         assert!(problems("ns", &ok, &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn a_memory_limit_that_leaves_no_room_for_data_is_reported() {
+        let s = spec("storage: {size: 1Gi}\nresources: {limits: {memory: 384Mi}}");
+        let p = problems("ns", &s, &BTreeMap::new());
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            p[0].message,
+            "resources.limits.memory (384 MiB) leaves no room for the dataset after the replication backlog (128 MiB, replicationBacklogSize) and a replica's output buffer (256 MiB): raise the limit above 384 MiB or lower replicationBacklogSize"
+        );
+        let ok = spec(
+            "storage: {size: 1Gi}\nresources: {limits: {memory: 2Gi}}\nmaxmemoryPolicy: allkeys-lru",
+        );
+        assert!(problems("ns", &ok, &BTreeMap::new()).is_empty());
+        assert_eq!(ok.memory_plan().unwrap().maxmemory, Some(1_163_220_308));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         config_volume(names::config_map(name)),
         empty_dir(RUN_VOLUME, Some("Memory"), "1Mi"),
         empty_dir(TMP_VOLUME, None, "64Mi"),
+        api_access_volume(),
     ];
     let mut redis_mounts = vec![
         mount(DATA_VOLUME, paths::DATA_DIR),
@@ -37,10 +38,14 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
     ];
     // The instance manager's state file lives on the data volume: what the pod's data followed
     // survives restarts of both containers, and goes with the data when the volume goes.
-    let mut im_mounts = vec![VolumeMount {
-        sub_path: Some(IM_STATE_SUBPATH.into()),
-        ..mount(DATA_VOLUME, IM_STATE_DIR)
-    }];
+    let mut im_mounts = vec![
+        VolumeMount {
+            sub_path: Some(IM_STATE_SUBPATH.into()),
+            ..mount(DATA_VOLUME, IM_STATE_DIR)
+        },
+        // The only container with API credentials: it watches its own pod.
+        read_only(API_ACCESS_VOLUME, API_ACCESS_DIR),
+    ];
     let mut im_args = vec![
         format!("--cluster={name}"),
         format!("--redis-addr=127.0.0.1:{}", names::REDIS_PORT),
@@ -132,7 +137,13 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         ports: Some(vec![container_port(REDIS_PORT_NAME, names::REDIS_PORT)]),
         volume_mounts: Some(redis_mounts),
         security_context: Some(restricted()),
-        resources: Some(resources("100m", "256Mi", "1Gi")),
+        resources: Some(spec.resources.clone().unwrap_or_else(|| {
+            resources(
+                "100m",
+                "256Mi",
+                redis_cluster_api::DEFAULT_REDIS_MEMORY_LIMIT,
+            )
+        })),
         // Liveness only asks whether redis-server answers on its port: a replica whose
         // cross-region link is down must not be restarted for it.
         liveness_probe: Some(Probe {
@@ -158,7 +169,11 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         ports: Some(vec![container_port(METRICS_PORT_NAME, names::METRICS_PORT)]),
         volume_mounts: Some(im_mounts),
         security_context: Some(restricted()),
-        resources: Some(resources("20m", "32Mi", "64Mi")),
+        resources: Some(
+            spec.instance_manager_resources
+                .clone()
+                .unwrap_or_else(|| resources("20m", "32Mi", "64Mi")),
+        ),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         // Ready = serves data as its role requires (primary writable, replica linked).
         readiness_probe: Some(http_probe("/readyz", 2, 2)),
@@ -166,7 +181,8 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
     };
     let pod = PodSpec {
         service_account_name: Some(names::instance_manager_account(name)),
-        automount_service_account_token: Some(true),
+        // Mounted into the instance manager only (api_access_volume).
+        automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(30),
         security_context: Some(pod_security()),

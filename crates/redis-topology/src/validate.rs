@@ -21,6 +21,22 @@ pub enum SecretState {
     Present,
 }
 
+impl SecretState {
+    /// An existing Secret that `has` some keys: `Present` when it has every one of `keys`.
+    pub fn of_existing(keys: &[&str], has: impl Fn(&str) -> bool) -> SecretState {
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| !has(k))
+            .map(|k| k.to_string())
+            .collect();
+        if missing.is_empty() {
+            SecretState::Present
+        } else {
+            SecretState::MissingKeys(missing)
+        }
+    }
+}
+
 /// A reason the spec cannot be acted on yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {

@@ -18,6 +18,7 @@ pub mod process;
 pub mod redis;
 pub mod resp;
 pub mod samples;
+pub mod tls;
 pub mod wait;
 
 pub use process::{free_port, unique};

@@ -35,69 +35,21 @@ impl Certs {
     /// cluster's Services (what the pods dial: `docs` and the README list them).
     fn make(dir: &Path) -> Result<Certs, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let p = |f: &str| dir.join(f).display().to_string();
-        sh(&[
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.crt"),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=drill-ca",
-        ])?;
-        sh(&[
-            "openssl",
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("tls.key"),
-            "-out",
-            &p("tls.csr"),
-            "-subj",
-            "/CN=redis",
-        ])?;
         let domain = |s: &str| format!("{s}.{NS}.svc");
         let headless = domain(&format!("{TLS_CLUSTER}-headless"));
         let leader = domain(&format!("{TLS_CLUSTER}-leader"));
-        std::fs::write(
-            dir.join("ext.cnf"),
-            format!(
-                "subjectAltName=IP:{TLS_SOURCE_IP},DNS:*.{headless},DNS:*.{headless}.cluster.local,DNS:{leader},DNS:{leader}.cluster.local\n\
-                 extendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n"
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        sh(&[
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            &p("tls.csr"),
-            "-CA",
-            &p("ca.crt"),
-            "-CAkey",
-            &p("ca.key"),
-            "-CAcreateserial",
-            "-out",
-            &p("tls.crt"),
-            "-days",
-            "2",
-            "-extfile",
-            &p("ext.cnf"),
-        ])?;
+        let sans = [
+            format!("IP:{TLS_SOURCE_IP}"),
+            format!("DNS:*.{headless}"),
+            format!("DNS:*.{headless}.cluster.local"),
+            format!("DNS:{leader}"),
+            format!("DNS:{leader}.cluster.local"),
+        ];
+        let t = redis_test_support::tls::make_certs(dir, &sans)?;
         Ok(Certs {
-            ca: dir.join("ca.crt"),
-            cert: dir.join("tls.crt"),
-            key: dir.join("tls.key"),
+            ca: t.ca,
+            cert: t.cert,
+            key: t.key,
         })
     }
 

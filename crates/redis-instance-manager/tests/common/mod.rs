@@ -229,91 +229,14 @@ pub fn make_certs(dir: &ScratchDir, ips: &[&str]) -> ServerTls {
 /// Generate a CA (`ca.crt`) and a certificate (`tls.crt`, `tls.key`, CN `redis`) for `sans`
 /// (`IP:...`, `DNS:...`), for both server and client use.
 pub fn make_certs_for(dir: &ScratchDir, sans: &[String]) -> ServerTls {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=im-test-ca",
-        ],
-    );
-    issue_cert(dir, "redis", sans, "tls");
-    ServerTls {
-        ca: dir.path("ca.crt"),
-        cert: dir.path("tls.crt"),
-        key: dir.path("tls.key"),
-    }
+    require("openssl");
+    redis_test_support::tls::make_certs(&dir.0, sans).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A new key and certificate (CN `cn`, `sans`) signed by the CA in `dir`, written as
 /// `<stem>.key` and `<stem>.crt`.
 pub fn issue_cert(dir: &ScratchDir, cn: &str, sans: &[String], stem: &str) {
-    let (key, csr, crt) = (
-        format!("{stem}.key"),
-        format!("{stem}.csr"),
-        format!("{stem}.crt"),
-    );
-    let subject = format!("/CN={cn}");
-    openssl(
-        dir,
-        &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj",
-            &subject,
-        ],
-    );
-    let ext = format!("{stem}.cnf");
-    std::fs::write(
-        dir.path(&ext),
-        format!(
-            "subjectAltName={}\nextendedKeyUsage=serverAuth,clientAuth\nbasicConstraints=CA:FALSE\n",
-            sans.join(",")
-        ),
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    );
-}
-
-fn openssl(dir: &ScratchDir, args: &[&str]) {
-    require("openssl");
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(&dir.0)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    redis_test_support::tls::issue_cert(&dir.0, cn, sans, stem).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The subject of the certificate a TLS server on `host:port` presents to a new connection

@@ -123,23 +123,10 @@ impl Platform for KubePlatform {
         ))?;
         Ok(match secret {
             None => SecretState::Missing,
-            Some(s) => {
-                let missing: Vec<String> = keys
-                    .iter()
-                    .filter(|key| {
-                        !(s.data.as_ref().is_some_and(|d| d.contains_key(**key))
-                            || s.string_data
-                                .as_ref()
-                                .is_some_and(|d| d.contains_key(**key)))
-                    })
-                    .map(|k| k.to_string())
-                    .collect();
-                if missing.is_empty() {
-                    SecretState::Present
-                } else {
-                    SecretState::MissingKeys(missing)
-                }
-            }
+            Some(s) => SecretState::of_existing(keys, |key| {
+                s.data.as_ref().is_some_and(|d| d.contains_key(key))
+                    || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
+            }),
         })
     }
 

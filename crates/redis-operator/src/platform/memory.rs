@@ -165,18 +165,7 @@ impl Platform for MemoryPlatform {
         let s = self.state.lock().unwrap();
         Ok(match s.secrets.get(&format!("{namespace}/{name}")) {
             None => SecretState::Missing,
-            Some(has) => {
-                let missing: Vec<String> = keys
-                    .iter()
-                    .filter(|k| !has.iter().any(|h| h == *k))
-                    .map(|k| k.to_string())
-                    .collect();
-                if missing.is_empty() {
-                    SecretState::Present
-                } else {
-                    SecretState::MissingKeys(missing)
-                }
-            }
+            Some(has) => SecretState::of_existing(keys, |k| has.iter().any(|h| h == k)),
         })
     }
 

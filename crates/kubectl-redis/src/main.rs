@@ -356,7 +356,14 @@ async fn patch_and_follow(
     .await
 }
 
-/// Poll the cluster until `progress` says done or stuck, printing each new message.
+/// How long the cluster must stay stuck before `follow` gives up: the operator decides from
+/// the pods' reports, and a pass right after a change can see one a second old (a pod that has
+/// just finished a full resync reported under its former history: `NeedsChoice`); its next pass,
+/// a few seconds later, decides again.
+const STUCK_GRACE: Duration = Duration::from_secs(10);
+
+/// Poll the cluster until `progress` says done, or stuck for [`STUCK_GRACE`], printing each
+/// new message.
 async fn follow(
     client: &Client,
     ns: &str,
@@ -366,6 +373,7 @@ async fn follow(
 ) -> Result<(), Error> {
     let started = Instant::now();
     let mut last = String::new();
+    let mut stuck_since: Option<Instant> = None;
     loop {
         let c = api::get_cluster(client, ns, name).await?;
         let p = progress(&c);
@@ -376,11 +384,22 @@ async fn follow(
                 return Ok(());
             }
             Progress::Stuck(msg) => {
-                return Err(Error::Refused(format!(
-                    "cannot complete without you: {msg}"
-                )));
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STUCK_GRACE {
+                    return Err(Error::Refused(format!(
+                        "cannot complete without you: {msg}"
+                    )));
+                }
+                if msg != last {
+                    println!(
+                        "[{t:5.1}s] {msg} (the operator's next pass decides again: waiting up to {}s)",
+                        STUCK_GRACE.as_secs()
+                    );
+                    last = msg;
+                }
             }
             Progress::Pending(msg) => {
+                stuck_since = None;
                 if msg != last {
                     println!("[{t:5.1}s] {msg}");
                     last = msg;

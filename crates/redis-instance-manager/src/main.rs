@@ -53,7 +53,9 @@ struct Args {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     probe_interval: Duration,
     /// Timeout of one upstream probe (connect + AUTH + INFO on a fresh connection, INFO on a
-    /// kept one). A silent cut is reported within probe-interval + probe-timeout.
+    /// kept one). A silent cut is reported within probe-interval + probe-timeout. The probe's
+    /// connection is kept through timeouts for up to four of them (a saturated link delays
+    /// answers; see docs/instance-manager.md).
     #[arg(long, default_value = "800ms", value_parser = parse_duration)]
     probe_timeout: Duration,
     /// The upstream probe opens a fresh connection at least this often: behind a Service or a

@@ -199,6 +199,14 @@ pub struct Observation {
     pub seconds: f64,
 }
 
+/// How long the upstream probe keeps a connection that does not answer, and how long its
+/// background replacement may take to connect: four probe timeouts (3.2 s by default), the
+/// queueing delay of a saturated link plus a retransmission or two, and still short enough
+/// that after a silent cut the next probes start from fresh connections within seconds.
+pub fn probe_patience(probe_timeout: Duration) -> Duration {
+    probe_timeout * 4
+}
+
 /// The connections the loop keeps between ticks (see `redis_io` for why they are kept).
 pub struct Connections {
     local: Cached,
@@ -211,12 +219,16 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// `probe_max_age`: how long the upstream probe keeps one connection (see
-    /// [`Cached::with_max_age`]).
+    /// `probe_max_age`: how long the upstream probe keeps one connection; it keeps it through
+    /// a timeout for `probe_patience(probe_timeout)` (see [`Cached::for_probe`]).
     pub fn new(probe_timeout: Duration, probe_max_age: Duration) -> Connections {
         Connections {
             local: Cached::new(LOCAL_TIMEOUT),
-            upstream: Cached::with_max_age(probe_timeout, probe_max_age),
+            upstream: Cached::for_probe(
+                probe_timeout,
+                probe_max_age,
+                probe_patience(probe_timeout),
+            ),
             sentinels: Vec::new(),
             probe_timeout,
             last_info: None,

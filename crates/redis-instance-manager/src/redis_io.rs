@@ -7,7 +7,7 @@
 //! machinery is not used (no reconnect policy, one attempt per command).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::rustls;
@@ -35,14 +35,18 @@ macro_rules! cached_call {
         .await
         {
             Ok(r) => r,
-            Err(_) => Err(IoError::Unreachable(
-                "no answer within the probe timeout".into(),
-            )),
+            Err(_) => Err(IoError::Unreachable(NO_ANSWER.into())),
         };
-        // An error reply leaves the connection usable; anything else (timeout, I/O, TLS,
-        // auth) drops it so the next call starts from a fresh connection.
-        if matches!(res, Err(ref e) if !matches!(e, IoError::Redis(_))) {
-            $self.reset();
+        match &res {
+            Ok(_) => $self.answered(),
+            // An error reply leaves the connection usable.
+            Err(IoError::Redis(_)) => $self.answered(),
+            // A late answer on a kept connection may be queued behind other traffic (see
+            // `Cached::for_probe`): keep the connection while it is within its patience.
+            Err(IoError::Unreachable(why)) if why == NO_ANSWER && $self.patient() => {}
+            // Anything else (I/O, TLS, auth, a connection silent for too long) drops it so the
+            // next call starts from a fresh connection.
+            Err(_) => $self.reset(),
         }
         res.map_err(|cause| RedisError {
             addr: $ep.addr(),
@@ -51,6 +55,9 @@ macro_rules! cached_call {
         })
     }};
 }
+
+/// What a call says when no answer came within its timeout.
+pub const NO_ANSWER: &str = "no answer within the probe timeout";
 
 /// Where to connect and how to authenticate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,7 +179,7 @@ pub fn classify(e: &Error) -> IoError {
         return IoError::Tls(tls_detail(&d));
     }
     if matches!(e.kind(), ErrorKind::Timeout) {
-        return IoError::Unreachable("no answer within the probe timeout".into());
+        return IoError::Unreachable(NO_ANSWER.into());
     }
     if matches!(e.kind(), ErrorKind::IO | ErrorKind::Canceled) || lower.contains("connection") {
         let why = if lower.contains("refused") {
@@ -364,9 +371,7 @@ impl Conn {
         match tokio::time::timeout(timeout, client.init()).await {
             Ok(Ok(handle)) => Ok(Conn { client, handle }),
             Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => Err(IoError::Unreachable(
-                "no answer within the probe timeout".into(),
-            )),
+            Err(_) => Err(IoError::Unreachable(NO_ANSWER.into())),
         }
     }
 
@@ -558,7 +563,14 @@ pub struct Cached {
     conn: Option<Conn>,
     timeout: Duration,
     max_age: Option<Duration>,
-    connected_at: Option<std::time::Instant>,
+    connected_at: Option<Instant>,
+    /// The last answer on `conn` (or its connection), for [`Cached::for_probe`]'s patience.
+    answered_at: Option<Instant>,
+    /// [`Cached::for_probe`]: how long a kept connection may go without answering before it is
+    /// dropped, and how long a replacement may take to connect.
+    patience: Option<Duration>,
+    /// The replacement of a connection past its maximum age, connecting in the background.
+    renewal: Option<tokio::task::JoinHandle<Result<Conn, IoError>>>,
 }
 
 impl Cached {
@@ -569,6 +581,9 @@ impl Cached {
             timeout,
             max_age: None,
             connected_at: None,
+            answered_at: None,
+            patience: None,
+            renewal: None,
         }
     }
 
@@ -582,10 +597,66 @@ impl Cached {
         }
     }
 
+    /// The upstream probe's connection: [`Cached::with_max_age`], made for a link the
+    /// replication stream may saturate. There, every answer waits in the link's queue behind
+    /// the stream (hundreds of milliseconds) and a lost packet waits for TCP's retransmission,
+    /// so a fresh connection (TCP, TLS, AUTH: several round trips) often cannot be made within
+    /// the probe timeout while a kept one still answers. Dropping the connection on every
+    /// timeout (and every `max_age`) then turned one late answer into seconds of "link down"
+    /// and unknown lag, exactly while the lag was high. So:
+    /// - a timeout leaves the connection in place (its answer is read and discarded when it
+    ///   comes; the next call is answered after it) unless it has not answered for `patience`:
+    ///   a silently cut connection is dropped then, and the next call starts fresh (after a
+    ///   long cut a kept TCP connection would wait out its retransmission backoff);
+    /// - at `max_age` the replacement connects in the background, with `patience` as its
+    ///   timeout, while the old connection keeps answering; it takes over once connected. The
+    ///   old one serves at most `3 × max_age` in all.
+    ///
+    /// A timeout is still a failed probe (the link is reported down for that tick): only the
+    /// connection is kept.
+    pub fn for_probe(timeout: Duration, max_age: Duration, patience: Duration) -> Self {
+        Cached {
+            patience: Some(patience),
+            ..Cached::with_max_age(timeout, max_age)
+        }
+    }
+
     /// Forget the connection (after an error).
     pub fn reset(&mut self) {
         if let Some(c) = self.conn.take() {
             c.close();
+        }
+        self.connected_at = None;
+        self.answered_at = None;
+    }
+
+    /// The kept connection answered (a reply or an error reply).
+    fn answered(&mut self) {
+        self.answered_at = Some(Instant::now());
+    }
+
+    /// A timeout leaves the kept connection in place ([`Cached::for_probe`]).
+    fn patient(&self) -> bool {
+        match (self.patience, self.conn.as_ref(), self.answered_at) {
+            (Some(p), Some(_), Some(at)) => at.elapsed() < p,
+            _ => false,
+        }
+    }
+
+    /// Install a finished background replacement (a failed one is tried again on the next call
+    /// that finds the connection past its age).
+    async fn take_renewal(&mut self) {
+        if !self.renewal.as_ref().is_some_and(|h| h.is_finished()) {
+            return;
+        }
+        let Some(handle) = self.renewal.take() else {
+            return;
+        };
+        if let Ok(Ok(conn)) = handle.await {
+            self.reset();
+            self.conn = Some(conn);
+            self.connected_at = Some(Instant::now());
+            self.answered();
         }
     }
 
@@ -593,16 +664,32 @@ impl Cached {
     pub async fn get(&mut self, ep: &Endpoint) -> Result<&Conn, IoError> {
         if self.endpoint.as_ref() != Some(ep) {
             self.reset();
+            if let Some(h) = self.renewal.take() {
+                h.abort();
+            }
             self.endpoint = Some(ep.clone());
         }
+        self.take_renewal().await;
         if let (Some(max), Some(at)) = (self.max_age, self.connected_at)
             && at.elapsed() >= max
         {
-            self.reset();
+            match self.patience {
+                Some(patience) if self.conn.is_some() && at.elapsed() < max * 3 => {
+                    if self.renewal.is_none() {
+                        let ep = ep.clone();
+                        self.renewal =
+                            Some(tokio::spawn(
+                                async move { Conn::connect(&ep, patience).await },
+                            ));
+                    }
+                }
+                _ => self.reset(),
+            }
         }
         if self.conn.is_none() {
             self.conn = Some(Conn::connect(ep, self.timeout).await?);
-            self.connected_at = Some(std::time::Instant::now());
+            self.connected_at = Some(Instant::now());
+            self.answered();
         }
         Ok(self.conn.as_ref().expect("just connected"))
     }
@@ -648,7 +735,7 @@ impl Cached {
 pub async fn read_history(
     ep: &Endpoint,
     timeout: Duration,
-) -> Result<(String, std::time::Instant), RedisError> {
+) -> Result<(String, Instant), RedisError> {
     let err = |step, cause| RedisError {
         addr: ep.addr(),
         step,
@@ -658,10 +745,7 @@ pub async fn read_history(
     let res = tokio::time::timeout(timeout * 2, async {
         let conn = Conn::connect(ep, timeout).await?;
         step = Step::Info;
-        let read = conn
-            .info()
-            .await
-            .map(|text| (text, std::time::Instant::now()));
+        let read = conn.info().await.map(|text| (text, Instant::now()));
         conn.close();
         read
     })
@@ -669,10 +753,7 @@ pub async fn read_history(
     match res {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(cause)) => Err(err(step, cause)),
-        Err(_) => Err(err(
-            step,
-            IoError::Unreachable("no answer within the probe timeout".into()),
-        )),
+        Err(_) => Err(err(step, IoError::Unreachable(NO_ANSWER.into()))),
     }
 }
 

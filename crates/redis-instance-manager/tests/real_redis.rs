@@ -653,6 +653,135 @@ fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
     );
 }
 
+/// A replication stream that saturates the link (the drill's rate-limited step, and any WAN
+/// link during a write burst) must not blind the probe with the default 800 ms timeout: the
+/// probe's answers wait in the link's queue behind the stream and a lost packet waits for a
+/// TCP retransmission, so a fresh connection (connect, AUTH, INFO: three round trips) often
+/// cannot be made in time. The instance manager used to drop its probe connection on every
+/// timeout and every 10 s, and then report the link down with the lag unknown for seconds on
+/// end, exactly while the lag was high (CI: `lagBytes` null for the drill's whole 3 s wait).
+/// Now the connection is kept through a late answer and renewed in the background.
+#[test]
+fn a_saturated_link_does_not_blind_the_probe() {
+    let net = NetnsPair::new(5);
+    let dir = scratch("saturated");
+    let src = RedisServer::start(RedisOpts {
+        ns: Some(net.a.clone()),
+        host: net.ip_a.clone(),
+        ..Default::default()
+    });
+    let rep = RedisServer::start(RedisOpts {
+        ns: Some(net.b.clone()),
+        ..Default::default()
+    });
+    let topo = TopologyFile::new(&dir);
+    topo.write(&replica_topology(1, &net.ip_a, src.port(), None));
+    // The default probe timeout (800 ms) and connection age (10 s).
+    let im = Im::start(Some(&net.b), &rep, &topo, &dir, &[]);
+    im.wait_status("link up", SECS(15), linked);
+
+    // 2 Mbit/s with up to 400 ms of queue (the drill's shaping, slower) against a writer of
+    // ~400 KB/s: the stream keeps the queue full for the whole measurement.
+    net.limit_a_to_b("2mbit", "32kbit", "400ms");
+    let value = "x".repeat(4000);
+    let _writer = Proc::adopt(
+        "writer",
+        command(Some(&net.a), "redis-cli")
+            .args(["-h", &net.ip_a, "-p", &src.port().to_string()])
+            .args(["-r", "100000", "-i", "0.01", "SET", "burst", &value])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Other traffic shares the link (four bulk TCP flows): the queue stays full, every
+    // answer waits ~400 ms in it, and a fresh connection's several round trips do not fit in
+    // the probe timeout.
+    let sink = Proc::adopt(
+        "sink",
+        command(Some(&net.b), "python3")
+            .args(["-c", CROSS_TRAFFIC_SINK, "0.0.0.0", "7777"])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _bulk = Proc::adopt(
+        "bulk",
+        command(Some(&net.a), "python3")
+            .args(["-c", CROSS_TRAFFIC_SOURCE, &net.ip_b, "7777"])
+            .spawn()
+            .unwrap(),
+    );
+    im.wait_status("lag above 200 KB", SECS(20), |s| {
+        s["lagBytes"].as_i64().is_some_and(|l| l > 200_000)
+    });
+    // 25 s of saturation (more than two connection ages), sampled every 250 ms.
+    let (mut samples, mut unknown, mut down) = (0u32, 0u32, 0u32);
+    let (mut blind_since, mut longest_blind) = (None::<Instant>, Duration::ZERO);
+    let t0 = Instant::now();
+    while t0.elapsed() < SECS(25) {
+        let st = im.status();
+        samples += 1;
+        let blind = st["lagBytes"].is_null();
+        unknown += u32::from(blind);
+        down += u32::from(!linked(&st));
+        match (blind, blind_since) {
+            (true, None) => blind_since = Some(Instant::now()),
+            (false, Some(at)) => {
+                longest_blind = longest_blind.max(at.elapsed());
+                blind_since = None;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if let Some(at) = blind_since {
+        longest_blind = longest_blind.max(at.elapsed());
+    }
+    let lag = src.info_num("master_repl_offset") - rep.info_num("slave_repl_offset");
+    eprintln!(
+        "saturated link: {samples} samples, lag unknown in {unknown}, link down in {down}, \
+         longest unknown stretch {longest_blind:?}, lag at the end {lag} bytes"
+    );
+    for l in im.logs().lines().filter(|l| l.contains("replication link")) {
+        eprintln!("saturated link: im log: {l}");
+    }
+    assert!(lag > 200_000, "the link was not saturated: lag {lag}");
+    // The drill waits 3 s for a reading; a single late answer (one tick) is tolerated.
+    assert!(
+        longest_blind < Duration::from_millis(2500),
+        "the lag was unknown for {longest_blind:?} in a row"
+    );
+    assert!(
+        unknown * 5 <= samples,
+        "the lag was unknown in {unknown} of {samples} samples"
+    );
+    drop(sink);
+    net.unlimit();
+}
+
+/// Reads and discards whatever four connections send (argv: address, port).
+const CROSS_TRAFFIC_SINK: &str = r#"
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+def drain(c):
+    while c.recv(65536): pass
+while True:
+    c, _ = s.accept(); threading.Thread(target=drain, args=(c,), daemon=True).start()
+"#;
+
+/// Four TCP flows sending as fast as the link takes (argv: address, port).
+const CROSS_TRAFFIC_SOURCE: &str = r#"
+import socket, sys, threading
+def blast():
+    c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+    while True: c.sendall(b"x" * 65536)
+ts = [threading.Thread(target=blast) for _ in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+"#;
+
 #[test]
 fn replicates_as_an_acl_user() {
     let dir = scratch("acl");

@@ -219,7 +219,9 @@ LAG_SUMMARY = "Redis replication lag is {{ $value | humanize }}B"
 DOWN_SUMMARY = "Redis replication link is down for {{ $labels.pod }}"
 BACKLOG_SUMMARY = "A link outage longer than {{ $value | humanizeDuration }} now forces {{ $labels.pod }} into a full resync: raise the upstream's repl-backlog-size (replicationBacklogSize)"
 METRICS = ["redis_replication_lag_bytes", "redis_master_link_up", "redis_instance_info",
-           "redis_operator_promotions_total"]
+           "redis_operator_promotions_total", "redis_memory_used_bytes", "redis_memory_max_bytes",
+           "redis_commands_processed_total", "redis_connected_clients", "redis_db_keys",
+           "redis_keyspace_hits_total", "redis_evicted_keys_total", "redis_rdb_last_save_timestamp_seconds"]
 
 def common(s, docs, expect):
     crd = one(docs, "CustomResourceDefinition", s)

@@ -36,6 +36,7 @@ pub mod sentinel;
 pub mod similarity;
 pub mod source;
 pub mod state;
+pub mod stats;
 #[cfg(test)]
 mod testing;
 

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub topology_errors: Gauge,
     pub fenced: Gauge,
     pub upstream_probe_seconds: Gauge<f64, AtomicU64>,
+    /// The local Redis's own metrics, redis_exporter's names ([`crate::stats`]).
+    pub stats: crate::stats::Latest,
 }
 
 impl Metrics {
@@ -133,6 +135,7 @@ impl Metrics {
             topology_errors: Gauge::default(),
             fenced: Gauge::default(),
             upstream_probe_seconds: Gauge::default(),
+            stats: crate::stats::Latest::default(),
         };
         r.register(
             "redis_up",
@@ -249,6 +252,7 @@ impl Metrics {
             "Duration of the last tick's concurrent reads: local INFO and CONFIG GET, and the upstream probe",
             m.upstream_probe_seconds.clone(),
         );
+        r.register_collector(Box::new(m.stats.clone()));
         m.applied_epoch.set(-1);
         Metrics { registry: r, ..m }
     }

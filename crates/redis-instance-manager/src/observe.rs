@@ -299,7 +299,8 @@ async fn read_local(
     ep: &Endpoint,
     last_info: &mut Option<String>,
 ) -> Result<(Observed, RedisConfig), LocalError> {
-    let text = local.info(ep).await.map_err(LocalError::Redis)?;
+    // `INFO all`: the default sections plus the command statistics the metrics export.
+    let text = local.info_all(ep).await.map_err(LocalError::Redis)?;
     *last_info = Some(text.clone());
     let observed = Observed::parse(&text).map_err(|why| LocalError::Unparsable {
         addr: ep.addr(),

@@ -941,6 +941,12 @@ impl Manager {
             upstream,
             seen.seconds,
         );
+        // This tick's INFO, or nothing: numbers of a Redis that cannot be read are not current.
+        let stats = match (observed, self.connections.last_info()) {
+            (Some(_), Some(text)) => crate::stats::series(text),
+            _ => Vec::new(),
+        };
+        self.shared.metrics.stats.set(stats);
         *self.shared.report.lock().expect("report lock") = report;
         *self.shared.info.lock().expect("info lock") =
             self.connections.last_info().map(str::to_string);

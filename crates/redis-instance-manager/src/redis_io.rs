@@ -698,6 +698,11 @@ impl Cached {
         cached_call!(self, ep, Step::Info, |c| c.info())
     }
 
+    /// `INFO all` (every section but the modules'), raw text.
+    pub async fn info_all(&mut self, ep: &Endpoint) -> Result<String, RedisError> {
+        cached_call!(self, ep, Step::Info, |c| c.info_section("all"))
+    }
+
     pub async fn info_replication(&mut self, ep: &Endpoint) -> Result<String, RedisError> {
         cached_call!(self, ep, Step::InfoReplication, |c| c.info_replication())
     }

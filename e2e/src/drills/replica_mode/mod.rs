@@ -44,6 +44,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
     dr_replicates_production(d)?;
     let checker = SplitBrainChecker::start(d);
     lag_under_a_rate_limited_link(d, &prom)?;
+    the_dashboard_shows_every_pod(d, &prom)?;
     failover::production_loses_its_primary(d)?;
     region_a_is_lost(d, &prom)?;
     promote_dr(d)?;
@@ -405,6 +406,67 @@ fn sidecar_lag_agrees(d: &mut Drill) -> Result<(), String> {
     };
     d.check(
         &format!("sidecar lag agrees with an independent measurement ({after} <= {sidecar} <= {before} bytes, ±256)"),
+        r,
+    )
+}
+
+/// The shipped Grafana dashboard's panels, evaluated by the drill's Prometheus over what the
+/// instance managers export: every query of a panel built on their metrics returns series,
+/// and the per-pod ones return one for every data pod of both clusters. (The operator's
+/// `redis_operator_promotions_total` is not scraped here.)
+fn the_dashboard_shows_every_pod(d: &mut Drill, prom: &Prometheus) -> Result<(), String> {
+    let path =
+        d.o.repo
+            .join("charts/redis-operator/dashboards/redis-replication.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let dash: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    // Every data pod Prometheus scrapes (both clusters), at least the six of the samples.
+    let pods = prom.scalar("count(redis_up)")?.unwrap_or(0.0);
+    if pods < 6.0 {
+        return d.check(
+            "the shipped Grafana dashboard's queries return data",
+            Err(format!(
+                "Prometheus scrapes {pods} instance managers, want 6"
+            )),
+        );
+    }
+    let replicas = prom
+        .scalar("count(redis_instance_info{role=\"slave\"})")?
+        .unwrap_or(0.0);
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for panel in dash["panels"].as_array().into_iter().flatten() {
+        let title = panel["title"].as_str().unwrap_or_default();
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            if expr.contains("redis_operator_") {
+                continue;
+            }
+            let q = expr
+                .replace("$namespace", ".*")
+                .replace("$cluster", ".*")
+                .replace("$__rate_interval", "30s");
+            let per_pod = q.contains("by (namespace, cluster, pod)");
+            // `redis_master_link_up` exists on replicas only.
+            let want = match (per_pod, q.contains("redis_master_link_up")) {
+                (false, _) => 1.0,
+                (true, false) => pods,
+                (true, true) => replicas,
+            };
+            let got = prom.scalar(&format!("count({q})"))?.unwrap_or(0.0);
+            checked += 1;
+            if got < want {
+                missing.push(format!("{title}: {expr} -> {got} series, want {want}"));
+            }
+        }
+    }
+    let r = if missing.is_empty() && checked >= 20 {
+        Ok(())
+    } else {
+        Err(format!("{checked} queries; {}", missing.join("; ")))
+    };
+    d.check(
+        &format!("the shipped Grafana dashboard's {checked} queries on the instance managers' metrics return data (every data pod for the per-pod ones)"),
         r,
     )
 }

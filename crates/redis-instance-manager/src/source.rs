@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
 use kube::runtime::{WatchStreamExt, watcher};
 use redis_cluster_api::labels::TOPOLOGY_ANNOTATION;
 use tokio::sync::watch;
@@ -86,7 +87,10 @@ pub async fn watch_pod_with(
     pod: String,
     tx: watch::Sender<Delivered>,
 ) {
-    let api: kube::Api<Pod> = kube::Api::namespaced(client, &namespace);
+    // Metadata only (`PartialObjectMetadata`): the annotation is all this needs, so neither the
+    // API server's answers nor this binary carry the pod's spec and status (less traffic, and
+    // no Pod deserializer in the sidecar's code).
+    let api: kube::Api<PartialObjectMeta<Pod>> = kube::Api::namespaced(client, &namespace);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={pod}"));
     let mut stream = watcher(api, cfg)
         .default_backoff()
@@ -125,17 +129,18 @@ pub async fn watch_pod_with(
 mod tests {
     use super::*;
 
+    /// What the API server answers a metadata-only request with.
     fn pod_json(rv: &str, topology: &str) -> serde_json::Value {
         serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
             "metadata": {"name": "dr-0", "namespace": "prod", "resourceVersion": rv,
-                         "annotations": {TOPOLOGY_ANNOTATION: topology, "other": "x"}},
-            "spec": {"containers": [{"name": "redis", "image": "redis"}]}
+                         "annotations": {TOPOLOGY_ANNOTATION: topology, "other": "x"}}
         })
     }
 
     /// The kube adapter against a mock API server: it lists and watches only its own pod (field
-    /// selector) and delivers the annotation of the listed and then of the modified pod.
+    /// selector), metadata only, and delivers the annotation of the listed and then of the
+    /// modified pod.
     #[tokio::test]
     async fn the_pod_watch_delivers_the_annotation() {
         use http::{Request, Response};
@@ -150,8 +155,18 @@ mod tests {
                 let uri = req.uri().to_string();
                 assert!(uri.starts_with("/api/v1/namespaces/prod/pods?"), "{uri}");
                 assert!(uri.contains("fieldSelector=metadata.name%3Ddr-0"), "{uri}");
+                let accept = req
+                    .headers()
+                    .get("accept")
+                    .map(|v| v.to_str().unwrap().to_string());
+                assert!(
+                    accept
+                        .as_deref()
+                        .is_some_and(|a| a.contains("as=PartialObjectMetadata")),
+                    "metadata only: {accept:?}"
+                );
                 let body = if i == 0 {
-                    serde_json::json!({"apiVersion": "v1", "kind": "PodList",
+                    serde_json::json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
                         "metadata": {"resourceVersion": "10"}, "items": [pod_json("10", "first")]})
                     .to_string()
                 } else {

@@ -4,6 +4,7 @@
 //! `mode: sentinel` a fresh pod starts as a replica of the primary a real redis-sentinel names,
 //! and of the recorded primary or pod 0 when no Sentinel answers.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -141,6 +142,21 @@ fn a_redis_container_restarted_alone_boots_fenced_whatever_the_rewrite_left() {
     assert_eq!(cli(&["CONFIG", "REWRITE"]), "OK");
     let main = std::fs::read_to_string(pod.path("data/redis.conf")).unwrap();
     assert!(main.contains("min-replicas-to-write 2"), "{main}");
+    // The rewrite put the password in the file (Redis writes every non-default setting back):
+    // the file must be the Redis user's alone, and so must the snapshot next to it.
+    assert!(
+        main.contains(&quote(PASSWORD)),
+        "the rewrite inlines requirepass"
+    );
+    assert_eq!(cli(&["SAVE"]), "OK");
+    for file in ["data/redis.conf", "data/dump.rdb"] {
+        let mode = std::fs::metadata(pod.path(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file} has mode {mode:o}");
+    }
     drop(first);
 
     // The container restarts; the init container does not run again.
@@ -331,7 +347,40 @@ fn in_sentinel_mode_a_fresh_pod_replicates_the_primary_the_sentinels_name() {
         ),
     )
     .unwrap();
-    let _sentinel = spawn("redis-sentinel", &primary.path("sentinel.conf"));
+    // The Sentinel container's command, exactly as the Sentinel StatefulSet has it.
+    let mut in_sentinel_mode = rc.clone();
+    in_sentinel_mode.spec.mode = redis_cluster_api::ClusterMode::Sentinel;
+    in_sentinel_mode.metadata.uid = Some("uid-sentinel".into());
+    let sentinel_sts = build(&in_sentinel_mode, &Settings::default())
+        .sentinel
+        .expect("sentinel objects")
+        .statefulset;
+    let command: Vec<String> = sentinel_sts
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers
+        .iter()
+        .find(|c| c.name == "sentinel")
+        .and_then(|c| c.command.clone())
+        .expect("the sentinel container's command")
+        .into_iter()
+        .map(|a| {
+            a.replace(
+                "/data/sentinel.conf",
+                &primary.path("sentinel.conf").display().to_string(),
+            )
+        })
+        .collect();
+    let _sentinel = Proc::spawn(
+        "redis-sentinel",
+        None,
+        &command,
+        &primary.path("sentinel.log"),
+    )
+    .unwrap();
     wait_for("the Sentinel", Duration::from_secs(20), || {
         redis_cli(
             sentinel_port,
@@ -341,6 +390,15 @@ fn in_sentinel_mode_a_fresh_pod_replicates_the_primary_the_sentinels_name() {
         .contains(&primary_port.to_string())
         .then_some(())
     });
+    // The Sentinel rewrote its file at start (its id, the epoch): `auth-pass` in clear, so the
+    // file is the Redis user's alone.
+    let conf = primary.path("sentinel.conf");
+    assert!(
+        std::fs::read_to_string(&conf).unwrap().contains("myid"),
+        "rewritten"
+    );
+    let mode = std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "sentinel.conf has mode {mode:o}");
 
     // A fresh pod whose recorded primary and pod 0 are both elsewhere: the Sentinels win.
     let pod = Pod::new("init-sentinel-replica");

@@ -127,13 +127,13 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         // A writable main file on the data volume (see INIT_SCRIPT), so the instance
         // manager's CONFIG REWRITE can persist `replicaof` across restarts; the fence on the
         // command line holds every start, including a container restart that reads that file
-        // as the last rewrite left it (unfenced).
-        command: Some(
-            ["redis-server".into(), paths::redis_conf_file()]
+        // as the last rewrite left it (unfenced). The file is private: see `private_files`.
+        command: Some(private_files(
+            &["redis-server".to_string(), paths::redis_conf_file()]
                 .into_iter()
                 .chain(topology::boot_fence_args())
-                .collect(),
-        ),
+                .collect::<Vec<_>>(),
+        )),
         ports: Some(vec![container_port(REDIS_PORT_NAME, names::REDIS_PORT)]),
         volume_mounts: Some(redis_mounts),
         security_context: Some(restricted()),

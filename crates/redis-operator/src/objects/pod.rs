@@ -277,6 +277,18 @@ fn secret_source(secret: &str) -> SecretVolumeSource {
 }
 
 /// `/bin/sh -c <script>`.
+/// Run `argv` (redis-server or redis-sentinel) with umask 077, through `/bin/sh`, `exec`ed so
+/// that it stays the container's main process. Redis writes its configuration file back on
+/// `CONFIG REWRITE` (the instance manager persists `replicaof` that way) and a Sentinel on every
+/// state change, both with mode `0644 & ~umask`, and the rewritten file holds `requirepass`,
+/// `masterauth` (on a DR pod: the source's password) or `sentinel auth-pass` in clear. With the
+/// container's default umask (022) that file on the data volume was world-readable; with 077 it
+/// is `0600`, readable by the Redis user only, like the RDB and AOF files written next to it.
+/// The arguments are fixed words (paths, options), never a secret, so quoting is not needed.
+pub(super) fn private_files(argv: &[String]) -> Vec<String> {
+    shell(&format!("umask 077 && exec {}", argv.join(" ")))
+}
+
 pub(super) fn shell(script: &str) -> Vec<String> {
     vec!["/bin/sh".into(), "-c".into(), script.into()]
 }

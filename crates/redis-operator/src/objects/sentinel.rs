@@ -83,7 +83,11 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
     let container = Container {
         name: SENTINEL_CONTAINER.into(),
         image: Some(c.settings.redis_image.clone()),
-        command: Some(vec!["redis-sentinel".into(), paths::sentinel_conf_file()]),
+        // The Sentinel rewrites its file (with `auth-pass`) at every change: private too.
+        command: Some(private_files(&[
+            "redis-sentinel".to_string(),
+            paths::sentinel_conf_file(),
+        ])),
         ports: Some(vec![container_port(
             SENTINEL_PORT_NAME,
             names::SENTINEL_PORT,

@@ -1,6 +1,7 @@
 set -eu
 umask 077
 keep=$(grep -E '^(replicaof|slaveof) ' /data/redis.conf 2>/dev/null || true)
+persisted=$keep
 announce=${ANNOUNCE_HOST:-}
 if [ -z "$keep" ] && [ -n "${SENTINEL_HOST:-}" ]; then
   valid() { case "$1" in ''|*[!A-Za-z0-9.:-]*) return 1;; esac; }
@@ -22,7 +23,7 @@ if [ -z "$keep" ] && [ -n "${SENTINEL_HOST:-}" ]; then
   fi
 fi
 gate=
-if [ -d /data/appendonlydir ] || [ -s /data/dump.rdb ]; then
+if [ -d /data/appendonlydir ] || [ -s /data/dump.rdb ] || [ -n "$persisted" ]; then
   gate=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 fi
 mkdir -p /data/instance-manager

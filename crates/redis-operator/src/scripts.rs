@@ -26,13 +26,17 @@
 ///   the primary the operator recorded (`/etc/redis/conf/primary`), else of `DEFAULT_PRIMARY`
 ///   (pod 0), unless that is itself. `REDIS_PORT` (default 6379) is the port of every data pod.
 ///
-/// A pod whose data volume holds a dataset (`/data/appendonlydir` or `/data/dump.rdb`) boots
-/// with its replication gate closed (`masteruser`/`masterauth` set to `gate-closed-<random>`,
-/// after the template's lines, so they win): a persisted `replicaof` then stops at `AUTH`
-/// instead of syncing from whatever that address leads to now, which would flush the data if
-/// its history is unrelated. The instance manager opens the gate once it has checked the
-/// upstream's history (docs/instance-manager.md, "The replication gate"). A pod without data
-/// has nothing to lose and links at once.
+/// A pod whose data volume holds a dataset (`/data/appendonlydir` or `/data/dump.rdb`), or
+/// whose file kept a persisted `replicaof`, boots with its replication gate closed
+/// (`masteruser`/`masterauth` set to `gate-closed-<random>`, after the template's lines, so they
+/// win): a persisted `replicaof` then stops at `AUTH` instead of syncing from whatever that
+/// address leads to now, which would flush the data if its history is unrelated, and instead
+/// of authenticating with this cluster's own password (`masterauth` of `auth.conf`), which a DR
+/// pod would otherwise send to the external source it persisted (a pod without data, e.g. a
+/// diskless replica, did). The instance manager opens the gate once it has checked the
+/// upstream's history, with the upstream's own credentials (docs/instance-manager.md, "The
+/// replication gate"). A fresh pod (no data, nothing persisted) links at once in sentinel mode,
+/// to the primary the Sentinels name, with the cluster's password.
 ///
 /// It also creates `/data/instance-manager`, mounted into the instance manager (`--state-dir`):
 /// created here, by the pod's own user, so that the sidecar can write its state file there.

@@ -51,13 +51,22 @@ fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
         .unwrap();
     assert!(status.success());
     let main = std::fs::read_to_string(root.join("data/redis.conf")).unwrap();
+    let lines: Vec<&str> = main.lines().collect();
     assert_eq!(
-        main,
-        format!(
-            "include {}/conf/redis.conf\nreplicaof 10.0.0.9 6379\n",
-            root.display()
+        (lines.len(), lines[0], lines[3]),
+        (
+            4,
+            format!("include {}/conf/redis.conf", root.display()).as_str(),
+            "replicaof 10.0.0.9 6379"
         ),
-        "only the template include and the persisted replicaof survive"
+        "only the template include, the closed gate and the persisted replicaof survive: {main}"
+    );
+    // The persisted upstream gets a random token, not this cluster's password (it may be
+    // another cluster's primary: the external source of a DR pod).
+    assert!(
+        lines[1].starts_with("masteruser gate-closed-")
+            && lines[2].starts_with("masterauth gate-closed-"),
+        "{main}"
     );
 
     let server = spawn("redis-server", &root.join("data/redis.conf"));
@@ -67,7 +76,12 @@ fn the_init_script_gives_redis_its_password_and_keeps_replicaof() {
         !role.is_empty()
     });
     let wrong = redis_cli(port, "wrong", &["PING"]);
+    let masterauth = redis_cli(port, password, &["CONFIG", "GET", "masterauth"]);
     drop(server);
+    assert!(
+        masterauth.starts_with("masterauth\ngate-closed-"),
+        "boots with the gate's token as masterauth: {masterauth}"
+    );
     drop(pod);
     assert!(
         role.starts_with("slave"),
@@ -254,6 +268,85 @@ fn a_pod_with_data_boots_with_its_replication_gate_closed() {
     assert!(full.contains("sync_full:0"), "{full}");
     assert_password_in_no_process_arguments();
 }
+
+/// Issue 13: a DR pod never sends its own cluster's password to the external source. The init
+/// script gives Redis `masterauth` = the cluster's password (what its peers expect); a DR pod
+/// that persisted `replicaof <source>` (its instance manager's `CONFIG REWRITE`) and holds no
+/// data (a diskless replica writes no RDB) used to restart straight into `AUTH <own password>`
+/// to the source. A fake source records every byte it receives: only the gate's random token
+/// reaches it now. On the script before, the password was in the recording.
+#[test]
+fn a_restarted_dr_pod_never_sends_its_own_password_to_the_source() {
+    for tool in ["redis-server", "python3"] {
+        require(tool);
+    }
+    let source_port = free_port();
+    let pod = Pod::new("init-dr-password");
+    let recording = pod.path("source-received");
+    let _source = Proc::adopt(
+        "fake-source",
+        Command::new("python3")
+            .args(["-c", RECORDING_SOURCE, &source_port.to_string()])
+            .arg(&recording)
+            .spawn()
+            .unwrap(),
+    );
+    let port = free_port();
+    std::fs::write(
+        pod.path("conf/redis.conf"),
+        format!(
+            "port {port}\nbind 127.0.0.1\ndir {}\ninclude {}\n",
+            pod.path("data").display(),
+            pod.path("run/auth.conf").display()
+        ),
+    )
+    .unwrap();
+    // No data files; the instance manager had persisted the source as its upstream.
+    std::fs::write(
+        pod.path("data/redis.conf"),
+        format!("include old\nreplicaof 127.0.0.1 {source_port}\n"),
+    )
+    .unwrap();
+    pod.init(&[]);
+    let redis = spawn("redis-server", &pod.path("data/redis.conf"));
+    // Redis reaches the source, is answered PONG, and authenticates: wait for the AUTH.
+    wait_for(
+        "the replica's AUTH at the source",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&recording)
+                .ok()
+                .filter(|r| r.contains("AUTH"))
+                .map(|_| ())
+        },
+    );
+    drop(redis);
+    let received = std::fs::read_to_string(&recording).unwrap();
+    assert!(
+        !received.contains(PASSWORD),
+        "the source received this cluster's password:\n{received}"
+    );
+    assert!(received.contains("gate-closed-"), "{received}");
+}
+
+/// A Redis-speaking listener (argv: port, file) that appends every byte it receives to the
+/// file and answers `PING` with `+PONG` and anything else with an error.
+const RECORDING_SOURCE: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4)
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        while True:
+            data = c.recv(4096)
+            if not data: break
+            with open(sys.argv[2], "ab") as f: f.write(data)
+            c.sendall(b"+PONG\r\n" if b"PING" in data.upper() else b"-ERR recorded\r\n")
+    except Exception: pass
+    c.close()
+"#;
 
 /// A pod's directories (data, run, auth, conf) under a scratch root, removed at the end.
 struct Pod(ScratchDir);
@@ -465,11 +558,12 @@ fn in_sentinel_mode_without_an_answer_a_pod_follows_the_recorded_primary_or_pod_
         format!("{include}{announce}replicaof pod-2.example 6379\n")
     );
 
-    // A persisted replicaof is kept as it is; nobody is asked.
+    // A persisted replicaof is kept as it is, behind the closed gate; nobody is asked.
     std::fs::write(pod.path("data/redis.conf"), "replicaof 10.0.0.9 6379\n").unwrap();
     let main = pod.init(&sentinel_env(6379, nobody, "pod-0.example"));
-    assert_eq!(
-        main,
-        format!("{include}{announce}replicaof 10.0.0.9 6379\n")
+    assert!(
+        main.starts_with(&format!("{include}{announce}masteruser gate-closed-"))
+            && main.ends_with("\nreplicaof 10.0.0.9 6379\n"),
+        "{main}"
     );
 }

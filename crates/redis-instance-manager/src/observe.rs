@@ -235,7 +235,7 @@ impl Connections {
         }
     }
 
-    /// The local Redis's last `INFO` text (default sections), if one was read.
+    /// The local Redis's last `INFO all` text, if one was read.
     pub fn last_info(&self) -> Option<&str> {
         self.last_info.as_deref()
     }

@@ -248,23 +248,64 @@ fn source_killed_is_seen_within_two_intervals_and_comes_back_with_a_partial_resy
     assert_eq!(rep.cli(&["GET", "k49"]).trim(), "v");
 }
 
-#[test]
-fn silent_network_cut_is_seen_in_seconds_and_healing_just_as_fast() {
-    let net = NetnsPair::new(1);
-    let dir = scratch("cut");
+/// A source in one network namespace and, in another joined to it by a veth pair
+/// (`NetnsPair::new(subnet)`), its replica under an instance manager started with `im_args`;
+/// linked when [`across_regions`] returns. Destructure it binding every field (`..` would
+/// delete the scratch directory at once), `net` first and `im` last: bindings drop in reverse,
+/// the instance manager first and the namespaces last.
+struct Linked {
+    im: Im,
+    _topo: TopologyFile,
+    rep: RedisServer,
+    src: RedisServer,
+    _dir: ScratchDir,
+    net: NetnsPair,
+}
+
+fn across_regions<const S: usize, const R: usize>(
+    subnet: u8,
+    name: &str,
+    src_extra: [&str; S],
+    rep_extra: [&str; R],
+    im_args: &[&str],
+) -> Linked {
+    let net = NetnsPair::new(subnet);
+    let dir = scratch(name);
     let src = RedisServer::start(RedisOpts {
         ns: Some(net.a.clone()),
         host: net.ip_a.clone(),
+        extra: src_extra.map(String::from).to_vec(),
         ..Default::default()
     });
     let rep = RedisServer::start(RedisOpts {
         ns: Some(net.b.clone()),
+        extra: rep_extra.map(String::from).to_vec(),
         ..Default::default()
     });
     let topo = TopologyFile::new(&dir);
     topo.write(&replica_topology(1, &net.ip_a, src.port(), None));
-    let im = Im::start(Some(&net.b), &rep, &topo, &dir, &[]);
+    let im = Im::start(Some(&net.b), &rep, &topo, &dir, im_args);
     im.wait_status("link up across the veth", SECS(15), linked);
+    Linked {
+        im,
+        _topo: topo,
+        rep,
+        src,
+        _dir: dir,
+        net,
+    }
+}
+
+#[test]
+fn silent_network_cut_is_seen_in_seconds_and_healing_just_as_fast() {
+    let Linked {
+        net,
+        _dir,
+        src,
+        rep,
+        _topo,
+        im,
+    } = across_regions(1, "cut", [], [], &[]);
 
     net.cut();
     let t0 = Instant::now();
@@ -537,22 +578,15 @@ fn restarts_of_the_instance_manager_and_of_redis_converge_without_a_full_resync(
 
 #[test]
 fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
-    let net = NetnsPair::new(2);
-    let dir = scratch("lag");
-    let src = RedisServer::start(RedisOpts {
-        ns: Some(net.a.clone()),
-        host: net.ip_a.clone(),
-        ..Default::default()
-    });
-    let rep = RedisServer::start(RedisOpts {
-        ns: Some(net.b.clone()),
-        ..Default::default()
-    });
-    let topo = TopologyFile::new(&dir);
-    topo.write(&replica_topology(1, &net.ip_a, src.port(), None));
     // The probe shares the shaped link with the replication stream: give it room.
-    let im = Im::start(Some(&net.b), &rep, &topo, &dir, &["--probe-timeout", "3s"]);
-    im.wait_status("link up", SECS(15), linked);
+    let Linked {
+        net,
+        _dir,
+        src,
+        rep,
+        _topo,
+        im,
+    } = across_regions(2, "lag", [], [], &["--probe-timeout", "3s"]);
 
     // 256 kbit/s from source to replica; the writer produces ~200 KB/s.
     net.limit_a_to_b("256kbit", "16kb", "400ms");
@@ -663,22 +697,15 @@ fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
 /// Now the connection is kept through a late answer and renewed in the background.
 #[test]
 fn a_saturated_link_does_not_blind_the_probe() {
-    let net = NetnsPair::new(5);
-    let dir = scratch("saturated");
-    let src = RedisServer::start(RedisOpts {
-        ns: Some(net.a.clone()),
-        host: net.ip_a.clone(),
-        ..Default::default()
-    });
-    let rep = RedisServer::start(RedisOpts {
-        ns: Some(net.b.clone()),
-        ..Default::default()
-    });
-    let topo = TopologyFile::new(&dir);
-    topo.write(&replica_topology(1, &net.ip_a, src.port(), None));
     // The default probe timeout (800 ms) and connection age (10 s).
-    let im = Im::start(Some(&net.b), &rep, &topo, &dir, &[]);
-    im.wait_status("link up", SECS(15), linked);
+    let Linked {
+        net,
+        _dir,
+        src,
+        rep,
+        _topo,
+        im,
+    } = across_regions(5, "saturated", [], [], &[]);
 
     // 2 Mbit/s with up to 400 ms of queue (the drill's shaping, slower) against a writer of
     // ~400 KB/s: the stream keeps the queue full for the whole measurement.
@@ -1117,26 +1144,22 @@ fn a_tls_only_redis_is_managed_over_tls_and_renewed_certificates_are_reloaded() 
 #[test]
 fn the_backlog_outage_is_reported_and_decides_partial_or_full_resync_after_a_cut() {
     for (subnet, backlog, partial) in [(3u8, "1mb", false), (4, "64mb", true)] {
-        let net = NetnsPair::new(subnet);
-        let dir = scratch("backlog");
-        let timeouts = ["--repl-timeout", "5"].map(String::from).to_vec();
-        let mut extra = timeouts.clone();
-        extra.extend(["--repl-backlog-size".to_string(), backlog.to_string()]);
-        let src = RedisServer::start(RedisOpts {
-            ns: Some(net.a.clone()),
-            host: net.ip_a.clone(),
-            extra,
-            ..Default::default()
-        });
-        let rep = RedisServer::start(RedisOpts {
-            ns: Some(net.b.clone()),
-            extra: timeouts,
-            ..Default::default()
-        });
-        let topo = TopologyFile::new(&dir);
-        topo.write(&replica_topology(1, &net.ip_a, src.port(), None));
-        let im = Im::start(Some(&net.b), &rep, &topo, &dir, &[]);
-        im.wait_status("link up", SECS(15), linked);
+        // Both sides time the link out after 5 s, as a real outage breaks the connection.
+        let timeouts = ["--repl-timeout", "5"];
+        let Linked {
+            net,
+            _dir,
+            src,
+            rep: _rep,
+            _topo,
+            im,
+        } = across_regions(
+            subnet,
+            "backlog",
+            [timeouts[0], timeouts[1], "--repl-backlog-size", backlog],
+            timeouts,
+            &[],
+        );
         // ~100 writes of ~1 KB per second.
         let value = "x".repeat(1000);
         let writer = Proc::adopt(

@@ -250,16 +250,32 @@ pub fn set_link(a: Region, b: Region, up: bool) -> Result<(), String> {
     in_ns(&lo.netns(), &["ip", "link", "set", &a_if, state])?;
     in_ns(&hi.netns(), &["ip", "link", "set", &b_if, state])?;
     if up {
-        // Routes over a link that went down are removed by the kernel: put them back.
+        // Routes over a link that went down are removed by the kernel: put them back. Right
+        // after `ip link set up` the veth may not carry yet, and a route via its peer is then
+        // refused ("Nexthop has invalid gateway"): retry until both routes are in place. The
+        // errors used to be ignored, and a drill once lost the route from B to A for good (new
+        // connections to region A timed out for the next 90 s).
         let (_, a_ip, _, b_ip) = region_link(lo, hi);
-        let _ = in_ns(
-            &lo.netns(),
-            &["ip", "route", "replace", &hi.pod_cidr(), "via", &b_ip],
-        );
-        let _ = in_ns(
-            &hi.netns(),
-            &["ip", "route", "replace", &lo.pod_cidr(), "via", &a_ip],
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let there = in_ns(
+                &lo.netns(),
+                &["ip", "route", "replace", &hi.pod_cidr(), "via", &b_ip],
+            );
+            let back = in_ns(
+                &hi.netns(),
+                &["ip", "route", "replace", &lo.pod_cidr(), "via", &a_ip],
+            );
+            match (there, back) {
+                (Ok(_), Ok(_)) => break,
+                (there, back) if std::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "routes between {lo:?} and {hi:?} not restored: {there:?} / {back:?}"
+                    ));
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        }
     }
     Ok(())
 }

@@ -262,6 +262,27 @@ struct Linked {
     net: NetnsPair,
 }
 
+/// `redis-cli -r <repeats> -i <interval> SET <key> <value>` against `src`, from region A.
+fn writer(
+    net: &NetnsPair,
+    src: &RedisServer,
+    repeats: &str,
+    interval: &str,
+    key: &str,
+    value: &str,
+) -> Proc {
+    Proc::adopt(
+        "writer",
+        command(Some(&net.a), "redis-cli")
+            .args(["-h", &net.ip_a, "-p", &src.port().to_string()])
+            .args(["-r", repeats, "-i", interval, "SET", key, value])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn across_regions<const S: usize, const R: usize>(
     subnet: u8,
     name: &str,
@@ -591,16 +612,7 @@ fn lag_is_measured_against_the_upstream_under_a_rate_limited_link() {
     // 256 kbit/s from source to replica; the writer produces ~200 KB/s.
     net.limit_a_to_b("256kbit", "16kb", "400ms");
     let value = "x".repeat(1000);
-    let writer = Proc::adopt(
-        "writer",
-        command(Some(&net.a), "redis-cli")
-            .args(["-h", &net.ip_a, "-p", &src.port().to_string()])
-            .args(["-r", "3000", "-i", "0.005", "SET", "lagkey", &value])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let writer = writer(&net, &src, "3000", "0.005", "lagkey", &value);
     let writer_pid = writer.pid().to_string();
 
     let test_lag = || src.info_num("master_repl_offset") - rep.info_num("slave_repl_offset");
@@ -711,16 +723,7 @@ fn a_saturated_link_does_not_blind_the_probe() {
     // ~400 KB/s: the stream keeps the queue full for the whole measurement.
     net.limit_a_to_b("2mbit", "32kbit", "400ms");
     let value = "x".repeat(4000);
-    let _writer = Proc::adopt(
-        "writer",
-        command(Some(&net.a), "redis-cli")
-            .args(["-h", &net.ip_a, "-p", &src.port().to_string()])
-            .args(["-r", "100000", "-i", "0.01", "SET", "burst", &value])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _writer = writer(&net, &src, "100000", "0.01", "burst", &value);
     // Other traffic shares the link (four bulk TCP flows): the queue stays full, every
     // answer waits ~400 ms in it, and a fresh connection's several round trips do not fit in
     // the probe timeout.
@@ -1162,16 +1165,7 @@ fn the_backlog_outage_is_reported_and_decides_partial_or_full_resync_after_a_cut
         );
         // ~100 writes of ~1 KB per second.
         let value = "x".repeat(1000);
-        let writer = Proc::adopt(
-            "writer",
-            command(Some(&net.a), "redis-cli")
-                .args(["-h", &net.ip_a, "-p", &src.port().to_string()])
-                .args(["-r", "100000", "-i", "0.01", "SET", "k", &value])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let writer = writer(&net, &src, "100000", "0.01", "k", &value);
         im.wait_status("the outage the backlog absorbs", SECS(20), |s| {
             s["backlogOutageSeconds"].is_number()
                 && s["upstreamWriteRate"].as_f64() > Some(20_000.0)

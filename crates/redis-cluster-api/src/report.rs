@@ -45,6 +45,12 @@ pub struct InstanceReport {
     /// at 86400 when nothing is written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog_outage_seconds: Option<f64>,
+    /// The last time this replica's instance manager read its upstream's offset (every probe
+    /// interval while the link is up), kept while the upstream does not answer: what a
+    /// promotion or a failover now would lose is at least `lagBytes` of that moment plus what
+    /// the upstream took since. Cleared when the topology names another upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_last_seen: Option<UpstreamContact>,
     /// A full or partial sync is in progress (`master_sync_in_progress`).
     pub sync_in_progress: bool,
     /// `sync_full` from `INFO stats`: full resyncs this Redis served as a primary.
@@ -138,6 +144,56 @@ pub struct InstanceReport {
     /// new replication id. Kept until the instance manager restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_data_resync: Option<SameDataResync>,
+}
+
+/// The last reading of a replica's upstream (see [`InstanceReport::upstream_last_seen`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamContact {
+    /// The upstream's `master_repl_offset` then.
+    pub offset: i64,
+    /// The replication history this replica followed then (its `master_replid`).
+    pub replid: String,
+    /// This replica's lag then, in bytes; None when its own Redis could not be read then
+    /// (the upstream's offset was still recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// ... and in seconds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    /// How long before this report that was, in seconds.
+    pub seconds_ago: f64,
+}
+
+impl InstanceReport {
+    /// A digest of what the operator acts on in this report: everything but the readings that
+    /// move with every write (offsets, lag, rates, keys, uptime, the recorded position's
+    /// offset). The instance manager's `GET /status?since=<digest>&wait=<seconds>` answers when
+    /// its report's digest differs from `since` (or when `wait` ran out), so the operator
+    /// learns of a change at once without polling every pod (issue 16). FNV-1a over the JSON
+    /// of the remaining fields: the same value on both sides of the wire.
+    pub fn material_digest(&self) -> u64 {
+        let mut m = self.clone();
+        m.repl_offset = None;
+        m.upstream_offset = None;
+        m.lag_bytes = None;
+        m.lag_seconds = None;
+        m.upstream_backlog_bytes = None;
+        m.upstream_write_rate = None;
+        m.backlog_outage_seconds = None;
+        m.master_repl_offset = None;
+        m.keys = None;
+        m.uptime_seconds = None;
+        m.upstream_last_seen = None;
+        if let Some(h) = m.recorded_history.as_mut() {
+            h.offset = 0;
+            h.keys = 0;
+        }
+        let json = serde_json::to_vec(&m).unwrap_or_default();
+        json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
 }
 
 /// A primary that restarted under a new replication id (see

@@ -200,6 +200,8 @@ pub struct Facts<'a> {
     /// Why applying the topology failed this tick.
     pub apply_error: Option<&'a str>,
     pub lag: LagNow,
+    /// The last reading of the upstream ([`crate::lag::Lag::last_seen`]).
+    pub upstream_last_seen: Option<&'a redis_cluster_api::report::UpstreamContact>,
     pub sentinels: Option<&'a View>,
     pub diverged_bytes: Option<i64>,
     /// The replication gate refuses the upstream's history: the message and the report.
@@ -263,6 +265,7 @@ pub fn report(f: &Facts) -> InstanceReport {
         },
         lag_bytes: f.lag.bytes,
         lag_seconds: f.lag.seconds,
+        upstream_last_seen: f.upstream_last_seen.cloned(),
         upstream_backlog_bytes,
         upstream_write_rate: f.lag.write_rate,
         backlog_outage_seconds: match (upstream_backlog_bytes, f.lag.bytes, f.lag.write_rate) {
@@ -773,6 +776,7 @@ mod tests {
                     seconds: Some(0.5),
                     write_rate: Some(1024.0),
                 },
+                upstream_last_seen: None,
                 sentinels: self.sentinels.as_ref(),
                 diverged_bytes: Some(7),
                 blocked: self.blocked.as_ref().map(|(m, b)| (m.as_str(), b)),
@@ -819,6 +823,7 @@ mod tests {
                 upstream_write_rate: Some(1024.0),
                 // (1 MiB of backlog - 100 bytes behind) / 1 KiB per second.
                 backlog_outage_seconds: Some(1023.90234375),
+                upstream_last_seen: None,
                 sync_in_progress: false,
                 sync_full: 1,
                 sync_partial_ok: 2,

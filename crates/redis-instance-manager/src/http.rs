@@ -13,7 +13,9 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -65,7 +67,25 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn status(State(s): State<Arc<Shared>>) -> Response {
+/// The longest `wait` of a long poll: shorter than any proxy's idle timeout.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// `GET /status?since=<digest>&wait=<seconds>`: the operator's long poll.
+#[derive(serde::Deserialize, Default)]
+struct Poll {
+    since: Option<u64>,
+    wait: Option<u64>,
+}
+
+/// The report, at once; or, with `since` and `wait`, as soon as its material digest
+/// ([`InstanceReport::material_digest`]) differs from `since`, and at the latest after `wait`
+/// seconds (then unchanged).
+async fn status(State(s): State<Arc<Shared>>, Query(poll): Query<Poll>) -> Response {
+    if let (Some(since), Some(wait)) = (poll.since, poll.wait) {
+        let mut changes = s.changes.subscribe();
+        let wait = Duration::from_secs(wait).min(MAX_WAIT);
+        let _ = tokio::time::timeout(wait, changes.wait_for(|d| *d != since)).await;
+    }
     axum::Json(s.report()).into_response()
 }
 
@@ -87,7 +107,6 @@ mod tests {
     use axum::body::Body;
     use axum::http::Request;
     use redis_cluster_api::report::InstanceReport;
-    use std::time::Duration;
     use tower::ServiceExt;
 
     fn shared() -> Shared {
@@ -172,5 +191,51 @@ mod tests {
         let (code, _, body) = get(Arc::new(stalled), "/healthz").await;
         assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("stalled"), "{body}");
+    }
+
+    /// The operator's long poll: an unchanged report is held until `wait`; a change (in what the
+    /// digest covers) answers at once; offsets alone do not.
+    #[tokio::test]
+    async fn a_long_poll_answers_on_a_material_change_and_not_on_offsets() {
+        let s = Arc::new(shared());
+        let digest = s.report().material_digest();
+        assert_eq!(*s.changes.borrow(), digest);
+        // A stale digest: at once.
+        let started = std::time::Instant::now();
+        get(s.clone(), &format!("/status?since={}&wait=5", digest + 1)).await;
+        assert!(started.elapsed() < Duration::from_millis(500));
+        // Unchanged: held for `wait`.
+        let started = std::time::Instant::now();
+        get(s.clone(), &format!("/status?since={digest}&wait=1")).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(950),
+            "{:?}",
+            started.elapsed()
+        );
+        // A change published while the poll waits ends it with the new report; an offset does
+        // not change the digest.
+        let publish = |s: &Shared, change: &dyn Fn(&mut InstanceReport)| {
+            let mut r = s.report();
+            change(&mut r);
+            let d = r.material_digest();
+            *s.report.lock().unwrap() = r;
+            s.changes
+                .send_if_modified(|old| std::mem::replace(old, d) != d);
+        };
+        publish(&s, &|r| r.repl_offset = Some(12345));
+        assert_eq!(*s.changes.borrow(), digest, "an offset is not material");
+        let poll = tokio::spawn({
+            let s = s.clone();
+            async move { get(s, &format!("/status?since={digest}&wait=10")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        publish(&s, &|r| r.master_link_up = true);
+        let (code, _, body) = poll.await.unwrap();
+        assert_eq!(code, StatusCode::OK);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        let r: InstanceReport = serde_json::from_str(&body).unwrap();
+        assert!(r.master_link_up);
+        assert_eq!(r.repl_offset, Some(12345));
     }
 }

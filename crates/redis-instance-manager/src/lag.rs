@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 
+use redis_cluster_api::report::UpstreamContact;
 use redis_cluster_api::topology::Upstream;
 
 use crate::info::Observed;
@@ -141,6 +142,8 @@ pub struct LagNow {
 pub struct Lag {
     history: OffsetHistory,
     upstream: Option<(String, u16)>,
+    /// The last reading (monotonic seconds, the contact without `seconds_ago`).
+    last_seen: Option<(f64, UpstreamContact)>,
 }
 
 impl Lag {
@@ -158,8 +161,9 @@ impl Lag {
         if target != self.upstream {
             self.history.clear();
             self.upstream = target;
+            self.last_seen = None;
         }
-        match reading(upstream, observed, upstream_offset) {
+        let now_lag = match reading(upstream, observed, upstream_offset) {
             Reading::NoUpstream => LagNow {
                 bytes: Some(0),
                 seconds: Some(0.0),
@@ -167,14 +171,50 @@ impl Lag {
             },
             Reading::Offsets { upstream, replica } => {
                 self.history.record(now, upstream);
-                LagNow {
+                let lag = LagNow {
                     bytes: Some(lag_bytes(upstream, replica)),
                     seconds: self.history.lag_seconds(now, replica),
                     write_rate: self.history.write_rate(now),
+                };
+                if let Some(o) = observed {
+                    self.last_seen = Some((
+                        now,
+                        UpstreamContact {
+                            offset: upstream,
+                            replid: o.master_replid.clone(),
+                            lag_bytes: lag.bytes,
+                            lag_seconds: lag.seconds,
+                            seconds_ago: 0.0,
+                        },
+                    ));
                 }
+                return lag;
             }
             Reading::Unknown => LagNow::default(),
+        };
+        // The upstream answered although no lag can be measured (the local Redis cannot be
+        // read, or does not replicate it yet): its offset is still the freshest record of how
+        // far it is; this replica's lag is unknown now.
+        if let (Some(offset), Some((at, contact))) = (upstream_offset, self.last_seen.as_mut())
+            && upstream.is_some()
+        {
+            *at = now;
+            contact.offset = offset;
+            contact.lag_bytes = None;
+            contact.lag_seconds = None;
         }
+        now_lag
+    }
+}
+
+impl Lag {
+    /// The last reading of the upstream, as of `now` (monotonic seconds).
+    pub fn last_seen(&self, now: f64) -> Option<UpstreamContact> {
+        let (at, contact) = self.last_seen.as_ref()?;
+        Some(UpstreamContact {
+            seconds_ago: (now - at).max(0.0),
+            ..contact.clone()
+        })
     }
 }
 
@@ -259,6 +299,47 @@ mod tests {
         for (i, (up, o, uo, expected)) in rows.iter().enumerate() {
             assert_eq!(reading(*up, o.as_ref(), *uo), *expected, "row {i}");
         }
+    }
+
+    /// The last reading of the upstream outlives the link (a probe that times out, a local
+    /// Redis that cannot be read), ages, and is forgotten when the upstream changes.
+    #[test]
+    fn the_last_reading_of_the_upstream_is_kept_while_it_does_not_answer() {
+        let a = upstream("a", 6379, false, None);
+        let b = upstream("b", 6379, false, None);
+        let mut lag = Lag::default();
+        assert_eq!(lag.last_seen(0.0), None);
+        let mut replica = replica_at("a", 6379, 1000);
+        replica.master_replid = "history-a".into();
+        lag.update(1.0, Some(&a), Some(&replica), Some(1500));
+        // The link is cut: the probe does not answer, then Redis itself cannot be read.
+        lag.update(2.0, Some(&a), Some(&replica), None);
+        lag.update(3.0, Some(&a), None, None);
+        assert_eq!(
+            lag.last_seen(4.5),
+            Some(UpstreamContact {
+                offset: 1500,
+                replid: "history-a".into(),
+                lag_bytes: Some(500),
+                lag_seconds: Some(0.0),
+                seconds_ago: 3.5,
+            })
+        );
+        // The local Redis stalls while the upstream still answers: the upstream's offset is
+        // recorded, this replica's lag is unknown.
+        lag.update(6.0, Some(&a), None, Some(4000));
+        assert_eq!(
+            lag.last_seen(6.0),
+            Some(UpstreamContact {
+                offset: 4000,
+                replid: "history-a".into(),
+                lag_bytes: None,
+                lag_seconds: None,
+                seconds_ago: 0.0,
+            })
+        );
+        lag.update(7.0, Some(&b), Some(&replica), None);
+        assert_eq!(lag.last_seen(7.0), None, "another upstream: forgotten");
     }
 
     /// Lag over ticks: the history belongs to one upstream and starts over when it changes.

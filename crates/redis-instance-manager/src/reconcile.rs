@@ -57,6 +57,9 @@ pub struct ManagerConfig {
 pub struct Shared {
     pub metrics: Metrics,
     pub report: Mutex<InstanceReport>,
+    /// The report's [`InstanceReport::material_digest`], for `GET /status?since=&wait=` (the
+    /// operator's long poll: it learns of a change the tick it is published).
+    pub changes: watch::Sender<u64>,
     /// The local Redis's last `INFO` text (`GET /info`): never holds a secret (Redis does not
     /// print `requirepass`/`masterauth` in INFO).
     pub info: Mutex<Option<String>>,
@@ -73,6 +76,13 @@ impl Shared {
                 pod: config.pod.clone(),
                 ..Default::default()
             }),
+            changes: watch::Sender::new(
+                InstanceReport {
+                    pod: config.pod.clone(),
+                    ..Default::default()
+                }
+                .material_digest(),
+            ),
             info: Mutex::new(None),
             heartbeat: Mutex::new(Instant::now()),
             // A tick is bounded by the local and probe timeouts (a few seconds); only a wedged
@@ -333,6 +343,7 @@ impl Manager {
         });
         let lag = self.track(upstream, &seen, restarted.is_some());
         let booted_fenced = self.watch_boot(&seen);
+        let last_seen = self.lag.last_seen(self.clock0.elapsed().as_secs_f64());
         let report = assess::report(&Facts {
             pod: &self.config.pod,
             desired: desired.as_ref(),
@@ -343,6 +354,7 @@ impl Manager {
             intake_error: self.intake.error.as_deref(),
             apply_error: apply_error.as_deref(),
             lag,
+            upstream_last_seen: last_seen.as_ref(),
             sentinels: seen.sentinels.as_ref(),
             diverged_bytes: self.divergence.diverged_bytes,
             blocked: self
@@ -947,7 +959,14 @@ impl Manager {
             _ => Vec::new(),
         };
         self.shared.metrics.stats.set(stats);
+        let digest = report.material_digest();
         *self.shared.report.lock().expect("report lock") = report;
+        // After the report is in place: a woken long poll reads this report or a newer one.
+        self.shared.changes.send_if_modified(|d| {
+            let changed = *d != digest;
+            *d = digest;
+            changed
+        });
         *self.shared.info.lock().expect("info lock") =
             self.connections.last_info().map(str::to_string);
         *self.shared.heartbeat.lock().expect("heartbeat lock") = Instant::now();

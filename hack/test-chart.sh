@@ -200,13 +200,12 @@ allow("redis.io", ["redisclusters"], ["list", "watch"])
 allow("redis.io", ["redisclusters/status"], ["patch"])
 allow("redis.io", ["redisclusters/finalizers"], ["update"])  # blockOwnerDeletion on owned objects
 allow("", ["pods"], ["list", "watch", "patch"])
-allow("", ["services"], ["get", "list", "watch", "create", "patch"])
-allow("", ["configmaps", "serviceaccounts"], ["get", "create", "patch"])
+allow("", ["services", "configmaps", "serviceaccounts"], ["list", "watch", "create", "patch"])
 allow("", ["secrets"], ["get"])
-allow("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["get", "create", "patch"])
-allow("policy", ["poddisruptionbudgets"], ["get", "create", "patch"])
-allow("apps", ["statefulsets"], ["get", "list", "watch", "create", "patch"])
-allow("networking.k8s.io", ["networkpolicies"], ["get", "create", "patch"])
+allow("rbac.authorization.k8s.io", ["roles", "rolebindings"], ["list", "watch", "create", "patch"])
+allow("policy", ["poddisruptionbudgets"], ["list", "watch", "create", "patch"])
+allow("apps", ["statefulsets"], ["list", "watch", "create", "patch"])
+allow("networking.k8s.io", ["networkpolicies"], ["list", "watch", "create", "patch"])
 allow("events.k8s.io", ["events"], ["create"])
 LEADER_RBAC = {("coordination.k8s.io", "leases", "create", None),
                ("coordination.k8s.io", "leases", "get", "redis-operator-leader"),

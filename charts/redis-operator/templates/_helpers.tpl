@@ -125,15 +125,12 @@ rules back the ClusterRole (cluster-wide install) and the Role (rbac.namespaced)
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "patch"]
-# Owned objects are server-side applied: read, then created or patched; the watched ones
-# (StatefulSets, Services) listed and watched too. None is deleted by the operator: they go
-# with their RedisCluster (ownerReferences, garbage collection).
+# Owned objects are listed and watched (the reconciler reads them from its watch caches, never
+# with a GET), and server-side applied when they differ: created or patched. None is deleted by
+# the operator: they go with their RedisCluster (ownerReferences, garbage collection).
 - apiGroups: [""]
-  resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-- apiGroups: [""]
-  resources: ["configmaps", "serviceaccounts"]
-  verbs: ["get", "create", "patch"]
+  resources: ["services", "configmaps", "serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch"]
 # Referenced Secrets (authSecret, replicaMode.source.authSecretName, tlsSecret) are read one by
 # name; the operator never lists, watches or writes Secrets.
 - apiGroups: [""]
@@ -142,18 +139,18 @@ rules back the ClusterRole (cluster-wide install) and the Role (rbac.namespaced)
 # Per-cluster Role + RoleBinding letting the instance managers read their own pods.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # Each cluster's StatefulSet (stable pod names, a PVC per pod) and the NetworkPolicy of its
 # Redis pods.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # One Event per occurrence, never folded into a series (platform/kube.rs: publish_event).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -589,6 +589,23 @@ pub struct RedisClusterStatus {
     pub accepted_restart: Option<AcceptedRestart>,
 }
 
+impl RedisClusterStatus {
+    /// This status without the readings that move with every write: each instance's
+    /// `replicationOffset`, `lagBytes` and `keys`. The operator writes the status only when
+    /// this part changed (issue 16: a converged cluster under write load costs no write); the
+    /// readings in a written status are those of the moment it was written, and the live ones
+    /// are in the instance managers' `/status` and metrics.
+    pub fn without_readings(&self) -> RedisClusterStatus {
+        let mut s = self.clone();
+        for i in &mut s.instances_status {
+            i.replication_offset = None;
+            i.lag_bytes = None;
+            i.keys = None;
+        }
+        s
+    }
+}
+
 /// The restart of a primary the operator accepted (see `RedisClusterStatus::accepted_restart`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -617,10 +634,12 @@ pub struct InstanceStatus {
     /// which notices a silent network cut long before Redis's own `repl-timeout`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_link_up: Option<bool>,
-    /// This pod's replication offset.
+    /// This pod's replication offset when the status was last written (it is not rewritten for
+    /// offsets alone; the live value is in the instance manager's `/status` and metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_offset: Option<i64>,
-    /// Bytes this replica is behind its upstream's current offset (read from the upstream).
+    /// Bytes this replica was behind its upstream's offset when the status was last written
+    /// (the live value: the metric `redis_replication_lag_bytes`, `kubectl redis status`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
     /// Whether the pod serves data as its role requires.
@@ -638,7 +657,7 @@ pub struct InstanceStatus {
     /// does not answer: the operator compares what every pod holds before it promotes one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_id: Option<String>,
-    /// Keys this pod holds (`INFO keyspace`).
+    /// Keys this pod held (`INFO keyspace`) when the status was last written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<u64>,
     /// The replication id of the last upstream this pod resynchronised from although it came

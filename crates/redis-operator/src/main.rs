@@ -163,9 +163,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 metrics.leader.set(1);
                 tracing::info!(%identity, "leading");
             }
+            let (caches, writers) = redis_operator::platform::kube::caches();
+            let (watches, triggered) = redis_operator::platform::report::Watches::new();
             let ctx = Arc::new(Context {
-                platform: KubePlatform::new(client.clone(), Some(identity.clone()))
-                    .with_leadership(leadership),
+                platform: KubePlatform::new(
+                    client.clone(),
+                    Some(identity.clone()),
+                    caches,
+                    watches,
+                )
+                .with_leadership(leadership),
                 settings: Settings {
                     redis_image,
                     instance_manager_image,
@@ -177,7 +184,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            controller::run(client.clone(), namespace, ctx, shutdown).await;
+            controller::run(client.clone(), namespace, ctx, writers, triggered, shutdown).await;
             if !no_leader_election {
                 // Give the Lease up so a standby takes over at once instead of after expiry.
                 Elector::new(lease(), &identity, Timing::default())

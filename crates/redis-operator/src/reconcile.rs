@@ -50,10 +50,14 @@ pub struct Outcome {
 
 /// How long to wait before looking again.
 pub const REQUEUE_BUSY: Duration = Duration::from_secs(1);
-/// Steady state: refresh the instance reports (link state, lag) this often.
-pub const REQUEUE_STEADY: Duration = Duration::from_secs(5);
-/// Steady state of a cluster whose Sentinels may elect a new primary at any moment.
-pub const REQUEUE_SENTINEL: Duration = Duration::from_secs(2);
+/// Steady state: a safety net only. Changes reach the planner as they happen: the watches of
+/// the RedisCluster, its objects and its pods, and one long poll per instance manager that
+/// answers when its report changes (`platform::report::Watches`; a Sentinel failover shows
+/// there too, in the pods' roles and elected primary). docs/operator.md lists the loops.
+pub const REQUEUE_STEADY: Duration = Duration::from_secs(60);
+/// After a promotion, while the former source is watched: its answers come from a background
+/// probe that only a reconcile asks again (`probe::FormerSources`).
+pub const REQUEUE_FORMER_SOURCE: Duration = crate::probe::REFRESH;
 /// An invalid spec waits for a change (or for the missing Secret to appear).
 pub const REQUEUE_INVALID: Duration = Duration::from_secs(30);
 
@@ -68,7 +72,15 @@ pub async fn reconcile<P: Platform>(
     let namespace = rc
         .namespace()
         .ok_or_else(|| Error::Unnamespaced(name.clone()))?;
-    let previous = rc.status.clone().unwrap_or_default();
+    // The stored status, with the pods' data positions as fresh as this operator's last look
+    // (`platform::Readings`: the status is not rewritten for offsets alone).
+    let readings_key = format!(
+        "{namespace}/{name}/{}",
+        rc.metadata.uid.as_deref().unwrap_or_default()
+    );
+    let stored = rc.status.clone().unwrap_or_default();
+    let mut previous = stored.clone();
+    platform.readings().overlay(&readings_key, &mut previous);
 
     // validate: what the schema cannot check. A spec that cannot be acted on stops here; a
     // missing Secret does not: the pods keep the copy they have mounted, so observation,
@@ -141,6 +153,7 @@ pub async fn reconcile<P: Platform>(
         now: now.clone(),
     };
     let mut plan = redis_topology::plan_with(&view, &extra);
+    platform.readings().keep(&readings_key, &plan.status);
 
     // publish in the planner's order: a pod being fenced before the pod promoted in its place,
     // so an operator dying between the two writes never leaves two pods told to be primary.
@@ -230,7 +243,8 @@ pub async fn reconcile<P: Platform>(
         rc.metadata.generation,
         &now,
     );
-    let status_written = plan.status != previous;
+    // Offsets, lag and key counts move with every write: they alone never cause a write.
+    let status_written = plan.status.without_readings() != stored.without_readings();
     if status_written {
         platform.patch_status(rc, &plan.status).await?;
     }
@@ -250,10 +264,8 @@ pub async fn reconcile<P: Platform>(
         } else if waiting_for_secrets && pods.is_empty() {
             // Nothing to observe, and nothing can be created before the Secret exists.
             REQUEUE_INVALID
-        } else if rc.spec.sentinels_active() {
-            // A Sentinel failover changes no Kubernetes object the controller watches: look
-            // often enough that labels and the -leader Service follow within seconds.
-            REQUEUE_SENTINEL
+        } else if extra.former_source.is_some() {
+            REQUEUE_FORMER_SOURCE
         } else {
             REQUEUE_STEADY
         },

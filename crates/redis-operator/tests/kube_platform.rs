@@ -1,6 +1,7 @@
 //! The Kubernetes adapter against a mock API server (tower-test): the exact method, path and body
-//! of every request, in the style of kube-rs's controller-rs `ApiServerVerifier`. No real API
-//! server exists on the machines this project is built on; this is as close as it gets.
+//! of every request, in the style of kube-rs's controller-rs `ApiServerVerifier`. The drills run
+//! the same adapter against a real API server; here every request is asserted, including that
+//! reads come from the watch caches (issue 16: no GET, no LIST per reconcile).
 
 use std::collections::BTreeMap;
 use std::pin::pin;
@@ -8,20 +9,63 @@ use std::pin::pin;
 use http::{Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
+use kube::runtime::watcher;
 use redis_cluster_api::RedisCluster;
 use redis_operator::objects::{Settings, build};
 use redis_operator::platform::Platform;
+use redis_operator::platform::PodInfo;
 use redis_operator::platform::kube::KubePlatform;
+use redis_operator::platform::kube::{CacheWriters, caches};
+use redis_operator::platform::report::Watches;
 use redis_topology::validate::SecretState;
 use serde_json::{Value, json};
 use tower_test::mock::{Handle, pair};
 
 type Verifier = Handle<Request<Body>, Response<Body>>;
 
+/// The adapter before its watch caches are filled, and the mock API server.
 fn setup() -> (KubePlatform, Verifier) {
     let (service, handle) = pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    (KubePlatform::new(client, Some("test".into())), handle)
+    let (caches, _) = caches();
+    let platform = KubePlatform::new(client, Some("test".into()), caches, Watches::new().0);
+    (platform, handle)
+}
+
+/// The adapter with its watch caches filled (empty), the mock API server, and the caches'
+/// writers (what the controller's reflectors fill), so a test can say what the caches hold.
+async fn setup_with_caches() -> (KubePlatform, Verifier, CacheWriters) {
+    let (service, handle) = pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let (caches, mut w) = caches();
+    fn listed<K: kube::Resource<DynamicType = ()> + Clone + 'static>(
+        w: &mut kube::runtime::reflector::store::Writer<K>,
+    ) {
+        w.apply_watcher_event(&watcher::Event::Init);
+        w.apply_watcher_event(&watcher::Event::InitDone);
+    }
+    listed(&mut w.service_accounts);
+    listed(&mut w.roles);
+    listed(&mut w.role_bindings);
+    listed(&mut w.config_maps);
+    listed(&mut w.services);
+    listed(&mut w.pdbs);
+    listed(&mut w.network_policies);
+    listed(&mut w.statefulsets);
+    listed(&mut w.pods);
+    let platform = KubePlatform::new(client, Some("test".into()), caches, Watches::new().0);
+    assert!(platform.caches_ready(std::time::Duration::ZERO).await);
+    (platform, handle, w)
+}
+
+/// Put `objects` into `writer`'s cache as watch events would.
+fn fill<K>(writer: &mut kube::runtime::reflector::store::Writer<K>, objects: Vec<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    for o in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(o));
+    }
 }
 
 fn sample(file: &str) -> RedisCluster {
@@ -223,19 +267,12 @@ async fn applied_once_then_never_rewritten(rc: RedisCluster, paths: Vec<String>)
     assert_eq!(objects.len(), paths.len());
     let count = paths.len();
 
-    // First pass: nothing exists; every object is read, then server-side applied with force.
-    let (platform, mut handle) = setup();
+    // First pass: the caches hold nothing: every object is server-side applied with force, and
+    // nothing is read from the API server (the caches are the reads).
+    let (platform, mut handle, _w) = setup_with_caches().await;
     let (objs, p) = (objects.clone(), paths.clone());
     let verifier = tokio::spawn(async move {
         for (obj, path) in objs.iter().zip(p) {
-            expect(
-                &mut handle,
-                http::Method::GET,
-                &path,
-                StatusCode::NOT_FOUND,
-                not_found(),
-            )
-            .await;
             let (ct, body) = expect(
                 &mut handle,
                 http::Method::PATCH,
@@ -251,23 +288,122 @@ async fn applied_once_then_never_rewritten(rc: RedisCluster, paths: Vec<String>)
     assert_eq!(platform.apply_owned(&owned).await.unwrap(), count);
     verifier.await.unwrap();
 
-    // Second pass: the server has them (with its own defaults added): reads only, no write.
-    let (platform, mut handle) = setup();
+    // Second pass: the caches hold them (with the server's own fields added): no request at
+    // all. Third: one object changed on the server (drift): only it is written.
+    let (platform, handle, mut w) = setup_with_caches().await;
+    let live = |v: &Value| {
+        let mut live = v.clone();
+        live["metadata"]["resourceVersion"] = "42".into();
+        live["metadata"]["creationTimestamp"] = "2026-11-25T00:00:00Z".into();
+        live
+    };
+    let of = |kind: &str| -> Vec<Value> {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == kind)
+            .map(&live)
+            .collect()
+    };
+    fn typed<K: serde::de::DeserializeOwned>(v: Vec<Value>) -> Vec<K> {
+        v.into_iter()
+            .map(|o| serde_json::from_value(o).unwrap())
+            .collect()
+    }
+    fill(&mut w.service_accounts, typed(of("ServiceAccount")));
+    fill(&mut w.roles, typed(of("Role")));
+    fill(&mut w.role_bindings, typed(of("RoleBinding")));
+    fill(&mut w.config_maps, typed(of("ConfigMap")));
+    fill(&mut w.services, typed(of("Service")));
+    fill(&mut w.pdbs, typed(of("PodDisruptionBudget")));
+    fill(&mut w.network_policies, typed(of("NetworkPolicy")));
+    let mut drifted = of("StatefulSet");
+    drifted[0]["spec"]["replicas"] = 7.into();
+    let want = objects
+        .iter()
+        .zip(&paths)
+        .find(|(o, _)| o["kind"] == "StatefulSet")
+        .map(|(o, p)| (o.clone(), p.clone()))
+        .unwrap();
+    fill(&mut w.statefulsets, typed(of("StatefulSet")));
     let verifier = tokio::spawn(async move {
-        for (obj, path) in objects.iter().zip(paths) {
-            let mut live = obj.clone();
-            live["metadata"]["resourceVersion"] = "42".into();
-            live["metadata"]["creationTimestamp"] = "2026-11-25T00:00:00Z".into();
-            expect(&mut handle, http::Method::GET, &path, StatusCode::OK, live).await;
-        }
         let mut handle = pin!(handle);
         assert!(
             handle.next_request().await.is_none(),
-            "an unchanged object was written"
+            "a request was made although the caches hold every object as desired"
         );
     });
     assert_eq!(platform.apply_owned(&owned).await.unwrap(), 0);
     drop(platform);
+    verifier.await.unwrap();
+
+    let (platform, mut handle, mut w) = setup_with_caches().await;
+    fill(&mut w.service_accounts, typed(of("ServiceAccount")));
+    fill(&mut w.roles, typed(of("Role")));
+    fill(&mut w.role_bindings, typed(of("RoleBinding")));
+    fill(&mut w.config_maps, typed(of("ConfigMap")));
+    fill(&mut w.services, typed(of("Service")));
+    fill(&mut w.pdbs, typed(of("PodDisruptionBudget")));
+    fill(&mut w.network_policies, typed(of("NetworkPolicy")));
+    fill(&mut w.statefulsets, typed(drifted));
+    let verifier = tokio::spawn(async move {
+        let (obj, path) = want;
+        let (_, body) = expect(
+            &mut handle,
+            http::Method::PATCH,
+            &format!("{path}?&force=true&fieldManager=redis-operator"),
+            StatusCode::OK,
+            obj.clone(),
+        )
+        .await;
+        assert_eq!(body, obj);
+        let mut handle = pin!(handle);
+        assert!(
+            handle.next_request().await.is_none(),
+            "more than the drifted object was written"
+        );
+    });
+    assert_eq!(platform.apply_owned(&owned).await.unwrap(), 1);
+    drop(platform);
+    verifier.await.unwrap();
+}
+
+/// A watch that cannot list (an RBAC rule missing, an API server not answering yet) must not
+/// stop the operator: until every cache is filled, each object is read first, with a LIST by
+/// name (the role has no `get` on them).
+#[tokio::test]
+async fn before_the_caches_are_filled_objects_are_read_from_the_api_server() {
+    let rc = dr();
+    let owned = build(&rc, &Settings::default());
+    let objects = owned.to_values();
+    let paths = data_paths("dr-redis");
+    let (platform, mut handle) = setup();
+    assert!(
+        !platform
+            .caches_ready(std::time::Duration::from_millis(10))
+            .await
+    );
+    let verifier = tokio::spawn(async move {
+        for (obj, path) in objects.iter().zip(paths) {
+            let (collection, name) = path.rsplit_once('/').unwrap();
+            expect(
+                &mut handle,
+                http::Method::GET,
+                &format!("{collection}?&fieldSelector=metadata.name%3D{name}"),
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+            )
+            .await;
+            expect(
+                &mut handle,
+                http::Method::PATCH,
+                &format!("{path}?&force=true&fieldManager=redis-operator"),
+                StatusCode::OK,
+                obj.clone(),
+            )
+            .await;
+        }
+    });
+    platform.apply_owned(&owned).await.unwrap();
     verifier.await.unwrap();
 }
 
@@ -326,25 +462,61 @@ async fn secrets_are_read_not_written() {
 
 #[tokio::test]
 async fn pods_are_listed_by_cluster_label_and_addressed_by_stable_dns() {
-    let (platform, mut handle) = setup();
+    let items = json!([
+        {"metadata": {"name": "dr-redis-0", "namespace": "production", "labels": {"redis.io/cluster": "dr-redis"}},
+         "status": {"podIP": "10.1.2.3"}},
+        {"metadata": {"name": "dr-redis-sentinel-0", "namespace": "production", "labels": {"redis.io/cluster": "dr-redis"}}},
+        {"metadata": {"name": "dr-redis-1", "namespace": "production", "deletionTimestamp": "2026-11-25T00:00:00Z",
+                      "labels": {"redis.io/cluster": "dr-redis"}}},
+        {"metadata": {"name": "dr-redis-2", "namespace": "staging", "labels": {"redis.io/cluster": "dr-redis"}}},
+        {"metadata": {"name": "prod-redis-0", "namespace": "production", "labels": {"redis.io/cluster": "prod-redis"}}}
+    ]);
+    let (platform, mut handle, mut w) = setup_with_caches().await;
+    fill(&mut w.pods, serde_json::from_value(items.clone()).unwrap());
+    // From the cache: no request. After the operator patched one of the cluster's pods, the
+    // next read is a LIST (the planner must see the topology it published), then the cache
+    // again.
+    let list = items.as_array().unwrap()[..3].to_vec();
     let verifier = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            http::Method::PATCH,
+            "/api/v1/namespaces/production/pods/dr-redis-0?&fieldManager=redis-operator",
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dr-redis-0"}}),
+        )
+        .await;
         expect(
             &mut handle,
             http::Method::GET,
             "/api/v1/namespaces/production/pods?&labelSelector=redis.io%2Fcluster%3Ddr-redis",
             StatusCode::OK,
-            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
-                {"metadata": {"name": "dr-redis-0", "labels": {"redis.io/cluster": "dr-redis"}},
-                 "status": {"podIP": "10.1.2.3"}},
-                {"metadata": {"name": "dr-redis-sentinel-0", "labels": {"redis.io/cluster": "dr-redis"}}},
-                {"metadata": {"name": "dr-redis-1", "deletionTimestamp": "2026-11-25T00:00:00Z",
-                              "labels": {"redis.io/cluster": "dr-redis"}}}
-            ]}),
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": list}),
         )
         .await;
+        let mut handle = pin!(handle);
+        assert!(
+            handle.next_request().await.is_none(),
+            "the cache was not used"
+        );
     });
-    let pods = platform.list_pods("production", "dr-redis").await.unwrap();
+    let from_cache = platform.list_pods("production", "dr-redis").await.unwrap();
+    platform
+        .patch_pod(
+            "production",
+            "dr-redis-0",
+            &BTreeMap::from([("redis.io/role".to_string(), "primary".to_string())]),
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+    let listed = platform.list_pods("production", "dr-redis").await.unwrap();
+    let again = platform.list_pods("production", "dr-redis").await.unwrap();
+    drop(platform);
     verifier.await.unwrap();
+    assert_eq!(from_cache, listed);
+    assert_eq!(from_cache, again);
+    let pods: Vec<PodInfo> = from_cache;
     assert_eq!(
         pods.len(),
         2,

@@ -812,6 +812,7 @@ fn failover_candidate(
             )
         });
     // The highest offset known in that history: every pod's report, or its last one.
+    let old_name = old.to_string();
     let reference = ordinal_pods(view)
         .into_iter()
         .filter_map(|(name, p)| {
@@ -831,6 +832,23 @@ fn failover_candidate(
                 .filter(|_| !view.pods.contains_key(old))
                 .filter(|m| m.replication_id.as_deref() == Some(history.as_str()))
                 .and_then(|m| Some((&m.name, m.replication_offset?))),
+        )
+        .chain(
+            // How far the failed primary was when its replicas last read it (their instance
+            // managers read it every second and keep the last reading after it went silent):
+            // fresher than its own last report in the status, which is not rewritten for
+            // offsets alone.
+            ordinal_pods(view).into_iter().filter_map(|(_, p)| {
+                let r = p.report.as_ref()?;
+                let (host, _) = r.upstream.as_deref()?.rsplit_once(':')?;
+                let seen = r.upstream_last_seen.as_ref()?;
+                let is_old = pod_at(view, host).map(String::as_str) == Some(old)
+                    || host == old
+                    || host
+                        .strip_prefix(old)
+                        .is_some_and(|rest| rest.starts_with('.'));
+                (is_old && seen.replid == history).then_some((&old_name, seen.offset))
+            }),
         )
         .max_by_key(|(_, offset)| *offset);
     let behind = |offset: i64| {

@@ -432,6 +432,63 @@ fn failover_waits_for_a_silent_close_replica_rather_than_promote_one_far_behind(
     );
 }
 
+/// The status is not rewritten for offsets alone (issue 16): what it remembers of a primary can
+/// be minutes old. The replicas' instance managers read the primary's offset every second and
+/// keep the last reading when it goes silent: that reading bounds what a failover loses.
+#[test]
+fn a_replicas_last_reading_of_the_dead_primary_counts_when_the_status_is_old() {
+    // Remembered: dr-redis-0 at 5 MB. Then it took 5 MB more, which dr-redis-1 received and
+    // dr-redis-2 (stalled) did not: only dr-redis-2's instance manager's reading of the
+    // primary says so.
+    let mut w = standalone_holding([5_000_000, 4_999_000, 1_000_000]);
+    w.reconcile();
+    let primary_at = format!("{}:6379", w.pods["dr-redis-0"].address);
+    {
+        let r = w.report("dr-redis-2");
+        r.upstream = Some(primary_at.clone());
+        r.upstream_last_seen = Some(redis_cluster_api::report::UpstreamContact {
+            offset: 10_000_000,
+            replid: H.into(),
+            lag_bytes: None,
+            lag_seconds: None,
+            seconds_ago: 1.0,
+        });
+    }
+    w.pods.get_mut("dr-redis-0").unwrap().report = None;
+    w.pods.get_mut("dr-redis-0").unwrap().redis_running = Some(false);
+    w.pods.get_mut("dr-redis-1").unwrap().report = None;
+    w.reconcile();
+    w.advance(11);
+    let p = w.reconcile();
+    assert!(
+        p.publish.is_empty(),
+        "promoted a replica 9 MB behind: {:?}",
+        p.publish.keys()
+    );
+    let (_, reason, message) = w.condition("PrimaryAvailable").unwrap();
+    assert_eq!(reason, "FailoverBlocked");
+    assert!(
+        message.contains("dr-redis-2 is at offset 1000000 of replication history 111111111111, 9000000 bytes behind dr-redis-0 (offset 10000000)"),
+        "{message}"
+    );
+    // A reading of another history (or of another upstream) says nothing about this one.
+    w.report("dr-redis-2")
+        .upstream_last_seen
+        .as_mut()
+        .unwrap()
+        .replid = "other".into();
+    let p = w.reconcile();
+    assert!(p.publish.is_empty(), "the status still remembers 5 MB");
+    assert!(
+        w.condition("PrimaryAvailable")
+            .unwrap()
+            .2
+            .contains("behind dr-redis-0 (offset 5000000)"),
+        "{:?}",
+        w.condition("PrimaryAvailable")
+    );
+}
+
 #[test]
 fn the_lag_bound_is_the_users() {
     let mut w = standalone_holding([10_000_000, 1_000_000, 1_000_000]);

@@ -17,10 +17,7 @@ use serde_json::json;
 use crate::drills::replica_mode;
 use crate::harness::checks::SplitBrainChecker;
 use crate::harness::writers::acked_writes;
-use crate::harness::{DR, Drill, NS, Options, PROD, Report, run_story, wait};
-
-/// The operator's namespace and release (`kcluster::cluster::install_operator`).
-const OPERATOR_NS: &str = "redis-operator";
+use crate::harness::{DR, Drill, NS, OPERATOR_NS, Options, PROD, Report, run_story, wait};
 
 pub fn run(o: &Options) -> Report {
     run_story(o, "setup", story)
@@ -30,6 +27,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
     replica_mode::setup(d)?;
     replica_mode::dr_replicates_production(d)?;
     let checker = SplitBrainChecker::start(d);
+    quiet_at_steady_state(d)?;
     apiserver_restarts(d)?;
     operator_leader_dies_mid_promotion(d)?;
     node_stops_reporting(d)?;
@@ -68,6 +66,205 @@ fn operator_writes(d: &Drill) -> Result<BTreeMap<String, String>, String> {
         }));
     }
     Ok(writes)
+}
+
+/// Counted by kind: `{"get /secrets": 12, ...}`.
+fn tally(requests: &[String]) -> BTreeMap<String, usize> {
+    let mut t = BTreeMap::new();
+    for r in requests {
+        *t.entry(r.clone()).or_insert(0) += 1;
+    }
+    t
+}
+
+/// The requests that change something (leader election aside).
+fn writes(requests: &[String]) -> Vec<String> {
+    requests
+        .iter()
+        .filter(|r| crate::harness::is_write(r))
+        .cloned()
+        .collect()
+}
+
+/// How long F0 leaves the clusters alone.
+const QUIET: Duration = Duration::from_secs(60);
+
+/// F0. Quiet at steady state: a converged cluster under writes costs no API write
+///
+/// Both clusters converged; a client writes to production all along (offsets and lag move
+/// every second). For a minute, the API server's audit log must show no write request from the
+/// operator (the leader election's Lease renewals aside): no status rewritten for offsets, no
+/// object re-applied, no reconcile triggered by its own writes. Then one spec change (the DR
+/// cluster's `source.clusterName`, which its status and its pods' topology show) must cost a
+/// stated, bounded number of writes: one status write, and per data pod one topology patch and
+/// one Event.
+fn quiet_at_steady_state(d: &mut Drill) -> Result<(), String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    d.step(
+        "F0. Quiet at steady state: a converged cluster under writes costs no API write",
+        "Both clusters converged; a client writes to production all along (offsets and lag move\n\
+         every second). For a minute, the API server's audit log must show no write request from the\n\
+         operator (the leader election's Lease renewals aside): no status rewritten for offsets, no\n\
+         object re-applied, no reconcile triggered by its own writes. Then one spec change (the DR\n\
+         cluster's source.clusterName, which its status and its pods' topology show) must cost a\n\
+         stated, bounded number of writes: one status write, and per data pod one topology patch and\n\
+         one Event.",
+    );
+    let leader = d
+        .labelled_primary(PROD)
+        .ok_or("production has no primary")?;
+    let addr = format!("{}:6379", crate::harness::ip(&leader));
+    let password = d.passwords[PROD].clone();
+    /// Stops the writer however the step ends.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop = Stop(stop.clone());
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, written) = (stop.clone(), written.clone());
+        std::thread::spawn(move || {
+            let mut c = redis_test_support::resp::Conn::connect(
+                &addr,
+                Some(&password),
+                Duration::from_secs(2),
+            )
+            .ok();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(conn) = c.as_mut()
+                    && conn
+                        .cmd(&[
+                            "SET",
+                            &format!("quiet:{}", written.load(Ordering::Relaxed)),
+                            "v",
+                        ])
+                        .is_ok_and(|r| !r.is_error())
+                {
+                    written.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    // Converging after setup (the last status writes, the Sentinels' first reports).
+    std::thread::sleep(Duration::from_secs(10));
+    let reconciled_before = crate::harness::reconcile_metrics(&d.cluster)?.0;
+    let from = k8s_openapi::jiff::Timestamp::now();
+    std::thread::sleep(QUIET);
+    let to = k8s_openapi::jiff::Timestamp::now();
+    let reconciled = crate::harness::reconcile_metrics(&d.cluster)?.0 - reconciled_before;
+    // The audit log is written when a request completes: a moment for the last ones.
+    std::thread::sleep(Duration::from_secs(2));
+    let requests = crate::harness::operator_requests(&d.cluster, from, to)?;
+    let writes_seen = writes(&requests);
+    let n = written.load(Ordering::Relaxed);
+    d.say(&format!(
+        "    {}s alone, {n} writes to production: the operator made {} requests ({:?}) in {reconciled} reconciles of 2 clusters",
+        QUIET.as_secs(),
+        requests.len(),
+        tally(&requests)
+    ));
+    d.check(
+        &format!(
+            "a minute alone under writes ({n} SETs): no write request from the operator (its Lease renewals aside), {} requests in all, {reconciled} reconciles of 2 clusters",
+            requests.len()
+        ),
+        if n > 100 && writes_seen.is_empty() {
+            Ok(())
+        } else if n <= 100 {
+            Err(format!("the writer made only {n} writes: production did not take writes"))
+        } else {
+            Err(format!("{} writes: {:?}", writes_seen.len(), tally(&writes_seen)))
+        },
+    )?;
+    let reads: Vec<&String> = requests
+        .iter()
+        .filter(|r| r.starts_with("get ") || r.starts_with("list "))
+        .filter(|r| !r.ends_with("/secrets") && !r.ends_with("coordination.k8s.io/leases"))
+        .collect();
+    d.check(
+        "... and no GET or LIST but the referenced Secrets and the leader Lease: every other read comes from the watch caches",
+        if reads.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{reads:?}"))
+        },
+    )?;
+
+    // One spec change, then back: each a bounded number of writes. The source's name is part
+    // of every DR pod's topology (its instance manager names the source in its link errors):
+    // one status write, and per data pod one topology patch and its TopologyPublished Event.
+    let pods = d.pods(DR).len();
+    let bound = |w: &[String]| {
+        let t = tally(w);
+        let n = |k: &str| t.get(k).copied().unwrap_or(0);
+        n("patch redis.io/redisclusters/status") == 1
+            && n("patch /pods") <= pods
+            && n("create events.k8s.io/events") <= pods
+            && w.len()
+                == n("patch redis.io/redisclusters/status")
+                    + n("patch /pods")
+                    + n("create events.k8s.io/events")
+    };
+    let stated =
+        format!("1 status write + at most {pods} pod patches and {pods} Events ({pods} data pods)");
+    let mut costs = Vec::new();
+    for name in ["prod-redis-renamed", "prod-redis-us-east"] {
+        let from = k8s_openapi::jiff::Timestamp::now();
+        d.kubectl(&[
+            "-n",
+            NS,
+            "patch",
+            "rediscluster",
+            DR,
+            "--type=merge",
+            "-p",
+            &json!({"spec": {"replicaMode": {"source": {"clusterName": name}}}}).to_string(),
+        ])?;
+        wait(
+            "the DR status to name the source",
+            Duration::from_secs(20),
+            || {
+                d.kubectl(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "rediscluster",
+                    DR,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"ReplicaMode\")].message}",
+                ])
+                .ok()
+                .filter(|m| m.contains(&format!("from {name} ")))
+            },
+        )?;
+        // Whatever follows from the change (a second reconcile on its own write included).
+        std::thread::sleep(Duration::from_secs(5));
+        let to = k8s_openapi::jiff::Timestamp::now();
+        std::thread::sleep(Duration::from_secs(2));
+        let w = writes(&crate::harness::operator_requests(&d.cluster, from, to)?);
+        costs.push(format!("{name}: {} ({:?})", w.len(), tally(&w)));
+        if !bound(&w) {
+            return d.check(
+                &format!("one spec change costs {stated}"),
+                Err(costs.join("; ")),
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    d.check(
+        &format!(
+            "one spec change costs {stated} (source.clusterName changed and back: {})",
+            costs.join("; ")
+        ),
+        Ok(()),
+    )
 }
 
 /// F1. The API server restarts under the operator: its watches re-list, nothing is written twice

@@ -22,6 +22,7 @@ pub mod addresses;
 pub mod checks;
 pub mod k8s;
 pub mod observe;
+pub mod operator;
 pub mod prom;
 pub mod sentinel;
 pub mod source;
@@ -37,6 +38,7 @@ use kcluster::net::Region;
 use redis_test_support::process::{Proc, installed};
 
 pub use addresses::{ip, try_ip};
+pub use operator::{is_write, operator_leader, operator_requests, reconcile_metrics};
 pub use redis_test_support::wait::poll as wait;
 
 /// The namespace both clusters live in (the spec's samples say `production`).
@@ -54,6 +56,8 @@ pub const DR_FAILOVER_AFTER_S: u64 = 3;
 /// The operator's image repository in the chart (`values.yaml`): the node agents map it to the
 /// directory holding this build's `redis-operator` and `redis-instance-manager`.
 pub const OPERATOR_IMAGE: &str = "ghcr.io/example/redis-operator";
+/// The operator's namespace and release (`kcluster::cluster::install_operator`).
+pub const OPERATOR_NS: &str = "redis-operator";
 
 pub struct Options {
     /// Explain each step for a newcomer.
@@ -154,7 +158,7 @@ fn random_password() -> String {
 }
 
 /// The control plane's binaries: built once per machine (cached) by the project's script.
-fn control_plane(repo: &Path) -> Result<PathBuf, String> {
+pub(crate) fn control_plane(repo: &Path) -> Result<PathBuf, String> {
     let script = repo.join("hack/build-controlplane.sh");
     let out = std::process::Command::new(&script)
         .output()

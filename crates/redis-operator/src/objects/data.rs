@@ -89,7 +89,7 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         name: INIT_CONTAINER.into(),
         image: Some(c.settings.redis_image.clone()),
         command: Some(shell(INIT_SCRIPT)),
-        env: Some(init_env),
+        env: (!init_env.is_empty()).then_some(init_env),
         volume_mounts: Some(init_mounts),
         security_context: Some(restricted()),
         resources: Some(resources("10m", "16Mi", "32Mi")),

@@ -1,12 +1,27 @@
-//! [`Platform`] on a real Kubernetes API server. Thin by design: each method is one or two
-//! requests; nothing here decides anything.
+//! [`Platform`] on a real Kubernetes API server. Thin by design: each method is one request or
+//! none; nothing here decides anything.
+//!
+//! Reads come from the watch caches ([`Caches`], filled by the controller's reflectors), so a
+//! converged cluster costs no GET and no LIST per reconcile (issue 16). The one exception is
+//! the data pods right after this operator patched some of them: the next read of that
+//! cluster's pods is a LIST, because the planner must see the topology it published (the cache
+//! may not have the patch yet, and acting on an older published topology would only delay or
+//! repeat a step, but nothing is gained by risking it). Secrets are still read by name: the
+//! operator deliberately has no list/watch on Secrets (docs/install.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus, labels as l, names};
@@ -16,25 +31,97 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::report::ReportClient;
-use super::{Platform, PodInfo, contains};
+use super::report::{ReportClient, Watches};
+use super::{Platform, PodInfo, contains, first_difference};
 use crate::error::{ObjectId, Step};
 use crate::leader::Leadership;
 use crate::objects::{Object, Owned, REDIS_CONTAINER};
 use crate::{Error, FIELD_MANAGER};
 
+/// The watch caches the reads come from, one per kind the operator owns, and the data pods.
+#[derive(Clone)]
+pub struct Caches {
+    pub service_accounts: Store<ServiceAccount>,
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
+    pub config_maps: Store<ConfigMap>,
+    pub services: Store<Service>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub network_policies: Store<NetworkPolicy>,
+    pub statefulsets: Store<StatefulSet>,
+    pub pods: Store<Pod>,
+}
+
+/// The writing halves of [`Caches`], for the controller's reflectors.
+pub struct CacheWriters {
+    pub service_accounts: reflector::store::Writer<ServiceAccount>,
+    pub roles: reflector::store::Writer<Role>,
+    pub role_bindings: reflector::store::Writer<RoleBinding>,
+    pub config_maps: reflector::store::Writer<ConfigMap>,
+    pub services: reflector::store::Writer<Service>,
+    pub pdbs: reflector::store::Writer<PodDisruptionBudget>,
+    pub network_policies: reflector::store::Writer<NetworkPolicy>,
+    pub statefulsets: reflector::store::Writer<StatefulSet>,
+    pub pods: reflector::store::Writer<Pod>,
+}
+
+/// Empty caches and their writers.
+pub fn caches() -> (Caches, CacheWriters) {
+    let (service_accounts, sa) = reflector::store();
+    let (roles, r) = reflector::store();
+    let (role_bindings, rb) = reflector::store();
+    let (config_maps, cm) = reflector::store();
+    let (services, svc) = reflector::store();
+    let (pdbs, pdb) = reflector::store();
+    let (network_policies, np) = reflector::store();
+    let (statefulsets, sts) = reflector::store();
+    let (pods, p) = reflector::store();
+    (
+        Caches {
+            service_accounts,
+            roles,
+            role_bindings,
+            config_maps,
+            services,
+            pdbs,
+            network_policies,
+            statefulsets,
+            pods,
+        },
+        CacheWriters {
+            service_accounts: sa,
+            roles: r,
+            role_bindings: rb,
+            config_maps: cm,
+            services: svc,
+            pdbs: pdb,
+            network_policies: np,
+            statefulsets: sts,
+            pods: p,
+        },
+    )
+}
+
 pub struct KubePlatform {
     client: Client,
+    caches: Caches,
+    /// Every cache is filled ([`KubePlatform::caches_ready`]); until then reads are requests.
+    cached: AtomicBool,
+    /// Pods (namespace, name) this operator patched since their cluster's pods were last listed:
+    /// the next read of that cluster is a LIST (see the module's comment).
+    patched: Mutex<BTreeSet<(String, String)>>,
     /// Who writes the Events. A Recorder is made per Event (see `publish_event`).
     reporter: Reporter,
     reports: ReportClient,
+    watches: Watches,
     /// Every write checks it first: a replica whose renew deadline passed writes nothing.
     leadership: Leadership,
     former_sources: crate::probe::FormerSources,
+    readings: super::Readings,
 }
 
 impl KubePlatform {
-    pub fn new(client: Client, instance: Option<String>) -> Self {
+    pub fn new(client: Client, instance: Option<String>, caches: Caches, watches: Watches) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance,
@@ -42,10 +129,52 @@ impl KubePlatform {
         KubePlatform {
             reporter,
             client,
+            caches,
+            cached: AtomicBool::new(false),
+            patched: Mutex::default(),
             reports: ReportClient::default(),
+            watches,
             leadership: Leadership::always(),
             former_sources: Default::default(),
+            readings: Default::default(),
         }
+    }
+
+    /// Whether every cache holds its first full list, waiting up to `patience` for it. While it
+    /// is false, reads go to the API server (a LIST by name per object, a LIST of pods): a watch that
+    /// cannot list (an RBAC rule missing after an upgrade, an API server that does not answer
+    /// yet) slows the operator down and says so in its log, it never stops it.
+    pub async fn caches_ready(&self, patience: std::time::Duration) -> bool {
+        if self.cached.load(Ordering::Relaxed) {
+            return true;
+        }
+        let c = &self.caches;
+        // Err when a writer was dropped (no reflector fills it): never ready.
+        let all = async {
+            let r = tokio::join!(
+                c.service_accounts.wait_until_ready(),
+                c.roles.wait_until_ready(),
+                c.role_bindings.wait_until_ready(),
+                c.config_maps.wait_until_ready(),
+                c.services.wait_until_ready(),
+                c.pdbs.wait_until_ready(),
+                c.network_policies.wait_until_ready(),
+                c.statefulsets.wait_until_ready(),
+                c.pods.wait_until_ready(),
+            );
+            r.0.is_ok()
+                && r.1.is_ok()
+                && r.2.is_ok()
+                && r.3.is_ok()
+                && r.4.is_ok()
+                && r.5.is_ok()
+                && r.6.is_ok()
+                && r.7.is_ok()
+                && r.8.is_ok()
+        };
+        let ready = tokio::time::timeout(patience, all).await.unwrap_or(false);
+        self.cached.store(ready, Ordering::Relaxed);
+        ready
     }
 
     /// Write only while `leadership` is valid (leader election on).
@@ -68,14 +197,16 @@ impl KubePlatform {
         }
     }
 
-    /// Server-side apply `obj` unless the live object already holds every field we set.
-    async fn apply<K>(&self, obj: &K) -> Result<bool, Error>
+    /// Server-side apply `obj` unless the cached live object already holds every field we set.
+    /// An object the cache does not hold is applied (server-side apply creates it).
+    async fn apply<K>(&self, obj: &K, cache: &Store<K>) -> Result<bool, Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + Debug
             + Serialize
-            + DeserializeOwned,
+            + DeserializeOwned
+            + 'static,
     {
         let ns = obj.meta().namespace.clone().unwrap_or_default();
         let name = obj.meta().name.clone().unwrap_or_default();
@@ -84,18 +215,32 @@ impl KubePlatform {
         let mut desired = serde_json::to_value(obj).map_err(Error::serialize(Step::Apply, id()))?;
         desired["apiVersion"] = K::api_version(&()).into();
         desired["kind"] = K::kind(&()).into();
-        if let Some(live) = api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(Step::Apply, id()))?
-        {
+        let live = if self.cached.load(Ordering::Relaxed) {
+            cache.get(&ObjectRef::new(&name).within(&ns))
+        } else {
+            // A LIST by name, not a GET: the operator's role lists and watches what it owns,
+            // and needs no `get` once its caches are filled.
+            api.list(&kube::api::ListParams::default().fields(&format!("metadata.name={name}")))
+                .await
+                .map_err(Error::kube(Step::Apply, id()))?
+                .items
+                .into_iter()
+                .next()
+                .map(std::sync::Arc::new)
+        };
+        if let Some(live) = live {
             let mut live =
-                serde_json::to_value(&live).map_err(Error::serialize(Step::Apply, id()))?;
+                serde_json::to_value(&*live).map_err(Error::serialize(Step::Apply, id()))?;
             live["apiVersion"] = desired["apiVersion"].clone();
             live["kind"] = desired["kind"].clone();
             if contains(&live, &desired) {
                 return Ok(false);
             }
+            tracing::info!(
+                object = %id(),
+                differs_at = first_difference(&live, &desired).unwrap_or_default(),
+                "applying a changed object"
+            );
         }
         self.may_write(Step::Apply, id)?;
         api.patch(
@@ -110,6 +255,10 @@ impl KubePlatform {
 }
 
 impl Platform for KubePlatform {
+    fn readings(&self) -> &super::Readings {
+        &self.readings
+    }
+
     async fn secret_state(
         &self,
         namespace: &str,
@@ -136,14 +285,14 @@ impl Platform for KubePlatform {
             // Typed per kind: the request path comes from the type, and the live object is read
             // back through it, so server defaults it does not know are ignored.
             let changed = match object {
-                Object::ServiceAccount(o) => self.apply(o).await?,
-                Object::Role(o) => self.apply(o).await?,
-                Object::RoleBinding(o) => self.apply(o).await?,
-                Object::ConfigMap(o) => self.apply(o).await?,
-                Object::Service(o) => self.apply(o).await?,
-                Object::PodDisruptionBudget(o) => self.apply(o).await?,
-                Object::NetworkPolicy(o) => self.apply(o).await?,
-                Object::StatefulSet(o) => self.apply(o).await?,
+                Object::ServiceAccount(o) => self.apply(o, &self.caches.service_accounts).await?,
+                Object::Role(o) => self.apply(o, &self.caches.roles).await?,
+                Object::RoleBinding(o) => self.apply(o, &self.caches.role_bindings).await?,
+                Object::ConfigMap(o) => self.apply(o, &self.caches.config_maps).await?,
+                Object::Service(o) => self.apply(o, &self.caches.services).await?,
+                Object::PodDisruptionBudget(o) => self.apply(o, &self.caches.pdbs).await?,
+                Object::NetworkPolicy(o) => self.apply(o, &self.caches.network_policies).await?,
+                Object::StatefulSet(o) => self.apply(o, &self.caches.statefulsets).await?,
             };
             written += usize::from(changed);
         }
@@ -151,43 +300,50 @@ impl Platform for KubePlatform {
     }
 
     async fn list_pods(&self, namespace: &str, cluster: &str) -> Result<Vec<PodInfo>, Error> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let selector = format!("{}={cluster}", l::CLUSTER);
-        let pods = api
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await
-            .map_err(Error::kube(
-                Step::ListPods,
-                ObjectId::new(RedisCluster::kind(&()), namespace, cluster),
-            ))?;
-        // A pod being deleted stays in the view, marked: its Redis runs until the kubelet stops
-        // it (a partitioned node never does), so only its container status or its disappearance
-        // proves it takes no writes.
-        Ok(pods
-            .items
+        let of_cluster = |p: &Pod| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.labels().get(l::CLUSTER).map(String::as_str) == Some(cluster)
+        };
+        // After this operator patched one of the cluster's pods: a LIST, not the cache.
+        let fresh = {
+            let mut patched = self.patched.lock().expect("not poisoned");
+            let before = patched.len();
+            patched.retain(|(ns, pod)| !(ns == namespace && l::ordinal_of(cluster, pod).is_some()));
+            patched.len() != before || !self.cached.load(Ordering::Relaxed)
+        };
+        let pods: Vec<Pod> = if fresh {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+            let selector = format!("{}={cluster}", l::CLUSTER);
+            api.list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .map_err(Error::kube(
+                    Step::ListPods,
+                    ObjectId::new(RedisCluster::kind(&()), namespace, cluster),
+                ))?
+                .items
+        } else {
+            self.caches
+                .pods
+                .state()
+                .into_iter()
+                .filter(|p| of_cluster(p))
+                .map(|p| (*p).clone())
+                .collect()
+        };
+        let mut pods: Vec<PodInfo> = pods
             .into_iter()
             .filter(|p| l::ordinal_of(cluster, &p.name_any()).is_some())
-            .map(|p| {
-                let name = p.name_any();
-                let mut info = PodInfo {
-                    address: names::pod_fqdn(cluster, namespace, &name),
-                    report_endpoint: p
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.pod_ip.as_ref())
-                        .map(|ip| format!("{ip}:{}", names::METRICS_PORT)),
-                    problem: pod_problem(&p),
-                    redis_running: redis_running(&p),
-                    labels: p.metadata.labels.clone().unwrap_or_default(),
-                    annotations: p.metadata.annotations.clone().unwrap_or_default(),
-                    name,
-                };
-                if let Some(since) = &p.metadata.deletion_timestamp {
-                    info.mark_terminating(&since.0.to_string());
-                }
-                info
-            })
-            .collect())
+            .map(|p| pod_info(cluster, namespace, p))
+            .collect();
+        // The cache has no order; the LIST's (by name) is what the planner was written against.
+        pods.sort_by(|a, b| a.name.cmp(&b.name));
+        let endpoints: Vec<String> = pods
+            .iter()
+            .filter_map(|p| p.report_endpoint.clone())
+            .collect();
+        self.watches
+            .ensure(ObjectRef::new(cluster).within(namespace), &endpoints);
+        Ok(pods)
     }
 
     async fn patch_pod(
@@ -207,6 +363,11 @@ impl Platform for KubePlatform {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
+        // Marked before the request: a patch that failed may still have been applied.
+        self.patched
+            .lock()
+            .expect("not poisoned")
+            .insert((namespace.to_string(), pod.to_string()));
         api.patch(pod, &params, &Patch::Merge(&patch))
             .await
             .map_err(Error::kube(
@@ -283,7 +444,9 @@ impl Platform for KubePlatform {
 
     async fn fetch_report(&self, pod: &PodInfo) -> Option<InstanceReport> {
         let endpoint = pod.report_endpoint.as_ref()?;
-        self.reports.get(endpoint).await
+        let report = self.reports.get(endpoint).await;
+        self.watches.saw(endpoint, report.as_ref());
+        report
     }
 
     async fn probe_former_source(
@@ -331,6 +494,31 @@ impl Platform for KubePlatform {
             )
         }))
     }
+}
+
+/// What the reconciler needs of a data pod of `cluster`.
+fn pod_info(cluster: &str, namespace: &str, p: Pod) -> PodInfo {
+    // A pod being deleted stays in the view, marked: its Redis runs until the kubelet stops it
+    // (a partitioned node never does), so only its container status or its disappearance
+    // proves it takes no writes.
+    let name = p.name_any();
+    let mut info = PodInfo {
+        address: names::pod_fqdn(cluster, namespace, &name),
+        report_endpoint: p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_ref())
+            .map(|ip| format!("{ip}:{}", names::METRICS_PORT)),
+        problem: pod_problem(&p),
+        redis_running: redis_running(&p),
+        labels: p.metadata.labels.clone().unwrap_or_default(),
+        annotations: p.metadata.annotations.clone().unwrap_or_default(),
+        name,
+    };
+    if let Some(since) = &p.metadata.deletion_timestamp {
+        info.mark_terminating(&since.0.to_string());
+    }
+    info
 }
 
 /// Why a pod is not serving, in Kubernetes' own words: not scheduled, or a container waiting

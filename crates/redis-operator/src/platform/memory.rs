@@ -46,6 +46,7 @@ pub struct MemoryPlatform {
     http: ReportClient,
     /// Real former sources (the drill's), asked in the background.
     former_sources: crate::probe::FormerSources,
+    readings: super::Readings,
 }
 
 #[derive(Default)]
@@ -156,6 +157,10 @@ impl MemoryPlatform {
 }
 
 impl Platform for MemoryPlatform {
+    fn readings(&self) -> &super::Readings {
+        &self.readings
+    }
+
     async fn secret_state(
         &self,
         namespace: &str,

@@ -12,14 +12,15 @@ pub mod kube;
 pub mod memory;
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use redis_cluster_api::report::InstanceReport;
 use redis_cluster_api::{RedisCluster, RedisClusterStatus};
 use redis_topology::validate::SecretState;
 use redis_topology::{FormerSource, PlannedEvent};
 
-pub use diff::contains;
+pub use diff::{contains, first_difference};
 #[cfg(feature = "memory")]
 pub use memory::{Call, MemoryPlatform, MemoryState};
 
@@ -70,8 +71,53 @@ impl PodInfo {
     }
 }
 
+/// What the last reconcile of each cluster read of its pods' data positions (replication id,
+/// offset, keys), kept in the operator's memory. The status is not rewritten for offsets alone
+/// (issue 16), but a failover compares how far each pod got, the failed primary included: the
+/// reconcile lays these over the stored status before planning, so the planner remembers
+/// positions as fresh as its last look (and the instance managers' last readings of their
+/// upstream are fresher still). After an operator restart only the stored status remains.
+#[derive(Default)]
+pub struct Readings(Mutex<HashMap<String, Vec<redis_cluster_api::InstanceStatus>>>);
+
+impl Readings {
+    /// Replace `status`'s readings with those kept for `key`, where kept.
+    pub fn overlay(&self, key: &str, status: &mut RedisClusterStatus) {
+        let kept = self.0.lock().expect("readings");
+        let Some(kept) = kept.get(key) else {
+            return;
+        };
+        for i in &mut status.instances_status {
+            let Some(k) = kept.iter().find(|k| k.name == i.name) else {
+                continue;
+            };
+            if k.replication_id.is_some() {
+                i.replication_id = k.replication_id.clone();
+                i.replication_offset = k.replication_offset;
+                i.keys = k.keys;
+            }
+        }
+        for k in kept {
+            if !status.instances_status.iter().any(|i| i.name == k.name) {
+                status.instances_status.push(k.clone());
+            }
+        }
+        status.instances_status.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    /// Keep `status`'s readings for `key`.
+    pub fn keep(&self, key: &str, status: &RedisClusterStatus) {
+        self.0
+            .lock()
+            .expect("readings")
+            .insert(key.to_string(), status.instances_status.clone());
+    }
+}
+
 /// What the reconciler needs from the platform. Every method is one request (or none).
 pub trait Platform: Send + Sync {
+    /// The operator's memory of its pods' data positions ([`Readings`]).
+    fn readings(&self) -> &Readings;
     /// Whether Secret `name` exists and holds every one of `keys`.
     fn secret_state(
         &self,

@@ -1,6 +1,19 @@
 //! `GET /status` of an instance manager: the only request the operator makes to its pods.
+//!
+//! Two uses: the reconcile reads every pod's report ([`ReportClient::get`]); and [`Watches`]
+//! keeps one long poll per pod (`/status?since=<digest>&wait=<s>`), which answers as soon as
+//! the report changes in what the planner acts on, and triggers a reconcile of the pod's
+//! cluster. So a change (a link that drops, a role that changes, a pod that stops answering)
+//! reaches the planner at once, while a converged cluster is reconciled only once a minute
+//! (issue 16).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use kube::runtime::reflector::ObjectRef;
+use redis_cluster_api::RedisCluster;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::StatusCode;
@@ -39,7 +52,27 @@ impl ReportClient {
     /// reached within [`TIMEOUT`], answers anything but 200, or sends more than [`MAX_BODY`] or
     /// something that is not a report.
     pub async fn get(&self, endpoint: &str) -> Option<InstanceReport> {
-        let uri = format!("http://{endpoint}/status").parse().ok()?;
+        self.poll(endpoint, None, Duration::ZERO).await
+    }
+
+    /// The report once its material digest differs from `since`, or after `wait` (the
+    /// instance manager holds the request); without `since`, at once.
+    pub async fn poll(
+        &self,
+        endpoint: &str,
+        since: Option<u64>,
+        wait: Duration,
+    ) -> Option<InstanceReport> {
+        let path = match since {
+            Some(d) => format!("/status?since={d}&wait={}", wait.as_secs()),
+            None => "/status".to_string(),
+        };
+        let wait = if since.is_some() {
+            wait
+        } else {
+            Duration::ZERO
+        };
+        let uri = format!("http://{endpoint}{path}").parse().ok()?;
         let fetch = async {
             let response = self.client.get(uri).await.ok()?;
             if response.status() != StatusCode::OK {
@@ -52,7 +85,142 @@ impl ReportClient {
                 .to_bytes();
             serde_json::from_slice(&body).ok()
         };
-        tokio::time::timeout(TIMEOUT, fetch).await.ok().flatten()
+        tokio::time::timeout(TIMEOUT + wait, fetch)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// How long one long poll is held by the instance manager.
+pub const POLL_WAIT: Duration = Duration::from_secs(30);
+/// After a pod did not answer, the next try.
+const RETRY: Duration = Duration::from_secs(2);
+/// A pod no reconcile has listed for this long is no longer watched (its cluster is gone).
+const FORGET: Duration = Duration::from_secs(600);
+
+/// What was last seen of one instance manager.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Seen {
+    /// Nothing yet: the first answer is the baseline.
+    Unset,
+    Unreachable,
+    Digest(u64),
+}
+
+struct Watched {
+    cluster: ObjectRef<RedisCluster>,
+    seen: Seen,
+    wanted: Instant,
+    task: tokio::task::AbortHandle,
+}
+
+/// One long poll per data pod, each triggering a reconcile of its cluster when the pod's report
+/// changes materially or the pod stops or starts answering.
+#[derive(Clone)]
+pub struct Watches {
+    client: ReportClient,
+    trigger: mpsc::UnboundedSender<ObjectRef<RedisCluster>>,
+    pods: Arc<Mutex<HashMap<String, Watched>>>,
+}
+
+impl Watches {
+    /// The watches, and the stream of clusters to reconcile (for `Controller::reconcile_on`).
+    pub fn new() -> (Watches, mpsc::UnboundedReceiver<ObjectRef<RedisCluster>>) {
+        let (trigger, triggered) = mpsc::unbounded();
+        let watches = Watches {
+            client: ReportClient::default(),
+            trigger,
+            pods: Arc::default(),
+        };
+        (watches, triggered)
+    }
+
+    /// Watch exactly `endpoints` for `cluster`: start a long poll for a new one, stop those of
+    /// the cluster's pods no longer listed (a pod that was recreated has a new IP).
+    pub fn ensure(&self, cluster: ObjectRef<RedisCluster>, endpoints: &[String]) {
+        let mut pods = self.pods.lock().expect("watches");
+        pods.retain(|endpoint, w| {
+            let keep = w.cluster != cluster || endpoints.contains(endpoint);
+            if !keep {
+                w.task.abort();
+            }
+            keep
+        });
+        for endpoint in endpoints {
+            if let Some(w) = pods.get_mut(endpoint) {
+                w.wanted = Instant::now();
+                continue;
+            }
+            let task = tokio::spawn(self.clone().watch(endpoint.clone())).abort_handle();
+            pods.insert(
+                endpoint.clone(),
+                Watched {
+                    cluster: cluster.clone(),
+                    seen: Seen::Unset,
+                    wanted: Instant::now(),
+                    task,
+                },
+            );
+        }
+    }
+
+    /// What a reconcile just read from `endpoint`: the long poll's baseline.
+    pub fn saw(&self, endpoint: &str, report: Option<&InstanceReport>) {
+        if let Some(w) = self.pods.lock().expect("watches").get_mut(endpoint) {
+            w.seen = match report {
+                Some(r) => Seen::Digest(r.material_digest()),
+                None => Seen::Unreachable,
+            };
+        }
+    }
+
+    async fn watch(self, endpoint: String) {
+        loop {
+            let since = {
+                let mut pods = self.pods.lock().expect("watches");
+                let Some(w) = pods.get(&endpoint) else {
+                    return;
+                };
+                if w.wanted.elapsed() > FORGET {
+                    pods.remove(&endpoint);
+                    return;
+                }
+                match w.seen {
+                    Seen::Digest(d) => Some(d),
+                    _ => None,
+                }
+            };
+            let asked = Instant::now();
+            let report = self.client.poll(&endpoint, since, POLL_WAIT).await;
+            let now = match &report {
+                Some(r) => Seen::Digest(r.material_digest()),
+                None => Seen::Unreachable,
+            };
+            let trigger = {
+                let mut pods = self.pods.lock().expect("watches");
+                let Some(w) = pods.get_mut(&endpoint) else {
+                    return;
+                };
+                let changed = w.seen != Seen::Unset && w.seen != now;
+                w.seen = now;
+                changed.then(|| w.cluster.clone())
+            };
+            if let Some(cluster) = trigger {
+                tracing::debug!(%endpoint, cluster = %cluster.name, "instance report changed");
+                let _ = self.trigger.unbounded_send(cluster);
+            }
+            if report.is_none() {
+                tokio::time::sleep(RETRY).await;
+            } else if since.is_some()
+                && now == Seen::Digest(since.unwrap_or_default())
+                && asked.elapsed() < POLL_WAIT / 2
+            {
+                // An instance manager that does not hold the request (an older version):
+                // poll it every few seconds instead of spinning.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
     }
 }
 

@@ -751,7 +751,13 @@ fn fail_back(d: &mut Drill) -> Result<(), String> {
         "demotion: patch -> DR replicating production",
         demoted.elapsed(),
     );
-    let warned = d.events(DR, EventReason::Demoting).into_iter().next();
+    // The Event is written after the pods are told (it says what was done): the pods may link
+    // before it is there.
+    let warned = wait("the Demoting Event", Duration::from_secs(10), || {
+        d.events(DR, EventReason::Demoting).into_iter().next()
+    })
+    .ok()
+    .map(|(e, _)| e);
     let r = match &warned {
         Some((t, note)) if t == "Warning" && note.contains("discarded") => Ok(()),
         other => Err(format!("{other:?}")),

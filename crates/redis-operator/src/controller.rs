@@ -91,7 +91,19 @@ where
         + Sync
         + 'static,
 {
-    reflector(writer, watcher(api, config).default_backoff()).applied_objects()
+    reflector(writer, lean(watcher(api, config).default_backoff())).applied_objects()
+}
+
+/// The watch events without `managedFields` (often half an object's size): the caches hold
+/// every pod and owned object of every cluster, and nothing reads them.
+fn lean<K, S>(events: S) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>
+where
+    K: kube::Resource,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    events.modify(|o| {
+        o.managed_fields_mut().clear();
+    })
 }
 
 /// Pass an object on only when `material` of it changed since it last passed (always on
@@ -199,15 +211,17 @@ pub async fn run(
     let (clusters, cluster_writer) = reflector::store();
     let cluster_events = reflector(
         cluster_writer,
-        watcher(
-            api::<RedisCluster>(&client, &namespace),
-            watcher::Config::default().any_semantic(),
-        )
-        .default_backoff(),
+        lean(
+            watcher(
+                api::<RedisCluster>(&client, &namespace),
+                watcher::Config::default().any_semantic(),
+            )
+            .default_backoff(),
+        ),
     );
     let pod_events = reflector(
         writers.pods,
-        watcher(api::<Pod>(&client, &namespace), pods_config).default_backoff(),
+        lean(watcher(api::<Pod>(&client, &namespace), pods_config).default_backoff()),
     );
     ctx.metrics
         .ready

@@ -10,5 +10,6 @@
 
 pub mod bench;
 pub mod bench_failover;
+pub mod bench_scale;
 pub mod drills;
 pub mod harness;

@@ -33,6 +33,11 @@ struct Args {
     /// Sentinel (`make bench-failover`).
     #[arg(long)]
     bench_failover: bool,
+    /// Instead of the drill, measure the operator at scale on the real control plane: for each
+    /// N of the comma-separated list, N RedisClusters of 3 pods created at once (`make
+    /// bench-scale`, docs/bench-scale.md).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    bench_scale: Vec<usize>,
     /// Leave the cluster running afterwards, for a look with kubectl (`source <dir>/cluster/env`);
     /// stop it with `target/debug/kcluster down --dir <dir>/cluster`.
     #[arg(long)]
@@ -59,6 +64,8 @@ fn main() {
         bench(&options, started);
     } else if args.bench_failover {
         bench_failover(&options, started);
+    } else if !args.bench_scale.is_empty() {
+        bench_scale(&options, &args.bench_scale, started);
     }
     let report = if args.source_failover {
         source_failover::run(&options)
@@ -119,6 +126,68 @@ fn bench_failover(options: &Options, started: Instant) -> ! {
                     "  {:<66} {}",
                     s.mode,
                     redis_e2e::bench_failover::summary(&s.times)
+                );
+            }
+            println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--bench-scale`: the table, then exit.
+fn bench_scale(options: &Options, sizes: &[usize], started: Instant) -> ! {
+    match redis_e2e::bench_scale::run(options, sizes) {
+        Ok(rows) => {
+            println!(
+                "\n{:>4} {:>5} | {:>8} {:>10} {:>11} {:>9} | {:>10} {:>10} | {:>9} {:>12} {:>13} {:>8} {:>6}",
+                "N",
+                "pods",
+                "apply",
+                "objects",
+                "reconciling",
+                "ready",
+                "promotion",
+                "",
+                "req/min",
+                "req/cl/min",
+                "writes/min",
+                "RSS MiB",
+                "CPU%"
+            );
+            let s = |d: Option<std::time::Duration>| {
+                d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+                    .unwrap_or_else(|| "-".into())
+            };
+            for r in &rows {
+                println!(
+                    "{:>4} {:>5} | {:>8} {:>10} {:>9.2} s {:>9} | {:>10} {:>10} | {:>9} {:>12.2} {:>13} {:>8.1} {:>6.1}",
+                    r.n,
+                    r.pods,
+                    s(Some(r.apply)),
+                    s(Some(r.objects)),
+                    r.reconcile_seconds,
+                    s(r.ready),
+                    s(r.promotion),
+                    "",
+                    r.steady_total(),
+                    r.steady_total() as f64 / (r.n + 2) as f64,
+                    r.steady_writes(),
+                    r.rss_kib as f64 / 1024.0,
+                    r.cpu_percent,
+                );
+            }
+            for r in &rows {
+                println!(
+                    "\nN = {}: steady-state minute, {} reconciles of {} clusters; requests by kind: {:?}; initial reconciles: {}",
+                    r.n,
+                    r.steady_reconciles,
+                    r.n + 2,
+                    r.steady,
+                    r.reconciles_initial
                 );
             }
             println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());

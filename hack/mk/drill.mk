@@ -32,6 +32,14 @@ bench: deps controlplane ## The drill's timings vs plain redis-server/redis-cli,
 	$(CARGO) build --release $(DRILL_CRATES)
 	$(CLUSTER_LOCK) target/release/redis-drill --bench --dir .drill-bench
 
+# The cluster counts of `make bench-scale` (comma-separated).
+SCALE ?= 10,100
+
+.PHONY: bench-scale
+bench-scale: deps controlplane ## The operator at scale: N clusters of 3 pods at once (SCALE=10,100), on the local real cluster (needs root; see docs/bench-scale.md)
+	$(CARGO) build --release $(DRILL_CRATES)
+	$(CLUSTER_LOCK) target/release/redis-drill --bench-scale $(SCALE) --dir .drill-bench-scale
+
 .PHONY: bench-failover
 bench-failover: deps controlplane ## Failover time, sentinel and standalone mode vs raw Sentinel, on the local real cluster (needs root; see docs/bench-failover.md)
 	$(CARGO) build --release $(DRILL_CRATES)

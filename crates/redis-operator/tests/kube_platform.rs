@@ -309,13 +309,16 @@ async fn applied_once_then_never_rewritten(rc: RedisCluster, paths: Vec<String>)
             .map(|o| serde_json::from_value(o).unwrap())
             .collect()
     }
-    fill(&mut w.service_accounts, typed(of("ServiceAccount")));
-    fill(&mut w.roles, typed(of("Role")));
-    fill(&mut w.role_bindings, typed(of("RoleBinding")));
-    fill(&mut w.config_maps, typed(of("ConfigMap")));
-    fill(&mut w.services, typed(of("Service")));
-    fill(&mut w.pdbs, typed(of("PodDisruptionBudget")));
-    fill(&mut w.network_policies, typed(of("NetworkPolicy")));
+    let fill_all_but_statefulsets = |w: &mut CacheWriters| {
+        fill(&mut w.service_accounts, typed(of("ServiceAccount")));
+        fill(&mut w.roles, typed(of("Role")));
+        fill(&mut w.role_bindings, typed(of("RoleBinding")));
+        fill(&mut w.config_maps, typed(of("ConfigMap")));
+        fill(&mut w.services, typed(of("Service")));
+        fill(&mut w.pdbs, typed(of("PodDisruptionBudget")));
+        fill(&mut w.network_policies, typed(of("NetworkPolicy")));
+    };
+    fill_all_but_statefulsets(&mut w);
     let mut drifted = of("StatefulSet");
     drifted[0]["spec"]["replicas"] = 7.into();
     let want = objects
@@ -337,13 +340,7 @@ async fn applied_once_then_never_rewritten(rc: RedisCluster, paths: Vec<String>)
     verifier.await.unwrap();
 
     let (platform, mut handle, mut w) = setup_with_caches().await;
-    fill(&mut w.service_accounts, typed(of("ServiceAccount")));
-    fill(&mut w.roles, typed(of("Role")));
-    fill(&mut w.role_bindings, typed(of("RoleBinding")));
-    fill(&mut w.config_maps, typed(of("ConfigMap")));
-    fill(&mut w.services, typed(of("Service")));
-    fill(&mut w.pdbs, typed(of("PodDisruptionBudget")));
-    fill(&mut w.network_policies, typed(of("NetworkPolicy")));
+    fill_all_but_statefulsets(&mut w);
     fill(&mut w.statefulsets, typed(drifted));
     let verifier = tokio::spawn(async move {
         let (obj, path) = want;

@@ -333,19 +333,9 @@ fn apiserver_restarts(d: &mut Drill) -> Result<(), String> {
 
 /// The operator pod holding the leader Lease, and the node it runs on.
 fn operator_leader(d: &Drill) -> Option<(String, String)> {
-    let holder = d
-        .kubectl(&[
-            "-n",
-            OPERATOR_NS,
-            "get",
-            "lease",
-            "redis-operator-leader",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ])
-        .ok()?;
-    let node = d.kube.pod(OPERATOR_NS, holder.trim())?.spec?.node_name?;
-    Some((holder.trim().to_string(), node))
+    let holder = crate::harness::operator_leader(&d.cluster)?;
+    let node = d.kube.pod(OPERATOR_NS, &holder)?.spec?.node_name?;
+    Some((holder, node))
 }
 
 /// The epoch of the topology published to `pod`.

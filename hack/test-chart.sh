@@ -89,6 +89,13 @@ for s in "${sets[@]}"; do
   helm template "$release" "$chart" --namespace "$namespace" --include-crds "${va[@]}" \
     >"$tmp/render/$s.yaml" || die "helm template ($s)"
   ok "rendered '$s': $(grep -c '^kind:' "$tmp/render/$s.yaml") objects"
+  # Once more per Kubernetes version validated in step 4: some objects depend on the version
+  # (the FlowSchema is flowcontrol.apiserver.k8s.io/v1 from 1.29, v1beta3 before).
+  for v in $K8S_VERSIONS; do
+    mkdir -p "$tmp/render-$v"
+    helm template "$release" "$chart" --namespace "$namespace" --include-crds --kube-version "$v" "${va[@]}" \
+      >"$tmp/render-$v/$s.yaml" || die "helm template --kube-version $v ($s)"
+  done
   # NOTES.txt (helm template does not render it): the next steps a user needs.
   helm install "$release" "$chart" --dry-run=client --namespace "$namespace" "${va[@]}" >"$tmp/notes.out" 2>&1 \
     || { cat "$tmp/notes.out"; die "helm install --dry-run=client ($s)"; }
@@ -103,12 +110,14 @@ step "4. schema validation of every rendered object (Kubernetes $K8S_VERSIONS)"
 # Split each rendering: built-in kinds (and the CRD) -> one file for kubernetes-validate;
 # Prometheus Operator kinds -> one JSON file per object for check-jsonschema; anything else
 # is an error.
-"$python" - "$tmp/render" "$tmp/split" <<'PY'
+split() {
+  "$python" - "$1" "$2" <<'PY'
 import json, os, sys, yaml
 render, out = sys.argv[1], sys.argv[2]
 os.makedirs(out, exist_ok=True)
 BUILTIN = {"v1", "apps/v1", "policy/v1", "rbac.authorization.k8s.io/v1", "networking.k8s.io/v1",
-           "apiextensions.k8s.io/v1"}
+           "apiextensions.k8s.io/v1", "flowcontrol.apiserver.k8s.io/v1",
+           "flowcontrol.apiserver.k8s.io/v1beta3"}
 CRD_KINDS = {("monitoring.coreos.com/v1", k) for k in ("PodMonitor", "ServiceMonitor", "PrometheusRule")}
 for fn in sorted(os.listdir(render)):
     s = fn[:-len(".yaml")]
@@ -125,9 +134,12 @@ for fn in sorted(os.listdir(render)):
             sys.exit("FAIL: %s: no schema known for %s %s" % (s, key[0], key[1]))
     yaml.safe_dump_all(builtin, open(os.path.join(out, s + ".k8s.yaml"), "w"))
 PY
+}
+split "$tmp/render" "$tmp/split"
+for v in $K8S_VERSIONS; do split "$tmp/render-$v" "$tmp/split-$v"; done
 for v in $K8S_VERSIONS; do
   for s in "${sets[@]}"; do
-    kubernetes-validate --strict -k "$v" "$tmp/split/$s.k8s.yaml" >"$tmp/kv.out" 2>&1 || true
+    kubernetes-validate --strict -k "$v" "$tmp/split-$v/$s.k8s.yaml" >"$tmp/kv.out" 2>&1 || true
     # kubernetes-validate only warns (exit 0) when it has no schema for a kind: treat any
     # WARN/ERROR/FATAL as a failure.
     if grep -qE '^(WARN|ERROR|FATAL)' "$tmp/kv.out" || ! grep -q '^INFO' "$tmp/kv.out"; then
@@ -226,7 +238,7 @@ def common(s, docs, expect):
     crd = one(docs, "CustomResourceDefinition", s)
     check(crd and crd["metadata"]["name"] == "redisclusters.redis.io", s + ": CRD redisclusters.redis.io rendered")
     for d in docs:
-        if d["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "FlowSchema"):
             check(d["metadata"].get("namespace"), "%s: %s/%s has no namespace" % (s, d["kind"], d["metadata"]["name"]))
     dep = one(docs, "Deployment", s)
     if not dep: return
@@ -279,6 +291,21 @@ def common(s, docs, expect):
         check(triples(lroles[0]["rules"]) == LEADER_RBAC, "%s: leader-election rules %s" % (s, sorted(triples(lroles[0]["rules"]), key=str)))
         lb = [b for b in objs(docs, "RoleBinding") if b["roleRef"]["name"] == lroles[0]["metadata"]["name"]]
         check(len(lb) == 1 and lb[0]["metadata"]["namespace"] == NS and subjects_ok(lb[0]), s + ": leader-election RoleBinding")
+    # API Priority and Fairness: the operator's Lease requests, and only those, in the built-in
+    # leader-election priority level, ahead of the service-accounts schema.
+    fss = objs(docs, "FlowSchema")
+    check(len(fss) == (1 if expect["leader"] else 0), s + ": leader-election FlowSchema only with leader election")
+    if fss:
+        fs = fss[0]["spec"]
+        rule = fs["rules"][0] if len(fs["rules"]) == 1 else {}
+        check(fs["priorityLevelConfiguration"] == {"name": "leader-election"} and 100 < fs["matchingPrecedence"] < 9000,
+              s + ": FlowSchema -> leader-election, precedence %r" % fs.get("matchingPrecedence"))
+        check(rule.get("subjects") == [{"kind": "ServiceAccount", "serviceAccount": {"name": sa, "namespace": NS}}],
+              s + ": FlowSchema subject is the operator's ServiceAccount")
+        check(rule.get("resourceRules") == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                             "namespaces": [NS], "verbs": ["get", "create", "update"]}]
+              and not rule.get("nonResourceRules"),
+              s + ": FlowSchema matches the Lease requests only: %r" % rule)
     if expect["watch"]:
         check(not objs(docs, "ClusterRole") and not objs(docs, "ClusterRoleBinding"), s + ": namespaced install renders no ClusterRole(Binding)")
         roles = [d for d in objs(docs, "Role") if d not in lroles]

@@ -10,9 +10,17 @@
 //! - the promotion of `scale-dr`, patched right after the apply, while the operator is busy
 //!   with the N new clusters: patch -> `ReplicaMode=False/Promoted`;
 //! - steady state, after 30 s of quiet, over 60 s: the operator's requests by verb from the API
-//!   server's audit log, its reconciles (its metric), its RSS and CPU.
+//!   server's audit log, its reconciles (its metric), its RSS and CPU;
+//! - how often the leader Lease changed hands over the run (a leader that misses its renewal
+//!   deadline restarts);
+//! - the baseline, last: `kubectl apply --server-side` of the same objects the operator created
+//!   for the N clusters (`redis-operator render`, StatefulSets at 0 replicas, no owner), into
+//!   another namespace, on the same API server: what the API server takes to accept those
+//!   writes from the standard client, one after the other.
 
 use std::collections::BTreeMap;
+
+use k8s_openapi::serde::Deserialize;
 use std::time::{Duration, Instant};
 
 use kcluster::client::{Kube, pod_processes};
@@ -50,6 +58,10 @@ pub struct Row {
     /// the steady-state minute.
     pub rss_kib: u64,
     pub cpu_percent: f64,
+    /// Times the leader Lease changed hands after the first acquisition.
+    pub lease_changes: u32,
+    /// `kubectl apply --server-side` of the objects the operator created for the N clusters.
+    pub baseline: Duration,
 }
 
 impl Row {
@@ -246,7 +258,21 @@ fn measure(o: &Options, c: &Cluster, n: usize) -> Result<Row, String> {
     for r in operator_requests(c, from, to)? {
         *steady.entry(r).or_insert(0) += 1;
     }
-    let _ = o;
+    let lease_changes = c
+        .kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "lease",
+            "redis-operator-leader",
+            "-o",
+            "jsonpath={.spec.leaseTransitions}",
+        ])?
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("leaseTransitions: {e}"))?
+        .saturating_sub(1);
+    let baseline = baseline(o, c, n, &dir)?;
     Ok(Row {
         n,
         pods: n * 3 + 4,
@@ -261,7 +287,66 @@ fn measure(o: &Options, c: &Cluster, n: usize) -> Result<Row, String> {
         rss_kib: rss_kib(operator_pid)?,
         // Clock ticks are 1/100 s on Linux.
         cpu_percent: cpu as f64 / 100.0 / 60.0 * 100.0,
+        lease_changes,
+        baseline,
     })
+}
+
+/// The baseline: `kubectl apply --server-side` of what the operator creates for N clusters
+/// (rendered by `redis-operator render` from the same manifests), into namespace
+/// `scale-baseline`. StatefulSets get 0 replicas (no pods: the API server's work only) and no
+/// object keeps an ownerReference (its owner would not exist there).
+fn baseline(o: &Options, c: &Cluster, n: usize, dir: &std::path::Path) -> Result<Duration, String> {
+    const BASE_NS: &str = "scale-baseline";
+    let operator = o.instance_manager.with_file_name("redis-operator");
+    let mut rendered = String::new();
+    for i in 0..n {
+        let path = dir.join(format!("baseline-{i:03}.yaml"));
+        let manifest = manifest(&format!("scale-{i:03}"), 3, None).replace(
+            &format!("namespace: {NS}\n"),
+            &format!("namespace: {BASE_NS}\n"),
+        );
+        std::fs::write(&path, manifest).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new(&operator)
+            .arg("render")
+            .arg(&path)
+            .output()
+            .map_err(|e| format!("{}: {e}", operator.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-operator render: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        for doc in serde_yaml::Deserializer::from_slice(&out.stdout) {
+            let mut v = serde_yaml::Value::deserialize(doc).map_err(|e| e.to_string())?;
+            if v.is_null() {
+                continue;
+            }
+            if let Some(meta) = v.get_mut("metadata").and_then(|m| m.as_mapping_mut()) {
+                meta.remove("ownerReferences");
+            }
+            if v.get("kind").and_then(|k| k.as_str()) == Some("StatefulSet")
+                && let Some(spec) = v.get_mut("spec").and_then(|m| m.as_mapping_mut())
+            {
+                spec.insert("replicas".into(), 0.into());
+            }
+            rendered.push_str("---\n");
+            rendered.push_str(&serde_yaml::to_string(&v).map_err(|e| e.to_string())?);
+        }
+    }
+    let path = dir.join("baseline.yaml");
+    std::fs::write(&path, rendered).map_err(|e| e.to_string())?;
+    c.kubectl(&["create", "namespace", BASE_NS])?;
+    let started = Instant::now();
+    c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager=bench-baseline",
+        "-f",
+        &path.display().to_string(),
+    ])?;
+    Ok(started.elapsed())
 }
 
 /// `(status, reason)` of condition `type_` of cluster `name`.

@@ -143,15 +143,16 @@ fn bench_scale(options: &Options, sizes: &[usize], started: Instant) -> ! {
     match redis_e2e::bench_scale::run(options, sizes) {
         Ok(rows) => {
             println!(
-                "\n{:>4} {:>5} | {:>8} {:>10} {:>11} {:>9} | {:>10} {:>10} | {:>9} {:>12} {:>13} {:>8} {:>6}",
+                "\n{:>4} {:>5} | {:>8} {:>10} {:>10} {:>11} {:>9} | {:>10} {:>7} | {:>9} {:>12} {:>13} {:>8} {:>6}",
                 "N",
                 "pods",
                 "apply",
                 "objects",
+                "kubectl",
                 "reconciling",
                 "ready",
                 "promotion",
-                "",
+                "leases",
                 "req/min",
                 "req/cl/min",
                 "writes/min",
@@ -164,15 +165,16 @@ fn bench_scale(options: &Options, sizes: &[usize], started: Instant) -> ! {
             };
             for r in &rows {
                 println!(
-                    "{:>4} {:>5} | {:>8} {:>10} {:>9.2} s {:>9} | {:>10} {:>10} | {:>9} {:>12.2} {:>13} {:>8.1} {:>6.1}",
+                    "{:>4} {:>5} | {:>8} {:>10} {:>10} {:>9.2} s {:>9} | {:>10} {:>7} | {:>9} {:>12.2} {:>13} {:>8.1} {:>6.1}",
                     r.n,
                     r.pods,
                     s(Some(r.apply)),
                     s(Some(r.objects)),
+                    s(Some(r.baseline)),
                     r.reconcile_seconds,
                     s(r.ready),
                     s(r.promotion),
-                    "",
+                    r.lease_changes,
                     r.steady_total(),
                     r.steady_total() as f64 / (r.n + 2) as f64,
                     r.steady_writes(),

@@ -13,7 +13,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self as kube_controller, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -187,9 +187,15 @@ fn pod_material(pod: &Pod) -> u64 {
 /// other than the operator's own writes changed, the owned objects on any change (drift is
 /// repaired at once), and `reports` when an instance manager's report changed in a way the
 /// planner cares about (`crate::platform::report::Watch`).
+///
+/// At most `concurrency` reconciles run at once (0: unbounded). Triggers for a cluster that
+/// waits its turn are merged into one reconcile, so under a burst (hundreds of clusters
+/// created at once) the operator makes fewer requests instead of queueing all of them in the
+/// API server's fairness queues, where its own leader-election renewals wait too.
 pub async fn run(
     client: Client,
     namespace: Option<String>,
+    concurrency: u16,
     ctx: Arc<Context>,
     writers: CacheWriters,
     reports: impl futures::Stream<Item = ObjectRef<RedisCluster>> + Send + 'static,
@@ -227,6 +233,7 @@ pub async fn run(
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
     Controller::for_stream(material_changes(cluster_events, cluster_material), clusters)
+        .with_config(kube_controller::Config::default().concurrency(concurrency))
         .owns_stream(cached(
             api::<StatefulSet>(&client, &namespace),
             managed(),

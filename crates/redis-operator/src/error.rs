@@ -20,6 +20,13 @@ pub enum Error {
     /// This replica's leader Lease is not (or no longer) valid: it must not write.
     #[error("{step} {object}: not written, this replica does not hold the leader Lease")]
     NotLeader { step: Step, object: ObjectId },
+    /// A request that did not complete within the operator's own bound.
+    #[error("{step} {object}: no answer within {after:?}")]
+    Timeout {
+        step: Step,
+        object: ObjectId,
+        after: std::time::Duration,
+    },
     #[error("{step} {object}: serializing: {source}")]
     Serialize {
         step: Step,
@@ -40,6 +47,7 @@ impl Error {
             Error::NotFound { .. } => "not_found",
             Error::Unnamespaced(_) => "unnamespaced",
             Error::NotLeader { .. } => "not_leader",
+            Error::Timeout { .. } => "timeout",
             Error::Serialize { .. } => "serialize",
         }
     }

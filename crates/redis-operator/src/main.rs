@@ -58,6 +58,11 @@ enum Command {
         /// Disable leader election (a single replica only).
         #[arg(long)]
         no_leader_election: bool,
+        /// Reconciles that may run at once (0: no bound). Requests for a cluster waiting its
+        /// turn are merged; the bound keeps a burst of new clusters from flooding the API
+        /// server (docs/operator.md, docs/bench-scale.md).
+        #[arg(long, default_value_t = 16)]
+        max_concurrent_reconciles: u16,
     },
     /// Print the objects the operator creates for each RedisCluster manifest, as YAML.
     Render { files: Vec<PathBuf> },
@@ -107,6 +112,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             lease_namespace,
             identity,
             no_leader_election,
+            max_concurrent_reconciles,
         } => {
             init_logs(log_format);
             let client = kube::Client::try_default().await?;
@@ -128,7 +134,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 Leadership::default()
             };
-            let lease = || KubeLease::new(client.clone(), &lease_namespace, LEASE_NAME);
+            // The Lease has its own client, i.e. its own connections: a renewal never waits
+            // behind the reconciles' requests in this process (the chart's FlowSchema does the
+            // same in the API server's fairness queues).
+            let lease_client = kube::Client::try_default().await?;
+            let lease = || KubeLease::new(lease_client.clone(), &lease_namespace, LEASE_NAME);
             if !no_leader_election {
                 tracing::info!(%identity, "waiting for the leader Lease");
                 let mut elector = Elector::new(lease(), &identity, Timing::default());
@@ -184,7 +194,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let shutdown = async move {
                 let _ = stop.changed().await;
             };
-            controller::run(client.clone(), namespace, ctx, writers, triggered, shutdown).await;
+            controller::run(
+                client.clone(),
+                namespace,
+                max_concurrent_reconciles,
+                ctx,
+                writers,
+                triggered,
+                shutdown,
+            )
+            .await;
             if !no_leader_election {
                 // Give the Lease up so a standby takes over at once instead of after expiry.
                 Elector::new(lease(), &identity, Timing::default())

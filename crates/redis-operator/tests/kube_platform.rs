@@ -471,24 +471,46 @@ async fn pods_are_listed_by_cluster_label_and_addressed_by_stable_dns() {
     let (platform, mut handle, mut w) = setup_with_caches().await;
     fill(&mut w.pods, serde_json::from_value(items.clone()).unwrap());
     // From the cache: no request. After the operator patched one of the cluster's pods, the
-    // next read is a LIST (the planner must see the topology it published), then the cache
-    // again.
+    // next read is a LIST (the planner must see the topology it published) not older than what
+    // the patch returned (the API server answers it from its watch cache), then the cache
+    // again. After a patch that failed (it may still have been applied), a consistent LIST.
     let list = items.as_array().unwrap()[..3].to_vec();
     let verifier = tokio::spawn(async move {
+        let patch = "/api/v1/namespaces/production/pods/dr-redis-0?&fieldManager=redis-operator";
+        let listed =
+            "/api/v1/namespaces/production/pods?&labelSelector=redis.io%2Fcluster%3Ddr-redis";
+        let pod_list =
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": list});
         expect(
             &mut handle,
             http::Method::PATCH,
-            "/api/v1/namespaces/production/pods/dr-redis-0?&fieldManager=redis-operator",
+            patch,
             StatusCode::OK,
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dr-redis-0"}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "dr-redis-0", "resourceVersion": "4242"}}),
         )
         .await;
         expect(
             &mut handle,
             http::Method::GET,
-            "/api/v1/namespaces/production/pods?&labelSelector=redis.io%2Fcluster%3Ddr-redis",
+            &format!("{listed}&resourceVersion=4242&resourceVersionMatch=NotOlderThan"),
             StatusCode::OK,
-            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": list}),
+            pod_list.clone(),
+        )
+        .await;
+        expect(
+            &mut handle,
+            http::Method::PATCH,
+            patch,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd timeout", "reason": "InternalError", "code": 500}),
+        )
+        .await;
+        expect(
+            &mut handle,
+            http::Method::GET,
+            listed,
+            StatusCode::OK,
+            pod_list,
         )
         .await;
         let mut handle = pin!(handle);
@@ -509,6 +531,21 @@ async fn pods_are_listed_by_cluster_label_and_addressed_by_stable_dns() {
         .unwrap();
     let listed = platform.list_pods("production", "dr-redis").await.unwrap();
     let again = platform.list_pods("production", "dr-redis").await.unwrap();
+    assert!(
+        platform
+            .patch_pod(
+                "production",
+                "dr-redis-0",
+                &BTreeMap::from([("redis.io/role".to_string(), "replica".to_string())]),
+                &BTreeMap::new(),
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        platform.list_pods("production", "dr-redis").await.unwrap(),
+        listed
+    );
     drop(platform);
     verifier.await.unwrap();
     assert_eq!(from_cache, listed);

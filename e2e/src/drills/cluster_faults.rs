@@ -216,31 +216,16 @@ fn quiet_at_steady_state(d: &mut Drill) -> Result<(), String> {
     let mut costs = Vec::new();
     for name in ["prod-redis-renamed", "prod-redis-us-east"] {
         let from = k8s_openapi::jiff::Timestamp::now();
-        d.kubectl(&[
-            "-n",
-            NS,
-            "patch",
-            "rediscluster",
+        d.patch(
             DR,
-            "--type=merge",
-            "-p",
-            &json!({"spec": {"replicaMode": {"source": {"clusterName": name}}}}).to_string(),
-        ])?;
+            &json!({"spec": {"replicaMode": {"source": {"clusterName": name}}}}),
+        )?;
         wait(
             "the DR status to name the source",
             Duration::from_secs(20),
             || {
-                d.kubectl(&[
-                    "-n",
-                    NS,
-                    "get",
-                    "rediscluster",
-                    DR,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"ReplicaMode\")].message}",
-                ])
-                .ok()
-                .filter(|m| m.contains(&format!("from {name} ")))
+                d.condition(DR, "ReplicaMode")
+                    .filter(|(_, _, message)| message.contains(&format!("from {name} ")))
             },
         )?;
         // Whatever follows from the change (a second reconcile on its own write included).

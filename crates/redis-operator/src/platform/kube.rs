@@ -6,13 +6,18 @@
 //! the data pods right after this operator patched some of them: the next read of that
 //! cluster's pods is a LIST, because the planner must see the topology it published (the cache
 //! may not have the patch yet, and acting on an older published topology would only delay or
-//! repeat a step, but nothing is gained by risking it). Secrets are still read by name: the
-//! operator deliberately has no list/watch on Secrets (docs/install.md).
+//! repeat a step, but nothing is gained by risking it). That LIST names the resourceVersion
+//! the last patch returned (`resourceVersionMatch=NotOlderThan`): the API server answers it
+//! from its own watch cache once that has the patch, instead of a consistent read from etcd
+//! (under hundreds of clusters being created those took the API server's full 60 s timeout
+//! and failed, holding every reconcile slot: docs/bench-scale.md). Secrets are still read by
+//! name: the operator deliberately has no list/watch on Secrets (docs/install.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
@@ -107,9 +112,12 @@ pub struct KubePlatform {
     caches: Caches,
     /// Every cache is filled ([`KubePlatform::caches_ready`]); until then reads are requests.
     cached: AtomicBool,
-    /// Pods (namespace, name) this operator patched since their cluster's pods were last listed:
-    /// the next read of that cluster is a LIST (see the module's comment).
-    patched: Mutex<BTreeSet<(String, String)>>,
+    /// Pods (namespace, name) this operator patched since their cluster's pods were last listed,
+    /// with the order of the patch and the resourceVersion it returned (None: the request
+    /// failed, it may still have been applied): the next read of that cluster is a LIST (see the
+    /// module's comment).
+    patched: Mutex<BTreeMap<(String, String), (u64, Option<String>)>>,
+    patch_seq: AtomicU64,
     /// Who writes the Events. A Recorder is made per Event (see `publish_event`).
     reporter: Reporter,
     reports: ReportClient,
@@ -118,6 +126,60 @@ pub struct KubePlatform {
     leadership: Leadership,
     former_sources: crate::probe::FormerSources,
     readings: super::Readings,
+    present_secrets: PresentSecrets,
+}
+
+/// How long a Secret seen with every key asked for is taken as still there without reading it
+/// again. Only `Present` is remembered: a Secret missing (or missing a key) is read at every
+/// reconcile, so creating or fixing it takes effect at once; deleting one is noticed at most
+/// this much later (and the 60 s safety-net reconcile is the bound anyway, the operator has no
+/// watch on Secrets). This turns the tens of reconciles of a cluster's creation into a few
+/// Secret reads (docs/bench-scale.md).
+pub const SECRET_PRESENT_FOR: Duration = Duration::from_secs(5);
+
+/// How long the LIST of a cluster's pods after a pod patch may take.
+pub const LIST_PODS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Secrets recently seen `Present`: (namespace, name, keys asked for) -> when.
+#[derive(Default)]
+pub struct PresentSecrets(Mutex<HashMap<(String, String, String), Instant>>);
+
+impl PresentSecrets {
+    fn key(namespace: &str, name: &str, keys: &[&str]) -> (String, String, String) {
+        (namespace.into(), name.into(), keys.join(","))
+    }
+
+    /// Whether this Secret was seen with these keys less than [`SECRET_PRESENT_FOR`] before `now`.
+    pub fn recently_present(
+        &self,
+        namespace: &str,
+        name: &str,
+        keys: &[&str],
+        now: Instant,
+    ) -> bool {
+        let seen = self.0.lock().expect("present secrets");
+        seen.get(&Self::key(namespace, name, keys))
+            .is_some_and(|at| now.saturating_duration_since(*at) < SECRET_PRESENT_FOR)
+    }
+
+    /// Note what a read found at `now`: anything but `Present` is forgotten at once.
+    pub fn note(
+        &self,
+        namespace: &str,
+        name: &str,
+        keys: &[&str],
+        state: &SecretState,
+        now: Instant,
+    ) {
+        let mut seen = self.0.lock().expect("present secrets");
+        seen.retain(|_, at| now.saturating_duration_since(*at) < SECRET_PRESENT_FOR);
+        let key = Self::key(namespace, name, keys);
+        if *state == SecretState::Present {
+            seen.insert(key, now);
+        } else {
+            seen.remove(&key);
+        }
+    }
 }
 
 impl KubePlatform {
@@ -132,11 +194,13 @@ impl KubePlatform {
             caches,
             cached: AtomicBool::new(false),
             patched: Mutex::default(),
+            patch_seq: AtomicU64::new(0),
             reports: ReportClient::default(),
             watches,
             leadership: Leadership::always(),
             former_sources: Default::default(),
             readings: Default::default(),
+            present_secrets: Default::default(),
         }
     }
 
@@ -151,7 +215,7 @@ impl KubePlatform {
         let c = &self.caches;
         // Err when a writer was dropped (no reflector fills it): never ready.
         let all = async {
-            let r = tokio::join!(
+            tokio::try_join!(
                 c.service_accounts.wait_until_ready(),
                 c.roles.wait_until_ready(),
                 c.role_bindings.wait_until_ready(),
@@ -161,16 +225,8 @@ impl KubePlatform {
                 c.network_policies.wait_until_ready(),
                 c.statefulsets.wait_until_ready(),
                 c.pods.wait_until_ready(),
-            );
-            r.0.is_ok()
-                && r.1.is_ok()
-                && r.2.is_ok()
-                && r.3.is_ok()
-                && r.4.is_ok()
-                && r.5.is_ok()
-                && r.6.is_ok()
-                && r.7.is_ok()
-                && r.8.is_ok()
+            )
+            .is_ok()
         };
         let ready = tokio::time::timeout(patience, all).await.unwrap_or(false);
         self.cached.store(ready, Ordering::Relaxed);
@@ -265,18 +321,27 @@ impl Platform for KubePlatform {
         name: &str,
         keys: &[&str],
     ) -> Result<SecretState, Error> {
+        if self
+            .present_secrets
+            .recently_present(namespace, name, keys, Instant::now())
+        {
+            return Ok(SecretState::Present);
+        }
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let secret = api.get_opt(name).await.map_err(Error::kube(
             Step::ReadSecret,
             ObjectId::new(Secret::kind(&()), namespace, name),
         ))?;
-        Ok(match secret {
+        let state = match secret {
             None => SecretState::Missing,
             Some(s) => SecretState::of_existing(keys, |key| {
                 s.data.as_ref().is_some_and(|d| d.contains_key(key))
                     || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
             }),
-        })
+        };
+        self.present_secrets
+            .note(namespace, name, keys, &state, Instant::now());
+        Ok(state)
     }
 
     async fn apply_owned(&self, owned: &Owned) -> Result<usize, Error> {
@@ -307,19 +372,46 @@ impl Platform for KubePlatform {
         // After this operator patched one of the cluster's pods: a LIST, not the cache.
         let fresh = {
             let mut patched = self.patched.lock().expect("not poisoned");
-            let before = patched.len();
-            patched.retain(|(ns, pod)| !(ns == namespace && l::ordinal_of(cluster, pod).is_some()));
-            patched.len() != before || !self.cached.load(Ordering::Relaxed)
+            let mine = |(ns, pod): &(String, String)| {
+                ns == namespace && l::ordinal_of(cluster, pod).is_some()
+            };
+            // The latest patch's resourceVersion, when every patch of the cluster returned one.
+            let mut latest: Option<(u64, Option<String>)> = None;
+            let mut failed = false;
+            for (key, (seq, rv)) in patched.iter() {
+                if mine(key) {
+                    failed |= rv.is_none();
+                    if latest.as_ref().is_none_or(|(s, _)| seq > s) {
+                        latest = Some((*seq, rv.clone()));
+                    }
+                }
+            }
+            patched.retain(|key, _| !mine(key));
+            match latest {
+                Some((_, rv)) => Some(rv.filter(|_| !failed)),
+                None => (!self.cached.load(Ordering::Relaxed)).then_some(None),
+            }
         };
-        let pods: Vec<Pod> = if fresh {
+        let pods: Vec<Pod> = if let Some(rv) = fresh {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
             let selector = format!("{}={cluster}", l::CLUSTER);
-            api.list(&kube::api::ListParams::default().labels(&selector))
+            let mut params = kube::api::ListParams::default().labels(&selector);
+            if let Some(rv) = &rv {
+                params = params
+                    .at(rv)
+                    .matching(kube::api::VersionMatch::NotOlderThan);
+            }
+            let object = || ObjectId::new(RedisCluster::kind(&()), namespace, cluster);
+            // Bounded: a LIST the API server cannot answer must not hold a reconcile slot for
+            // its 60 s request timeout.
+            tokio::time::timeout(LIST_PODS_TIMEOUT, api.list(&params))
                 .await
-                .map_err(Error::kube(
-                    Step::ListPods,
-                    ObjectId::new(RedisCluster::kind(&()), namespace, cluster),
-                ))?
+                .map_err(|_| Error::Timeout {
+                    step: Step::ListPods,
+                    object: object(),
+                    after: LIST_PODS_TIMEOUT,
+                })?
+                .map_err(Error::kube(Step::ListPods, object()))?
                 .items
         } else {
             self.caches
@@ -364,16 +456,24 @@ impl Platform for KubePlatform {
             ..Default::default()
         };
         // Marked before the request: a patch that failed may still have been applied.
+        let key = (namespace.to_string(), pod.to_string());
+        let seq = self.patch_seq.fetch_add(1, Ordering::Relaxed);
         self.patched
             .lock()
             .expect("not poisoned")
-            .insert((namespace.to_string(), pod.to_string()));
-        api.patch(pod, &params, &Patch::Merge(&patch))
+            .insert(key.clone(), (seq, None));
+        let patched = api
+            .patch(pod, &params, &Patch::Merge(&patch))
             .await
             .map_err(Error::kube(
                 Step::PatchPod,
                 ObjectId::new(Pod::kind(&()), namespace, pod),
             ))?;
+        if let Some(entry) = self.patched.lock().expect("not poisoned").get_mut(&key)
+            && entry.0 == seq
+        {
+            entry.1 = patched.resource_version();
+        }
         Ok(())
     }
 
@@ -573,6 +673,36 @@ pub fn redis_running(pod: &Pod) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_present_secret_is_remembered_and_not_for_long() {
+        let seen = PresentSecrets::default();
+        let t0 = Instant::now();
+        let keys = ["password"];
+        assert!(!seen.recently_present("ns", "auth", &keys, t0));
+        seen.note("ns", "auth", &keys, &SecretState::Present, t0);
+        assert!(seen.recently_present("ns", "auth", &keys, t0 + Duration::from_secs(4)));
+        // Another name, namespace or set of keys is another question.
+        assert!(!seen.recently_present("other", "auth", &keys, t0));
+        assert!(!seen.recently_present("ns", "tls", &keys, t0));
+        assert!(!seen.recently_present("ns", "auth", &["password", "ca.crt"], t0));
+        // Expired: read again.
+        assert!(!seen.recently_present("ns", "auth", &keys, t0 + SECRET_PRESENT_FOR));
+        // A read that finds it gone (or missing a key) forgets it at once: the next reconcile
+        // reads it again instead of trusting the earlier answer.
+        seen.note("ns", "auth", &keys, &SecretState::Present, t0);
+        let later = t0 + Duration::from_secs(1);
+        seen.note("ns", "auth", &keys, &SecretState::Missing, later);
+        assert!(!seen.recently_present("ns", "auth", &keys, later));
+        seen.note(
+            "ns",
+            "auth",
+            &keys,
+            &SecretState::MissingKeys(vec!["password".into()]),
+            later,
+        );
+        assert!(!seen.recently_present("ns", "auth", &keys, later));
+    }
 
     #[test]
     fn unschedulable_and_crashing_pods_are_explained() {

@@ -77,6 +77,10 @@ pub struct DataAtRisk {
     /// When the source link went down (RFC 3339), if it is down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub link_down_since: Option<String>,
+    /// When the target last read the source (RFC 3339; `status.dataAtRisk`), if the link is
+    /// down: `lagBytes`/`lagSeconds` are then its lag at that moment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_last_seen: Option<String>,
     /// One sentence for a person.
     pub summary: String,
 }
@@ -399,6 +403,25 @@ fn data_at_risk(c: &RedisCluster, pods: &[PodView], link: Option<&LinkView>) -> 
     let link_down_since = link
         .filter(|l| l.state == "down")
         .and_then(|l| l.since.clone());
+    // The operator's account while the source is silent: the target's lag when it last read
+    // the source, and when (docs/data-safety.md, "Data at risk").
+    if link_state == "down"
+        && let Some(r) = c
+            .status
+            .as_ref()
+            .and_then(|s| s.data_at_risk.as_ref())
+            .filter(|r| r.pod == target)
+    {
+        return DataAtRisk {
+            state: "unknown".into(),
+            target,
+            lag_bytes: r.lag_bytes,
+            lag_seconds: r.lag_seconds,
+            link_down_since,
+            source_last_seen: r.source_last_seen.clone(),
+            summary: format!("unknown: {}", r.message),
+        };
+    }
     let (state, summary) = match (link_state, lag_bytes) {
         ("up", Some(0)) => (
             "none",
@@ -436,6 +459,7 @@ fn data_at_risk(c: &RedisCluster, pods: &[PodView], link: Option<&LinkView>) -> 
         lag_bytes,
         lag_seconds,
         link_down_since,
+        source_last_seen: None,
         summary,
     }
 }

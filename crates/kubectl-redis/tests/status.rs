@@ -134,6 +134,55 @@ fn a_down_link_makes_the_data_at_risk_unknown_since_the_cut() {
     golden("link-down", &render::cluster(&v, now(), Style::Plain));
 }
 
+/// The operator's `status.dataAtRisk` (the target's lag when it last read the source, and
+/// when) is what the plugin shows while the link is down, before `promote` asks to confirm.
+#[test]
+fn a_down_link_shows_the_operators_account_of_the_data_at_risk() {
+    let mut c = dr(link_down(), false, None);
+    let message = "dr-redis-0 was 1500 bytes (0.4 s of writes) behind the source when it last read it, at 2026-11-27T11:56:58Z: a promotion now loses those writes and every write the source accepted since";
+    c.status.as_mut().unwrap().data_at_risk = Some(redis_cluster_api::DataAtRisk {
+        pod: "dr-redis-0".into(),
+        source_last_seen: Some("2026-11-27T11:56:58Z".into()),
+        lag_bytes: Some(1500),
+        lag_seconds: Some(0.4),
+        message: message.into(),
+    });
+    let v = view::view(&Inputs {
+        cluster: &c,
+        reports: &[],
+        events: &[],
+        operator: &running(),
+    });
+    let risk = v.data_at_risk.as_ref().unwrap();
+    assert_eq!(risk.state, "unknown");
+    assert_eq!(risk.summary, format!("unknown: {message}"));
+    assert_eq!(
+        (risk.lag_bytes, risk.source_last_seen.as_deref()),
+        (Some(1500), Some("2026-11-27T11:56:58Z"))
+    );
+    // Another pod's account is not the target's.
+    c.status
+        .as_mut()
+        .unwrap()
+        .data_at_risk
+        .as_mut()
+        .unwrap()
+        .pod = "dr-redis-1".into();
+    let v = view::view(&Inputs {
+        cluster: &c,
+        reports: &[],
+        events: &[],
+        operator: &running(),
+    });
+    assert!(
+        v.data_at_risk
+            .unwrap()
+            .summary
+            .contains("unreachable since"),
+        "the plugin's own account"
+    );
+}
+
 #[test]
 fn a_promoted_cluster_shows_no_data_at_risk_and_warns_about_the_writable_source() {
     let c = dr(promoted(), true, Some("dr-redis-0"));

@@ -587,6 +587,35 @@ pub struct RedisClusterStatus {
     /// `acceptHistory` with its replication id) until every replica follows it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accepted_restart: Option<AcceptedRestart>,
+
+    /// Replica mode, while the link to the source is down: what a promotion now would lose,
+    /// as far as this cluster can know it: when the pod a promotion would make primary last
+    /// read the source, and how far behind it was then. Everything the source accepted after
+    /// that is lost too, and cannot be counted from here. After a promotion it stays as it was
+    /// when the promotion started (what that promotion lost) until the cluster replicates
+    /// again with its link up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_at_risk: Option<DataAtRisk>,
+}
+
+/// See [`RedisClusterStatus::data_at_risk`].
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DataAtRisk {
+    /// The pod a promotion would make primary (the designated leader).
+    pub pod: String,
+    /// When its instance manager last read the source's replication offset (RFC 3339, the
+    /// instance manager's clock); absent when it has not read it since it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_last_seen: Option<String>,
+    /// How many bytes of the source's replication stream that pod lacked then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// ... and how many seconds of the source's writes that was, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    /// The same, in one sentence.
+    pub message: String,
 }
 
 impl RedisClusterStatus {

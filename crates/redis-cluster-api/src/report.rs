@@ -163,6 +163,10 @@ pub struct UpstreamContact {
     pub lag_seconds: Option<f64>,
     /// How long before this report that was, in seconds.
     pub seconds_ago: f64,
+    /// When that was (RFC 3339, whole seconds, the instance manager's clock): unlike
+    /// `seconds_ago`, it does not change while the upstream stays silent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
 }
 
 impl InstanceReport {

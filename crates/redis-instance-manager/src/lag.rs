@@ -142,7 +142,8 @@ pub struct LagNow {
 pub struct Lag {
     history: OffsetHistory,
     upstream: Option<(String, u16)>,
-    /// The last reading (monotonic seconds, the contact without `seconds_ago`).
+    /// The last reading (monotonic seconds, the contact without `seconds_ago`; its `at` is
+    /// the wall clock of that moment).
     last_seen: Option<(f64, UpstreamContact)>,
 }
 
@@ -185,6 +186,7 @@ impl Lag {
                             lag_bytes: lag.bytes,
                             lag_seconds: lag.seconds,
                             seconds_ago: 0.0,
+                            at: Some(crate::rfc3339(std::time::SystemTime::now())),
                         },
                     ));
                 }
@@ -202,6 +204,7 @@ impl Lag {
             contact.offset = offset;
             contact.lag_bytes = None;
             contact.lag_seconds = None;
+            contact.at = Some(crate::rfc3339(std::time::SystemTime::now()));
         }
         now_lag
     }
@@ -315,27 +318,34 @@ mod tests {
         // The link is cut: the probe does not answer, then Redis itself cannot be read.
         lag.update(2.0, Some(&a), Some(&replica), None);
         lag.update(3.0, Some(&a), None, None);
+        // `at` is the wall clock of the reading: set, and the same at every later look.
+        let at = lag.last_seen(4.5).unwrap().at;
+        assert!(at.as_deref().is_some_and(|a| a.ends_with('Z')), "{at:?}");
+        assert_eq!(lag.last_seen(9.0).unwrap().at, at);
+        let without_at = |c: Option<UpstreamContact>| c.map(|c| UpstreamContact { at: None, ..c });
         assert_eq!(
-            lag.last_seen(4.5),
+            without_at(lag.last_seen(4.5)),
             Some(UpstreamContact {
                 offset: 1500,
                 replid: "history-a".into(),
                 lag_bytes: Some(500),
                 lag_seconds: Some(0.0),
                 seconds_ago: 3.5,
+                at: None,
             })
         );
         // The local Redis stalls while the upstream still answers: the upstream's offset is
         // recorded, this replica's lag is unknown.
         lag.update(6.0, Some(&a), None, Some(4000));
         assert_eq!(
-            lag.last_seen(6.0),
+            without_at(lag.last_seen(6.0)),
             Some(UpstreamContact {
                 offset: 4000,
                 replid: "history-a".into(),
                 lag_bytes: None,
                 lag_seconds: None,
                 seconds_ago: 0.0,
+                at: None,
             })
         );
         lag.update(7.0, Some(&b), Some(&replica), None);

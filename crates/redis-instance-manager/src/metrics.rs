@@ -81,6 +81,9 @@ pub struct Metrics {
     pub slave_repl_offset: Family<MasterLabels, Gauge>,
     pub upstream_repl_offset: Family<MasterLabels, Gauge>,
     pub history_blocked: Family<MasterLabels, Gauge>,
+    pub upstream_last_seen_seconds: Family<MasterLabels, Gauge<f64, AtomicU64>>,
+    pub lag_at_last_contact_bytes: Family<MasterLabels, Gauge>,
+    pub lag_at_last_contact_seconds: Family<MasterLabels, Gauge<f64, AtomicU64>>,
     pub replication_lag_bytes: Gauge,
     pub replication_lag_seconds: Gauge<f64, AtomicU64>,
     pub upstream_backlog_bytes: Gauge,
@@ -120,6 +123,9 @@ impl Metrics {
             slave_repl_offset: Family::default(),
             upstream_repl_offset: Family::default(),
             history_blocked: Family::default(),
+            upstream_last_seen_seconds: Family::default(),
+            lag_at_last_contact_bytes: Family::default(),
+            lag_at_last_contact_seconds: Family::default(),
             replication_lag_bytes: Gauge::default(),
             replication_lag_seconds: Gauge::default(),
             upstream_backlog_bytes: Gauge::default(),
@@ -176,6 +182,21 @@ impl Metrics {
             "redis_replication_history_blocked",
             "1 while this replica refuses to sync from its upstream because the upstream's replication history does not contain the data it holds (a sync would flush it); see /status historyBlocked",
             m.history_blocked.clone(),
+        );
+        r.register(
+            "redis_replication_upstream_last_seen_seconds",
+            "Seconds since the instance manager last read the upstream's replication offset (about 0 while the link is up): while the link is down, how long the upstream has been taking writes this replica cannot count",
+            m.upstream_last_seen_seconds.clone(),
+        );
+        r.register(
+            "redis_replication_lag_at_last_contact_bytes",
+            "This replica's lag in bytes when the upstream was last read: while the link is down, the known part of what a promotion now would lose (the upstream's writes since are unknown)",
+            m.lag_at_last_contact_bytes.clone(),
+        );
+        r.register(
+            "redis_replication_lag_at_last_contact_seconds",
+            "... the same lag in seconds of the upstream's writes, when it was known",
+            m.lag_at_last_contact_seconds.clone(),
         );
         r.register(
             "redis_replication_lag_bytes",
@@ -291,6 +312,9 @@ impl Metrics {
             self.slave_repl_offset.clear();
             self.upstream_repl_offset.clear();
             self.history_blocked.clear();
+            self.upstream_last_seen_seconds.clear();
+            self.lag_at_last_contact_bytes.clear();
+            self.lag_at_last_contact_seconds.clear();
             exported.master = master.clone();
         }
         if let Some(l) = &master {
@@ -313,6 +337,29 @@ impl Metrics {
             }
             if let Some(uo) = report.upstream_offset {
                 self.upstream_repl_offset.get_or_create(l).set(uo);
+            }
+            if let Some(c) = &report.upstream_last_seen {
+                self.upstream_last_seen_seconds
+                    .get_or_create(l)
+                    .set(c.seconds_ago);
+                // Unknown then (the local Redis could not be read): no value rather than a
+                // stale one from an earlier contact.
+                match c.lag_bytes {
+                    Some(b) => {
+                        self.lag_at_last_contact_bytes.get_or_create(l).set(b);
+                    }
+                    None => {
+                        self.lag_at_last_contact_bytes.remove(l);
+                    }
+                }
+                match c.lag_seconds {
+                    Some(s) => {
+                        self.lag_at_last_contact_seconds.get_or_create(l).set(s);
+                    }
+                    None => {
+                        self.lag_at_last_contact_seconds.remove(l);
+                    }
+                }
             }
         }
         if let Some(o) = observed {
@@ -454,6 +501,63 @@ mod tests {
         assert!(!text.contains("redis_instance_info{"), "{text}");
         assert!(
             text.contains("redis_up{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\"} 0"),
+            "{text}"
+        );
+    }
+
+    /// While the link is down, the data at risk (issue 14): how long ago the upstream was last
+    /// read and how far behind this replica was then; a lag unknown then has no series.
+    #[test]
+    fn the_last_contact_with_the_upstream_is_exported() {
+        let m = Metrics::new("dr", "prod", "dr-0");
+        let mut exported = Exported::default();
+        let a = upstream("a", 6379, false, None);
+        let o = observed(RedisRole::Slave, Some(("a", 6379)));
+        let series = |name: &str, value: &str| {
+            format!(
+                "{name}{{cluster=\"dr\",namespace=\"prod\",pod=\"dr-0\",master_host=\"a\",master_port=\"6379\"}} {value}\n"
+            )
+        };
+        let mut report = InstanceReport {
+            master_link_up: false,
+            upstream_last_seen: Some(redis_cluster_api::report::UpstreamContact {
+                offset: 10_000,
+                replid: "h".into(),
+                lag_bytes: Some(1500),
+                lag_seconds: Some(0.5),
+                seconds_ago: 42.0,
+                at: Some("2026-11-28T05:00:00Z".into()),
+            }),
+            ..Default::default()
+        };
+        m.publish(&mut exported, &report, Some(&o), Some(&a), 0.01);
+        let text = m.encode();
+        for want in [
+            series("redis_replication_upstream_last_seen_seconds", "42.0"),
+            series("redis_replication_lag_at_last_contact_bytes", "1500"),
+            series("redis_replication_lag_at_last_contact_seconds", "0.5"),
+        ] {
+            assert!(text.contains(&want), "{want} in {text}");
+        }
+        let contact = report.upstream_last_seen.as_mut().unwrap();
+        contact.lag_bytes = None;
+        contact.lag_seconds = None;
+        contact.seconds_ago = 50.0;
+        m.publish(&mut exported, &report, None, Some(&a), 0.01);
+        let text = m.encode();
+        assert!(
+            text.contains(&series(
+                "redis_replication_upstream_last_seen_seconds",
+                "50.0"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains("redis_replication_lag_at_last_contact_bytes{"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("redis_replication_lag_at_last_contact_seconds{"),
             "{text}"
         );
     }

@@ -54,7 +54,9 @@ use redis_cluster_api::topology::{
     DesiredTopology, FENCE_MIN_REPLICAS, FORMAT_VERSION, Role, SentinelTopology, Upstream,
     UpstreamKind, replicaof_command,
 };
-use redis_cluster_api::{RedisClusterSpec, RedisClusterStatus, ReplicaSourceSpec, ReplicaTopology};
+use redis_cluster_api::{
+    DataAtRisk, RedisClusterSpec, RedisClusterStatus, ReplicaSourceSpec, ReplicaTopology,
+};
 
 use crate::conditions::{self, Desired, Status};
 use crate::events::{EventReason, EventType, PlannedEvent};
@@ -310,6 +312,35 @@ fn promotion_done(view: &ClusterView) -> bool {
     view.previous
         .and_then(|s| conditions::find(&s.conditions, cond::REPLICA_MODE))
         .is_some_and(|c| c.reason == cond::REASON_PROMOTED)
+}
+
+/// `status.dataAtRisk` ([`crate::risk`]). Replicating: set while `leader` (the pod a promotion
+/// would make primary) reports its source silent (link down and the source's offset unread
+/// this tick), kept while its instance manager does not answer; none while the source can be
+/// read (its lag is then in the pod's status and metrics). Promoting or promoted: what it was
+/// when the promotion started, so the record of what the promotion lost stays.
+fn data_at_risk(view: &ClusterView, target: Target, leader: &str) -> Option<DataAtRisk> {
+    let previous = view
+        .previous
+        .and_then(|s| s.data_at_risk.clone())
+        .filter(|d| d.pod == leader);
+    let pod = view.pods.get(leader)?;
+    let silent_source = |r: &InstanceReport| {
+        r.upstream.is_some() && !r.master_link_up && r.upstream_offset.is_none()
+    };
+    match target {
+        Target::Standalone => None,
+        Target::Replica(..) => match pod.report.as_ref() {
+            Some(r) => silent_source(r).then(|| crate::risk::data_at_risk(leader, Some(r))),
+            None => previous,
+        },
+        Target::Promoted(_) => previous.or_else(|| {
+            pod.report
+                .as_ref()
+                .filter(|r| silent_source(r))
+                .map(|r| crate::risk::data_at_risk(leader, Some(r)))
+        }),
+    }
 }
 
 fn decider(view: &ClusterView, target: Target, extra: &Extra) -> Decider {
@@ -1858,11 +1889,14 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
                     .and_then(|c| c.why.as_ref())
                     .map(|w| format!("; {w}"))
                     .unwrap_or_default();
+                let risk = data_at_risk(view, target, &leader)
+                    .map(|r| format!("; data at risk: {}", r.message))
+                    .unwrap_or_default();
                 events.push(PlannedEvent {
                     type_: EventType::Normal,
                     reason: EventReason::Promoting,
                     note: format!(
-                        "Promoting {leader} to standalone primary (REPLICAOF NO ONE); former source: {}{why}",
+                        "Promoting {leader} to standalone primary (REPLICAOF NO ONE); former source: {}{why}{risk}",
                         source.display_name()
                     ),
                 });
@@ -2238,11 +2272,14 @@ fn status(
             });
             let was = conditions::find(&previous.conditions, cond::REPLICA_MODE);
             if was.is_none_or(|c| c.reason != cond::REASON_PROMOTED) {
+                let risk = data_at_risk(view, target, &leader)
+                    .map(|r| format!("; data at risk when it was promoted: {}", r.message))
+                    .unwrap_or_default();
                 events.push(PlannedEvent {
                     type_: EventType::Normal,
                     reason: EventReason::Promoted,
                     note: format!(
-                        "{leader} is primary and accepts writes; cluster promoted to standalone (former source: {})",
+                        "{leader} is primary and accepts writes; cluster promoted to standalone (former source: {}){risk}",
                         source.display_name()
                     ),
                 });
@@ -2510,6 +2547,7 @@ fn status(
                 former_replication_id: a.former.clone(),
             }
         }),
+        data_at_risk: data_at_risk(view, target, &leader),
     };
     (status, events)
 }

@@ -46,6 +46,146 @@ fn dr_holding(held: [(&str, i64, u64); 3]) -> World {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Data at risk (issue 14): what a promotion would lose while the source is silent.
+
+/// Every DR pod's instance manager stops reading the source: link down, no upstream offset
+/// this tick, the last reading kept (`lag_bytes` behind then, at `at`).
+fn source_goes_silent(w: &mut World, lag_bytes: i64, at: &str) {
+    for i in 0..3 {
+        let r = w.report(&format!("dr-redis-{i}"));
+        r.master_link_up = false;
+        r.upstream_offset = None;
+        r.link_error = Some("the source does not answer".into());
+        r.upstream_last_seen = Some(redis_cluster_api::report::UpstreamContact {
+            offset: 5000 + lag_bytes,
+            replid: H.into(),
+            lag_bytes: Some(lag_bytes),
+            lag_seconds: Some(0.4),
+            seconds_ago: 12.0,
+            at: Some(at.into()),
+        });
+    }
+}
+
+#[test]
+fn while_the_source_is_silent_the_status_and_the_promotion_events_say_what_is_at_risk() {
+    let mut w = dr_holding([(H, 5000, 50), (H, 5000, 50), (H, 5000, 50)]);
+    for i in 0..3 {
+        w.report(&format!("dr-redis-{i}")).upstream_offset = Some(5000);
+    }
+    w.reconcile();
+    assert_eq!(w.condition("SourceLinkUp").unwrap().0, "True");
+    assert_eq!(
+        w.status.as_ref().unwrap().data_at_risk,
+        None,
+        "link up: nothing"
+    );
+
+    source_goes_silent(&mut w, 1500, "2026-11-28T05:00:00Z");
+    w.reconcile();
+    assert_eq!(w.condition("SourceLinkUp").unwrap().0, "False");
+    let risk = w
+        .status
+        .as_ref()
+        .unwrap()
+        .data_at_risk
+        .clone()
+        .expect("data at risk");
+    let message = "dr-redis-0 was 1500 bytes (0.4 s of writes) behind the source when it last read it, at 2026-11-28T05:00:00Z: a promotion now loses those writes and every write the source accepted since";
+    assert_eq!(
+        risk,
+        redis_cluster_api::DataAtRisk {
+            pod: "dr-redis-0".into(),
+            source_last_seen: Some("2026-11-28T05:00:00Z".into()),
+            lag_bytes: Some(1500),
+            lag_seconds: Some(0.4),
+            message: message.into(),
+        }
+    );
+    // Stable while the source stays silent (its age is in the metrics, not the status): the
+    // status is not rewritten for it.
+    let before = w.status.clone();
+    w.advance(30);
+    for i in 0..3 {
+        w.report(&format!("dr-redis-{i}"))
+            .upstream_last_seen
+            .as_mut()
+            .unwrap()
+            .seconds_ago = 42.0;
+    }
+    w.reconcile();
+    assert_eq!(
+        w.status.as_ref().unwrap().without_readings(),
+        before.unwrap().without_readings()
+    );
+    // The leader's instance manager restarts: what was known is kept.
+    let report = w.pods.get_mut("dr-redis-0").unwrap().report.take();
+    w.reconcile();
+    assert_eq!(
+        w.status.as_ref().unwrap().data_at_risk.as_ref(),
+        Some(&risk)
+    );
+    w.pods.get_mut("dr-redis-0").unwrap().report = report;
+
+    // Promoted while silent: both Events record it, and the status keeps it afterwards.
+    promote(&mut w);
+    let p = w.reconcile();
+    let promoting = note(&p, "Promoting");
+    assert!(
+        promoting.ends_with(&format!("; data at risk: {message}")),
+        "{promoting}"
+    );
+    let mut promoted = None;
+    for _ in 0..6 {
+        w.apply_all();
+        for i in 0..3 {
+            w.report(&format!("dr-redis-{i}")).upstream_last_seen = None;
+        }
+        let p = w.reconcile();
+        if let Some(e) = p.events.iter().find(|e| e.reason.as_str() == "Promoted") {
+            promoted = Some(e.note.clone());
+        }
+    }
+    let promoted = promoted.expect("a Promoted event");
+    assert!(
+        promoted.ends_with(&format!("; data at risk when it was promoted: {message}")),
+        "{promoted}"
+    );
+    assert_eq!(w.condition("ReplicaMode").unwrap().1, "Promoted");
+    assert_eq!(
+        w.status.as_ref().unwrap().data_at_risk.as_ref(),
+        Some(&risk),
+        "the record of what the promotion lost stays"
+    );
+}
+
+#[test]
+fn a_source_that_answers_while_the_link_is_down_puts_nothing_at_risk_in_the_status() {
+    // A first sync, a refused history, a local Redis that cannot be read: the link is down but
+    // the source's offset is read every tick, so the loss is the pod's measured lag (its
+    // status and metrics), not an unknown.
+    let mut w = dr_holding([(H, 5000, 50), (H, 5000, 50), (H, 5000, 50)]);
+    source_goes_silent(&mut w, 1500, "2026-11-28T05:00:00Z");
+    w.report("dr-redis-0").upstream_offset = Some(6500);
+    w.reconcile();
+    assert_eq!(w.condition("SourceLinkUp").unwrap().0, "False");
+    assert_eq!(w.status.as_ref().unwrap().data_at_risk, None);
+    // Only the leader's reading counts: another pod's silence is not the promotion's loss.
+    w.report("dr-redis-0").upstream_offset = None;
+    w.report("dr-redis-1").upstream_offset = Some(6500);
+    w.reconcile();
+    assert_eq!(
+        w.status
+            .as_ref()
+            .unwrap()
+            .data_at_risk
+            .as_ref()
+            .map(|r| r.pod.as_str()),
+        Some("dr-redis-0")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // Path 2: promotion picks the best copy.
 
 /// The pods a promotion pass publishes: every other pod as a replica of the leader first
@@ -379,13 +519,10 @@ fn a_primary_that_merely_flushed_its_keys_is_no_data_loss() {
 // ---------------------------------------------------------------------------------------------
 // Path 4: failover to a replica far behind.
 
-#[test]
-fn failover_waits_for_a_silent_close_replica_rather_than_promote_one_far_behind() {
-    // dr-redis-2 lost its link an hour ago: 9 MB behind. dr-redis-1 is in sync.
-    let mut w = standalone_holding([10_000_000, 9_999_000, 1_000_000]);
-    w.report("dr-redis-2").master_link_up = false;
-    // The primary dies (Kubernetes reports its container stopped), and at that moment
-    // dr-redis-1's sidecar restarts.
+/// dr-redis-0 dies (Kubernetes reports its container stopped) and at that moment dr-redis-1's
+/// instance manager stops answering; past the failover delay the only reachable replica is
+/// dr-redis-2, far behind: the failover must be blocked. Returns the plan and the message.
+fn primary_dies_while_dr_redis_1_is_silent(w: &mut World) -> (Plan, String) {
     w.pods.get_mut("dr-redis-0").unwrap().report = None;
     w.pods.get_mut("dr-redis-0").unwrap().redis_running = Some(false);
     w.pods.get_mut("dr-redis-1").unwrap().report = None;
@@ -399,6 +536,15 @@ fn failover_waits_for_a_silent_close_replica_rather_than_promote_one_far_behind(
     );
     let (_, reason, message) = w.condition("PrimaryAvailable").unwrap();
     assert_eq!(reason, "FailoverBlocked");
+    (p, message)
+}
+
+#[test]
+fn failover_waits_for_a_silent_close_replica_rather_than_promote_one_far_behind() {
+    // dr-redis-2 lost its link an hour ago: 9 MB behind. dr-redis-1 is in sync.
+    let mut w = standalone_holding([10_000_000, 9_999_000, 1_000_000]);
+    w.report("dr-redis-2").master_link_up = false;
+    let (p, message) = primary_dies_while_dr_redis_1_is_silent(&mut w);
     assert!(
         message.contains("failover blocked: the best reachable replica dr-redis-2 is at offset 1000000 of replication history 111111111111, 9000000 bytes behind dr-redis-0 (offset 10000000): promoting it would lose those writes (failover.maxLagBytes: 1048576)"),
         "{message}"
@@ -452,21 +598,10 @@ fn a_replicas_last_reading_of_the_dead_primary_counts_when_the_status_is_old() {
             lag_bytes: None,
             lag_seconds: None,
             seconds_ago: 1.0,
+            at: None,
         });
     }
-    w.pods.get_mut("dr-redis-0").unwrap().report = None;
-    w.pods.get_mut("dr-redis-0").unwrap().redis_running = Some(false);
-    w.pods.get_mut("dr-redis-1").unwrap().report = None;
-    w.reconcile();
-    w.advance(11);
-    let p = w.reconcile();
-    assert!(
-        p.publish.is_empty(),
-        "promoted a replica 9 MB behind: {:?}",
-        p.publish.keys()
-    );
-    let (_, reason, message) = w.condition("PrimaryAvailable").unwrap();
-    assert_eq!(reason, "FailoverBlocked");
+    let (_, message) = primary_dies_while_dr_redis_1_is_silent(&mut w);
     assert!(
         message.contains("dr-redis-2 is at offset 1000000 of replication history 111111111111, 9000000 bytes behind dr-redis-0 (offset 10000000)"),
         "{message}"

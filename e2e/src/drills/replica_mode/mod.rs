@@ -523,6 +523,7 @@ fn region_a_is_lost(d: &mut Drill, prom: &Prometheus) -> Result<(), String> {
         &format!("status shows the link down: \"{msg}\""),
         r.map(|_| ()),
     )?;
+    data_at_risk_is_shown(d, cut)?;
     let restarts = d.unexpected_restarts();
     d.check(
         "nothing crashed (no container restarted but those the drill broke)",
@@ -530,6 +531,67 @@ fn region_a_is_lost(d: &mut Drill, prom: &Prometheus) -> Result<(), String> {
             Ok(())
         } else {
             Err(restarts.join(", "))
+        },
+    )
+}
+
+/// Issue 14: before promoting, the status and the metrics say what a promotion now would
+/// lose: dr-redis-0's lag when it last read the source (at most a few seconds before the cut),
+/// and how long ago that was.
+fn data_at_risk_is_shown(d: &mut Drill, cut: Instant) -> Result<(), String> {
+    let cut_at = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::try_from(cut.elapsed()).map_err(|e| e.to_string())?;
+    let (risk, _) = wait("status.dataAtRisk", Duration::from_secs(10), || {
+        let json = d
+            .kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "rediscluster",
+                DR,
+                "-o",
+                "jsonpath={.status.dataAtRisk}",
+            ])
+            .ok()?;
+        serde_json::from_str::<redis_cluster_api::DataAtRisk>(&json).ok()
+    })?;
+    let seen: Option<k8s_openapi::jiff::Timestamp> = risk
+        .source_last_seen
+        .as_deref()
+        .and_then(|t| t.parse().ok());
+    let before_cut = seen.map(|t| cut_at.duration_since(t).as_secs_f64());
+    d.check(
+        &format!(
+            "status.dataAtRisk before promoting: \"{}\" (source last seen {:.1} s before the cut)",
+            risk.message,
+            before_cut.unwrap_or(f64::NAN)
+        ),
+        if risk.pod == "dr-redis-0"
+            && risk.lag_bytes.is_some()
+            && before_cut.is_some_and(|s| (-1.5..5.0).contains(&s))
+            && risk.message.contains("a promotion now loses")
+        {
+            Ok(())
+        } else {
+            Err(format!("{risk:?}, cut at {cut_at}"))
+        },
+    )?;
+    // How long ago: the instance manager's metric, which ages while the status stays put.
+    let ago = redis_test_support::http::get(&crate::harness::im_addr("dr-redis-0"), "/metrics")
+        .ok()
+        .and_then(|(_, body)| {
+            body.lines()
+                .find(|l| l.starts_with("redis_replication_upstream_last_seen_seconds{"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        });
+    d.check(
+        &format!(
+            "redis_replication_upstream_last_seen_seconds on dr-redis-0: {ago:?} s, {:.1} s after the cut",
+            cut.elapsed().as_secs_f64()
+        ),
+        match ago {
+            Some(a) if a > 0.0 && a <= cut.elapsed().as_secs_f64() + 5.0 => Ok(()),
+            _ => Err(format!("{ago:?}")),
         },
     )
 }
@@ -610,6 +672,17 @@ fn promote_dr(d: &mut Drill) -> Result<(), String> {
     d.check(
         &format!("status: ReplicaMode=False/Promoted \"{expected}\""),
         r,
+    )?;
+    let promoted = wait("the Promoted Event", Duration::from_secs(10), || {
+        d.event(DR, EventReason::Promoted)
+    })
+    .map(|(e, _)| e.1);
+    d.check(
+        &format!("the Promoted Event records the data at risk: {promoted:?}"),
+        match &promoted {
+            Ok(note) if note.contains("; data at risk when it was promoted: dr-redis-0 ") => Ok(()),
+            _ => Err(format!("{promoted:?}")),
+        },
     )?;
     let primary = d.current_primary(DR);
     d.check(

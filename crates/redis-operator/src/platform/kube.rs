@@ -116,7 +116,7 @@ pub struct KubePlatform {
     /// with the order of the patch and the resourceVersion it returned (None: the request
     /// failed, it may still have been applied): the next read of that cluster is a LIST (see the
     /// module's comment).
-    patched: Mutex<BTreeMap<(String, String), (u64, Option<String>)>>,
+    patched: Mutex<BTreeMap<PodKey, PatchedAt>>,
     patch_seq: AtomicU64,
     /// Who writes the Events. A Recorder is made per Event (see `publish_event`).
     reporter: Reporter,
@@ -136,6 +136,11 @@ pub struct KubePlatform {
 /// watch on Secrets). This turns the tens of reconciles of a cluster's creation into a few
 /// Secret reads (docs/bench-scale.md).
 pub const SECRET_PRESENT_FOR: Duration = Duration::from_secs(5);
+
+/// A pod: (namespace, name).
+type PodKey = (String, String);
+/// A pod patch: its order among this operator's patches, and the resourceVersion it returned.
+type PatchedAt = (u64, Option<String>);
 
 /// How long the LIST of a cluster's pods after a pod patch may take.
 pub const LIST_PODS_TIMEOUT: Duration = Duration::from_secs(10);

@@ -207,7 +207,9 @@ fn measure(o: &Options, c: &Cluster, n: usize) -> Result<Row, String> {
     let objects_within = Duration::from_secs(120 + 2 * n as u64);
     let deadline = Instant::now() + objects_within;
     while (promotion.is_none() || objects.is_none()) && Instant::now() < deadline {
-        if objects.is_none() && statefulsets(c)? >= n + 2 {
+        // A poll the busy API server does not answer in time (its 60 s request timeout, seen at
+        // N = 300) is "not yet", not the end of the benchmark.
+        if objects.is_none() && statefulsets(c).unwrap_or(0) >= n + 2 {
             objects = Some(started.elapsed());
         }
         if promotion.is_none()
@@ -227,7 +229,7 @@ fn measure(o: &Options, c: &Cluster, n: usize) -> Result<Row, String> {
         let deadline = Instant::now() + Duration::from_secs(120 + n as u64 * 5);
         let mut ready = None;
         while Instant::now() < deadline {
-            if ready_clusters(c)? >= n + 2 {
+            if ready_clusters(c).unwrap_or(0) >= n + 2 {
                 ready = Some(started.elapsed());
                 break;
             }

@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod bench_failover;
+pub mod bench_reconcile;
 pub mod bench_scale;
 pub mod drills;
 pub mod harness;

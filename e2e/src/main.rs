@@ -38,6 +38,11 @@ struct Args {
     /// bench-scale`, docs/bench-scale.md).
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     bench_scale: Vec<usize>,
+    /// Instead of the drill, measure the reconcile itself: N clusters of 3 pods on the
+    /// in-memory API, the first reconcile of each and a steady pass over all of them (`make
+    /// bench-reconcile`, docs/bench-scale.md). Needs no root and no cluster.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    bench_reconcile: Vec<usize>,
     /// Leave the cluster running afterwards, for a look with kubectl (`source <dir>/cluster/env`);
     /// stop it with `target/debug/kcluster down --dir <dir>/cluster`.
     #[arg(long)]
@@ -66,6 +71,8 @@ fn main() {
         bench_failover(&options, started);
     } else if !args.bench_scale.is_empty() {
         bench_scale(&options, &args.bench_scale, started);
+    } else if !args.bench_reconcile.is_empty() {
+        bench_reconcile(&args.bench_reconcile);
     }
     let report = if args.source_failover {
         source_failover::run(&options)
@@ -129,6 +136,38 @@ fn bench_failover(options: &Options, started: Instant) -> ! {
                 );
             }
             println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--bench-reconcile`: the table, then exit.
+fn bench_reconcile(sizes: &[usize]) -> ! {
+    match redis_e2e::bench_reconcile::run(sizes) {
+        Ok(rows) => {
+            println!(
+                "{:>5} | {:>12} | {:>14} {:>13} {:>7} | {:>13}",
+                "N", "initial", "steady pass", "reconciles/s", "passes", "steady writes"
+            );
+            for r in &rows {
+                println!(
+                    "{:>5} | {:>9.2} ms | {:>11.2} ms {:>13.0} {:>7} | {:>13}",
+                    r.n,
+                    r.initial.as_secs_f64() * 1000.0,
+                    r.steady_pass.as_secs_f64() * 1000.0,
+                    r.reconciles_per_second(),
+                    r.passes,
+                    r.steady_writes
+                );
+            }
+            if rows.iter().any(|r| r.steady_writes > 0) {
+                eprintln!("bench failed: a steady pass wrote something");
+                std::process::exit(1);
+            }
             std::process::exit(0);
         }
         Err(e) => {

@@ -34,11 +34,18 @@ bench: deps controlplane ## The drill's timings vs plain redis-server/redis-cli,
 
 # The cluster counts of `make bench-scale` (comma-separated).
 SCALE ?= 10,100
+# ... and of `make bench-reconcile`.
+RECONCILE ?= 10,50,100
 
 .PHONY: bench-scale
 bench-scale: deps controlplane ## The operator at scale: N clusters of 3 pods at once (SCALE=10,100), on the local real cluster (needs root; see docs/bench-scale.md)
 	$(CARGO) build --release $(DRILL_CRATES)
 	$(CLUSTER_LOCK) target/release/redis-drill --bench-scale $(SCALE) --dir .drill-bench-scale
+
+.PHONY: bench-reconcile
+bench-reconcile: deps ## The reconcile's own cost: N clusters of 3 pods on the in-memory API (RECONCILE=10,50,100; no root, no cluster; see docs/bench-scale.md)
+	$(CARGO) build --release -p redis-e2e
+	target/release/redis-drill --bench-reconcile $(RECONCILE)
 
 .PHONY: bench-failover
 bench-failover: deps controlplane ## Failover time, sentinel and standalone mode vs raw Sentinel, on the local real cluster (needs root; see docs/bench-failover.md)

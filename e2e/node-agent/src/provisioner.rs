@@ -194,6 +194,9 @@ impl Provisioner {
     }
 }
 
+/// Claims provisioned at once.
+const CONCURRENT_CLAIMS: usize = 16;
+
 pub async fn run(args: ProvisionerArgs) -> Result<()> {
     std::fs::create_dir_all(&args.state_dir)?;
     let state_dir = std::fs::canonicalize(&args.state_dir)?;
@@ -221,9 +224,12 @@ pub async fn run(args: ProvisionerArgs) -> Result<()> {
     .default_backoff()
     .applied_objects();
     let p1 = p.clone();
-    let claims_task = async move {
-        futures::pin_mut!(claims);
-        while let Some(c) = claims.next().await {
+    // Claims are provisioned concurrently: each costs three requests, which take seconds on an
+    // API server busy with hundreds of new pods (`--bench-scale 300`), and one at a time the
+    // last pods waited for their volumes past the scheduler's binding timeout.
+    let claims_task = claims.for_each_concurrent(CONCURRENT_CLAIMS, |c| {
+        let p1 = p1.clone();
+        async move {
             match c {
                 Ok(c) => {
                     if let Err(e) = p1.claim(&c).await {
@@ -233,7 +239,7 @@ pub async fn run(args: ProvisionerArgs) -> Result<()> {
                 Err(e) => tracing::warn!(error = %e, "claim watch"),
             }
         }
-    };
+    });
     let volumes_task = async move {
         futures::pin_mut!(volumes);
         while let Some(v) = volumes.next().await {

@@ -58,10 +58,10 @@ enum Command {
         /// Disable leader election (a single replica only).
         #[arg(long)]
         no_leader_election: bool,
-        /// Reconciles that may run at once (0: no bound). Requests for a cluster waiting its
-        /// turn are merged; the bound keeps a burst of new clusters from flooding the API
-        /// server (docs/operator.md, docs/bench-scale.md).
-        #[arg(long, default_value_t = 16)]
+        /// Reconciles that may run at once (0: no bound, the default). Requests for a cluster
+        /// waiting its turn are merged, so a bound eases a burst of new clusters on the API
+        /// server, but a promotion then waits its turn too (docs/operator.md, "Under a burst").
+        #[arg(long, default_value_t = 0)]
         max_concurrent_reconciles: u16,
     },
     /// Print the objects the operator creates for each RedisCluster manifest, as YAML.

@@ -270,6 +270,16 @@ pub(crate) fn dr_replicates_production(d: &mut Drill) -> Result<(), String> {
         Duration::from_secs(30),
     )?;
     d.time("production primary ready", took);
+    // Production asks for a synchronous replica (minSyncReplicas): its own replicas must be
+    // linked before a stream of writes, or one is refused with NOREPLICAS while they still
+    // make their first sync (seen once in a clean run, right after setup).
+    let own: Vec<String> = d.pods(PROD).into_iter().skip(1).collect();
+    d.wait_linked(
+        "production's own replicas to link",
+        &own,
+        "prod-redis-0",
+        Duration::from_secs(30),
+    )?;
     d.write_keys("prod-redis-0", "seed", 5000, 100)?;
     let replicas: Vec<String> = d.all_pods().into_iter().skip(1).collect();
     let (_, took) = wait(

@@ -490,6 +490,45 @@ pub struct ReplicaModeSpec {
     /// has to change the leader).
     #[serde(default)]
     pub topology: ReplicaTopology,
+
+    /// A planned switchover (docs/switchover.md): the other cluster's `status.demotionToken`,
+    /// `<replication id>:<offset>`, copied here with `promote: true`. The promotion then waits
+    /// until the pod to promote holds exactly that history up to that offset, which is every
+    /// write the demoted cluster acknowledged, and refuses (condition `Switchover`) a token of
+    /// another history. Without it, `promote: true` promotes at once, with whatever data this
+    /// cluster has (the disaster path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{40}:[0-9]+$"))]
+    pub promotion_token: Option<String>,
+}
+
+/// A parsed `promotionToken` / `demotionToken`: a position in a replication history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchoverToken {
+    pub replid: String,
+    pub offset: i64,
+}
+
+impl SwitchoverToken {
+    /// `<40 hex digits>:<offset>`; None for anything else.
+    pub fn parse(s: &str) -> Option<SwitchoverToken> {
+        let (id, off) = s.trim().split_once(':')?;
+        let hex = id.len() == 40
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let offset = off.parse::<i64>().ok().filter(|o| *o >= 0)?;
+        hex.then(|| SwitchoverToken {
+            replid: id.to_string(),
+            offset,
+        })
+    }
+}
+
+impl std::fmt::Display for SwitchoverToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.replid, self.offset)
+    }
 }
 
 /// How a replica-mode cluster replicates the source.
@@ -596,6 +635,15 @@ pub struct RedisClusterStatus {
     /// again with its link up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_at_risk: Option<DataAtRisk>,
+
+    /// A planned switchover's token (docs/switchover.md): set when this cluster, the primary
+    /// until `replicaMode` pointed it at the cluster that replicates it, stopped taking writes.
+    /// `<replication id>:<offset>`: the last byte of its history. Copy it into the other
+    /// cluster's `spec.replicaMode.promotionToken` (with `promote: true`): that promotion waits
+    /// until it holds this offset, so no acknowledged write is lost. Kept while this cluster
+    /// replicates the source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demotion_token: Option<String>,
 }
 
 /// See [`RedisClusterStatus::data_at_risk`].
@@ -769,6 +817,25 @@ pub mod conditions {
     pub const REASON_WAITING_FOR_REPORTS: &str = "WaitingForReports";
     /// `PromotionTarget=False`: no pod holds every other pod's data; the user chooses.
     pub const REASON_NEEDS_CHOICE: &str = "NeedsChoice";
+    /// `PromotionTarget=Unknown`: a planned switchover waits for a pod to hold the promotion
+    /// token (see `Switchover`).
+    pub const REASON_WAITING_FOR_TOKEN: &str = "WaitingForPromotionToken";
+
+    /// A planned switchover (docs/switchover.md), on either side, while it is relevant.
+    pub const SWITCHOVER: &str = "Switchover";
+    /// `Switchover=True` on the demoted side: its primary stopped taking writes; the token is
+    /// in `status.demotionToken`.
+    pub const REASON_DEMOTED: &str = "Demoted";
+    /// `Switchover=Unknown` on the side being promoted: no pod holds the token yet.
+    pub const REASON_TOKEN_WAITING: &str = "WaitingForToken";
+    /// `Switchover=False`: the token has not been reached within the bound (link down, or not
+    /// catching up); the promotion still waits.
+    pub const REASON_TOKEN_NOT_REACHED: &str = "TokenNotReached";
+    /// `Switchover=False`: the token names another history than the one the pods follow; the
+    /// promotion is refused.
+    pub const REASON_TOKEN_MISMATCH: &str = "TokenMismatch";
+    /// `Switchover=True`: the promoted pod holds the token: no acknowledged write was lost.
+    pub const REASON_TOKEN_REACHED: &str = "TokenReached";
 
     /// After a promotion: whether the former source (`replicaMode.source`) still accepts
     /// writes. `True` is a warning: two regions take writes.

@@ -93,6 +93,12 @@ pub struct InstanceReport {
     /// block began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_blocked: Option<HistoryBlock>,
+    /// Present while this pod, the primary of its replication history until it was told to
+    /// replicate the source, waits for that source (a replica in the same history: it
+    /// replicates this pod) to be promoted: the demotion of a planned switchover. Its data no
+    /// longer moves: this position is the promotion token (`status.demotionToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demoted: Option<HistoryPosition>,
     /// This Redis's own `master_replid` (`INFO replication`): on a replica, the id of the
     /// replication history it follows; on a primary, its own. Absent from reports of older
     /// instance managers and while Redis cannot be read (as are the fields below).

@@ -6,7 +6,7 @@
 //! a Redis (the real-Redis tests in `tests/` check the same behaviour end to end).
 
 use redis_cluster_api::report::{
-    HistoryBlock, InstanceReport, ObservedRole, PrimaryRestart, SameDataResync,
+    HistoryBlock, HistoryPosition, InstanceReport, ObservedRole, PrimaryRestart, SameDataResync,
 };
 use redis_cluster_api::topology::{DesiredTopology, Role, Upstream, UpstreamKind};
 
@@ -206,6 +206,9 @@ pub struct Facts<'a> {
     pub diverged_bytes: Option<i64>,
     /// The replication gate refuses the upstream's history: the message and the report.
     pub blocked: Option<(&'a str, &'a HistoryBlock)>,
+    /// The replication gate waits for the upstream (`history::Wait`): the message, and the
+    /// frozen position of a primary demoted for a planned switchover.
+    pub waiting: Option<(&'a str, Option<&'a HistoryPosition>)>,
     /// What the instance manager last recorded of this pod's data.
     pub record: Option<&'a Record>,
     /// Redis has been fenced since it booted, as far as this instance manager has seen (None:
@@ -227,7 +230,11 @@ pub fn report(f: &Facts) -> InstanceReport {
     let observed = local.map(|(o, _)| o);
     let fenced = local.is_some_and(|(_, c)| c.fenced());
     let upstream = f.desired.and_then(desired_upstream).zip(f.probe);
-    let link = link(upstream, observed, f.blocked.map(|(m, _)| m));
+    let link = link(
+        upstream,
+        observed,
+        f.blocked.map(|(m, _)| m).or(f.waiting.map(|(m, _)| m)),
+    );
     let not_sent = match f.probe {
         Some(Probe::NotSent(e)) => Some(e.to_string()),
         _ => None,
@@ -285,6 +292,7 @@ pub fn report(f: &Facts) -> InstanceReport {
         sentinels_reachable: f.sentinels.map(|v| v.reachable),
         diverged_bytes: f.diverged_bytes,
         history_blocked: f.blocked.map(|(_, b)| b.clone()),
+        demoted: f.waiting.and_then(|(_, t)| t.cloned()),
         master_replid: observed.map(|o| o.master_replid.clone()),
         master_replid2: observed.map(|o| o.master_replid2.clone()),
         second_repl_offset: observed.map(|o| o.second_repl_offset),
@@ -780,6 +788,7 @@ mod tests {
                 sentinels: self.sentinels.as_ref(),
                 diverged_bytes: Some(7),
                 blocked: self.blocked.as_ref().map(|(m, b)| (m.as_str(), b)),
+                waiting: None,
                 record: self.record.as_ref(),
                 booted_fenced: self.booted_fenced,
                 restarted_primary: self.restarted_primary.as_ref(),
@@ -835,6 +844,7 @@ mod tests {
                 sentinel_epoch: None,
                 sentinels_reachable: None,
                 diverged_bytes: Some(7),
+                demoted: None,
                 history_blocked: None,
                 master_replid: Some(String::new()),
                 master_replid2: Some("0000000000000000000000000000000000000000".into()),

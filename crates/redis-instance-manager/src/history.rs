@@ -231,6 +231,48 @@ pub enum Decision {
     Safe(Safe),
     /// A sync would flush our data for an unrelated history.
     Blocked(Block),
+    /// Not now, nothing wrong: the gate stays closed until the upstream moves on.
+    Wait(Wait),
+}
+
+/// Why the gate waits ([`Decision::Wait`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// The upstream is a replica in the history this pod led as primary: it replicates this pod
+    /// (directly or through others). Syncing from it would close a replication loop; this pod
+    /// stays a read-only replica whose data no longer moves (a replica appends nothing to its
+    /// stream), at `ours`: the planned switchover's demotion, whose token `ours` is. The gate
+    /// opens once the upstream was promoted out of this history (its `master_replid2`), and
+    /// then a partial resync continues it.
+    Promotion { ours: HistoryPosition },
+    /// The upstream is a replica `behind` bytes short of us in our own history: a PSYNC now
+    /// would ask it for bytes it does not hold yet, and Redis answers that with a full resync
+    /// of everything. It is still receiving them (from the pod that held them): wait.
+    CatchUp { ours: HistoryPosition, behind: i64 },
+}
+
+impl Wait {
+    /// The `linkError` while waiting.
+    pub fn message(&self, upstream: &str) -> String {
+        match self {
+            Wait::Promotion { ours } => format!(
+                "demoted for a planned switchover: this pod was the primary of replication history {} and {upstream} is a replica in it (it replicates this pod), so this pod stays a read-only replica, its data frozen at {}:{} (the promotion token), and waits for {upstream} to be promoted with that token; then it continues from it with a partial resync",
+                ours.replid, ours.replid, ours.offset
+            ),
+            Wait::CatchUp { behind, ours } => format!(
+                "{upstream} is a replica {behind} bytes behind this pod in replication history {} (this pod is at {}): waiting for it to catch up, so that this pod continues with a partial resync instead of a full one",
+                ours.replid, ours.offset
+            ),
+        }
+    }
+
+    /// The frozen position of a demoted primary.
+    pub fn token(&self) -> Option<&HistoryPosition> {
+        match self {
+            Wait::Promotion { ours } => Some(ours),
+            Wait::CatchUp { .. } => None,
+        }
+    }
 }
 
 /// Both histories of a block.
@@ -392,12 +434,39 @@ pub fn decide(
     accept: Option<&str>,
     aliases: &[String],
 ) -> Decision {
+    // A primary of this history that is told to follow one of its own replicas: the demotion
+    // of a planned switchover. Checked before "empty": an empty primary's replicas are its
+    // replicas all the same, and a loop is a loop.
+    if !up.master
+        && let Some(r) = record.filter(|r| r.role == "primary" && r.replid == up.replid)
+    {
+        let ours = if local.replid == r.replid {
+            HistoryPosition {
+                replid: local.replid.clone(),
+                offset: local.offset,
+                keys: local.keys,
+            }
+        } else {
+            r.position()
+        };
+        return Decision::Wait(Wait::Promotion { ours });
+    }
     if local.keys == 0 {
         return Decision::Safe(Safe::Empty);
     }
     let positive = |b: i64| (b > 0).then_some(b);
     let positions = local.positions(record);
     if let Some((_, off)) = positions.iter().find(|(id, _)| *id == up.replid) {
+        if !up.master && *off > up.offset {
+            return Decision::Wait(Wait::CatchUp {
+                ours: HistoryPosition {
+                    replid: up.replid.clone(),
+                    offset: *off,
+                    keys: local.keys,
+                },
+                behind: off - up.offset,
+            });
+        }
         return Decision::Safe(Safe::SameHistory {
             behind: positive(off - up.offset),
         });
@@ -808,6 +877,142 @@ mod tests {
             decide(&local(A, 900, 5), None, &u, Some(R), &[B.to_string()]),
             Decision::Blocked(_)
         ));
+    }
+
+    /// The two waits of the gate: a primary told to follow one of its own replicas (the
+    /// demotion of a planned switchover) and a replica ahead of its upstream replica.
+    #[test]
+    fn a_demoted_primary_waits_for_its_replica_to_be_promoted() {
+        let primary = Record {
+            role: "primary".into(),
+            ..rec(A, 900)
+        };
+        let replica_up = |offset| UpstreamState {
+            master: false,
+            ..up(A, NO_ID, offset, -1)
+        };
+        let frozen = |offset| {
+            Decision::Wait(Wait::Promotion {
+                ours: HistoryPosition {
+                    replid: A.into(),
+                    offset,
+                    keys: 5,
+                },
+            })
+        };
+        let rows: Vec<(&str, Local, Option<Record>, UpstreamState, Decision)> = vec![
+            (
+                "the primary of A told to follow a replica in A (caught up): wait, token at our offset",
+                local(A, 950, 5),
+                Some(primary.clone()),
+                replica_up(950),
+                frozen(950),
+            ),
+            (
+                "... and while that replica is still behind",
+                local(A, 950, 5),
+                Some(primary.clone()),
+                replica_up(700),
+                frozen(950),
+            ),
+            (
+                "... and when empty: a loop is a loop",
+                local(A, 950, 0),
+                Some(primary.clone()),
+                replica_up(950),
+                Decision::Wait(Wait::Promotion {
+                    ours: HistoryPosition {
+                        replid: A.into(),
+                        offset: 950,
+                        keys: 0,
+                    },
+                }),
+            ),
+            (
+                "restarted under another id since: the record is the token",
+                local(R, 10, 5),
+                Some(primary.clone()),
+                replica_up(950),
+                Decision::Wait(Wait::Promotion {
+                    ours: HistoryPosition {
+                        replid: A.into(),
+                        offset: 900,
+                        keys: 10,
+                    },
+                }),
+            ),
+            (
+                "the replica was promoted out of A at our offset: a partial resync continues A",
+                local(A, 950, 5),
+                Some(primary.clone()),
+                up(B, A, 1200, 951),
+                Decision::Safe(Safe::Failover { diverged: None }),
+            ),
+            (
+                "a replica of A that recorded A as a replica is chained to another replica: no loop",
+                local(A, 950, 5),
+                Some(rec(A, 950)),
+                replica_up(950),
+                Decision::Safe(Safe::SameHistory { behind: None }),
+            ),
+            (
+                "... ahead of it: waits for it to catch up instead of a full resync",
+                local(A, 950, 5),
+                Some(rec(A, 950)),
+                replica_up(800),
+                Decision::Wait(Wait::CatchUp {
+                    ours: HistoryPosition {
+                        replid: A.into(),
+                        offset: 950,
+                        keys: 5,
+                    },
+                    behind: 150,
+                }),
+            ),
+            (
+                "a master behind us in our history will not catch up: as before (reported loss)",
+                local(A, 950, 5),
+                Some(rec(A, 950)),
+                up(A, NO_ID, 800, -1),
+                Decision::Safe(Safe::SameHistory { behind: Some(150) }),
+            ),
+            (
+                "a primary of A told to follow a master of A (not a replica): no wait",
+                local(A, 950, 5),
+                Some(primary.clone()),
+                up(A, NO_ID, 950, -1),
+                Decision::Safe(Safe::SameHistory { behind: None }),
+            ),
+            (
+                "a primary of A told to follow a replica of another history: blocked as before",
+                local(A, 950, 5),
+                Some(primary),
+                UpstreamState {
+                    master: false,
+                    ..up(C, NO_ID, 14, -1)
+                },
+                blocked(
+                    (A, 900),
+                    true,
+                    UpstreamState {
+                        master: false,
+                        ..up(C, NO_ID, 14, -1)
+                    },
+                ),
+            ),
+        ];
+        for (what, l, r, u, expected) in rows {
+            assert_eq!(decide(&l, r.as_ref(), &u, None, &[]), expected, "{what}");
+        }
+        let w = Wait::Promotion {
+            ours: HistoryPosition {
+                replid: A.into(),
+                offset: 950,
+                keys: 5,
+            },
+        };
+        assert!(w.message("dr:6379").contains(&format!("{A}:950")));
+        assert_eq!(w.token().map(|t| t.offset), Some(950));
     }
 
     /// A block judged on the data: (what, sample, the same data?). The source recreated empty

@@ -21,7 +21,9 @@ use crate::assess::{self, Facts, desired_upstream};
 use crate::commands::{Blocked, Command, ConfigValue, Credentials, TlsFiles, commands_for};
 use crate::divergence::{self, Divergence, Finding, UpstreamIds};
 use crate::gate::{self, ClosedGate};
-use crate::history::{self, Block, Decision, Incarnation, Local, Record, Safe, UpstreamState};
+use crate::history::{
+    self, Block, Decision, Incarnation, Local, Record, Safe, UpstreamState, Wait,
+};
 use crate::info::{Observed, RedisConfig};
 use crate::intake::{Admission, Delivered, Intake};
 use crate::lag::{Lag, LagNow};
@@ -192,6 +194,8 @@ pub struct Manager {
     record: Option<Record>,
     state: Option<StateFile>,
     blocked: Option<BlockSeen>,
+    /// The gate waits for the upstream to move on (`history::Wait`), with its message.
+    waiting: Option<(String, Wait)>,
     /// The ids the upstream's current process has shown (see `history::Incarnation`).
     upstream_incarnation: Incarnation,
     boot: Option<BootWatch>,
@@ -257,6 +261,7 @@ impl Manager {
             record,
             state,
             blocked: None,
+            waiting: None,
             upstream_incarnation: Incarnation::default(),
             boot: None,
             sampled: None,
@@ -334,7 +339,10 @@ impl Manager {
         };
         match &desired {
             Some(d) => self.gate(d, &targets, &mut seen).await,
-            None => self.blocked = None,
+            None => {
+                self.blocked = None;
+                self.waiting = None;
+            }
         }
         let upstream = desired.as_ref().and_then(desired_upstream);
         let accept = desired.as_ref().and_then(|d| d.accept_history.as_deref());
@@ -361,6 +369,7 @@ impl Manager {
                 .blocked
                 .as_ref()
                 .map(|b| (b.message.as_str(), &b.report)),
+            waiting: self.waiting.as_ref().map(|(m, w)| (m.as_str(), w.token())),
             record: self.record.as_ref(),
             booted_fenced,
             restarted_primary: restarted.as_ref(),
@@ -579,6 +588,7 @@ impl Manager {
             // Linked, syncing, a master, or loading: nothing is refused now.
             if !o.loading {
                 self.blocked = None;
+                self.waiting = None;
             }
             return;
         }
@@ -619,9 +629,21 @@ impl Manager {
             other => other,
         };
         let why = match decision {
-            Decision::Blocked(block) => return self.note_block(d, block),
+            Decision::Blocked(block) => {
+                self.waiting = None;
+                return self.note_block(d, block);
+            }
+            Decision::Wait(wait) => {
+                self.blocked = None;
+                if self.waiting.as_ref().is_none_or(|(_, w)| *w != wait) {
+                    info!(upstream = %address, "{}", wait.message(&address));
+                }
+                self.waiting = Some((wait.message(&address), wait));
+                return;
+            }
             Decision::Safe(why) => why,
         };
+        self.waiting = None;
         let ours = match self.blocked.take() {
             Some(b) => b.block.ours,
             None => redis_cluster_api::report::HistoryPosition {

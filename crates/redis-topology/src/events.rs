@@ -64,6 +64,12 @@ pub enum EventReason {
     /// and the best replica of its former history takes over, or, when no replica holds that
     /// history, its restart is accepted.
     PrimaryRestarted,
+    /// A planned switchover's demotion: the primary stopped taking writes; the Event carries
+    /// the promotion token.
+    Demoted,
+    /// A planned switchover's promotion cannot proceed: the token names another history, or no
+    /// pod reached it in time.
+    SwitchoverBlocked,
     /// A replica followed its upstream although it came back under another replication
     /// history, because the upstream holds the same data (a source that restarted with its
     /// data): it resynchronised in full.
@@ -98,6 +104,8 @@ impl EventReason {
             EventReason::SentinelFailover => "SentinelFailover",
             EventReason::PrimaryRestarted => "PrimaryRestarted",
             EventReason::SourceRestarted => "SourceRestarted",
+            EventReason::Demoted => "Demoted",
+            EventReason::SwitchoverBlocked => "SwitchoverBlocked",
         }
     }
 }
@@ -153,6 +161,8 @@ mod tests {
             (EventReason::SentinelFailover, "SentinelFailover"),
             (EventReason::PrimaryRestarted, "PrimaryRestarted"),
             (EventReason::SourceRestarted, "SourceRestarted"),
+            (EventReason::Demoted, "Demoted"),
+            (EventReason::SwitchoverBlocked, "SwitchoverBlocked"),
         ] {
             assert_eq!(reason.as_str(), text);
             assert_eq!(reason.to_string(), text);

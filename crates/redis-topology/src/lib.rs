@@ -13,6 +13,7 @@ pub mod events;
 pub mod history;
 pub mod plan;
 pub mod risk;
+pub mod switchover;
 pub mod validate;
 
 pub use events::{EventReason, EventType, PlannedEvent};

@@ -56,11 +56,13 @@ use redis_cluster_api::topology::{
 };
 use redis_cluster_api::{
     DataAtRisk, RedisClusterSpec, RedisClusterStatus, ReplicaSourceSpec, ReplicaTopology,
+    SwitchoverToken,
 };
 
 use crate::conditions::{self, Desired, Status};
 use crate::events::{EventReason, EventType, PlannedEvent};
 use crate::history::{Dataset, short};
+use crate::switchover::{self, TokenState};
 use crate::validate::Problem;
 use redis_cluster_api::report::HistoryPosition;
 
@@ -1009,6 +1011,210 @@ fn promotion_started(view: &ClusterView) -> bool {
         .is_some_and(|t| t.primary.is_some())
 }
 
+/// How long a planned switchover's promotion waits for the token before its condition says it
+/// is not reached (it keeps waiting: it never promotes without the token).
+pub const SWITCHOVER_TOKEN_WAIT_SECONDS: i64 = 60;
+
+/// `replicaMode.promotionToken`, parsed (the schema's pattern admits only valid ones).
+fn promotion_token(view: &ClusterView) -> Option<SwitchoverToken> {
+    view.spec
+        .replica_mode
+        .as_ref()
+        .and_then(|rm| rm.promotion_token.as_deref())
+        .and_then(SwitchoverToken::parse)
+}
+
+/// The token against the pods, designated leader first.
+fn token_state(view: &ClusterView, token: &SwitchoverToken) -> TokenState {
+    let pods: Vec<(&str, Option<&InstanceReport>)> = ordinal_pods(view)
+        .into_iter()
+        .filter(|(_, p)| !p.terminating)
+        .map(|(name, p)| (name.as_str(), p.report.as_ref()))
+        .collect();
+    switchover::check(token, &pods)
+}
+
+/// A planned switchover's promotion (`promotionToken` set, not published yet): the pod that
+/// holds the token, or a wait while none does. None without a token.
+fn token_choice(view: &ClusterView) -> Option<(String, PromotionChoice)> {
+    let token = promotion_token(view)?;
+    let pod0 = names::pod_name(view.name, 0);
+    Some(match token_state(view, &token) {
+        TokenState::Reached { pod } => (
+            pod.clone(),
+            PromotionChoice {
+                wait: false,
+                condition: Desired {
+                    type_: cond::PROMOTION_TARGET,
+                    status: Status::True,
+                    reason: cond::REASON_CHOSEN,
+                    message: format!(
+                        "{pod} holds the promotion token {token} (planned switchover): promoting it; every write the demoted cluster acknowledged is in it"
+                    ),
+                },
+                why: Some(format!(
+                    "planned switchover: {pod} holds the promotion token {token}"
+                )),
+            },
+        ),
+        _ => (
+            pod0,
+            PromotionChoice {
+                wait: true,
+                condition: Desired {
+                    type_: cond::PROMOTION_TARGET,
+                    status: Status::Unknown,
+                    reason: cond::REASON_WAITING_FOR_TOKEN,
+                    message: format!(
+                        "Planned switchover: no pod holds the promotion token {token} yet; nothing is promoted until one does (see condition {})",
+                        cond::SWITCHOVER
+                    ),
+                },
+                why: None,
+            },
+        ),
+    })
+}
+
+/// The `Switchover` condition, while a planned switchover concerns this cluster: the demoted
+/// side (a pod waits for its source's promotion), or the side promoted with a token.
+fn switchover_condition(
+    view: &ClusterView,
+    target: Target,
+    leader: &str,
+    leader_confirmed: bool,
+) -> Option<Desired> {
+    match target {
+        Target::Replica(source, _) => {
+            let (pod, token) = switchover::demotion_token(
+                ordinal_pods(view)
+                    .into_iter()
+                    .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
+            )?;
+            let other = source.cluster_name.as_deref().filter(|n| !n.is_empty());
+            let patch = format!(
+                "kubectl patch rediscluster {} --type=merge -p '{{\"spec\":{{\"replicaMode\":{{\"promote\":true,\"promotionToken\":\"{token}\"}}}}}}'",
+                other.unwrap_or("<the source cluster>")
+            );
+            Some(Desired {
+                type_: cond::SWITCHOVER,
+                status: Status::True,
+                reason: cond::REASON_DEMOTED,
+                message: format!(
+                    "{pod} was the primary and takes no writes now: it replicates {} from the promotion token {token} (status.demotionToken) once that cluster is promoted with it. To complete the switchover, on that cluster: {patch}. To abort instead, make this cluster primary again (replicaMode.enabled: false, or promote: true)",
+                    source.display_name()
+                ),
+            })
+        }
+        Target::Promoted(source) => {
+            let token = promotion_token(view)?;
+            if promotion_started(view) || promotion_done(view) || leader_confirmed {
+                let r = view.pods.get(leader)?.report.as_ref()?;
+                return switchover::promoted_with(&token, r).then(|| Desired {
+                    type_: cond::SWITCHOVER,
+                    status: Status::True,
+                    reason: cond::REASON_TOKEN_REACHED,
+                    message: format!(
+                        "{leader} held the promotion token {token} when it was promoted: every write {} acknowledged before its demotion is here; {} continues from it with a partial resync once it replicates this cluster",
+                        source.display_name(),
+                        source.display_name()
+                    ),
+                });
+            }
+            let waited = view
+                .previous
+                .and_then(|s| conditions::find(&s.conditions, cond::SWITCHOVER))
+                .map(|c| match c.status.as_str() {
+                    "Unknown" => seconds_between(&c.last_transition_time, &view.now),
+                    "False" if c.reason == cond::REASON_TOKEN_NOT_REACHED => {
+                        SWITCHOVER_TOKEN_WAIT_SECONDS
+                    }
+                    _ => 0,
+                })
+                .unwrap_or(0);
+            let abort = format!(
+                "To abort: remove promote and promotionToken here and make {} primary again; to promote without the token (the disaster path, losing what is missing): remove promotionToken",
+                source.display_name()
+            );
+            let waiting = |status: Status, reason: &'static str, what: String| Desired {
+                type_: cond::SWITCHOVER,
+                status,
+                reason,
+                message: format!("{what}. {abort}"),
+            };
+            let timed = |what: String| {
+                if waited >= SWITCHOVER_TOKEN_WAIT_SECONDS {
+                    waiting(
+                        Status::False,
+                        cond::REASON_TOKEN_NOT_REACHED,
+                        format!(
+                            "Not promoting: no pod reached the promotion token {token} within {SWITCHOVER_TOKEN_WAIT_SECONDS}s ({what}); still waiting, nothing is promoted without it"
+                        ),
+                    )
+                } else {
+                    waiting(
+                        Status::Unknown,
+                        cond::REASON_TOKEN_WAITING,
+                        format!(
+                            "Waiting for a pod to hold the promotion token {token} before promoting ({what}; {waited}s so far)"
+                        ),
+                    )
+                }
+            };
+            Some(match token_state(view, &token) {
+                TokenState::Reached { pod } => Desired {
+                    type_: cond::SWITCHOVER,
+                    status: Status::True,
+                    reason: cond::REASON_TOKEN_REACHED,
+                    message: format!(
+                        "{pod} holds the promotion token {token}: promoting it; every write {} acknowledged before its demotion is in it",
+                        source.display_name()
+                    ),
+                },
+                TokenState::Short {
+                    pod,
+                    behind,
+                    link_up,
+                } => timed(format!(
+                    "{pod} follows its history but is {behind} bytes short of it{}",
+                    if link_up {
+                        ""
+                    } else {
+                        ", and its link to the source is not up: the switchover completes only once the source is reachable and sends the rest"
+                    }
+                )),
+                TokenState::Unknown => {
+                    timed("no pod reports its replication history yet".to_string())
+                }
+                TokenState::OtherHistory {
+                    pod,
+                    replid,
+                    offset,
+                    continued,
+                } => waiting(
+                    Status::False,
+                    cond::REASON_TOKEN_MISMATCH,
+                    format!(
+                        "Refusing to promote: the promotion token {token} names replication history {}, but {pod} follows {replid} (at {offset}){}; take the token again from {}'s status.demotionToken",
+                        token.replid,
+                        if continued {
+                            format!(
+                                ", which continued the token's history after its offset: {} took writes again after the token was taken (its demotion was undone?), and promoting now would leave two writable primaries",
+                                source.display_name()
+                            )
+                        } else {
+                            ": the token is of another cluster or of an older switchover"
+                                .to_string()
+                        },
+                        source.display_name()
+                    ),
+                ),
+            })
+        }
+        Target::Standalone => None,
+    }
+}
+
 /// Which pod a promotion makes primary: the one the user named, else the pod whose data holds
 /// every other reporting pod's data (pod 0 when it does; else the lowest ordinal that does),
 /// after waiting a bounded time for pods that have not reported. None: no instance manager
@@ -1282,11 +1488,17 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
         }
         Decider::Operator => out.leader = recorded,
     }
-    // A promotion not published yet: choose the pod that holds the most data.
+    // A promotion not published yet: choose the pod that holds the most data, or, in a planned
+    // switchover, the pod that holds the promotion token (and none until one does).
     if let Target::Promoted(_) = target
         && !promotion_done(view)
         && !promotion_started(view)
     {
+        if let Some((leader, choice)) = token_choice(view) {
+            out.leader = leader;
+            out.promotion = Some(choice);
+            return out;
+        }
         if let Some((leader, choice)) = choose_promotion(view, extra) {
             out.leader = leader;
             out.promotion = Some(choice);
@@ -1908,7 +2120,7 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
                     type_: EventType::Warning,
                     reason: EventReason::Demoting,
                     note: format!(
-                        "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded",
+                        "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded, unless that source replicates this cluster (a planned switchover: then this cluster's primary keeps them, read-only, and waits for the source to be promoted with status.demotionToken)",
                         source.display_name(),
                         source.host,
                         source.port
@@ -2251,7 +2463,7 @@ fn status(
             status: Status::True,
             reason: cond::REASON_DEMOTING,
             message: format!(
-                "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded",
+                "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded, unless that source replicates this cluster (a planned switchover: then this cluster's primary keeps them, read-only, and waits for the source to be promoted with status.demotionToken)",
                 source.display_name(),
                 source.host,
                 source.port
@@ -2290,7 +2502,13 @@ fn status(
             status: Status::True,
             reason: cond::REASON_PROMOTING,
             message: if let Some(choice) = lead.promotion.as_ref().filter(|c| c.wait) {
-                if choice.condition.reason == cond::REASON_NEEDS_CHOICE {
+                if choice.condition.reason == cond::REASON_WAITING_FOR_TOKEN {
+                    format!(
+                        "Promotion requested (planned switchover): waiting for a pod to hold the promotion token (see condition {}; source: {})",
+                        cond::SWITCHOVER,
+                        source.display_name()
+                    )
+                } else if choice.condition.reason == cond::REASON_NEEDS_CHOICE {
                     format!(
                         "Promotion requested: no pod holds every other pod's data, waiting for the choice of the pod to promote (see condition {}; source: {})",
                         cond::PROMOTION_TARGET,
@@ -2334,6 +2552,43 @@ fn status(
     if let Some(choice) = &lead.promotion {
         wanted.push(choice.condition.clone());
     }
+
+    // Switchover: a planned switchover, on either side.
+    let switchover = switchover_condition(view, target, &leader, leader_confirmed);
+    if let Some(c) = &switchover
+        && c.status == Status::False
+        && conditions::find(&previous.conditions, cond::SWITCHOVER)
+            .is_none_or(|p| p.reason != c.reason)
+    {
+        events.push(PlannedEvent {
+            type_: EventType::Warning,
+            reason: EventReason::SwitchoverBlocked,
+            note: c.message.clone(),
+        });
+    }
+    wanted.extend(switchover);
+    let demotion_token = match target {
+        Target::Replica(..) => switchover::demotion_token(
+            ordinal_pods(view)
+                .into_iter()
+                .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
+        )
+        .map(|(pod, t)| (Some(pod), t.to_string()))
+        .or_else(|| previous.demotion_token.clone().map(|t| (None, t))),
+        _ => None,
+    };
+    if let Some((Some(pod), token)) = &demotion_token
+        && previous.demotion_token.as_ref() != Some(token)
+    {
+        events.push(PlannedEvent {
+            type_: EventType::Normal,
+            reason: EventReason::Demoted,
+            note: format!(
+                "{pod} stopped taking writes for a planned switchover: promotion token {token} (status.demotionToken); promote the source with it (spec.replicaMode.promotionToken) to complete the switchover"
+            ),
+        });
+    }
+    let demotion_token = demotion_token.map(|(_, t)| t);
 
     // FormerSourceWritable: after a promotion, whether the region we replicated from still
     // takes writes (both sides writable).
@@ -2548,6 +2803,7 @@ fn status(
             }
         }),
         data_at_risk: data_at_risk(view, target, &leader),
+        demotion_token,
     };
     (status, events)
 }

@@ -1,0 +1,271 @@
+//! Issue 14 item 1, the planner's side of a planned switchover (docs/switchover.md): the side
+//! being promoted waits for a pod that holds the promotion token and refuses a token of another
+//! history; the demoted side publishes its token. The instance manager's side (a demoted
+//! primary waits instead of replicating its own replica) is `history.rs`'s table; the whole
+//! switchover on real Redis and a real API server is the drill's step 7.
+
+mod world;
+use world::*;
+
+fn reasons(p: &Plan) -> Vec<&'static str> {
+    p.events.iter().map(|e| e.reason.as_str()).collect()
+}
+
+fn token(offset: i64) -> String {
+    format!("{H}:{offset}")
+}
+
+/// A DR cluster replicating the source, every pod in history `H` at `offsets`.
+fn dr_at(offsets: [i64; 3]) -> World {
+    let mut w = World::new(spec(DR));
+    w.converge();
+    for (i, off) in offsets.into_iter().enumerate() {
+        w.hold(&format!("dr-redis-{i}"), H, off, 10);
+    }
+    w.reconcile();
+    w
+}
+
+fn promote_with(w: &mut World, token: Option<String>) {
+    let rm = w.spec.replica_mode.as_mut().unwrap();
+    rm.promote = true;
+    rm.promotion_token = token;
+}
+
+#[test]
+fn the_promotion_waits_for_a_pod_holding_the_token_then_promotes_that_pod() {
+    let mut w = dr_at([900, 950, 800]);
+    promote_with(&mut w, Some(token(1000)));
+    let p = w.reconcile();
+    assert!(
+        w.primaries().is_empty(),
+        "nothing promoted before the token"
+    );
+    assert!(
+        p.publish.values().all(|t| t.primary.is_none()),
+        "{:?}",
+        p.publish
+    );
+    let (status, reason, message) = w.condition("Switchover").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "WaitingForToken")
+    );
+    assert!(
+        message.contains("dr-redis-1 follows its history but is 50 bytes short of it"),
+        "{message}"
+    );
+    let (_, reason, _) = w.condition("PromotionTarget").unwrap();
+    assert_eq!(reason, "WaitingForPromotionToken");
+    let (_, reason, message) = w.condition("ReplicaMode").unwrap();
+    assert_eq!(reason, "Promoting");
+    assert!(message.contains("planned switchover"), "{message}");
+
+    // Not reached within the bound: the condition says so (once, with a Warning), still no
+    // promotion.
+    w.advance(61);
+    let p = w.reconcile();
+    let (status, reason, message) = w.condition("Switchover").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TokenNotReached")
+    );
+    assert!(
+        message.contains("nothing is promoted without it"),
+        "{message}"
+    );
+    assert_eq!(
+        reasons(&p)
+            .iter()
+            .filter(|r| **r == "SwitchoverBlocked")
+            .count(),
+        1
+    );
+    assert!(w.primaries().is_empty());
+    let p = w.reconcile();
+    assert!(!reasons(&p).contains(&"SwitchoverBlocked"), "said once");
+
+    // dr-redis-2 (not the designated leader) reaches the token first: it is the one promoted.
+    w.hold("dr-redis-2", H, 1000, 10);
+    let p = w.reconcile();
+    let promoting = p
+        .events
+        .iter()
+        .find(|e| e.reason.as_str() == "Promoting")
+        .expect("Promoting");
+    assert!(
+        promoting
+            .note
+            .contains("planned switchover: dr-redis-2 holds the promotion token"),
+        "{}",
+        promoting.note
+    );
+    w.converge();
+    assert_eq!(w.primaries(), vec!["dr-redis-2"]);
+    // Promoted: Redis keeps H as its second history, from offset 1001.
+    let r = w.report("dr-redis-2");
+    r.master_replid = Some(OTHER.into());
+    r.master_replid2 = Some(H.into());
+    r.second_repl_offset = Some(1001);
+    w.reconcile();
+    let (status, reason, message) = w.condition("Switchover").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "TokenReached"));
+    assert!(
+        message.contains("dr-redis-2 held the promotion token"),
+        "{message}"
+    );
+    assert_eq!(w.condition("ReplicaMode").unwrap().1, "Promoted");
+}
+
+#[test]
+fn a_token_of_another_history_is_refused() {
+    // The pods follow another history altogether.
+    let mut w = World::new(spec(DR));
+    w.converge();
+    for i in 0..3 {
+        w.hold(&format!("dr-redis-{i}"), OTHER, 5000, 10);
+    }
+    promote_with(&mut w, Some(token(1000)));
+    let p = w.reconcile();
+    let (status, reason, message) = w.condition("Switchover").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TokenMismatch")
+    );
+    assert!(
+        message.contains("another cluster or of an older switchover"),
+        "{message}"
+    );
+    assert!(reasons(&p).contains(&"SwitchoverBlocked"));
+    assert!(w.primaries().is_empty());
+
+    // The pods follow a history that continued the token's: the demoted side took writes
+    // again (its demotion was undone). Promoting would make two writable primaries.
+    for i in 0..3 {
+        w.hold(&format!("dr-redis-{i}"), R2, 1500, 10);
+        let r = w.report(&format!("dr-redis-{i}"));
+        r.master_replid2 = Some(H.into());
+        r.second_repl_offset = Some(1001);
+    }
+    w.reconcile();
+    let (status, reason, message) = w.condition("Switchover").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TokenMismatch")
+    );
+    assert!(message.contains("took writes again"), "{message}");
+    w.advance(120);
+    w.converge();
+    assert!(w.primaries().is_empty(), "never promoted");
+
+    // The user takes the way out the condition names: without the token, promote at once.
+    promote_with(&mut w, None);
+    w.converge();
+    assert_eq!(w.primaries().len(), 1);
+    assert!(w.condition("Switchover").is_none());
+}
+
+#[test]
+fn without_a_token_promotion_is_the_disaster_button_as_before() {
+    let mut w = dr_at([900, 950, 800]);
+    promote_with(&mut w, None);
+    w.converge();
+    assert_eq!(
+        w.primaries(),
+        vec!["dr-redis-1"],
+        "the pod holding the most"
+    );
+    assert!(w.condition("Switchover").is_none());
+}
+
+#[test]
+fn the_demoted_side_publishes_its_token_once_and_keeps_it_while_it_replicates() {
+    // Production: its own primary, then pointed at the DR cluster that replicates it.
+    let mut w = World::new(spec(STANDALONE));
+    w.converge();
+    for i in 0..3 {
+        w.hold(&format!("dr-redis-{i}"), H, 1000, 10);
+    }
+    w.reconcile();
+    assert_eq!(w.status.as_ref().unwrap().demotion_token, None);
+    w.spec = spec(DR);
+    w.reconcile();
+    w.apply_all();
+    w.reconcile();
+    assert_eq!(w.status.as_ref().unwrap().demotion_token, None, "not yet");
+    // dr-redis-0, the former primary, reports it waits, demoted, at H:1000.
+    w.report("dr-redis-0").demoted = Some(HistoryPosition {
+        replid: H.into(),
+        offset: 1000,
+        keys: 10,
+    });
+    let p = w.reconcile();
+    assert_eq!(
+        w.status.as_ref().unwrap().demotion_token.as_deref(),
+        Some(token(1000).as_str())
+    );
+    let demoted: Vec<_> = p
+        .events
+        .iter()
+        .filter(|e| e.reason.as_str() == "Demoted")
+        .collect();
+    assert_eq!(demoted.len(), 1);
+    assert!(demoted[0].note.contains(&token(1000)));
+    let (status, reason, message) = w.condition("Switchover").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Demoted"));
+    assert!(
+        message.contains(&format!(
+            "kubectl patch rediscluster prod-redis-us-east --type=merge -p '{{\"spec\":{{\"replicaMode\":{{\"promote\":true,\"promotionToken\":\"{}\"}}}}}}'",
+            token(1000)
+        )),
+        "{message}"
+    );
+    let p = w.reconcile();
+    assert!(!reasons(&p).contains(&"Demoted"), "once");
+    // The source was promoted with it; the pod continues from it: the token stays, the
+    // condition goes.
+    w.report("dr-redis-0").demoted = None;
+    w.reconcile();
+    assert_eq!(
+        w.status.as_ref().unwrap().demotion_token.as_deref(),
+        Some(token(1000).as_str())
+    );
+    assert!(w.condition("Switchover").is_none());
+    // Primary again (the switchover aborted, or a later promotion): no token.
+    w.spec = spec(STANDALONE);
+    w.reconcile();
+    assert_eq!(w.status.as_ref().unwrap().demotion_token, None);
+}
+
+/// The operator may die after any of its writes and restart with nothing but what it wrote
+/// (annotations, status): at each step of the promotion side, a fresh plan from the stored
+/// state takes the same decision, and the promotion never happens before the token.
+#[test]
+fn each_step_decides_the_same_from_what_was_stored() {
+    let mut w = dr_at([900, 900, 900]);
+    promote_with(&mut w, Some(token(1000)));
+    for step in 0..6 {
+        match step {
+            2 => w.hold("dr-redis-0", H, 1000, 10),
+            3 => w.apply_all(),
+            _ => {}
+        }
+        let before = (w.pods.clone(), w.status.clone());
+        let first = w.reconcile();
+        // "Restart": the same stored inputs, planned again by a new process.
+        w.pods = before.0;
+        w.status = before.1;
+        w.clock -= 1;
+        let again = w.reconcile();
+        assert_eq!(first.publish, again.publish, "step {step}");
+        assert_eq!(first.status, again.status, "step {step}");
+        if step < 2 {
+            assert!(
+                w.primaries().is_empty(),
+                "step {step}: promoted before the token"
+            );
+        }
+    }
+    w.converge();
+    assert_eq!(w.primaries(), vec!["dr-redis-0"]);
+}

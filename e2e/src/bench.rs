@@ -107,18 +107,30 @@ pub(crate) fn start_plain(
     ip: &str,
     conf: &Path,
 ) -> Result<(), String> {
-    let out = command(Some(PLAIN_NETNS), "ip")
+    start_plain_in(d, PLAIN_NETNS, name, program, ip, conf)
+}
+
+/// [`start_plain`] in the network namespace `netns` (a region's).
+pub(crate) fn start_plain_in(
+    d: &mut Drill,
+    netns: &str,
+    name: &str,
+    program: &str,
+    ip: &str,
+    conf: &Path,
+) -> Result<(), String> {
+    let out = command(Some(netns), "ip")
         .args(["addr", "replace", &format!("{ip}/32"), "dev", "lo"])
         .output()
         .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!(
-            "adding {ip} in {PLAIN_NETNS}: {}",
+            "adding {ip} in {netns}: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
     let log = conf.with_extension("log");
-    let p = spawn_on(program, name, Some(PLAIN_NETNS), conf, &log)?;
+    let p = spawn_on(program, name, Some(netns), conf, &log)?;
     d.procs.insert(name.to_string(), p);
     Ok(())
 }
@@ -143,7 +155,11 @@ pub(crate) fn redis_cli(ip: &str, password: &str, args: &[&str]) -> Result<Strin
 }
 
 /// `INFO <section>` of the Redis at `addr`.
-fn info_at(addr: &str, password: &str, section: &str) -> Option<BTreeMap<String, String>> {
+pub(crate) fn info_at(
+    addr: &str,
+    password: &str,
+    section: &str,
+) -> Option<BTreeMap<String, String>> {
     Conn::connect(addr, Some(password), Duration::from_millis(500))
         .ok()?
         .info(section)

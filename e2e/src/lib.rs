@@ -12,5 +12,6 @@ pub mod bench;
 pub mod bench_failover;
 pub mod bench_reconcile;
 pub mod bench_scale;
+pub mod bench_switchover;
 pub mod drills;
 pub mod harness;

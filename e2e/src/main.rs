@@ -33,6 +33,11 @@ struct Args {
     /// Sentinel (`make bench-failover`).
     #[arg(long)]
     bench_failover: bool,
+    /// Instead of the drill, measure planned switchovers: the operator's two steps (demote,
+    /// promote with the token) next to the raw Redis steps by hand, across the same link (`make
+    /// bench-switchover`, docs/switchover.md).
+    #[arg(long)]
+    bench_switchover: bool,
     /// Instead of the drill, measure the operator at scale on the real control plane: for each
     /// N of the comma-separated list, N RedisClusters of 3 pods created at once (`make
     /// bench-scale`, docs/bench-scale.md).
@@ -69,6 +74,8 @@ fn main() {
         bench(&options, started);
     } else if args.bench_failover {
         bench_failover(&options, started);
+    } else if args.bench_switchover {
+        bench_switchover(&options, started);
     } else if !args.bench_scale.is_empty() {
         bench_scale(&options, &args.bench_scale, started);
     } else if !args.bench_reconcile.is_empty() {
@@ -113,6 +120,25 @@ fn bench(options: &Options, started: Instant) -> ! {
                     r.baseline_name
                 );
             }
+            println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
+            std::process::exit(0);
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `--bench-switchover`: the table, then exit.
+fn bench_switchover(options: &Options, started: Instant) -> ! {
+    match redis_e2e::bench_switchover::run(options) {
+        Ok(series) => {
+            println!(
+                "\nPlanned switchover under a writer (median [min-max] of {} rounds each way)",
+                redis_e2e::bench_switchover::ROUNDS
+            );
+            print!("{}", redis_e2e::bench_switchover::table(&series));
             println!("\nbench took {:.0} s", started.elapsed().as_secs_f64());
             std::process::exit(0);
         }

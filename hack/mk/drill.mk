@@ -51,3 +51,8 @@ bench-reconcile: deps ## The reconcile's own cost: N clusters of 3 pods on the i
 bench-failover: deps controlplane ## Failover time, sentinel and standalone mode vs raw Sentinel, on the local real cluster (needs root; see docs/bench-failover.md)
 	$(CARGO) build --release $(DRILL_CRATES)
 	$(CLUSTER_LOCK) target/release/redis-drill --bench-failover --dir .drill-bench-failover
+
+.PHONY: bench-switchover
+bench-switchover: deps controlplane ## Planned switchover: write pause and duration, the operator's two steps vs the raw Redis steps by hand, on the local real cluster (needs root; see docs/switchover.md)
+	$(CARGO) build --release $(DRILL_CRATES)
+	$(CLUSTER_LOCK) target/release/redis-drill --bench-switchover --dir .drill-bench-switchover

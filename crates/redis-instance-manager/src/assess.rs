@@ -102,7 +102,12 @@ fn streams_from_what_the_address_leads_to(
 ) -> Option<String> {
     let a = addr(&up.host, up.port);
     let external = up.kind == UpstreamKind::External;
-    if external && info.role == Some(RedisRole::Slave) {
+    let theirs = info.ids.as_ref().map(|i| i.replid.as_str());
+    // A planned switchover's demoted primary: a replica in our own history whose link is down
+    // (it waits for us to be promoted) takes no write and holds nothing we do not stream.
+    let demoted_source = info.master_link_up == Some(false)
+        && theirs.is_some_and(|t| !t.is_empty() && t == o.master_replid);
+    if external && info.role == Some(RedisRole::Slave) && !demoted_source {
         let of = info
             .master
             .as_ref()
@@ -112,7 +117,7 @@ fn streams_from_what_the_address_leads_to(
             "source.host {a} leads to a replica{of}, not to a primary: point source.host at the source's primary endpoint (its -leader Service); a Service that also leads to replicas is not a replication source"
         ));
     }
-    let theirs = info.ids.as_ref().map(|i| i.replid.as_str())?;
+    let theirs = theirs?;
     let ours = o.master_replid.as_str();
     if ours.is_empty() || theirs.is_empty() || ours == theirs {
         return None;
@@ -250,6 +255,10 @@ pub fn report(f: &Facts) -> InstanceReport {
     .flatten()
     .next();
     let elected = f.sentinels.and_then(|v| v.elected.as_ref());
+    // A demoted primary waiting for its source's promotion (planned switchover) serves reads of
+    // everything written, as nothing is written anywhere: it stays Ready, so that the Service
+    // the source reaches it by keeps leading to it.
+    let demoted = f.waiting.and_then(|(_, t)| t.cloned());
     let upstream_backlog_bytes = match f.probe {
         Some(Probe::Answered(info)) => info.repl_backlog_size,
         _ => None,
@@ -262,7 +271,7 @@ pub fn report(f: &Facts) -> InstanceReport {
             RedisRole::Slave => ObservedRole::Replica,
         }),
         upstream: observed.and_then(|o| o.master.as_ref().map(|(h, p)| addr(h, *p))),
-        ready: ready(f.desired, observed, fenced, link.up),
+        ready: ready(f.desired, observed, fenced, link.up || demoted.is_some()),
         master_link_up: link.up,
         link_error: link.error,
         repl_offset: observed.map(|o| o.processed_offset()),
@@ -292,7 +301,7 @@ pub fn report(f: &Facts) -> InstanceReport {
         sentinels_reachable: f.sentinels.map(|v| v.reachable),
         diverged_bytes: f.diverged_bytes,
         history_blocked: f.blocked.map(|(_, b)| b.clone()),
-        demoted: f.waiting.and_then(|(_, t)| t.cloned()),
+        demoted,
         master_replid: observed.map(|o| o.master_replid.clone()),
         master_replid2: observed.map(|o| o.master_replid2.clone()),
         second_repl_offset: observed.map(|o| o.second_repl_offset),
@@ -348,6 +357,7 @@ mod tests {
             role: Some(role),
             master: (role == RedisRole::Slave).then(|| ("src-0".to_string(), 6379)),
             repl_backlog_size: None,
+            master_link_up: (role == RedisRole::Slave).then_some(true),
         })
     }
 
@@ -420,6 +430,9 @@ mod tests {
         OtherPrimary,
         /// ... to a replica (a Service that also leads to replicas).
         SourceIsAReplica,
+        /// The source is a replica in our history with its own link down: a planned
+        /// switchover's demoted primary, waiting for this pod's promotion.
+        DemotedSource,
         /// A peer upstream that is itself a replica of the same history (cascading).
         PeerReplica,
         /// A peer upstream with another replication id.
@@ -486,6 +499,13 @@ mod tests {
                 P::SamePrimary => reached(RedisRole::Master, OURS),
                 P::OtherPrimary => reached(RedisRole::Master, THEIRS),
                 P::SourceIsAReplica => reached(RedisRole::Slave, OURS),
+                P::DemotedSource => match reached(RedisRole::Slave, OURS) {
+                    Probe::Answered(info) => Probe::Answered(UpstreamInfo {
+                        master_link_up: Some(false),
+                        ..info
+                    }),
+                    other => other,
+                },
                 P::PeerReplica | P::PeerOtherId => {
                     let up = Upstream {
                         kind: redis_cluster_api::topology::UpstreamKind::Peer,
@@ -587,6 +607,9 @@ mod tests {
             (P::SamePrimary, L::Src, true, None),
             (P::OtherPrimary, L::Src, false, Some(MOVED)),
             (P::SourceIsAReplica, L::Src, false, Some(A_REPLICA)),
+            // ... unless it is a demoted primary of our own history: it takes no write and we
+            // stream all it has (a planned switchover, before our promotion).
+            (P::DemotedSource, L::Src, true, None),
             // A peer may be a replica (cascading); its id must still be ours.
             (P::PeerReplica, L::Src, true, None),
             (P::PeerOtherId, L::Src, false, Some(PEER_OTHER_ID)),

@@ -150,6 +150,8 @@ pub struct UpstreamInfo {
     /// Its `repl_backlog_size`: how many bytes of its stream it keeps for replicas that
     /// reconnect (more than that written while a replica is away means a full resync).
     pub repl_backlog_size: Option<i64>,
+    /// When it is itself a replica: whether its own link is up (`master_link_status`).
+    pub master_link_up: Option<bool>,
 }
 
 impl UpstreamInfo {
@@ -174,6 +176,7 @@ impl UpstreamInfo {
             role,
             master,
             repl_backlog_size: f.get("repl_backlog_size").and_then(|v| v.parse().ok()),
+            master_link_up: f.get("master_link_status").map(|v| *v == "up"),
         }
     }
 }

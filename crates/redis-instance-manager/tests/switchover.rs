@@ -164,6 +164,9 @@ fn demote(p: &Pair) -> (String, i64) {
             .is_some_and(|e| e.contains("demoted for a planned switchover")),
         "{s}"
     );
+    // Ready: it serves reads of everything written (nothing is written anywhere), and the
+    // Service its source reaches it by must keep leading to it.
+    assert_eq!(s["ready"], true, "{s}");
     (token.0, token.1)
 }
 

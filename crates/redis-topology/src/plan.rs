@@ -1383,7 +1383,19 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
     let mut out = Leadership::new(names::pod_name(view.name, 0), decider);
     let recorded = recorded_primary(view);
     match decider {
-        Decider::Spec => return out,
+        Decider::Spec => {
+            // A planned switchover's demoted primary stays the designated leader while it waits
+            // for the source's promotion: the -leader Service must keep leading the source to
+            // it (the source streams the last of this cluster's history from it).
+            if let Some((pod, _)) = switchover::demotion_token(
+                ordinal_pods(view)
+                    .into_iter()
+                    .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
+            ) {
+                out.leader = pod;
+            }
+            return out;
+        }
         Decider::Sentinel => {
             match sentinel_choice(view) {
                 Some((pod, epoch)) => {

@@ -269,3 +269,28 @@ fn each_step_decides_the_same_from_what_was_stored() {
     w.converge();
     assert_eq!(w.primaries(), vec!["dr-redis-0"]);
 }
+
+#[test]
+fn the_demoted_pod_keeps_the_leader_label_while_it_waits() {
+    let mut w = World::new(spec(DR));
+    w.converge();
+    for i in 0..3 {
+        w.hold(&format!("dr-redis-{i}"), H, 1000, 10);
+    }
+    let p = w.reconcile();
+    assert_eq!(p.role_labels.get("dr-redis-0").copied(), Some("primary"));
+    // dr-redis-2 was the primary (a failover before the demotion) and now waits.
+    w.report("dr-redis-2").demoted = Some(HistoryPosition {
+        replid: H.into(),
+        offset: 1000,
+        keys: 10,
+    });
+    let p = w.reconcile();
+    assert_eq!(
+        p.role_labels.get("dr-redis-2").copied(),
+        Some("primary"),
+        "{:?}",
+        p.role_labels
+    );
+    assert_eq!(p.role_labels.get("dr-redis-0").copied(), Some("replica"));
+}

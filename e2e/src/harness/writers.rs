@@ -141,3 +141,85 @@ impl NoWriteSampler {
             .unwrap_or_default()
     }
 }
+
+/// A client during a planned switchover: one `SET` at a time (1 ms apart) to the first of
+/// `targets` (name, `host:port`, password) that accepts it, recording every acknowledged key
+/// with the name of the server that acknowledged it, and the longest time between two
+/// acknowledged writes (the write pause clients see).
+pub struct SwitchoverWriter {
+    stop: Arc<AtomicBool>,
+    log: Arc<std::sync::Mutex<SwitchoverLog>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// What a [`SwitchoverWriter`] saw.
+#[derive(Default, Clone)]
+pub struct SwitchoverLog {
+    /// `(key, server)` of every acknowledged write, in order.
+    pub acked: Vec<(String, String)>,
+    /// The longest gap between two acknowledged writes.
+    pub longest_pause: Duration,
+    /// Writes refused or failed (each target counted).
+    pub refused: u64,
+}
+
+impl SwitchoverWriter {
+    pub fn start(prefix: &str, targets: Vec<(String, String, String)>) -> SwitchoverWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(std::sync::Mutex::new(SwitchoverLog::default()));
+        let (s, l, prefix) = (stop.clone(), log.clone(), prefix.to_string());
+        let handle = std::thread::spawn(move || {
+            let mut conns: Vec<Option<Conn>> = targets.iter().map(|_| None).collect();
+            let mut last = std::time::Instant::now();
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                let key = format!("{prefix}:{n}");
+                for (i, (name, addr, password)) in targets.iter().enumerate() {
+                    if conns[i].is_none() {
+                        conns[i] =
+                            Conn::connect(addr, Some(password), Duration::from_millis(200)).ok();
+                    }
+                    let Some(c) = conns[i].as_mut() else { continue };
+                    match c.cmd(&["SET", &key, "v"]) {
+                        Ok(r) if !r.is_error() => {
+                            let mut log = l.lock().expect("writer log");
+                            log.acked.push((key.clone(), name.clone()));
+                            log.longest_pause = log.longest_pause.max(last.elapsed());
+                            last = std::time::Instant::now();
+                            n += 1;
+                            break;
+                        }
+                        Ok(_) => l.lock().expect("writer log").refused += 1,
+                        Err(_) => conns[i] = None,
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        SwitchoverWriter {
+            stop,
+            log,
+            handle: Some(handle),
+        }
+    }
+
+    /// What it saw so far.
+    pub fn log(&self) -> SwitchoverLog {
+        self.log.lock().expect("writer log").clone()
+    }
+
+    /// Stop writing: what it saw.
+    pub fn finish(mut self) -> SwitchoverLog {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.log()
+    }
+}
+
+impl Drop for SwitchoverWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -51,6 +51,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
     let dr_primary = failover::dr_loses_its_primary(d)?;
     production_replicates_dr(d, &dr_primary)?;
     fail_back(d)?;
+    planned_switchover(d)?;
     never_two_primaries(d, checker)?;
     roles_match_the_calls(d)?;
     describe_events(d)?;
@@ -280,7 +281,20 @@ pub(crate) fn dr_replicates_production(d: &mut Drill) -> Result<(), String> {
         "prod-redis-0",
         Duration::from_secs(30),
     )?;
-    d.write_keys("prod-redis-0", "seed", 5000, 100)?;
+    // Linked is not yet "good" for min-replicas-to-write: the primary counts a replica once
+    // it is online on its side and has acknowledged within the max lag, and the topology
+    // carrying minSyncReplicas may land between two writes. The seed is idempotent (SETs):
+    // written again until the primary takes all of it (a NOREPLICAS seen in two clean runs).
+    wait(
+        "production's primary to take the seed writes",
+        Duration::from_secs(30),
+        || match d.write_keys("prod-redis-0", "seed", 5000, 100) {
+            Ok(()) => Some(Ok(())),
+            Err(e) if e.contains("NOREPLICAS") => None,
+            Err(e) => Some(Err(e)),
+        },
+    )?
+    .0?;
     let replicas: Vec<String> = d.all_pods().into_iter().skip(1).collect();
     let (_, took) = wait(
         "every DR pod linked to production and caught up",
@@ -858,6 +872,169 @@ fn fail_back(d: &mut Drill) -> Result<(), String> {
     d.check("DR status back to ReplicaMode=True/Enabled", r)
 }
 
+/// 7. Planned switchover to DR and back, under a writer: no acknowledged write lost, no full resync
+///
+/// Production is demoted (promote: false): its primary stops taking writes and publishes the
+/// promotion token (status.demotionToken). DR is promoted with it (promotionToken): it waits until a
+/// pod holds the token, then promotes that pod; production follows DR with partial resyncs. Then the
+/// same operation the other way. A writer that records every acknowledged write runs throughout.
+fn planned_switchover(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "7. Planned switchover to DR and back, under a writer: no acknowledged write lost, no full resync",
+        "Production is demoted (promote: false): its primary stops taking writes and publishes the\n\
+         promotion token (status.demotionToken). DR is promoted with it (promotionToken): it waits until a\n\
+         pod holds the token, then promotes that pod; production follows DR with partial resyncs. Then the\n\
+         same operation the other way. A writer that records every acknowledged write runs throughout.",
+    );
+    // Production is primary (step 6) and DR replicates it.
+    let demote = json!({"spec": {"replicaMode": {"promote": false}}});
+    switchover(d, PROD, DR, DR_LEADER, &demote)?;
+    switchover(d, DR, PROD, PROD_LEADER, &demote).map(|_| ())
+}
+
+/// One planned switchover: `from` (primary) is demoted by the `demote` patch, `to` (its
+/// replica) promoted with the token; `from` then replicates `to_leader`. Checked as the drill
+/// checks it; returns the longest write pause and the whole duration (demotion patch -> every
+/// pod of `from` replicating `to`), for `--bench-switchover`.
+pub(crate) fn switchover(
+    d: &mut Drill,
+    from: &str,
+    to: &str,
+    to_leader: &str,
+    demote: &serde_json::Value,
+) -> Result<(Duration, Duration), String> {
+    use crate::harness::writers::SwitchoverWriter;
+    let pods: Vec<String> = d.pods(from).into_iter().chain(d.pods(to)).collect();
+    let full_syncs =
+        |d: &Drill| -> Result<u64, String> { pods.iter().map(|p| d.stat(p, "sync_full")).sum() };
+    let full_before = full_syncs(d)?;
+    let primary = d
+        .labelled_primary(from)
+        .ok_or_else(|| format!("{from} has no primary"))?;
+    let target = |pod: String, cluster: &str| {
+        let addr = crate::harness::addr(&pod);
+        (pod, addr, d.passwords[cluster].clone())
+    };
+    let mut targets = vec![target(primary.clone(), from)];
+    targets.extend(d.pods(to).into_iter().map(|p| target(p, to)));
+    let writer = SwitchoverWriter::start(&format!("drill:switchover:{from}"), targets);
+    wait(
+        "the writer's first 200 writes",
+        Duration::from_secs(10),
+        || (writer.log().acked.len() >= 200).then_some(()),
+    )?;
+
+    let started = Instant::now();
+    d.patch(from, demote)?;
+    let (token, took) = wait(
+        &format!("{from}'s status.demotionToken"),
+        Duration::from_secs(30),
+        || {
+            d.kube.redis_cluster(NS, from)?["status"]["demotionToken"]
+                .as_str()
+                .map(String::from)
+        },
+    )?;
+    d.time(&format!("{from} demoted: patch -> demotionToken"), took);
+    let demoted = d.condition(from, "Switchover");
+    d.check(
+        &format!("{from} demoted: Switchover=True/Demoted, status.demotionToken {token}"),
+        match &demoted {
+            Some((s, r, m)) if s == "True" && r == "Demoted" && m.contains(&token) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    let before_promotion = writer.log().acked.len();
+    d.patch(
+        to,
+        &json!({"spec": {"replicaMode": {"promote": true, "promotionToken": token}}}),
+    )?;
+    let (new_primary, took) = wait(
+        &format!("{to}'s promoted pod to take a write"),
+        Duration::from_secs(60),
+        || {
+            writer
+                .log()
+                .acked
+                .iter()
+                .skip(before_promotion)
+                .find(|(_, pod)| pod != &primary)
+                .map(|(_, pod)| pod.clone())
+        },
+    )?;
+    d.time(
+        &format!("{to} promoted with the token: patch -> first write on {new_primary}"),
+        took,
+    );
+    let from_pods = d.pods(from);
+    d.wait_linked(
+        &format!("{from} to replicate {to}"),
+        &from_pods,
+        to_leader,
+        Duration::from_secs(60),
+    )?;
+    let total = started.elapsed();
+    d.time(
+        &format!("switchover {from} -> {to}: demotion patch -> {from} replicating {to}"),
+        total,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = writer.finish();
+    let keys: Vec<String> = log.acked.iter().map(|(k, _)| k.clone()).collect();
+    let on_from = log.acked.iter().filter(|(_, p)| p == &primary).count();
+    wait(
+        &format!("{from} to catch up with {new_primary}"),
+        Duration::from_secs(30),
+        || d.caught_up(&new_primary, &from_pods),
+    )?;
+    let r = d
+        .keys_present(&new_primary, &keys)
+        .and_then(|()| d.keys_present(&from_pods[0], &keys));
+    d.check(
+        &format!(
+            "every acknowledged write is on {new_primary} and on {}: {} keys ({on_from} acknowledged by {primary} before the demotion, {} by {new_primary}); longest write pause {} ms",
+            from_pods[0],
+            keys.len(),
+            keys.len() - on_from,
+            log.longest_pause.as_millis()
+        ),
+        r,
+    )?;
+    d.time(
+        &format!("switchover {from} -> {to}: longest write pause"),
+        log.longest_pause,
+    );
+    let full_after = full_syncs(d)?;
+    d.check(
+        &format!(
+            "no full resync on either side (sync_full summed over both clusters' pods: {full_before} before, {full_after} after)"
+        ),
+        if full_after == full_before {
+            Ok(())
+        } else {
+            Err(format!("{} full resyncs", full_after - full_before))
+        },
+    )?;
+    let reached = d.condition(to, "Switchover");
+    d.check(
+        &format!("{to}: Switchover=True/TokenReached"),
+        match &reached {
+            Some((s, r, _)) if s == "True" && r == "TokenReached" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )?;
+    let events = d.events(from, EventReason::Demoted);
+    d.check(
+        &format!("{from}'s Demoted Event carries the token"),
+        if events.iter().any(|(_, note)| note.contains(&token)) {
+            Ok(())
+        } else {
+            Err(format!("{events:?}"))
+        },
+    )?;
+    Ok((log.longest_pause, total))
+}
+
 /// Across the whole story: never two writable primaries in one cluster, and no container
 /// restarted but those the drill broke.
 fn never_two_primaries(d: &mut Drill, checker: SplitBrainChecker) -> Result<(), String> {
@@ -1075,8 +1252,8 @@ mod tests {
             + crate::harness::narration::assert_steps_documented(include_str!("failover.rs"))
             + crate::harness::narration::assert_steps_documented(include_str!("plugin.rs"));
         assert_eq!(
-            steps, 10,
-            "the drill's banners: Setup, 1, 2, 2b, 3, 4, 4b, 5, 6, 7"
+            steps, 11,
+            "the drill's banners: Setup, 1, 2, 2b, 3, 4, 4b, 5, 6, 7, 8"
         );
     }
 }

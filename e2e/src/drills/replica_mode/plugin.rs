@@ -11,7 +11,7 @@ fn ok_if(cond: bool, detail: impl FnOnce() -> String) -> Result<(), String> {
     if cond { Ok(()) } else { Err(detail()) }
 }
 
-/// 7. kubectl redis: the plugin an on-call engineer uses
+/// 8. kubectl redis: the plugin an on-call engineer uses
 ///
 /// kubectl finds kubectl-redis on PATH. `status` reads the clusters, the instance managers (through
 /// the API server's pod proxy) and the Events; `promote`/`demote` refuse what is unsafe or pointless
@@ -19,7 +19,7 @@ fn ok_if(cond: bool, detail: impl FnOnce() -> String) -> Result<(), String> {
 /// RBAC and a stopped operator get errors that say what to do.
 pub fn kubectl_plugin(d: &mut Drill) -> Result<(), String> {
     d.step(
-        "7. kubectl redis: the plugin an on-call engineer uses",
+        "8. kubectl redis: the plugin an on-call engineer uses",
         "kubectl finds kubectl-redis on PATH. `status` reads the clusters, the instance managers (through\n\
          the API server's pod proxy) and the Events; `promote`/`demote` refuse what is unsafe or pointless\n\
          with a reason; `report` writes a support bundle with every password redacted; a user without\n\

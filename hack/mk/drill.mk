@@ -54,5 +54,5 @@ bench-failover: deps controlplane ## Failover time, sentinel and standalone mode
 
 .PHONY: bench-switchover
 bench-switchover: deps controlplane ## Planned switchover: write pause and duration, the operator's two steps vs the raw Redis steps by hand, on the local real cluster (needs root; see docs/switchover.md)
-	$(CARGO) build --release $(DRILL_CRATES)
+	$(CARGO) build --release $(DRILL_CRATES) -p kubectl-redis
 	$(CLUSTER_LOCK) target/release/redis-drill --bench-switchover --dir .drill-bench-switchover

@@ -199,3 +199,161 @@ pub fn demotion_progress(c: &RedisCluster, generation: i64) -> Progress {
         ),
     }
 }
+
+/// The patch that demotes `c`, the primary side of a planned switchover (docs/switchover.md):
+/// `promote: false` on a promoted cluster, `enabled: true` on a standalone one whose spec
+/// already names the other cluster as its (unused) `replicaMode.source`.
+pub fn switchover_demote_patch(c: &RedisCluster) -> Value {
+    match replica_mode_state(c) {
+        "promoted" => json!({"spec": {"replicaMode": {"promote": false}}}),
+        _ => json!({"spec": {"replicaMode": {"enabled": true, "promote": false}}}),
+    }
+}
+
+/// The patch that undoes [`switchover_demote_patch`] before the other side is promoted: `c`
+/// primary again.
+pub fn switchover_abort_patch(c: &RedisCluster) -> Value {
+    match replica_mode_state(c) {
+        "promoted" => json!({"spec": {"replicaMode": {"promote": true}}}),
+        _ => json!({"spec": {"replicaMode": {"enabled": false}}}),
+    }
+}
+
+/// The patch that promotes the other side with the token.
+pub fn switchover_promote_patch(token: &str) -> Value {
+    json!({"spec": {"replicaMode": {"promote": true, "promotionToken": token}}})
+}
+
+/// Whether `switchover` may start: `from` is a primary (its own, or promoted) whose spec names
+/// the cluster to move to as its source, `to` replicates with its link up, no promotion or
+/// return is under way, and both operators run.
+pub fn check_switchover(
+    from: &RedisCluster,
+    to: &RedisCluster,
+    from_op: &OperatorView,
+    to_op: &OperatorView,
+) -> Result<(), String> {
+    let (f, t) = (name(from), name(to));
+    match replica_mode_state(from) {
+        "replicating" => {
+            return Err(format!(
+                "{f} is not a primary: it replicates its source. Run the switchover from the \
+                 cluster that is primary (`kubectl redis switchover <primary> --to {f}`)"
+            ));
+        }
+        "promoting" | "demoting" => {
+            return Err(format!(
+                "{f} is being promoted or returned to replica mode; wait until `kubectl redis \
+                 status {f}` shows it settled"
+            ));
+        }
+        _ => {}
+    }
+    let has_source = from
+        .spec
+        .replica_mode
+        .as_ref()
+        .is_some_and(|rm| rm.source.is_some());
+    if !has_source {
+        return Err(format!(
+            "{f} has no spec.replicaMode.source: set it to {t}'s address (its -leader Service, or \
+             the address {t} is reachable at from {f}'s region) with enabled: false (kept unused \
+             until the switchover), then run this again"
+        ));
+    }
+    match replica_mode_state(to) {
+        "replicating" => {}
+        "off" | "promoted" => {
+            return Err(format!(
+                "{t} is not a replica: a switchover moves the primary role to a cluster that \
+                 replicates {f}"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{t} is being promoted or returned to replica mode; wait until it replicates"
+            ));
+        }
+    }
+    if let Some(l) = condition(to, cond::SOURCE_LINK_UP)
+        && l.status != "True"
+    {
+        return Err(format!(
+            "{t}'s link to its source is not up ({}: {}): a planned switchover would wait for a \
+             token {t} cannot reach. If {f}'s region is lost, this is a disaster promotion: \
+             `kubectl redis promote {t}`",
+            l.reason, l.message
+        ));
+    }
+    operator_check(from_op, &format!("demote {f}"))?;
+    operator_check(to_op, &format!("promote {t}"))
+}
+
+/// The demotion is done when the operator saw the patched generation and published the token.
+pub fn demotion_token_progress(c: &RedisCluster, generation: i64) -> Progress {
+    if observed(c) < generation {
+        return Progress::Pending(format!(
+            "waiting for the operator to see the change (generation {generation})"
+        ));
+    }
+    if let Some(l) = condition(c, cond::SOURCE_LINK_UP)
+        && l.reason == cond::REASON_UNRELATED_HISTORY
+    {
+        return Progress::Stuck(format!(
+            "{}: {} (the source is not a replica of this cluster: its source.host leads elsewhere)",
+            l.reason, l.message
+        ));
+    }
+    match c.status.as_ref().and_then(|s| s.demotion_token.clone()) {
+        Some(token) => Progress::Done(token),
+        None => Progress::Pending(
+            condition(c, cond::SOURCE_LINK_UP)
+                .filter(|l| l.status != "True")
+                .map(|l| {
+                    format!(
+                        "waiting for the primary to stop and publish its token ({})",
+                        l.message
+                    )
+                })
+                .unwrap_or_else(|| "waiting for the primary to stop and publish its token".into()),
+        ),
+    }
+}
+
+/// The promotion with the token: [`promotion_progress`], and stuck when the operator refuses the
+/// token (`Switchover=False`).
+pub fn token_promotion_progress(c: &RedisCluster, generation: i64) -> Progress {
+    if observed(c) >= generation
+        && let Some(s) = condition(c, cond::SWITCHOVER)
+        && s.status == "False"
+    {
+        return Progress::Stuck(format!("{}: {}", s.reason, s.message));
+    }
+    match promotion_progress(c, generation) {
+        Progress::Pending(_) if observed(c) >= generation => Progress::Pending(
+            condition(c, cond::SWITCHOVER)
+                .map(|s| format!("{}: {}", s.reason, s.message))
+                .unwrap_or_else(|| "waiting for the operator".into()),
+        ),
+        other => other,
+    }
+}
+
+/// The demoted side follows the promoted one: `ReplicaMode=True/Enabled` and its link up.
+pub fn follows_progress(c: &RedisCluster) -> Progress {
+    let n = name(c);
+    let rm = condition(c, cond::REPLICA_MODE);
+    let link = condition(c, cond::SOURCE_LINK_UP);
+    match (rm, link) {
+        (Some(rm), Some(l)) if rm.reason == cond::REASON_ENABLED && l.status == "True" => {
+            Progress::Done(format!("{n} replicates again ({})", rm.message))
+        }
+        (_, Some(l)) if l.reason == cond::REASON_UNRELATED_HISTORY => {
+            Progress::Stuck(format!("{}: {}", l.reason, l.message))
+        }
+        (_, l) => Progress::Pending(
+            l.map(|l| format!("{}: {}", l.reason, l.message))
+                .unwrap_or_else(|| "waiting for the operator".into()),
+        ),
+    }
+}

@@ -28,6 +28,7 @@ use redis_cluster_api::RedisCluster;
         kubectl redis status dr-redis -n production -o json\n  \
         kubectl redis promote dr-redis -n production\n  \
         kubectl redis demote dr-redis -n production\n  \
+        kubectl redis switchover prod-redis --to dr-redis -n production\n  \
         kubectl redis report dr-redis -n production -o dr-redis-report.tar.gz\n\n\
         Docs: docs/kubectl-plugin.md. Exit codes: 0 done, 1 refused or failed, 2 usage."
 )]
@@ -85,8 +86,27 @@ enum Command {
         #[command(flatten)]
         change: Change,
     },
-    /// A planned, zero-loss move of the primary role (not supported by this operator version).
-    Switchover { name: String },
+    /// A planned, zero-loss move of the primary role from this cluster to the cluster that
+    /// replicates it (docs/switchover.md): demote this one (it stops taking writes and publishes
+    /// its token), promote the other with the token, wait until this one follows it.
+    Switchover {
+        /// The cluster that is primary now.
+        name: String,
+        /// The cluster that replicates it and becomes primary.
+        #[arg(long)]
+        to: String,
+        /// Its namespace (default: the same as NAME's).
+        #[arg(long)]
+        to_namespace: Option<String>,
+        /// Its kubeconfig context, when it runs in another Kubernetes cluster (default: --context).
+        #[arg(long)]
+        to_context: Option<String>,
+        /// Its kubeconfig file (default: --kubeconfig).
+        #[arg(long, value_name = "PATH")]
+        to_kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        change: Change,
+    },
     /// Fence a pod (refuse writes) by hand (not supported by this operator version).
     Fence { pod: String },
     /// Lift a manual fence (not supported by this operator version).
@@ -144,16 +164,14 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Error> {
     let not_supported = |what: &str| {
         Err(Error::Refused(format!(
-            "{what} is not supported by this operator version: the operator has no planned \
-             switchover or manual fencing yet (it fences pods itself during promotions and \
-             failovers). An unplanned promotion is `kubectl redis promote`; see \
-             docs/kubectl-plugin.md"
+            "{what} is not supported by this operator version: the operator has no manual \
+             fencing (it fences pods itself during promotions, failovers and switchovers). A \
+             planned move is `kubectl redis switchover`, an unplanned promotion `kubectl redis \
+             promote`; see docs/kubectl-plugin.md"
         )))
     };
-    match &cli.command {
-        Command::Switchover { .. } => return not_supported("switchover"),
-        Command::Fence { .. } | Command::Unfence { .. } => return not_supported("manual fencing"),
-        _ => {}
+    if let Command::Fence { .. } | Command::Unfence { .. } = &cli.command {
+        return not_supported("manual fencing");
     }
     let target = Target {
         kubeconfig: cli.kubeconfig.clone(),
@@ -171,9 +189,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Promote { name, pod, change } => promote(&client, &ns, &name, pod, &change).await,
         Command::Demote { name, change } => demote(&client, &ns, &name, &change).await,
         Command::Report { name, output } => report(&client, &ns, &name, output).await,
-        Command::Switchover { .. } | Command::Fence { .. } | Command::Unfence { .. } => {
-            unreachable!("answered above")
+        Command::Switchover {
+            name,
+            to,
+            to_namespace,
+            to_context,
+            to_kubeconfig,
+            change,
+        } => {
+            let other = if to_context.is_some() || to_kubeconfig.is_some() {
+                let t = Target {
+                    kubeconfig: to_kubeconfig.or(cli.kubeconfig.clone()),
+                    context: to_context.or(cli.context.clone()),
+                };
+                let (c, default) = api::connect(&t).await?;
+                (c, to_namespace.unwrap_or(default))
+            } else {
+                (client.clone(), to_namespace.unwrap_or(ns.clone()))
+            };
+            switchover(&client, &ns, &name, (&other.0, &other.1, &to), &change).await
         }
+        Command::Fence { .. } | Command::Unfence { .. } => unreachable!("answered above"),
     }
 }
 
@@ -332,6 +368,80 @@ async fn demote(client: &Client, ns: &str, name: &str, change: &Change) -> Resul
     )?;
     let patch = actions::demote_patch();
     patch_and_follow(client, ns, name, &patch, change, actions::demotion_progress).await
+}
+
+/// The planned switchover's three steps (docs/switchover.md), each followed until done.
+async fn switchover(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    (to_client, to_ns, to): (&Client, &str, &str),
+    change: &Change,
+) -> Result<(), Error> {
+    let from_c = api::get_cluster(client, ns, name).await?;
+    let to_c = api::get_cluster(to_client, to_ns, to).await?;
+    let from_op = api::operator(client).await;
+    let to_op = api::operator(to_client).await;
+    actions::check_switchover(&from_c, &to_c, &from_op, &to_op).map_err(Error::Refused)?;
+    println!("Planned switchover: {name} ({ns}) -> {to} ({to_ns}).");
+    println!(
+        "  1. {name} stops taking writes (its primary becomes a read-only replica) and publishes \
+         its promotion token;"
+    );
+    println!(
+        "  2. {to} is promoted once one of its pods holds that token: no acknowledged write is lost;"
+    );
+    println!("  3. {name} follows {to} with a partial resync.");
+    println!(
+        "  Clients see writes refused from step 1 until step 2 completes (typically under a second)."
+    );
+    confirm(&format!("Switch over from {name} to {to}?"), change.yes)?;
+    let started = Instant::now();
+    let abort = format!(
+        "to abort before {to} is promoted: kubectl patch rediscluster -n {ns} {name} --type=merge -p '{}'",
+        actions::switchover_abort_patch(&from_c)
+    );
+    let demote = actions::switchover_demote_patch(&from_c);
+    let generation = api::patch_cluster(client, ns, name, &demote)
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(0);
+    println!("1/3 patched {name}: {demote}");
+    follow(client, ns, name, change.timeout, |c| {
+        actions::demotion_token_progress(c, generation)
+    })
+    .await
+    .map_err(|e| Error::Refused(format!("{e}; {abort}")))?;
+    let token = api::get_cluster(client, ns, name)
+        .await?
+        .status
+        .and_then(|s| s.demotion_token)
+        .ok_or_else(|| Error::Other("the demotion token disappeared".into()))?;
+    let promote = actions::switchover_promote_patch(&token);
+    let generation = api::patch_cluster(to_client, to_ns, to, &promote)
+        .await?
+        .metadata
+        .generation
+        .unwrap_or(0);
+    println!("2/3 patched {to}: {promote}");
+    follow(to_client, to_ns, to, change.timeout, |c| {
+        actions::token_promotion_progress(c, generation)
+    })
+    .await
+    .map_err(|e| {
+        Error::Refused(format!(
+            "{e}; {to} keeps waiting for the token and is never promoted without it; {abort} (and \
+             remove promote and promotionToken from {to})"
+        ))
+    })?;
+    println!("3/3 {name} follows {to}");
+    follow(client, ns, name, change.timeout, actions::follows_progress).await?;
+    println!(
+        "switchover done in {:.1}s: {to} is primary, {name} replicates it",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Send the merge patch, say so, then (unless `--no-wait`) follow the cluster until `progress`

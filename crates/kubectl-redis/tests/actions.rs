@@ -144,3 +144,112 @@ fn demote_is_refused_unless_promoted_and_done_once_the_link_is_up() {
         matches!(actions::demotion_progress(&down, 4), Progress::Pending(m) if m.starts_with("LinkDown"))
     );
 }
+
+/// `switchover`: who may start one, the patches it sends, and when each step is done.
+#[test]
+fn switchover_refuses_what_it_cannot_complete_and_sends_the_documented_patches() {
+    let op = running();
+    // A promoted DR (its spec names production as source) may switch over to production,
+    // which replicates it.
+    let promoted_dr = dr(promoted(), true, Some("dr-redis-0"));
+    let mut replicating_prod = dr(replicating(), false, None);
+    replicating_prod.metadata.name = Some("prod-redis".into());
+    actions::check_switchover(&promoted_dr, &replicating_prod, &op, &op).unwrap();
+    assert_eq!(
+        actions::switchover_demote_patch(&promoted_dr),
+        json!({"spec": {"replicaMode": {"promote": false}}})
+    );
+    assert_eq!(
+        actions::switchover_abort_patch(&promoted_dr),
+        json!({"spec": {"replicaMode": {"promote": true}}})
+    );
+    assert_eq!(
+        actions::switchover_promote_patch("ab:12"),
+        json!({"spec": {"replicaMode": {"promote": true, "promotionToken": "ab:12"}}})
+    );
+    // From a replica: refused.
+    let e = actions::check_switchover(&replicating_prod, &promoted_dr, &op, &op).unwrap_err();
+    assert!(e.contains("is not a primary"), "{e}");
+    // A standalone primary without a source to become a replica of: says what to set.
+    let e =
+        actions::check_switchover(&prod(), &dr(replicating(), false, None), &op, &op).unwrap_err();
+    assert!(e.contains("has no spec.replicaMode.source"), "{e}");
+    // ... with one (kept unused while disabled): demoted by enabling replica mode.
+    let mut standalone = prod();
+    standalone.spec.replica_mode = Some(
+        serde_json::from_value(
+            json!({"enabled": false, "source": {"host": "dr-redis-leader", "port": 6379}}),
+        )
+        .unwrap(),
+    );
+    actions::check_switchover(&standalone, &dr(replicating(), false, None), &op, &op).unwrap();
+    assert_eq!(
+        actions::switchover_demote_patch(&standalone),
+        json!({"spec": {"replicaMode": {"enabled": true, "promote": false}}})
+    );
+    assert_eq!(
+        actions::switchover_abort_patch(&standalone),
+        json!({"spec": {"replicaMode": {"enabled": false}}})
+    );
+    // The other side's link is down: a token could not reach it.
+    let e = actions::check_switchover(&standalone, &dr(link_down(), false, None), &op, &op)
+        .unwrap_err();
+    assert!(e.contains("link to its source is not up"), "{e}");
+    assert!(e.contains("kubectl redis promote"), "{e}");
+    // The target is not a replica.
+    let e = actions::check_switchover(&standalone, &promoted_dr, &op, &op).unwrap_err();
+    assert!(e.contains("is not a replica"), "{e}");
+    // An operator that does not run on either side.
+    let stopped = OperatorView::from_pods(Ok(vec![("redis-operator-a".into(), false)]));
+    let e = actions::check_switchover(&standalone, &dr(replicating(), false, None), &op, &stopped)
+        .unwrap_err();
+    assert!(e.contains("operator is not running"), "{e}");
+}
+
+#[test]
+fn switchover_progress_follows_the_token_then_the_promotion() {
+    let mut c = dr(replicating(), false, None);
+    assert!(matches!(
+        actions::demotion_token_progress(&c, 3),
+        Progress::Pending(_)
+    ));
+    c.status.as_mut().unwrap().observed_generation = Some(3);
+    assert!(matches!(
+        actions::demotion_token_progress(&c, 3),
+        Progress::Pending(_)
+    ));
+    c.status.as_mut().unwrap().demotion_token = Some("ab:12".into());
+    assert_eq!(
+        actions::demotion_token_progress(&c, 3),
+        Progress::Done("ab:12".into())
+    );
+    // The promotion refused by the operator (Switchover=False) is stuck, with its message.
+    let mut p = dr(
+        vec![cond(
+            "Switchover",
+            "False",
+            "TokenMismatch",
+            "Refusing to promote: the promotion token names another history",
+            "2026-11-27T12:00:00Z",
+        )],
+        true,
+        None,
+    );
+    match actions::token_promotion_progress(&p, 2) {
+        Progress::Stuck(m) => assert!(m.contains("TokenMismatch"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    p = dr(promoted(), true, Some("dr-redis-0"));
+    assert!(matches!(
+        actions::token_promotion_progress(&p, 2),
+        Progress::Done(_)
+    ));
+    assert!(matches!(
+        actions::follows_progress(&dr(replicating(), false, None)),
+        Progress::Done(_)
+    ));
+    assert!(matches!(
+        actions::follows_progress(&dr(link_down(), false, None)),
+        Progress::Pending(_)
+    ));
+}

@@ -644,6 +644,12 @@ pub struct RedisClusterStatus {
     /// replicates the source.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demotion_token: Option<String>,
+
+    /// The `promotionToken` of the last promotion that completed with it. A token is used once:
+    /// left in the spec, it no longer holds back a later `promote: true` (which then promotes
+    /// at once, as without a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_promotion_token: Option<String>,
 }
 
 /// See [`RedisClusterStatus::data_at_risk`].

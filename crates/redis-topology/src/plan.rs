@@ -1016,12 +1016,23 @@ fn promotion_started(view: &ClusterView) -> bool {
 pub const SWITCHOVER_TOKEN_WAIT_SECONDS: i64 = 60;
 
 /// `replicaMode.promotionToken`, parsed (the schema's pattern admits only valid ones).
-fn promotion_token(view: &ClusterView) -> Option<SwitchoverToken> {
+fn spec_token(view: &ClusterView) -> Option<SwitchoverToken> {
     view.spec
         .replica_mode
         .as_ref()
         .and_then(|rm| rm.promotion_token.as_deref())
         .and_then(SwitchoverToken::parse)
+}
+
+/// The token a promotion must wait for: the spec's, unless an earlier promotion already used
+/// it (`status.usedPromotionToken`). A token left in the spec after its switchover must not
+/// hold back a later disaster promotion (`promote: true` as the spec writes it).
+fn promotion_token(view: &ClusterView) -> Option<SwitchoverToken> {
+    let used = view
+        .previous
+        .and_then(|s| s.used_promotion_token.as_deref())
+        .and_then(SwitchoverToken::parse);
+    spec_token(view).filter(|t| Some(t) != used.as_ref())
 }
 
 /// The token against the pods, designated leader first.
@@ -1107,8 +1118,13 @@ fn switchover_condition(
             })
         }
         Target::Promoted(source) => {
-            let token = promotion_token(view)?;
-            if promotion_started(view) || promotion_done(view) || leader_confirmed {
+            let started = promotion_started(view) || promotion_done(view) || leader_confirmed;
+            let token = if started {
+                spec_token(view)?
+            } else {
+                promotion_token(view)?
+            };
+            if started {
                 let r = view.pods.get(leader)?.report.as_ref()?;
                 return switchover::promoted_with(&token, r).then(|| Desired {
                     type_: cond::SWITCHOVER,
@@ -2578,7 +2594,7 @@ fn status(
             note: c.message.clone(),
         });
     }
-    wanted.extend(switchover);
+    wanted.extend(switchover.clone());
     let demotion_token = match target {
         Target::Replica(..) => switchover::demotion_token(
             ordinal_pods(view)
@@ -2816,6 +2832,13 @@ fn status(
         }),
         data_at_risk: data_at_risk(view, target, &leader),
         demotion_token,
+        used_promotion_token: switchover
+            .as_ref()
+            .filter(|c| {
+                c.reason == cond::REASON_TOKEN_REACHED && (leader_confirmed || promotion_done(view))
+            })
+            .and_then(|_| spec_token(view).map(|t| t.to_string()))
+            .or(previous.used_promotion_token.clone()),
     };
     (status, events)
 }

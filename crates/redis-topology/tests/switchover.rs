@@ -294,3 +294,40 @@ fn the_demoted_pod_keeps_the_leader_label_while_it_waits() {
     );
     assert_eq!(p.role_labels.get("dr-redis-0").copied(), Some("replica"));
 }
+
+/// A token left in the spec after its switchover does not hold back a later promotion: the
+/// spec's `promote: true` (the disaster button) works as written.
+#[test]
+fn a_used_token_left_in_the_spec_does_not_block_a_later_promotion() {
+    let mut w = dr_at([1000, 1000, 1000]);
+    promote_with(&mut w, Some(token(1000)));
+    w.converge();
+    assert_eq!(w.primaries(), vec!["dr-redis-0"]);
+    let r = w.report("dr-redis-0");
+    r.master_replid = Some(OTHER.into());
+    r.master_replid2 = Some(H.into());
+    r.second_repl_offset = Some(1001);
+    w.reconcile();
+    assert_eq!(
+        w.status.as_ref().unwrap().used_promotion_token.as_deref(),
+        Some(token(1000).as_str())
+    );
+    // Returned to replicating (promote: false), the token still in the spec; the pods now
+    // follow another history (the source's, after its own promotion).
+    w.spec.replica_mode.as_mut().unwrap().promote = false;
+    w.converge();
+    for i in 0..3 {
+        w.hold(&format!("dr-redis-{i}"), R2, 9000, 10);
+    }
+    w.reconcile();
+    assert!(w.primaries().is_empty());
+    // The source is lost: promote: true, as the spec writes it. The used token is ignored.
+    w.spec.replica_mode.as_mut().unwrap().promote = true;
+    w.converge();
+    assert_eq!(w.primaries().len(), 1, "promoted at once");
+    assert!(
+        w.condition("Switchover").is_none_or(|c| c.0 != "False"),
+        "{:?}",
+        w.condition("Switchover")
+    );
+}

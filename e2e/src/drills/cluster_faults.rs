@@ -2,7 +2,8 @@
 //! same setup as the DR drill): the API server restarting under the operator, the operator's
 //! leader dying in the middle of a promotion, a node that stops reporting while its pods'
 //! processes live on (NotReady, then the taint manager's eviction: a Terminating primary that
-//! still runs), and an operator upgrade with `helm upgrade` rolling every StatefulSet.
+//! still runs), an operator upgrade with `helm upgrade` rolling every StatefulSet, and a planned
+//! switchover with the operator's leader killed after each of its steps.
 //!
 //! [`story`] is the list of steps; each step is a function whose doc comment is its banner.
 
@@ -32,6 +33,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
     operator_leader_dies_mid_promotion(d)?;
     node_stops_reporting(d)?;
     operator_upgrade_rolls_the_pods(d)?;
+    switchover_with_the_operator_killed_at_each_step(d)?;
     let (samples, violations) = checker.finish();
     d.check(
         &format!("no split brain through every fault ({samples} samples of every node)"),
@@ -765,4 +767,186 @@ fn operator_upgrade_rolls_the_pods(d: &mut Drill) -> Result<(), String> {
         took,
     );
     d.check_keyspaces_converge("all keyspaces equal after the upgrade")
+}
+
+/// Kill the process of the operator that holds the leader Lease (`kill -9`): its container
+/// restarts, and the leader that follows (it, or the standby) resumes from what was written.
+fn kill_operator_leader(d: &mut Drill) -> Result<String, String> {
+    let (leader, _) = operator_leader(d).ok_or("no operator holds the leader Lease")?;
+    let pod = d
+        .kube
+        .pod(OPERATOR_NS, &leader)
+        .ok_or(format!("no pod {leader}"))?;
+    let mut killed = 0;
+    for (pid, comm) in pod_processes(&pod) {
+        if comm == "redis-operator" {
+            kcluster::net::sh(&["kill", "-9", &pid.to_string()])?;
+            killed += 1;
+        }
+    }
+    if killed == 0 {
+        return Err(format!("no redis-operator process in {leader}"));
+    }
+    d.broken.insert(leader.clone(), 0);
+    Ok(leader)
+}
+
+/// F5. A planned switchover to DR with the operator's leader killed after each of its steps
+///
+/// Production (never in replica mode so far) is demoted by naming DR as its source, under a writer that
+/// records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told
+/// production's pods to become replicas, and again as soon as it has told DR's pod to become primary
+/// with the token. Each time the next leader resumes from the annotations and the status: production's
+/// token is published once, DR is promoted once (one replication id), every acknowledged write is on DR
+/// and on production, and nobody resynchronised in full.
+fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(), String> {
+    use crate::harness::writers::SwitchoverWriter;
+    d.step(
+        "F5. A planned switchover to DR with the operator's leader killed after each of its steps",
+        "Production (never in replica mode so far) is demoted by naming DR as its source, under a writer that\n\
+         records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told\n\
+         production's pods to become replicas, and again as soon as it has told DR's pod to become primary\n\
+         with the token. Each time the next leader resumes from the annotations and the status: production's\n\
+         token is published once, DR is promoted once (one replication id), every acknowledged write is on DR\n\
+         and on production, and nobody resynchronised in full.",
+    );
+    let dr_leader = "dr-redis-leader.production.svc.cluster.local";
+    let prod_pods = d.pods(PROD);
+    let dr_pods = d.pods(DR);
+    let all: Vec<String> = prod_pods.iter().chain(&dr_pods).cloned().collect();
+    let full_syncs =
+        |d: &Drill| -> Result<u64, String> { all.iter().map(|p| d.stat(p, "sync_full")).sum() };
+    let full_before = full_syncs(d)?;
+    let primary = d
+        .labelled_primary(PROD)
+        .ok_or("production has no primary")?;
+    let mut targets = vec![(
+        primary.clone(),
+        crate::harness::addr(&primary),
+        d.passwords[PROD].clone(),
+    )];
+    targets.extend(
+        dr_pods
+            .iter()
+            .map(|p| (p.clone(), crate::harness::addr(p), d.passwords[DR].clone())),
+    );
+    let writer = SwitchoverWriter::start("drill:f5", targets);
+    wait(
+        "the writer's first 200 writes",
+        Duration::from_secs(10),
+        || (writer.log().acked.len() >= 200).then_some(()),
+    )?;
+
+    // Step 1: the demotion, and the leader killed once production's pods are told.
+    let before = epoch(d, &primary).ok_or(format!("{primary} has no topology"))?;
+    d.patch(
+        PROD,
+        &json!({"spec": {"replicaMode": {
+            "enabled": true,
+            "source": {"host": dr_leader, "port": 6379, "clusterName": "dr-redis",
+                       "authSecretName": "dr-redis-auth"},
+        }}}),
+    )?;
+    wait(
+        &format!("the leader to tell {primary} to replicate DR"),
+        Duration::from_secs(30),
+        || epoch(d, &primary).filter(|e| *e > before && !published_primary(d, &primary)),
+    )?;
+    let first = kill_operator_leader(d)?;
+    let (token, took) = wait(
+        "production's status.demotionToken (from the next leader)",
+        Duration::from_secs(90),
+        || {
+            d.kube.redis_cluster(NS, PROD)?["status"]["demotionToken"]
+                .as_str()
+                .map(String::from)
+        },
+    )?;
+    d.time("leader killed after the demotion -> token published", took);
+
+    // Step 2: the promotion with the token, and the leader killed once DR's pod is told.
+    let chosen = "dr-redis-0";
+    let before = epoch(d, chosen).ok_or(format!("{chosen} has no topology"))?;
+    d.patch(
+        DR,
+        &json!({"spec": {"replicaMode": {"promote": true, "promotionToken": token}}}),
+    )?;
+    wait(
+        &format!("the leader to tell {chosen} to be primary"),
+        Duration::from_secs(60),
+        || epoch(d, chosen).filter(|e| *e > before && published_primary(d, chosen)),
+    )?;
+    let second = kill_operator_leader(d)?;
+    let killed = Instant::now();
+    let (promoted_id, _) = wait(
+        &format!("{chosen} to be primary"),
+        Duration::from_secs(30),
+        || {
+            let i = d.info(chosen, "replication").ok()?;
+            (i.get("role").map(String::as_str) == Some("master"))
+                .then(|| i.get("master_replid").cloned())
+                .flatten()
+        },
+    )?;
+    d.wait_linked(
+        "production to replicate DR",
+        &prod_pods,
+        dr_leader,
+        Duration::from_secs(90),
+    )?;
+    d.time(
+        "leader killed after the promotion -> production replicating DR",
+        killed.elapsed(),
+    );
+    let r = d.wait_condition(
+        DR,
+        "ReplicaMode",
+        "False",
+        Some("Promoted"),
+        "Cluster promoted to standalone (former source: prod-redis-us-east)",
+    );
+    d.check(
+        &format!("leaders {first} and {second} killed; the next ones completed the switchover: DR promoted"),
+        r,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let log = writer.finish();
+    let keys: Vec<String> = log.acked.iter().map(|(k, _)| k.clone()).collect();
+    wait(
+        "production to catch up with DR",
+        Duration::from_secs(30),
+        || d.caught_up(chosen, &prod_pods),
+    )?;
+    let present = d
+        .keys_present(chosen, &keys)
+        .and_then(|()| d.keys_present(&prod_pods[0], &keys));
+    let now_id = d
+        .info(chosen, "replication")?
+        .get("master_replid")
+        .cloned()
+        .unwrap_or_default();
+    let promoted = d.events(DR, redis_topology::EventReason::Promoted).len();
+    let demoted = d
+        .events(PROD, redis_topology::EventReason::Demoted)
+        .into_iter()
+        .filter(|(_, n)| n.contains(&token))
+        .count();
+    let full_after = full_syncs(d)?;
+    d.check(
+        &format!(
+            "every acknowledged write on {chosen} and {}: {} keys, longest write pause {} ms; promoted once ({chosen} kept {promoted_id}; Promoted Events since F2: {promoted}), Demoted Events with the token: {demoted}, sync_full {full_before} -> {full_after}",
+            prod_pods[0],
+            keys.len(),
+            log.longest_pause.as_millis()
+        ),
+        match present {
+            Err(e) => Err(e),
+            Ok(()) if now_id != promoted_id => Err(format!("promoted again: {now_id}")),
+            Ok(()) if full_after != full_before => {
+                Err(format!("{} full resyncs", full_after - full_before))
+            }
+            Ok(()) if demoted == 0 => Err("no Demoted Event with the token".into()),
+            Ok(()) => Ok(()),
+        },
+    )
 }

@@ -888,8 +888,72 @@ fn planned_switchover(d: &mut Drill) -> Result<(), String> {
     );
     // Production is primary (step 6) and DR replicates it.
     let demote = json!({"spec": {"replicaMode": {"promote": false}}});
+    switchover_undone(d)?;
     switchover(d, PROD, DR, DR_LEADER, &demote)?;
     switchover(d, DR, PROD, PROD_LEADER, &demote).map(|_| ())
+}
+
+/// A switchover undone before the promotion: production demoted (it publishes its token and
+/// refuses writes), then made primary again (`promote: true`): it takes writes, and DR, which
+/// was never patched, goes on replicating it with partial resyncs.
+fn switchover_undone(d: &mut Drill) -> Result<(), String> {
+    let pods: Vec<String> = d.pods(PROD).into_iter().chain(d.pods(DR)).collect();
+    let full_syncs =
+        |d: &Drill| -> Result<u64, String> { pods.iter().map(|p| d.stat(p, "sync_full")).sum() };
+    let full_before = full_syncs(d)?;
+    let primary = d
+        .labelled_primary(PROD)
+        .ok_or("production has no primary")?;
+    d.patch(PROD, &json!({"spec": {"replicaMode": {"promote": false}}}))?;
+    let (token, _) = wait(
+        "production's status.demotionToken",
+        Duration::from_secs(30),
+        || {
+            d.kube.redis_cluster(NS, PROD)?["status"]["demotionToken"]
+                .as_str()
+                .map(String::from)
+        },
+    )?;
+    let refused = !d.accepts_write(&primary, ["drill:undone", "refused"]);
+    d.patch(PROD, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
+    let took = d.wait_writable(
+        "production's primary to take writes again",
+        &primary,
+        ["drill:undone", "accepted"],
+        Duration::from_secs(30),
+    )?;
+    let dr_pods = d.pods(DR);
+    d.wait_linked(
+        "DR to follow production again",
+        &dr_pods,
+        PROD_LEADER,
+        Duration::from_secs(30),
+    )?;
+    wait(
+        "DR to hold production's write",
+        Duration::from_secs(10),
+        || {
+            d.keys_present(&dr_pods[0], &["drill:undone".to_string()])
+                .ok()
+        },
+    )?;
+    let full_after = full_syncs(d)?;
+    let dr_mode = d.condition(DR, "ReplicaMode");
+    d.check(
+        &format!(
+            "undone before the promotion: {primary} refused writes while demoted (token {token}), takes them {:.2} s after promote: true; DR untouched ({:?}), following partially (sync_full {full_before} -> {full_after})",
+            took.as_secs_f64(),
+            dr_mode.as_ref().map(|c| &c.1)
+        ),
+        if refused
+            && full_after == full_before
+            && dr_mode.is_some_and(|c| c.1 == "Enabled")
+        {
+            Ok(())
+        } else {
+            Err(format!("refused while demoted: {refused}"))
+        },
+    )
 }
 
 /// One planned switchover: `from` (primary) is demoted by the `demote` patch, `to` (its
@@ -973,9 +1037,19 @@ pub(crate) fn switchover(
         to_leader,
         Duration::from_secs(60),
     )?;
+    wait(
+        &format!("{to}'s status to say it is promoted"),
+        Duration::from_secs(30),
+        || {
+            d.condition(to, "ReplicaMode")
+                .filter(|c| c.0 == "False" && c.1 == "Promoted")
+        },
+    )?;
     let total = started.elapsed();
     d.time(
-        &format!("switchover {from} -> {to}: demotion patch -> {from} replicating {to}"),
+        &format!(
+            "switchover {from} -> {to}: demotion patch -> {from} replicating {to}, {to} Promoted"
+        ),
         total,
     );
     std::thread::sleep(Duration::from_millis(500));

@@ -14,20 +14,23 @@ fn ok_if(cond: bool, detail: impl FnOnce() -> String) -> Result<(), String> {
 /// 8. kubectl redis: the plugin an on-call engineer uses
 ///
 /// kubectl finds kubectl-redis on PATH. `status` reads the clusters, the instance managers (through
-/// the API server's pod proxy) and the Events; `promote`/`demote` refuse what is unsafe or pointless
-/// with a reason; `report` writes a support bundle with every password redacted; a user without
-/// RBAC and a stopped operator get errors that say what to do.
+/// the API server's pod proxy) and the Events; `promote`/`demote`/`switchover` refuse what is unsafe
+/// or pointless with a reason; `switchover` moves production to DR and back in one command each;
+/// `report` writes a support bundle with every password redacted; a user without RBAC and a stopped
+/// operator get errors that say what to do.
 pub fn kubectl_plugin(d: &mut Drill) -> Result<(), String> {
     d.step(
         "8. kubectl redis: the plugin an on-call engineer uses",
         "kubectl finds kubectl-redis on PATH. `status` reads the clusters, the instance managers (through\n\
-         the API server's pod proxy) and the Events; `promote`/`demote` refuse what is unsafe or pointless\n\
-         with a reason; `report` writes a support bundle with every password redacted; a user without\n\
-         RBAC and a stopped operator get errors that say what to do.",
+         the API server's pod proxy) and the Events; `promote`/`demote`/`switchover` refuse what is unsafe\n\
+         or pointless with a reason; `switchover` moves production to DR and back in one command each;\n\
+         `report` writes a support bundle with every password redacted; a user without RBAC and a stopped\n\
+         operator get errors that say what to do.",
     );
     status_json(d)?;
     status_text(d)?;
     refusals(d)?;
+    switchover_round_trip(d)?;
     report(d)?;
     no_rbac(d)?;
     operator_stopped(d)
@@ -154,7 +157,10 @@ fn refusals(d: &mut Drill) -> Result<(), String> {
             &["promote", "no-such-cluster", "-n", NS, "--yes"],
             "not found in namespace production",
         ),
-        (&["switchover", DR, "-n", NS], "not supported"),
+        (
+            &["switchover", DR, "--to", PROD, "-n", NS, "--yes"],
+            "is not a primary",
+        ),
     ];
     let mut failures = Vec::new();
     for (args, want) in cases {
@@ -178,9 +184,44 @@ fn refusals(d: &mut Drill) -> Result<(), String> {
         failures.push("dr-redis was promoted by a refused command".into());
     }
     d.check(
-        "promote/demote refuse with a reason (already promoted, not promoted, no --yes without a terminal, unknown cluster, unsupported switchover) and change nothing",
+        "promote/demote/switchover refuse with a reason (already promoted, not promoted, no --yes without a terminal, unknown cluster, a switchover from a replica) and change nothing",
         ok_if(failures.is_empty(), || failures.join("\n")),
     )
+}
+
+/// `kubectl redis switchover` both ways: each one command, done when the old side follows.
+fn switchover_round_trip(d: &mut Drill) -> Result<(), String> {
+    for (from, to) in [(PROD, DR), (DR, PROD)] {
+        let started = std::time::Instant::now();
+        let (code, out, err) =
+            d.kubectl_redis(&["switchover", from, "--to", to, "-n", NS, "--yes"], None)?;
+        let done = out
+            .lines()
+            .find(|l| l.starts_with("switchover done"))
+            .unwrap_or_default()
+            .to_string();
+        let promoted = d
+            .condition(to, "ReplicaMode")
+            .is_some_and(|c| c.1 == "Promoted");
+        let follows = d
+            .condition(from, "ReplicaMode")
+            .is_some_and(|c| c.1 == "Enabled");
+        d.check(
+            &format!(
+                "kubectl redis switchover {from} --to {to} --yes: {done} ({:.1} s with kubectl)",
+                started.elapsed().as_secs_f64()
+            ),
+            ok_if(code == 0 && !done.is_empty() && promoted && follows, || {
+                format!(
+                    "exit {code}, {to} promoted {promoted}, {from} follows {follows}\n{out}{err}"
+                )
+            }),
+        )?;
+    }
+    let all = d.all_pods().len();
+    d.check_keyspaces_converge(&format!(
+        "after the plugin's switchovers all {all} keyspaces are equal"
+    ))
 }
 
 fn report(d: &mut Drill) -> Result<(), String> {

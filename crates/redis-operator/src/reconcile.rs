@@ -259,7 +259,9 @@ pub async fn reconcile<P: Platform>(
         }
     }
     Ok(Outcome {
-        requeue_after: if plan.in_progress {
+        // Just promoted: the next pass builds the objects from the Promoted status (a
+        // sentinel-mode cluster's Sentinels start only then).
+        requeue_after: if plan.in_progress || promoted {
             REQUEUE_BUSY
         } else if waiting_for_secrets && pods.is_empty() {
             // Nothing to observe, and nothing can be created before the Secret exists.

@@ -1015,6 +1015,10 @@ fn promotion_started(view: &ClusterView) -> bool {
 /// is not reached (it keeps waiting: it never promotes without the token).
 pub const SWITCHOVER_TOKEN_WAIT_SECONDS: i64 = 60;
 
+/// How long a planned switchover waits for the designated leader when another pod holds the
+/// token first.
+pub const TOKEN_LEADER_WAIT_SECONDS: i64 = 5;
+
 /// `replicaMode.promotionToken`, parsed (the schema's pattern admits only valid ones).
 fn spec_token(view: &ClusterView) -> Option<SwitchoverToken> {
     view.spec
@@ -1050,7 +1054,46 @@ fn token_state(view: &ClusterView, token: &SwitchoverToken) -> TokenState {
 fn token_choice(view: &ClusterView) -> Option<(String, PromotionChoice)> {
     let token = promotion_token(view)?;
     let pod0 = names::pod_name(view.name, 0);
-    Some(match token_state(view, &token) {
+    let state = token_state(view, &token);
+    // Another pod got there first (its report was read a moment after pod 0's): pod 0, the
+    // designated leader, a few bytes short in the same history, is waited for a moment, so that
+    // the -leader endpoint (and, in sentinel mode, the primary the Sentinels start with) stays
+    // on it.
+    if let TokenState::Reached { pod } = &state
+        && *pod != pod0
+        && let TokenState::Short { behind, .. } = switchover::check(
+            &token,
+            &[(
+                pod0.as_str(),
+                view.pods.get(&pod0).and_then(|p| p.report.as_ref()),
+            )],
+        )
+    {
+        let waited = view
+            .previous
+            .and_then(|s| conditions::find(&s.conditions, cond::PROMOTION_TARGET))
+            .filter(|c| c.status == Status::Unknown.as_str())
+            .map(|c| seconds_between(&c.last_transition_time, &view.now))
+            .unwrap_or(0);
+        if waited < TOKEN_LEADER_WAIT_SECONDS {
+            return Some((
+                pod0.clone(),
+                PromotionChoice {
+                    wait: true,
+                    condition: Desired {
+                        type_: cond::PROMOTION_TARGET,
+                        status: Status::Unknown,
+                        reason: cond::REASON_WAITING_FOR_TOKEN,
+                        message: format!(
+                            "Planned switchover: {pod} holds the promotion token {token}; waiting up to {TOKEN_LEADER_WAIT_SECONDS}s for the designated leader {pod0} ({behind} bytes short), so that the -leader endpoint stays on it"
+                        ),
+                    },
+                    why: None,
+                },
+            ));
+        }
+    }
+    Some(match state {
         TokenState::Reached { pod } => (
             pod.clone(),
             PromotionChoice {
@@ -1305,10 +1348,18 @@ fn choose_promotion(view: &ClusterView, extra: &Extra) -> Option<(String, Promot
         .filter(|(_, c)| c.is_none())
         .map(|(n, _)| *n)
         .collect();
-    // Every pod that holds all the others' data is as good as any other such pod: the
-    // designated leader first, then the lowest ordinal.
+    // Every pod that holds all the others' data is as good as any other such pod: a primary
+    // demoted for a planned switchover that is being undone (it keeps the role it had, and the
+    // -leader endpoint stays on it), then the designated leader, then the lowest ordinal.
+    let demoted = switchover::demotion_token(
+        pods.iter()
+            .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
+    )
+    .map(|(pod, _)| pod);
     let best = known
         .iter()
+        .filter(|(name, _)| Some(*name) == demoted.as_ref())
+        .chain(known.iter())
         .find(|(_, c)| known.iter().all(|(_, other)| c.holds(other)))
         .map(|(name, c)| ((*name).clone(), (*c).clone()));
     let waited = view

@@ -85,7 +85,8 @@ fn the_promotion_waits_for_a_pod_holding_the_token_then_promotes_that_pod() {
     let p = w.reconcile();
     assert!(!reasons(&p).contains(&"SwitchoverBlocked"), "said once");
 
-    // dr-redis-2 (not the designated leader) reaches the token first: it is the one promoted.
+    // dr-redis-2 (not the designated leader) reaches the token first, long after the
+    // promotion was asked for (the 5 s given to pod 0 are long gone): it is the one promoted.
     w.hold("dr-redis-2", H, 1000, 10);
     let p = w.reconcile();
     let promoting = p
@@ -330,4 +331,52 @@ fn a_used_token_left_in_the_spec_does_not_block_a_later_promotion() {
         "{:?}",
         w.condition("Switchover")
     );
+}
+
+#[test]
+fn the_designated_leader_a_moment_behind_is_waited_for() {
+    // dr-redis-2's report shows the token when the promotion is asked for, dr-redis-0's (read
+    // a moment earlier) not yet: dr-redis-0 is waited for, and promoted once it shows it.
+    let mut w = dr_at([990, 900, 1000]);
+    promote_with(&mut w, Some(token(1000)));
+    w.reconcile();
+    assert!(w.primaries().is_empty());
+    let (status, reason, message) = w.condition("PromotionTarget").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("Unknown", "WaitingForPromotionToken")
+    );
+    assert!(
+        message.contains("waiting up to 5s for the designated leader dr-redis-0 (10 bytes short)"),
+        "{message}"
+    );
+    w.advance(1);
+    w.hold("dr-redis-0", H, 1000, 10);
+    w.converge();
+    assert_eq!(w.primaries(), vec!["dr-redis-0"]);
+
+    // ... but not for long: still short after 5 s, the pod that holds it is promoted.
+    let mut w = dr_at([990, 900, 1000]);
+    promote_with(&mut w, Some(token(1000)));
+    w.reconcile();
+    w.advance(6);
+    w.converge();
+    assert_eq!(w.primaries(), vec!["dr-redis-2"]);
+}
+
+/// Undoing a demotion (`promote: true` on the demoted cluster before the other side was
+/// promoted): the pod that was primary, and waits demoted, is the one promoted again, so the
+/// role and the -leader endpoint do not move (every pod holds the same data).
+#[test]
+fn an_undone_demotion_gives_the_role_back_to_the_demoted_pod() {
+    let mut w = dr_at([1000, 1000, 1000]);
+    w.report("dr-redis-1").demoted = Some(HistoryPosition {
+        replid: H.into(),
+        offset: 1000,
+        keys: 10,
+    });
+    w.reconcile();
+    promote_with(&mut w, None);
+    w.converge();
+    assert_eq!(w.primaries(), vec!["dr-redis-1"]);
 }

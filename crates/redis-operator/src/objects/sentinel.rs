@@ -119,11 +119,25 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
         node_selector: rc.spec.node_selector.clone(),
         ..Default::default()
     };
-    let replicas = if rc.spec.sentinels_active() {
+    let promoting = rc
+        .spec
+        .replica_mode
+        .as_ref()
+        .is_some_and(|rm| rm.enabled && rm.promote)
+        && !rc.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == redis_cluster_api::cluster::conditions::REPLICA_MODE
+                    && c.reason == redis_cluster_api::cluster::conditions::REASON_PROMOTED
+            })
+        });
+    let replicas = if rc.spec.sentinels_active() && !promoting {
         sentinel.replicas
     } else {
         // A cluster replicating an external source runs no Sentinel: none may promote one of
-        // its pods against the source. Kept at 0 so promotion only scales it up.
+        // its pods against the source. Kept at 0 so promotion only scales it up, once the
+        // promotion is complete (`ReplicaMode=Promoted`): Sentinels started earlier would
+        // monitor the primary recorded before it (pod 0), not necessarily the pod promoted,
+        // and fail over from a "primary" that is a replica.
         0
     };
     StatefulSet {

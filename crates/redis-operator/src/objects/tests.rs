@@ -235,6 +235,17 @@ fn an_unpromoted_replica_mode_cluster_runs_no_sentinel() {
     let (idle, idle_template) = replicas(&rc);
     assert_eq!(idle, Some(0));
     rc.spec.replica_mode.as_mut().unwrap().promote = true;
+    // Not while the promotion is under way: Sentinels started now would monitor the primary
+    // recorded before it, not necessarily the pod being promoted.
+    let (promoting, _) = replicas(&rc);
+    assert_eq!(promoting, Some(0));
+    rc.status = Some(
+        serde_json::from_value(serde_json::json!({"conditions": [{
+            "type": "ReplicaMode", "status": "False", "reason": "Promoted",
+            "message": "Cluster promoted to standalone (former source: prod-redis-us-east)",
+            "lastTransitionTime": "2026-11-28T09:00:00Z"}]}))
+        .unwrap(),
+    );
     let (promoted, promoted_template) = replicas(&rc);
     assert_eq!(promoted, Some(3));
     // Promotion only scales: neither the Sentinel pods nor the data pods roll.

@@ -916,8 +916,10 @@ fn switchover_undone(d: &mut Drill) -> Result<(), String> {
     )?;
     let refused = !d.accepts_write(&primary, ["drill:undone", "refused"]);
     d.patch(PROD, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
+    // The pod that waits, demoted, gets the role back (it holds everything; the -leader
+    // endpoint does not move).
     let took = d.wait_writable(
-        "production's primary to take writes again",
+        &format!("{primary} to take writes again"),
         &primary,
         ["drill:undone", "accepted"],
         Duration::from_secs(30),

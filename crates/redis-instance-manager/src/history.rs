@@ -10,7 +10,9 @@
 //!
 //! | our data | the upstream's history | decision |
 //! |---|---|---|
+//! | recorded as the primary of H | a replica whose id is H (it replicates us) | wait, demoted ([`Wait::Promotion`]) |
 //! | no keys | anything | safe: nothing to lose |
+//! | our history id at offset O | a replica with that id, below O | wait for it to catch up ([`Wait::CatchUp`]) |
 //! | our history id (Redis's own, or the one recorded) | `master_replid` is it | safe: the same history (bytes we hold beyond the upstream's offset are reported) |
 //! | | `master_replid2` is it | safe: a failover in the same lineage (bytes beyond `second_repl_offset` are the honest exception, `divergedBytes`) |
 //! | our Redis's own `master_replid2` | `master_replid2` is the same | safe: siblings promoted out of the same history (what we hold beyond the upstream's share of it is the honest exception, `divergedBytes`) |

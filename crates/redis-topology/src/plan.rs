@@ -1145,17 +1145,17 @@ fn switchover_condition(
                     .into_iter()
                     .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
             )?;
-            let other = source.cluster_name.as_deref().filter(|n| !n.is_empty());
+            // `clusterName` is a display name, not necessarily the other RedisCluster's.
             let patch = format!(
-                "kubectl patch rediscluster {} --type=merge -p '{{\"spec\":{{\"replicaMode\":{{\"promote\":true,\"promotionToken\":\"{token}\"}}}}}}'",
-                other.unwrap_or("<the source cluster>")
+                "kubectl patch rediscluster <its name> --type=merge -p '{{\"spec\":{{\"replicaMode\":{{\"promote\":true,\"promotionToken\":\"{token}\"}}}}}}'"
             );
             Some(Desired {
                 type_: cond::SWITCHOVER,
                 status: Status::True,
                 reason: cond::REASON_DEMOTED,
                 message: format!(
-                    "{pod} was the primary and takes no writes now: it replicates {} from the promotion token {token} (status.demotionToken) once that cluster is promoted with it. To complete the switchover, on that cluster: {patch}. To abort instead, make this cluster primary again (replicaMode.enabled: false, or promote: true)",
+                    "{pod} was the primary and takes no writes now: it replicates {} from the promotion token {token} (status.demotionToken) once that cluster is promoted with it. To complete the switchover, promote {} with it: {patch}. To abort instead, make this cluster primary again (replicaMode.enabled: false, or promote: true)",
+                    source.display_name(),
                     source.display_name()
                 ),
             })

@@ -216,7 +216,7 @@ fn the_demoted_side_publishes_its_token_once_and_keeps_it_while_it_replicates() 
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Demoted"));
     assert!(
         message.contains(&format!(
-            "kubectl patch rediscluster prod-redis-us-east --type=merge -p '{{\"spec\":{{\"replicaMode\":{{\"promote\":true,\"promotionToken\":\"{}\"}}}}}}'",
+            "promote prod-redis-us-east with it: kubectl patch rediscluster <its name> --type=merge -p '{{\"spec\":{{\"replicaMode\":{{\"promote\":true,\"promotionToken\":\"{}\"}}}}}}'",
             token(1000)
         )),
         "{message}"

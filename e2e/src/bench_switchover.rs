@@ -65,22 +65,9 @@ fn operator(d: &mut Drill) -> Result<Vec<Series>, String> {
     };
     let mut to_dr = series("operator, production -> DR (kubectl patch, token, kubectl patch)");
     let mut to_prod = series("operator, DR -> production");
-    // Production replicates nothing yet: it is prepared once (DR named as its source with
-    // enabled: false, which rolls its pods to mount DR's Secret, before any measurement); its
-    // first demotion is then `enabled: true`, later ones `promote: false`.
-    let took = d.prepare_switchover_source(
-        PROD,
-        &json!({"host": DR_LEADER, "port": 6379, "clusterName": "dr-redis",
-                "authSecretName": "dr-redis-auth"}),
-    )?;
-    println!("    production prepared (DR named as its source, pods rolled) in {took:.1?}");
-    let dr_pods = d.pods(DR);
-    d.wait_linked(
-        "DR to replicate production after its roll",
-        &dr_pods,
-        PROD_LEADER,
-        Duration::from_secs(120),
-    )?;
+    // Production replicates nothing yet, but the setup named DR as its source (enabled: false,
+    // docs/switchover.md's preparation, before the pods held data): its first demotion is
+    // `enabled: true`, later ones `promote: false`.
     let mut demote_prod = json!({"spec": {"replicaMode": {"enabled": true}}});
     let demote = json!({"spec": {"replicaMode": {"promote": false}}});
     for _ in 0..ROUNDS {

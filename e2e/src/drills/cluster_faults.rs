@@ -793,8 +793,8 @@ fn kill_operator_leader(d: &mut Drill) -> Result<String, String> {
 
 /// F5. A planned switchover to DR with the operator's leader killed after each of its steps
 ///
-/// Production (never in replica mode so far) is prepared (DR named as its source, enabled: false), then
-/// demoted (enabled: true) under a writer that records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told
+/// Production (never in replica mode so far; the setup named DR as its unused source) is demoted
+/// (enabled: true) under a writer that records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told
 /// production's pods to become replicas, and again as soon as it has told DR's pod to become primary
 /// with the token. Each time the next leader resumes from the annotations and the status: production's
 /// token is published once, DR is promoted once (one replication id), every acknowledged write is on DR
@@ -803,27 +803,16 @@ fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(),
     use crate::harness::writers::SwitchoverWriter;
     d.step(
         "F5. A planned switchover to DR with the operator's leader killed after each of its steps",
-        "Production (never in replica mode so far) is prepared (DR named as its source, enabled: false), then\n\
-         demoted (enabled: true) under a writer that records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told\n\
+        "Production (never in replica mode so far; the setup named DR as its unused source) is demoted\n\
+         (enabled: true) under a writer that records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told\n\
          production's pods to become replicas, and again as soon as it has told DR's pod to become primary\n\
          with the token. Each time the next leader resumes from the annotations and the status: production's\n\
          token is published once, DR is promoted once (one replication id), every acknowledged write is on DR\n\
          and on production, and nobody resynchronised in full.",
     );
     let dr_leader = "dr-redis-leader.production.svc.cluster.local";
-    // Prepared as docs/switchover.md says: DR named as production's source ahead of time (its
-    // pods roll once to mount DR's Secret), so that the switchover restarts nothing.
-    d.prepare_switchover_source(
-        PROD,
-        &json!({"host": dr_leader, "port": 6379, "clusterName": "dr-redis",
-                "authSecretName": "dr-redis-auth"}),
-    )?;
-    d.wait_linked(
-        "DR to replicate production after its roll",
-        &d.pods(DR),
-        "prod-redis-leader.production.svc.cluster.local",
-        Duration::from_secs(120),
-    )?;
+    // Prepared as docs/switchover.md says: the setup named DR as production's source
+    // (enabled: false) before the pods held data, so the switchover restarts nothing.
     let prod_pods = d.pods(PROD);
     let dr_pods = d.pods(DR);
     let all: Vec<String> = prod_pods.iter().chain(&dr_pods).cloned().collect();

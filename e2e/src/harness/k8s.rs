@@ -146,45 +146,6 @@ impl Drill<'_> {
         .map(|(_, took)| took)
     }
 
-    /// Name `source` as `cluster`'s `replicaMode.source` with `enabled: false` (kept unused
-    /// until a switchover demotes it), the preparation docs/switchover.md asks for: the source's
-    /// Secret is mounted into the pods, which rolls them once, now rather than during the
-    /// switchover. Waits until the StatefulSet has rolled, every pod is ready and a primary
-    /// takes writes.
-    pub fn prepare_switchover_source(
-        &self,
-        cluster: &str,
-        source: &serde_json::Value,
-    ) -> Result<Duration, String> {
-        let before = self
-            .kube
-            .statefulset(NS, cluster)
-            .and_then(|s| s.metadata.generation)
-            .unwrap_or(0);
-        self.patch(
-            cluster,
-            &serde_json::json!({"spec": {"replicaMode": {"enabled": false, "source": source}}}),
-        )?;
-        wait(
-            &format!("{cluster}'s pods rolled with the source's Secret, ready, a primary writable"),
-            Duration::from_secs(240),
-            || {
-                let sts = self.kube.statefulset(NS, cluster)?;
-                let status = sts.status?;
-                let want = sts.spec?.replicas.unwrap_or(0);
-                let rolled = sts.metadata.generation.unwrap_or(0) > before
-                    && status.observed_generation >= sts.metadata.generation
-                    && status.update_revision.is_some()
-                    && status.current_revision == status.update_revision
-                    && status.updated_replicas == Some(want)
-                    && status.ready_replicas == Some(want);
-                let primary = self.labelled_primary(cluster)?;
-                (rolled && self.accepts_write(&primary, ["drill:prepared", "yes"])).then_some(())
-            },
-        )
-        .map(|(_, took)| took)
-    }
-
     /// `(status, reason, message)` of one of `cluster`'s conditions.
     pub fn condition(&self, cluster: &str, type_: &str) -> Option<(String, String, String)> {
         self.kube.condition(NS, cluster, type_)

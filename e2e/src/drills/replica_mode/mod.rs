@@ -65,9 +65,9 @@ fn story(d: &mut Drill) -> Result<(), String> {
 /// a real process in its pod's network namespace). Regions are network namespaces; A and B are joined
 /// by the inter-region link. The chart installs two operator replicas (leader election) in region C.
 /// The spec's prod-redis and dr-redis samples are applied with kubectl exactly as written (a placement
-/// policy puts production in A and DR in B), then patched for a faster drill: Sentinel down-after 2 s
-/// and minSyncReplicas 1 for production, 5 instances and a 3 s failover threshold for DR (like the
-/// spec's redis-west).
+/// policy puts production in A and DR in B), then patched for a faster drill: Sentinel down-after 2 s,
+/// minSyncReplicas 1 and DR as its (unused) source for production, 5 instances and a 3 s failover
+/// threshold for DR (like the spec's redis-west).
 pub(crate) fn setup(d: &mut Drill) -> Result<(), String> {
     d.step(
         "Setup: a real Kubernetes in three regions, the operator installed with Helm, the spec's samples applied",
@@ -76,9 +76,9 @@ pub(crate) fn setup(d: &mut Drill) -> Result<(), String> {
          a real process in its pod's network namespace). Regions are network namespaces; A and B are joined\n\
          by the inter-region link. The chart installs two operator replicas (leader election) in region C.\n\
          The spec's prod-redis and dr-redis samples are applied with kubectl exactly as written (a placement\n\
-         policy puts production in A and DR in B), then patched for a faster drill: Sentinel down-after 2 s\n\
-         and minSyncReplicas 1 for production, 5 instances and a 3 s failover threshold for DR (like the\n\
-         spec's redis-west).",
+         policy puts production in A and DR in B), then patched for a faster drill: Sentinel down-after 2 s,\n\
+         minSyncReplicas 1 and DR as its (unused) source for production, 5 instances and a 3 s failover\n\
+         threshold for DR (like the spec's redis-west).",
     );
     d.say(&format!(
         "    KUBECONFIG={} (kubectl 1.37 in {})",
@@ -93,6 +93,12 @@ pub(crate) fn setup(d: &mut Drill) -> Result<(), String> {
             "sentinel": {"downAfterMilliseconds": SENTINEL_DOWN_AFTER_MS},
             // An isolated primary stops taking writes (min-replicas-to-write 1, max-lag 10 s).
             "minSyncReplicas": 1,
+            // DR named as production's source, unused (enabled: false) until a switchover
+            // demotes it: docs/switchover.md's preparation, done before the pods hold data so
+            // that the Secret it mounts rolls nothing later.
+            "replicaMode": {"enabled": false, "source": {
+                "host": DR_LEADER, "port": 6379, "clusterName": "dr-redis",
+                "authSecretName": "dr-redis-auth"}},
         }}),
     )?;
     d.apply_sample("dr-redis.yaml")?;

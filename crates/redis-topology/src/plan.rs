@@ -953,6 +953,36 @@ struct PromotionChoice {
     why: Option<String>,
 }
 
+impl PromotionChoice {
+    /// `pod` is promoted: `PromotionTarget=True/Chosen` with `message`.
+    fn chosen(message: String, why: Option<String>) -> Self {
+        PromotionChoice {
+            wait: false,
+            condition: Desired {
+                type_: cond::PROMOTION_TARGET,
+                status: Status::True,
+                reason: cond::REASON_CHOSEN,
+                message,
+            },
+            why,
+        }
+    }
+
+    /// Nothing is promoted yet: `PromotionTarget` says why.
+    fn waiting(status: Status, reason: &'static str, message: String) -> Self {
+        PromotionChoice {
+            wait: true,
+            condition: Desired {
+                type_: cond::PROMOTION_TARGET,
+                status,
+                reason,
+                message,
+            },
+            why: None,
+        }
+    }
+}
+
 /// Who leads, and what the `PrimaryAvailable` condition says.
 struct Leadership {
     leader: String,
@@ -1015,6 +1045,26 @@ fn promotion_started(view: &ClusterView) -> bool {
 /// is not reached (it keeps waiting: it never promotes without the token).
 pub const SWITCHOVER_TOKEN_WAIT_SECONDS: i64 = 60;
 
+/// The pod that waits, demoted, for a planned switchover, with its token (its report's
+/// `demoted`).
+fn demoted_pod(view: &ClusterView) -> Option<(String, SwitchoverToken)> {
+    switchover::demotion_token(
+        ordinal_pods(view)
+            .into_iter()
+            .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
+    )
+}
+
+/// How long condition `type_` has been `Unknown` in the previous status (0 when it is not):
+/// the bounded waits of a promotion are measured from there.
+fn unknown_for(view: &ClusterView, type_: &str) -> i64 {
+    view.previous
+        .and_then(|s| conditions::find(&s.conditions, type_))
+        .filter(|c| c.status == Status::Unknown.as_str())
+        .map(|c| seconds_between(&c.last_transition_time, &view.now))
+        .unwrap_or(0)
+}
+
 /// How long a planned switchover waits for the designated leader when another pod holds the
 /// token first.
 pub const TOKEN_LEADER_WAIT_SECONDS: i64 = 5;
@@ -1054,80 +1104,53 @@ fn token_state(view: &ClusterView, token: &SwitchoverToken) -> TokenState {
 fn token_choice(view: &ClusterView) -> Option<(String, PromotionChoice)> {
     let token = promotion_token(view)?;
     let pod0 = names::pod_name(view.name, 0);
-    let state = token_state(view, &token);
-    // Another pod got there first (its report was read a moment after pod 0's): pod 0, the
-    // designated leader, a few bytes short in the same history, is waited for a moment, so that
-    // the -leader endpoint (and, in sentinel mode, the primary the Sentinels start with) stays
-    // on it.
-    if let TokenState::Reached { pod } = &state
-        && *pod != pod0
-        && let TokenState::Short { behind, .. } = switchover::check(
-            &token,
-            &[(
-                pod0.as_str(),
-                view.pods.get(&pod0).and_then(|p| p.report.as_ref()),
-            )],
-        )
-    {
-        let waited = view
-            .previous
-            .and_then(|s| conditions::find(&s.conditions, cond::PROMOTION_TARGET))
-            .filter(|c| c.status == Status::Unknown.as_str())
-            .map(|c| seconds_between(&c.last_transition_time, &view.now))
-            .unwrap_or(0);
-        if waited < TOKEN_LEADER_WAIT_SECONDS {
-            return Some((
-                pod0.clone(),
-                PromotionChoice {
-                    wait: true,
-                    condition: Desired {
-                        type_: cond::PROMOTION_TARGET,
-                        status: Status::Unknown,
-                        reason: cond::REASON_WAITING_FOR_TOKEN,
-                        message: format!(
-                            "Planned switchover: {pod} holds the promotion token {token}; waiting up to {TOKEN_LEADER_WAIT_SECONDS}s for the designated leader {pod0} ({behind} bytes short), so that the -leader endpoint stays on it"
-                        ),
-                    },
-                    why: None,
-                },
-            ));
+    let waiting = |message: String| {
+        PromotionChoice::waiting(Status::Unknown, cond::REASON_WAITING_FOR_TOKEN, message)
+    };
+    Some(match token_state(view, &token) {
+        // Another pod got there first (its report was read a moment after pod 0's): pod 0, the
+        // designated leader, a few bytes short in the same history, is waited for a moment, so
+        // that the -leader endpoint (and, in sentinel mode, the primary the Sentinels start
+        // with) stays on it.
+        TokenState::Reached { pod }
+            if pod != pod0
+                && unknown_for(view, cond::PROMOTION_TARGET) < TOKEN_LEADER_WAIT_SECONDS =>
+        {
+            let pod0_report = view.pods.get(&pod0).and_then(|p| p.report.as_ref());
+            match switchover::check(&token, &[(pod0.as_str(), pod0_report)]) {
+                TokenState::Short { behind, .. } => (
+                    pod0.clone(),
+                    waiting(format!(
+                        "Planned switchover: {pod} holds the promotion token {token}; waiting up to {TOKEN_LEADER_WAIT_SECONDS}s for the designated leader {pod0} ({behind} bytes short), so that the -leader endpoint stays on it"
+                    )),
+                ),
+                _ => reached(&pod, &token),
+            }
         }
-    }
-    Some(match state {
-        TokenState::Reached { pod } => (
-            pod.clone(),
-            PromotionChoice {
-                wait: false,
-                condition: Desired {
-                    type_: cond::PROMOTION_TARGET,
-                    status: Status::True,
-                    reason: cond::REASON_CHOSEN,
-                    message: format!(
-                        "{pod} holds the promotion token {token} (planned switchover): promoting it; every write the demoted cluster acknowledged is in it"
-                    ),
-                },
-                why: Some(format!(
-                    "planned switchover: {pod} holds the promotion token {token}"
-                )),
-            },
-        ),
+        TokenState::Reached { pod } => reached(&pod, &token),
         _ => (
             pod0,
-            PromotionChoice {
-                wait: true,
-                condition: Desired {
-                    type_: cond::PROMOTION_TARGET,
-                    status: Status::Unknown,
-                    reason: cond::REASON_WAITING_FOR_TOKEN,
-                    message: format!(
-                        "Planned switchover: no pod holds the promotion token {token} yet; nothing is promoted until one does (see condition {})",
-                        cond::SWITCHOVER
-                    ),
-                },
-                why: None,
-            },
+            waiting(format!(
+                "Planned switchover: no pod holds the promotion token {token} yet; nothing is promoted until one does (see condition {})",
+                cond::SWITCHOVER
+            )),
         ),
     })
+}
+
+/// The promotion of `pod`, which holds `token`.
+fn reached(pod: &str, token: &SwitchoverToken) -> (String, PromotionChoice) {
+    (
+        pod.to_string(),
+        PromotionChoice::chosen(
+            format!(
+                "{pod} holds the promotion token {token} (planned switchover): promoting it; every write the demoted cluster acknowledged is in it"
+            ),
+            Some(format!(
+                "planned switchover: {pod} holds the promotion token {token}"
+            )),
+        ),
+    )
 }
 
 /// The `Switchover` condition, while a planned switchover concerns this cluster: the demoted
@@ -1140,11 +1163,7 @@ fn switchover_condition(
 ) -> Option<Desired> {
     match target {
         Target::Replica(source, _) => {
-            let (pod, token) = switchover::demotion_token(
-                ordinal_pods(view)
-                    .into_iter()
-                    .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
-            )?;
+            let (pod, token) = demoted_pod(view)?;
             // `clusterName` is a display name, not necessarily the other RedisCluster's.
             let patch = format!(
                 "kubectl patch rediscluster <its name> --type=merge -p '{{\"spec\":{{\"replicaMode\":{{\"promote\":true,\"promotionToken\":\"{token}\"}}}}}}'"
@@ -1318,18 +1337,12 @@ fn choose_promotion(view: &ClusterView, extra: &Extra) -> Option<(String, Promot
     if let Some(pod) = named {
         return Some((
             pod.clone(),
-            PromotionChoice {
-                wait: false,
-                condition: Desired {
-                    type_: cond::PROMOTION_TARGET,
-                    status: Status::True,
-                    reason: cond::REASON_CHOSEN,
-                    message: format!(
-                        "{pod} named by {PROMOTE_POD_ANNOTATION}: promoting it; the other pods resynchronise from it and lose what it lacks ({summary})"
-                    ),
-                },
-                why: Some(format!("named by {PROMOTE_POD_ANNOTATION} ({summary})")),
-            },
+            PromotionChoice::chosen(
+                format!(
+                    "{pod} named by {PROMOTE_POD_ANNOTATION}: promoting it; the other pods resynchronise from it and lose what it lacks ({summary})"
+                ),
+                Some(format!("named by {PROMOTE_POD_ANNOTATION} ({summary})")),
+            ),
         ));
     }
     if copies.iter().all(|(_, c)| c.is_none())
@@ -1351,23 +1364,14 @@ fn choose_promotion(view: &ClusterView, extra: &Extra) -> Option<(String, Promot
     // Every pod that holds all the others' data is as good as any other such pod: a primary
     // demoted for a planned switchover that is being undone (it keeps the role it had, and the
     // -leader endpoint stays on it), then the designated leader, then the lowest ordinal.
-    let demoted = switchover::demotion_token(
-        pods.iter()
-            .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
-    )
-    .map(|(pod, _)| pod);
+    let demoted = demoted_pod(view).map(|(pod, _)| pod);
     let best = known
         .iter()
         .filter(|(name, _)| Some(*name) == demoted.as_ref())
         .chain(known.iter())
         .find(|(_, c)| known.iter().all(|(_, other)| c.holds(other)))
         .map(|(name, c)| ((*name).clone(), (*c).clone()));
-    let waited = view
-        .previous
-        .and_then(|s| conditions::find(&s.conditions, cond::PROMOTION_TARGET))
-        .filter(|c| c.status == Status::Unknown.as_str())
-        .map(|c| seconds_between(&c.last_transition_time, &view.now))
-        .unwrap_or(0);
+    let waited = unknown_for(view, cond::PROMOTION_TARGET);
     let pod0 = names::pod_name(view.name, 0);
     let choose_now = annotate_command(view, PROMOTE_POD_ANNOTATION, "<pod>");
     if !unknown.is_empty() && waited < PROMOTION_REPORT_WAIT_SECONDS {
@@ -1379,35 +1383,25 @@ fn choose_promotion(view: &ClusterView, extra: &Extra) -> Option<(String, Promot
         // Nothing moves while waiting: the designated leader keeps its label.
         return Some((
             pod0,
-            PromotionChoice {
-                wait: true,
-                condition: Desired {
-                    type_: cond::PROMOTION_TARGET,
-                    status: Status::Unknown,
-                    reason: cond::REASON_WAITING_FOR_REPORTS,
-                    message: format!(
-                        "Waiting for {unknown} to report what it holds before choosing the pod to promote (at most {PROMOTION_REPORT_WAIT_SECONDS}s, so far {waited}s): {summary}. To promote a pod now: {choose_now}"
-                    ),
-                },
-                why: None,
-            },
+            PromotionChoice::waiting(
+                Status::Unknown,
+                cond::REASON_WAITING_FOR_REPORTS,
+                format!(
+                    "Waiting for {unknown} to report what it holds before choosing the pod to promote (at most {PROMOTION_REPORT_WAIT_SECONDS}s, so far {waited}s): {summary}. To promote a pod now: {choose_now}"
+                ),
+            ),
         ));
     }
     let Some((leader, copy)) = best else {
         return Some((
             pod0,
-            PromotionChoice {
-                wait: true,
-                condition: Desired {
-                    type_: cond::PROMOTION_TARGET,
-                    status: Status::False,
-                    reason: cond::REASON_NEEDS_CHOICE,
-                    message: format!(
-                        "No pod holds every other pod's data (their replication histories diverge): {summary}. Choose the pod to promote (the others resynchronise from it and lose what it lacks): {choose_now}"
-                    ),
-                },
-                why: None,
-            },
+            PromotionChoice::waiting(
+                Status::False,
+                cond::REASON_NEEDS_CHOICE,
+                format!(
+                    "No pod holds every other pod's data (their replication histories diverge): {summary}. Choose the pod to promote (the others resynchronise from it and lose what it lacks): {choose_now}"
+                ),
+            ),
         ));
     };
     let late = (!unknown.is_empty()).then(|| {
@@ -1429,19 +1423,13 @@ fn choose_promotion(view: &ClusterView, extra: &Extra) -> Option<(String, Promot
     });
     Some((
         leader.clone(),
-        PromotionChoice {
-            wait: false,
-            condition: Desired {
-                type_: cond::PROMOTION_TARGET,
-                status: Status::True,
-                reason: cond::REASON_CHOSEN,
-                message: format!(
-                    "{leader} holds every reporting pod's data{}: promoting it ({summary})",
-                    late.unwrap_or_default()
-                ),
-            },
+        PromotionChoice::chosen(
+            format!(
+                "{leader} holds every reporting pod's data{}: promoting it ({summary})",
+                late.unwrap_or_default()
+            ),
             why,
-        },
+        ),
     ))
 }
 
@@ -1454,11 +1442,7 @@ fn leadership(view: &ClusterView, target: Target, extra: &Extra) -> Leadership {
             // A planned switchover's demoted primary stays the designated leader while it waits
             // for the source's promotion: the -leader Service must keep leading the source to
             // it (the source streams the last of this cluster's history from it).
-            if let Some((pod, _)) = switchover::demotion_token(
-                ordinal_pods(view)
-                    .into_iter()
-                    .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
-            ) {
+            if let Some((pod, _)) = demoted_pod(view) {
                 out.leader = pod;
             }
             return out;
@@ -2647,13 +2631,9 @@ fn status(
     }
     wanted.extend(switchover.clone());
     let demotion_token = match target {
-        Target::Replica(..) => switchover::demotion_token(
-            ordinal_pods(view)
-                .into_iter()
-                .filter_map(|(n, p)| Some((n.as_str(), p.report.as_ref()?))),
-        )
-        .map(|(pod, t)| (Some(pod), t.to_string()))
-        .or_else(|| previous.demotion_token.clone().map(|t| (None, t))),
+        Target::Replica(..) => demoted_pod(view)
+            .map(|(pod, t)| (Some(pod), t.to_string()))
+            .or_else(|| previous.demotion_token.clone().map(|t| (None, t))),
         _ => None,
     };
     if let Some((Some(pod), token)) = &demotion_token

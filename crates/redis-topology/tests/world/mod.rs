@@ -74,6 +74,16 @@ impl World {
     }
 
     pub fn reconcile(&mut self) -> Plan {
+        let p = self.plan();
+        for (pod, t) in &p.publish {
+            self.pods.get_mut(pod).unwrap().published = Some(t.clone());
+        }
+        self.status = Some(p.status.clone());
+        p
+    }
+
+    /// The next plan, written nowhere (an operator that dies before its first write).
+    pub fn plan(&mut self) -> Plan {
         self.clock += 1;
         let view = ClusterView {
             name: "dr-redis",
@@ -86,12 +96,7 @@ impl World {
             env: &self.env,
             now: Time(Timestamp::from_second(self.clock).unwrap()),
         };
-        let p = plan_with(&view, &self.extra);
-        for (pod, t) in &p.publish {
-            self.pods.get_mut(pod).unwrap().published = Some(t.clone());
-        }
-        self.status = Some(p.status.clone());
-        p
+        plan_with(&view, &self.extra)
     }
 
     pub fn advance(&mut self, secs: i64) {

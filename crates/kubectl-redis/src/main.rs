@@ -122,7 +122,7 @@ enum Command {
 }
 
 /// How `promote` and `demote` change a cluster: ask first, then wait.
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone, Copy)]
 struct Change {
     /// Do not ask for confirmation (scripts).
     #[arg(short = 'y', long)]
@@ -401,16 +401,20 @@ async fn switchover(
         "to abort before {to} is promoted: kubectl patch rediscluster -n {ns} {name} --type=merge -p '{}'",
         actions::switchover_abort_patch(&from_c)
     );
-    let demote = actions::switchover_demote_patch(&from_c);
-    let generation = api::patch_cluster(client, ns, name, &demote)
-        .await?
-        .metadata
-        .generation
-        .unwrap_or(0);
-    println!("1/3 patched {name}: {demote}");
-    follow(client, ns, name, change.timeout, |c| {
-        actions::demotion_token_progress(c, generation)
-    })
+    // Each step waits for the one before: --no-wait would stop after the demotion.
+    let change = Change {
+        no_wait: false,
+        ..*change
+    };
+    println!("1/3 {name}:");
+    patch_and_follow(
+        client,
+        ns,
+        name,
+        &actions::switchover_demote_patch(&from_c),
+        &change,
+        actions::demotion_token_progress,
+    )
     .await
     .map_err(|e| Error::Refused(format!("{e}; {abort}")))?;
     let token = api::get_cluster(client, ns, name)
@@ -418,16 +422,15 @@ async fn switchover(
         .status
         .and_then(|s| s.demotion_token)
         .ok_or_else(|| Error::Other("the demotion token disappeared".into()))?;
-    let promote = actions::switchover_promote_patch(&token);
-    let generation = api::patch_cluster(to_client, to_ns, to, &promote)
-        .await?
-        .metadata
-        .generation
-        .unwrap_or(0);
-    println!("2/3 patched {to}: {promote}");
-    follow(to_client, to_ns, to, change.timeout, |c| {
-        actions::token_promotion_progress(c, generation)
-    })
+    println!("2/3 {to}:");
+    patch_and_follow(
+        to_client,
+        to_ns,
+        to,
+        &actions::switchover_promote_patch(&token),
+        &change,
+        actions::token_promotion_progress,
+    )
     .await
     .map_err(|e| {
         Error::Refused(format!(

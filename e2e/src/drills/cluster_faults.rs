@@ -435,25 +435,13 @@ fn operator_leader_dies_mid_promotion(d: &mut Drill) -> Result<(), String> {
         .ok_or(format!("no node agent for {node}"))?;
     daemon::freeze(&agent)?;
     let killed = Instant::now();
-    let pod = d
-        .kube
-        .pod(OPERATOR_NS, &leader)
-        .ok_or(format!("no pod {leader}"))?;
-    for (pid, comm) in pod_processes(&pod) {
-        if comm == "redis-operator" {
-            let _ = kcluster::net::sh(&["kill", "-9", &pid.to_string()]);
-        }
-    }
+    // Its node is frozen: whether the kill reaches the process or not, it is cut off.
+    let _ = kill_operator_process(d, &leader);
     let result = (|| -> Result<(), String> {
         let (promoted_id, _) = wait(
             &format!("{chosen} to be primary"),
             Duration::from_secs(20),
-            || {
-                let i = d.info(chosen, "replication").ok()?;
-                (i.get("role").map(String::as_str) == Some("master"))
-                    .then(|| i.get("master_replid").cloned())
-                    .flatten()
-            },
+            || d.primary_replid(chosen),
         )?;
         let (new_leader, took) = wait(
             "the standby to take the Lease over",
@@ -773,42 +761,50 @@ fn operator_upgrade_rolls_the_pods(d: &mut Drill) -> Result<(), String> {
 /// restarts, and the leader that follows (it, or the standby) resumes from what was written.
 fn kill_operator_leader(d: &mut Drill) -> Result<String, String> {
     let (leader, _) = operator_leader(d).ok_or("no operator holds the leader Lease")?;
-    let pod = d
-        .kube
-        .pod(OPERATOR_NS, &leader)
-        .ok_or(format!("no pod {leader}"))?;
-    let mut killed = 0;
-    for (pid, comm) in pod_processes(&pod) {
-        if comm == "redis-operator" {
-            kcluster::net::sh(&["kill", "-9", &pid.to_string()])?;
-            killed += 1;
-        }
-    }
-    if killed == 0 {
-        return Err(format!("no redis-operator process in {leader}"));
-    }
+    kill_operator_process(d, &leader)?;
     d.broken.insert(leader.clone(), 0);
     Ok(leader)
+}
+
+/// `kill -9` the redis-operator process of the operator pod `pod`.
+fn kill_operator_process(d: &Drill, pod: &str) -> Result<(), String> {
+    let p = d
+        .kube
+        .pod(OPERATOR_NS, pod)
+        .ok_or(format!("no pod {pod}"))?;
+    let pids: Vec<u32> = pod_processes(&p)
+        .into_iter()
+        .filter(|(_, comm)| comm == "redis-operator")
+        .map(|(pid, _)| pid)
+        .collect();
+    if pids.is_empty() {
+        return Err(format!("no redis-operator process in {pod}"));
+    }
+    for pid in pids {
+        kcluster::net::sh(&["kill", "-9", &pid.to_string()])?;
+    }
+    Ok(())
 }
 
 /// F5. A planned switchover to DR with the operator's leader killed after each of its steps
 ///
 /// Production (never in replica mode so far; the setup named DR as its unused source) is demoted
-/// (enabled: true) under a writer that records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told
-/// production's pods to become replicas, and again as soon as it has told DR's pod to become primary
-/// with the token. Each time the next leader resumes from the annotations and the status: production's
-/// token is published once, DR is promoted once (one replication id), every acknowledged write is on DR
-/// and on production, and nobody resynchronised in full.
+/// (enabled: true) under a writer that records every acknowledged write. The operator's leader is
+/// killed (kill -9) as soon as it has told production's pods to become replicas, and again as soon
+/// as it has told DR's pod to become primary with the token. Each time the next leader resumes from
+/// the annotations and the status: production's token is published, DR is promoted once (one
+/// replication id), every acknowledged write is on DR and on production, and nobody resynchronised
+/// in full.
 fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(), String> {
-    use crate::harness::writers::SwitchoverWriter;
     d.step(
         "F5. A planned switchover to DR with the operator's leader killed after each of its steps",
         "Production (never in replica mode so far; the setup named DR as its unused source) is demoted\n\
-         (enabled: true) under a writer that records every acknowledged write. The operator's leader is killed (kill -9) as soon as it has told\n\
-         production's pods to become replicas, and again as soon as it has told DR's pod to become primary\n\
-         with the token. Each time the next leader resumes from the annotations and the status: production's\n\
-         token is published once, DR is promoted once (one replication id), every acknowledged write is on DR\n\
-         and on production, and nobody resynchronised in full.",
+         (enabled: true) under a writer that records every acknowledged write. The operator's leader is\n\
+         killed (kill -9) as soon as it has told production's pods to become replicas, and again as soon\n\
+         as it has told DR's pod to become primary with the token. Each time the next leader resumes from\n\
+         the annotations and the status: production's token is published, DR is promoted once (one\n\
+         replication id), every acknowledged write is on DR and on production, and nobody resynchronised\n\
+         in full.",
     );
     let dr_leader = "dr-redis-leader.production.svc.cluster.local";
     // Prepared as docs/switchover.md says: the setup named DR as production's source
@@ -816,28 +812,11 @@ fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(),
     let prod_pods = d.pods(PROD);
     let dr_pods = d.pods(DR);
     let all: Vec<String> = prod_pods.iter().chain(&dr_pods).cloned().collect();
-    let full_syncs =
-        |d: &Drill| -> Result<u64, String> { all.iter().map(|p| d.stat(p, "sync_full")).sum() };
-    let full_before = full_syncs(d)?;
+    let full_before = d.full_syncs(&all)?;
     let primary = d
         .labelled_primary(PROD)
         .ok_or("production has no primary")?;
-    let mut targets = vec![(
-        primary.clone(),
-        crate::harness::addr(&primary),
-        d.passwords[PROD].clone(),
-    )];
-    targets.extend(
-        dr_pods
-            .iter()
-            .map(|p| (p.clone(), crate::harness::addr(p), d.passwords[DR].clone())),
-    );
-    let writer = SwitchoverWriter::start("drill:f5", targets);
-    wait(
-        "the writer's first 200 writes",
-        Duration::from_secs(10),
-        || (writer.log().acked.len() >= 200).then_some(()),
-    )?;
+    let writer = d.start_switchover_writer("drill:f5", PROD, &primary, DR)?;
 
     // Step 1: the demotion, and the leader killed once production's pods are told.
     let before = epoch(d, &primary).ok_or(format!("{primary} has no topology"))?;
@@ -848,15 +827,7 @@ fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(),
         || epoch(d, &primary).filter(|e| *e > before && !published_primary(d, &primary)),
     )?;
     let first = kill_operator_leader(d)?;
-    let (token, took) = wait(
-        "production's status.demotionToken (from the next leader)",
-        Duration::from_secs(90),
-        || {
-            d.kube.redis_cluster(NS, PROD)?["status"]["demotionToken"]
-                .as_str()
-                .map(String::from)
-        },
-    )?;
+    let (token, took) = d.wait_demotion_token(PROD)?;
     d.time("leader killed after the demotion -> token published", took);
 
     // Step 2: the promotion with the token, and the leader killed once DR's pod is told.
@@ -876,12 +847,7 @@ fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(),
     let (promoted_id, _) = wait(
         &format!("{chosen} to be primary"),
         Duration::from_secs(30),
-        || {
-            let i = d.info(chosen, "replication").ok()?;
-            (i.get("role").map(String::as_str) == Some("master"))
-                .then(|| i.get("master_replid").cloned())
-                .flatten()
-        },
+        || d.primary_replid(chosen),
     )?;
     d.wait_linked(
         "production to replicate DR",
@@ -926,7 +892,7 @@ fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(),
         .into_iter()
         .filter(|(_, n)| n.contains(&token))
         .count();
-    let full_after = full_syncs(d)?;
+    let full_after = d.full_syncs(&all)?;
     d.check(
         &format!(
             "every acknowledged write on {chosen} and {}: {} keys, longest write pause {} ms; promoted once ({chosen} kept {promoted_id}; Promoted Events since F2: {promoted}), Demoted Events with the token: {demoted}, sync_full {full_before} -> {full_after}",

@@ -146,6 +146,22 @@ impl Drill<'_> {
         .map(|(_, took)| took)
     }
 
+    /// `status.demotionToken` of `cluster` (a planned switchover's, docs/switchover.md).
+    pub fn demotion_token(&self, cluster: &str) -> Option<String> {
+        self.kube.redis_cluster(NS, cluster)?["status"]["demotionToken"]
+            .as_str()
+            .map(String::from)
+    }
+
+    /// Wait for `cluster`'s `status.demotionToken`: the token and how long it took.
+    pub fn wait_demotion_token(&self, cluster: &str) -> Result<(String, Duration), String> {
+        wait(
+            &format!("{cluster}'s status.demotionToken"),
+            Duration::from_secs(90),
+            || self.demotion_token(cluster),
+        )
+    }
+
     /// `(status, reason, message)` of one of `cluster`'s conditions.
     pub fn condition(&self, cluster: &str, type_: &str) -> Option<(String, String, String)> {
         self.kube.condition(NS, cluster, type_)

@@ -107,6 +107,19 @@ impl Drill<'_> {
         Ok(num(&self.info(pod, "stats")?, field))
     }
 
+    /// Full syncs served, summed over `pods` (`sync_full`: a counter per redis-server process).
+    pub fn full_syncs(&self, pods: &[String]) -> Result<u64, String> {
+        pods.iter().map(|p| self.stat(p, "sync_full")).sum()
+    }
+
+    /// A pod's replication id while it is a primary (None while a replica or unreadable).
+    pub fn primary_replid(&self, pod: &str) -> Option<String> {
+        let i = self.info(pod, "replication").ok()?;
+        (i.get("role").map(String::as_str) == Some("master"))
+            .then(|| i.get("master_replid").cloned())
+            .flatten()
+    }
+
     /// A pod's `master_repl_offset`.
     pub fn offset(&self, pod: &str) -> Option<String> {
         self.info(pod, "replication")

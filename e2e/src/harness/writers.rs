@@ -218,6 +218,32 @@ impl SwitchoverWriter {
     }
 }
 
+impl Drill<'_> {
+    /// A [`SwitchoverWriter`] for a switchover from `from` (its primary `primary`) to `to`
+    /// (any of its pods), once it has had its first 200 writes acknowledged.
+    pub fn start_switchover_writer(
+        &self,
+        prefix: &str,
+        from: &str,
+        primary: &str,
+        to: &str,
+    ) -> Result<SwitchoverWriter, String> {
+        let target = |pod: String, cluster: &str| {
+            let addr = super::addr(&pod);
+            (pod, addr, self.passwords[cluster].clone())
+        };
+        let mut targets = vec![target(primary.to_string(), from)];
+        targets.extend(self.pods(to).into_iter().map(|p| target(p, to)));
+        let writer = SwitchoverWriter::start(prefix, targets);
+        super::wait(
+            "the writer's first 200 writes",
+            Duration::from_secs(10),
+            || (writer.log().acked.len() >= 200).then_some(()),
+        )?;
+        Ok(writer)
+    }
+}
+
 impl Drop for SwitchoverWriter {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -277,20 +277,10 @@ pub(crate) fn dr_replicates_production(d: &mut Drill) -> Result<(), String> {
         Duration::from_secs(30),
     )?;
     d.time("production primary ready", took);
-    // Production asks for a synchronous replica (minSyncReplicas): its own replicas must be
-    // linked before a stream of writes, or one is refused with NOREPLICAS while they still
-    // make their first sync (seen once in a clean run, right after setup).
-    let own: Vec<String> = d.pods(PROD).into_iter().skip(1).collect();
-    d.wait_linked(
-        "production's own replicas to link",
-        &own,
-        "prod-redis-0",
-        Duration::from_secs(30),
-    )?;
-    // Linked is not yet "good" for min-replicas-to-write: the primary counts a replica once
-    // it is online on its side and has acknowledged within the max lag, and the topology
-    // carrying minSyncReplicas may land between two writes. The seed is idempotent (SETs):
-    // written again until the primary takes all of it (a NOREPLICAS seen in two clean runs).
+    // Production asks for a synchronous replica (minSyncReplicas): right after setup a write
+    // is refused with NOREPLICAS until a replica has finished its first sync and acknowledged
+    // (seen in two clean runs). The seed is idempotent (SETs): written again until the primary
+    // takes all of it.
     wait(
         "production's primary to take the seed writes",
         Duration::from_secs(30),
@@ -904,22 +894,12 @@ fn planned_switchover(d: &mut Drill) -> Result<(), String> {
 /// was never patched, goes on replicating it with partial resyncs.
 fn switchover_undone(d: &mut Drill) -> Result<(), String> {
     let pods: Vec<String> = d.pods(PROD).into_iter().chain(d.pods(DR)).collect();
-    let full_syncs =
-        |d: &Drill| -> Result<u64, String> { pods.iter().map(|p| d.stat(p, "sync_full")).sum() };
-    let full_before = full_syncs(d)?;
+    let full_before = d.full_syncs(&pods)?;
     let primary = d
         .labelled_primary(PROD)
         .ok_or("production has no primary")?;
     d.patch(PROD, &json!({"spec": {"replicaMode": {"promote": false}}}))?;
-    let (token, _) = wait(
-        "production's status.demotionToken",
-        Duration::from_secs(30),
-        || {
-            d.kube.redis_cluster(NS, PROD)?["status"]["demotionToken"]
-                .as_str()
-                .map(String::from)
-        },
-    )?;
+    let (token, _) = d.wait_demotion_token(PROD)?;
     let refused = !d.accepts_write(&primary, ["drill:undone", "refused"]);
     d.patch(PROD, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
     // The pod that waits, demoted, gets the role back (it holds everything; the -leader
@@ -945,7 +925,7 @@ fn switchover_undone(d: &mut Drill) -> Result<(), String> {
                 .ok()
         },
     )?;
-    let full_after = full_syncs(d)?;
+    let full_after = d.full_syncs(&pods)?;
     let dr_mode = d.condition(DR, "ReplicaMode");
     d.check(
         &format!(
@@ -975,38 +955,17 @@ pub(crate) fn switchover(
     to_leader: &str,
     demote: &serde_json::Value,
 ) -> Result<(Duration, Duration), String> {
-    use crate::harness::writers::SwitchoverWriter;
     let pods: Vec<String> = d.pods(from).into_iter().chain(d.pods(to)).collect();
-    let full_syncs =
-        |d: &Drill| -> Result<u64, String> { pods.iter().map(|p| d.stat(p, "sync_full")).sum() };
-    let full_before = full_syncs(d)?;
+    let full_before = d.full_syncs(&pods)?;
     let primary = d
         .labelled_primary(from)
         .ok_or_else(|| format!("{from} has no primary"))?;
-    let target = |pod: String, cluster: &str| {
-        let addr = crate::harness::addr(&pod);
-        (pod, addr, d.passwords[cluster].clone())
-    };
-    let mut targets = vec![target(primary.clone(), from)];
-    targets.extend(d.pods(to).into_iter().map(|p| target(p, to)));
-    let writer = SwitchoverWriter::start(&format!("drill:switchover:{from}"), targets);
-    wait(
-        "the writer's first 200 writes",
-        Duration::from_secs(10),
-        || (writer.log().acked.len() >= 200).then_some(()),
-    )?;
+    let writer =
+        d.start_switchover_writer(&format!("drill:switchover:{from}"), from, &primary, to)?;
 
     let started = Instant::now();
     d.patch(from, demote)?;
-    let (token, took) = wait(
-        &format!("{from}'s status.demotionToken"),
-        Duration::from_secs(30),
-        || {
-            d.kube.redis_cluster(NS, from)?["status"]["demotionToken"]
-                .as_str()
-                .map(String::from)
-        },
-    )?;
+    let (token, took) = d.wait_demotion_token(from)?;
     d.time(&format!("{from} demoted: patch -> demotionToken"), took);
     let demoted = d.condition(from, "Switchover");
     d.check(
@@ -1086,7 +1045,7 @@ pub(crate) fn switchover(
         &format!("switchover {from} -> {to}: longest write pause"),
         log.longest_pause,
     );
-    let full_after = full_syncs(d)?;
+    let full_after = d.full_syncs(&pods)?;
     d.check(
         &format!(
             "no full resync on either side (sync_full summed over both clusters' pods: {full_before} before, {full_after} after)"

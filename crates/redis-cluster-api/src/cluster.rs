@@ -749,6 +749,11 @@ pub struct InstanceStatus {
     /// `SourceRestarted` said so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_data_resync: Option<String>,
+    /// What this pod's instance manager saved of its data before a resync replaced it: the
+    /// writes its new upstream never received, or a snapshot (docs/salvage.md). A Warning Event
+    /// `Salvaged` said so. Kept while the file is on the pod's volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salvage: Option<crate::report::Salvage>,
 }
 
 /// Condition types and reasons: values of the CRD's `status.conditions`, user-visible and

@@ -150,6 +150,47 @@ pub struct InstanceReport {
     /// new replication id. Kept until the instance manager restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_data_resync: Option<SameDataResync>,
+    /// The last salvage of this pod's data before a resync would have discarded it (issue 14,
+    /// docs/salvage.md): the writes this pod held that its new upstream never received (the
+    /// divergent tail of its replication stream), or a snapshot of its dataset when its backlog
+    /// no longer held that tail. Read back from the salvage directory on the data volume, so
+    /// it survives restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salvage: Option<Salvage>,
+}
+
+/// What the instance manager saved of a pod's data before a resync replaced it (see
+/// [`InstanceReport::salvage`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Salvage {
+    /// `tail`: the commands of the replication stream the new upstream never received (a
+    /// RESP file that `redis-cli --pipe` replays); `snapshot`: an RDB of the whole dataset.
+    pub kind: String,
+    /// The file, as the instance manager container sees it (the data volume's
+    /// `instance-manager/salvage/` directory).
+    pub file: String,
+    /// Its size in bytes (for a tail: of the replication stream captured).
+    pub bytes: u64,
+    /// For a tail: the distinct keys its commands write. For a snapshot: the keys the dataset
+    /// held.
+    pub keys: u64,
+    /// For a tail: the commands it holds (pings and replication acknowledgements left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands: Option<u64>,
+    /// The replication history the salvaged data belongs to.
+    pub replid: String,
+    /// For a tail: its first offset in that history (the new upstream's share ends just
+    /// before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_offset: Option<i64>,
+    /// The offset this pod's data had reached in that history.
+    pub to_offset: i64,
+    /// The upstream whose resync it was salvaged from, `host:port`, and its replication id.
+    pub upstream: String,
+    pub upstream_replid: String,
+    /// When (RFC 3339, UTC).
+    pub at: String,
 }
 
 /// The last reading of a replica's upstream (see [`InstanceReport::upstream_last_seen`]).

@@ -223,6 +223,10 @@ pub struct Facts<'a> {
     pub restarted_primary: Option<&'a PrimaryRestart>,
     /// The last full resync the gate let through for an upstream with the same data.
     pub same_data_resync: Option<&'a SameDataResync>,
+    /// The last salvage of this pod's data before a resync (`salvage`).
+    pub salvage: Option<&'a redis_cluster_api::report::Salvage>,
+    /// Why saving what a resync would discard failed (the gate stays closed).
+    pub salvage_error: Option<&'a str>,
 }
 
 /// The `/status` report (`InstanceReport`), from which the metrics and `/readyz` are derived.
@@ -238,7 +242,10 @@ pub fn report(f: &Facts) -> InstanceReport {
     let link = link(
         upstream,
         observed,
-        f.blocked.map(|(m, _)| m).or(f.waiting.map(|(m, _)| m)),
+        f.blocked
+            .map(|(m, _)| m)
+            .or(f.waiting.map(|(m, _)| m))
+            .or(f.salvage_error),
     );
     let not_sent = match f.probe {
         Some(Probe::NotSent(e)) => Some(e.to_string()),
@@ -313,6 +320,7 @@ pub fn report(f: &Facts) -> InstanceReport {
         recorded_history: f.record.map(Record::position),
         restarted_primary: f.restarted_primary.cloned(),
         same_data_resync: f.same_data_resync.cloned(),
+        salvage: f.salvage.cloned(),
     }
 }
 
@@ -816,6 +824,8 @@ mod tests {
                 booted_fenced: self.booted_fenced,
                 restarted_primary: self.restarted_primary.as_ref(),
                 same_data_resync: self.same_data_resync.as_ref(),
+                salvage: None,
+                salvage_error: None,
             })
         }
     }
@@ -880,6 +890,7 @@ mod tests {
                 recorded_history: None,
                 restarted_primary: None,
                 same_data_resync: None,
+                salvage: None,
             }
         );
     }

@@ -14,7 +14,8 @@
 //!   replication gate's decision); [`info`] and [`downward`] parse.
 //! - the replication gate ([`gate`]): closed by default, opened by the loop only when
 //!   [`history`] says a sync is safe; [`state`] keeps what the data followed across restarts.
-//! - act (I/O): [`redis_io`] executes the commands.
+//! - act (I/O): [`redis_io`] executes the commands; [`salvage`] saves what a resync would
+//!   discard before the gate opens.
 //! - report: [`metrics`] and [`http`] serve what the tick published.
 
 pub mod assess;
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod redis_io;
+pub mod salvage;
 pub mod secret;
 pub mod sentinel;
 pub mod similarity;

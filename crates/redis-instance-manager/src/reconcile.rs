@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use redis_cluster_api::report::{DataSample, HistoryBlock, InstanceReport, SameDataResync};
+use redis_cluster_api::report::{
+    DataSample, HistoryBlock, InstanceReport, Salvage, SameDataResync,
+};
 use redis_cluster_api::topology::{DesiredTopology, SentinelTopology, Upstream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -30,6 +32,7 @@ use crate::lag::{Lag, LagNow};
 use crate::metrics::{Exported, Metrics};
 use crate::observe::{Connections, GateTarget, Observation, Probe, Targets};
 use crate::redis_io::{self, Endpoint, RedisError};
+use crate::salvage;
 use crate::sentinel::{self, Verdict, View};
 use crate::similarity;
 use crate::state::StateFile;
@@ -203,6 +206,10 @@ pub struct Manager {
     sampled: Option<SampleMemo>,
     /// The last full resync the gate let through because the upstream holds the same data.
     same_data: Option<SameDataResync>,
+    /// The last salvage (see `salvage`), read back from the volume at start.
+    salvage: Option<Salvage>,
+    /// Why the salvage before the gate's opening failed: the gate stays closed, retried.
+    salvage_error: Option<String>,
     /// `--redis-tls`: the fingerprint of the TLS files redis-server last loaded (None until the
     /// first reload: the files may have changed while this process was not running).
     tls_loaded: Option<u64>,
@@ -235,6 +242,7 @@ impl Manager {
                 None
             }
         };
+        let salvage_store = config.state_dir.as_deref().map(salvage::Store::new);
         let mut divergence = Divergence::default();
         if let Some(r) = record.as_ref().filter(|r| r.role == "replica") {
             divergence.remember(&r.replid, r.offset);
@@ -266,6 +274,8 @@ impl Manager {
             boot: None,
             sampled: None,
             same_data: None,
+            salvage: salvage_store.as_ref().and_then(salvage::Store::latest),
+            salvage_error: None,
             tls_loaded: None,
             tls_error: None,
         }
@@ -374,6 +384,8 @@ impl Manager {
             booted_fenced,
             restarted_primary: restarted.as_ref(),
             same_data_resync: self.same_data.as_ref(),
+            salvage: self.salvage.as_ref(),
+            salvage_error: self.salvage_error.as_deref(),
         });
         self.log_link.update("replication link", &report.link_error);
         self.log_error.update("error", &report.error);
@@ -644,6 +656,13 @@ impl Manager {
             Decision::Safe(why) => why,
         };
         self.waiting = None;
+        // What the resync would discard is saved first (issue 14, item 3); while that fails,
+        // the gate stays closed.
+        if let Some(want) = salvage::want(&local, self.record.as_ref(), &up, &why)
+            && !self.salvage(d, targets, &master, &up, &want).await
+        {
+            return;
+        }
         let ours = match self.blocked.take() {
             Some(b) => b.block.ours,
             None => redis_cluster_api::report::HistoryPosition {
@@ -718,6 +737,191 @@ impl Manager {
                 at: crate::rfc3339(SystemTime::now()),
             });
         }
+    }
+
+    /// Save `want` before the gate opens for `up` (see `salvage`): once per upstream history
+    /// (the manifest on the volume says whether it was done). Returns whether the gate may
+    /// open: done now or before, or nowhere to keep it (no `--state-dir`: said once).
+    async fn salvage(
+        &mut self,
+        d: &DesiredTopology,
+        targets: &Targets,
+        master: &(String, u16),
+        up: &UpstreamState,
+        want: &salvage::Want,
+    ) -> bool {
+        let Some(store) = self.config.state_dir.as_deref().map(salvage::Store::new) else {
+            if self.salvage_error.is_none() {
+                warn!(
+                    upstream = %up.address,
+                    "the resync from {} discards data this pod holds ({want:?}), and without --state-dir there is nowhere to salvage it",
+                    up.address
+                );
+            }
+            self.salvage_error = None;
+            return true;
+        };
+        if let Some(done) = store.done(&up.replid) {
+            self.salvage = Some(done);
+            self.salvage_error = None;
+            return true;
+        }
+        let started = Instant::now();
+        match self.capture(d, targets, master, up, want, &store).await {
+            Ok(s) => {
+                warn!(
+                    upstream = %up.address,
+                    kind = %s.kind,
+                    file = %s.file,
+                    bytes = s.bytes,
+                    keys = s.keys,
+                    ms = started.elapsed().as_millis() as u64,
+                    "salvaged before the resync from {}: {} ({} bytes, {} keys) in {}; nothing is replayed (docs/salvage.md)",
+                    up.address,
+                    s.kind,
+                    s.bytes,
+                    s.keys,
+                    s.file
+                );
+                self.salvage = Some(s);
+                self.salvage_error = None;
+                true
+            }
+            Err(e) => {
+                let msg = format!(
+                    "a resync from {} would discard data this pod holds, and saving it first failed: {e}; this replica keeps its data and does not replicate until it is saved (retried every tick)",
+                    up.address
+                );
+                if self.salvage_error.as_ref() != Some(&msg) {
+                    warn!(upstream = %up.address, "{msg}");
+                }
+                self.salvage_error = Some(msg);
+                false
+            }
+        }
+    }
+
+    /// The capture itself: writes paused, the local Redis a master for the duration (a replica
+    /// whose link is down refuses `PSYNC`), asked for `want` as a replica would, pointed back at
+    /// `master` before the pause ends, whatever happened.
+    async fn capture(
+        &mut self,
+        d: &DesiredTopology,
+        targets: &Targets,
+        master: &(String, u16),
+        up: &UpstreamState,
+        want: &salvage::Want,
+        store: &salvage::Store,
+    ) -> Result<Salvage, String> {
+        let timeout = (self.config.probe_timeout * 20).max(Duration::from_secs(30));
+        let conn = redis_io::Conn::connect(&targets.local, Duration::from_secs(2))
+            .await
+            .map_err(|e| format!("cannot connect to the local Redis: {e}"))?;
+        let pause_ms = (timeout + Duration::from_secs(5)).as_millis().to_string();
+        conn.command(
+            "CLIENT",
+            vec!["PAUSE".into(), pause_ms.into(), "WRITE".into()],
+        )
+        .await
+        .map_err(|e| format!("CLIENT PAUSE: {e}"))?;
+        let at = crate::rfc3339(SystemTime::now());
+        let stem = salvage::stem(&at, want.replid());
+        let result = async {
+            conn.execute(&Command::ReplicaOfNoOne, d.replicaof_name())
+                .await
+                .map_err(|e| format!("REPLICAOF NO ONE: {e}"))?;
+            let (raw_path, mut raw) = store
+                .create(&format!("{stem}.partial"))
+                .map_err(|e| format!("cannot create a file in {}: {e}", store.dir().display()))?;
+            let got = salvage::capture(&targets.local, want, &mut raw, timeout).await;
+            Ok::<_, String>((raw_path, raw, got))
+        }
+        .await;
+        // Back to following the upstream (the gate still closed) before writes resume.
+        let back = conn
+            .execute(
+                &Command::ReplicaOf(master.0.clone(), master.1),
+                d.replicaof_name(),
+            )
+            .await;
+        let unpaused = conn.command("CLIENT", vec!["UNPAUSE".into()]).await;
+        conn.close();
+        if let Err(e) = back {
+            return Err(format!(
+                "pointing the local Redis back at {} failed ({e}); writes stay paused until the pause expires and the next tick re-points it",
+                up.address
+            ));
+        }
+        if let Err(e) = unpaused {
+            warn!("CLIENT UNPAUSE after the salvage failed ({e}); the pause expires on its own");
+        }
+        let (raw_path, mut raw, got) = result?;
+        let got = got?;
+        let finished =
+            |file: &std::path::Path, bytes: u64, keys: u64, commands: Option<u64>| Salvage {
+                kind: match want {
+                    salvage::Want::Tail { .. } if matches!(got, salvage::Got::Tail { .. }) => {
+                        "tail"
+                    }
+                    _ => "snapshot",
+                }
+                .into(),
+                file: file.display().to_string(),
+                bytes,
+                keys,
+                commands,
+                replid: want.replid().to_string(),
+                from_offset: match (want, &got) {
+                    (salvage::Want::Tail { from, .. }, salvage::Got::Tail { .. }) => Some(*from),
+                    _ => None,
+                },
+                to_offset: match want {
+                    salvage::Want::Tail { to, .. } | salvage::Want::Snapshot { to, .. } => *to,
+                },
+                upstream: up.address.clone(),
+                upstream_replid: up.replid.clone(),
+                at: at.clone(),
+            };
+        let io = |e: std::io::Error| format!("writing the salvage files: {e}");
+        let report = match got {
+            salvage::Got::Tail { bytes } => {
+                use std::io::Seek;
+                raw.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+                let (resp_path, resp) = store.create(&format!("{stem}.resp")).map_err(io)?;
+                let (_, txt) = store.create(&format!("{stem}.txt")).map_err(io)?;
+                let mut resp = std::io::BufWriter::new(resp);
+                let mut txt = std::io::BufWriter::new(txt);
+                let summary = salvage::summarise(&mut raw, &mut resp, &mut txt)
+                    .map_err(|e| format!("reading the captured tail: {e}"))?;
+                resp.into_inner()
+                    .map_err(|e| io(e.into_error()))?
+                    .sync_all()
+                    .map_err(io)?;
+                txt.into_inner()
+                    .map_err(|e| io(e.into_error()))?
+                    .sync_all()
+                    .map_err(io)?;
+                std::fs::remove_file(&raw_path).map_err(io)?;
+                finished(&resp_path, bytes, summary.keys, Some(summary.commands))
+            }
+            salvage::Got::Snapshot { bytes } => {
+                raw.sync_all().map_err(io)?;
+                let rdb = raw_path.with_extension("rdb");
+                std::fs::rename(&raw_path, &rdb).map_err(io)?;
+                let keys = Local::of(
+                    &self
+                        .connections
+                        .read_local(&targets.local)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .0,
+                )
+                .keys;
+                finished(&rdb, bytes, keys, None)
+            }
+        };
+        store.finish(&up.replid, &report).map_err(io)?;
+        Ok(report)
     }
 
     /// Compare our data with the blocked upstream's (see `similarity`), or reuse the last

@@ -74,6 +74,9 @@ pub enum EventReason {
     /// history, because the upstream holds the same data (a source that restarted with its
     /// data): it resynchronised in full.
     SourceRestarted,
+    /// A pod saved what a resync was about to discard (the writes its new upstream never
+    /// received, or a snapshot of its dataset): docs/salvage.md.
+    Salvaged,
 }
 
 impl EventReason {
@@ -106,6 +109,7 @@ impl EventReason {
             EventReason::SourceRestarted => "SourceRestarted",
             EventReason::Demoted => "Demoted",
             EventReason::SwitchoverBlocked => "SwitchoverBlocked",
+            EventReason::Salvaged => "Salvaged",
         }
     }
 }
@@ -163,6 +167,7 @@ mod tests {
             (EventReason::SourceRestarted, "SourceRestarted"),
             (EventReason::Demoted, "Demoted"),
             (EventReason::SwitchoverBlocked, "SwitchoverBlocked"),
+            (EventReason::Salvaged, "Salvaged"),
         ] {
             assert_eq!(reason.as_str(), text);
             assert_eq!(reason.to_string(), text);

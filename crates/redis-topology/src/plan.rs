@@ -2397,6 +2397,10 @@ fn status(
                         .map(|d| d.upstream.replid.clone()),
                     _ => last.and_then(|l| l.same_data_resync.clone()),
                 },
+                salvage: match r {
+                    Some(r) => r.salvage.clone(),
+                    None => last.and_then(|l| l.salvage.clone()),
+                },
             }
         })
         .collect();
@@ -2420,6 +2424,26 @@ fn status(
                     "{} held {bytes} bytes its upstream's new primary never received: it resynchronises in full and those writes are lost (the new primary never had them either)",
                     i.name
                 ),
+            });
+        }
+    }
+
+    // What a pod saved before a resync discarded it: once per salvage (its file).
+    for i in &instances_status {
+        let Some(s) = &i.salvage else {
+            continue;
+        };
+        let before = previous
+            .instances_status
+            .iter()
+            .find(|p| p.name == i.name)
+            .and_then(|p| p.salvage.as_ref())
+            .map(|p| p.file.as_str());
+        if before != Some(s.file.as_str()) {
+            events.push(PlannedEvent {
+                type_: EventType::Warning,
+                reason: EventReason::Salvaged,
+                note: salvage_note(&i.name, s),
             });
         }
     }
@@ -2872,4 +2896,33 @@ fn status(
             .or(previous.used_promotion_token.clone()),
     };
     (status, events)
+}
+
+/// The `Salvaged` Event's note.
+pub fn salvage_note(pod: &str, s: &redis_cluster_api::report::Salvage) -> String {
+    let what = match (s.kind.as_str(), s.from_offset) {
+        ("tail", Some(from)) => format!(
+            "the {} bytes of replication history {} from offset {from} to {} that {} never received: {} commands writing {} keys",
+            s.bytes,
+            short(&s.replid),
+            s.to_offset,
+            s.upstream,
+            s.commands.unwrap_or(0),
+            s.keys
+        ),
+        _ => format!(
+            "a snapshot of its dataset ({} keys, {} bytes of RDB, history {} at offset {}): the writes {} never received were no longer in its replication backlog, or its data was replaced by another history",
+            s.keys,
+            s.bytes,
+            short(&s.replid),
+            s.to_offset,
+            s.upstream
+        ),
+    };
+    format!(
+        "{pod} saved {what}, before resynchronising from {} (replication id {}). File {} in its instance-manager container; nothing is replayed: inspect and replay it as docs/salvage.md says",
+        s.upstream,
+        short(&s.upstream_replid),
+        s.file
+    )
 }

@@ -480,3 +480,61 @@ fn a_block_whose_data_differs_says_so() {
         )
     );
 }
+
+/// Issue 14 item 3 (docs/salvage.md): what a pod saved before a resync is a Warning Event once
+/// per file, and stays in its status while its instance manager does not answer.
+#[test]
+fn a_salvage_is_a_warning_once_and_stays_in_the_status() {
+    let mut w = World::new(spec(DR));
+    w.reconcile();
+    w.apply_all();
+    for i in 0..3 {
+        w.hold(&format!("dr-redis-{i}"), H, 5000, 50);
+    }
+    w.reconcile();
+    let salvage = redis_cluster_api::report::Salvage {
+        kind: "tail".into(),
+        file: "/var/lib/redis-instance-manager/salvage/20261128T120000Z-111111111111.resp".into(),
+        bytes: 4096,
+        keys: 300,
+        commands: Some(301),
+        replid: H.into(),
+        from_offset: Some(881),
+        to_offset: 4976,
+        upstream: "prod-redis-leader.production.svc.cluster.local:6379".into(),
+        upstream_replid: R.into(),
+        at: "2026-11-28T12:00:00Z".into(),
+    };
+    w.report("dr-redis-1").salvage = Some(salvage.clone());
+    let p = w.reconcile();
+    assert_eq!(
+        note(&p, "Salvaged"),
+        "dr-redis-1 saved the 4096 bytes of replication history 111111111111 from offset 881 to 4976 that prod-redis-leader.production.svc.cluster.local:6379 never received: 301 commands writing 300 keys, before resynchronising from prod-redis-leader.production.svc.cluster.local:6379 (replication id 999999999999). File /var/lib/redis-instance-manager/salvage/20261128T120000Z-111111111111.resp in its instance-manager container; nothing is replayed: inspect and replay it as docs/salvage.md says"
+    );
+    let st = serde_json::to_value(w.status.clone().unwrap()).unwrap();
+    assert_eq!(st["instancesStatus"][1]["salvage"]["keys"], 300);
+    assert!(!reasons(&w.reconcile()).contains(&"Salvaged"), "once");
+    // The instance manager stops answering: the status keeps the salvage, no new Event.
+    let report = w.pods.get_mut("dr-redis-1").unwrap().report.take();
+    assert!(!reasons(&w.reconcile()).contains(&"Salvaged"));
+    let st = serde_json::to_value(w.status.clone().unwrap()).unwrap();
+    assert_eq!(
+        st["instancesStatus"][1]["salvage"]["file"],
+        salvage.file.as_str()
+    );
+    // A new salvage (another file) is a new Event.
+    w.pods.get_mut("dr-redis-1").unwrap().report = report;
+    w.report("dr-redis-1").salvage = Some(redis_cluster_api::report::Salvage {
+        kind: "snapshot".into(),
+        file: "/var/lib/redis-instance-manager/salvage/x.rdb".into(),
+        from_offset: None,
+        commands: None,
+        ..salvage
+    });
+    let p = w.reconcile();
+    assert!(
+        note(&p, "Salvaged").contains("a snapshot of its dataset (300 keys, 4096 bytes of RDB"),
+        "{}",
+        note(&p, "Salvaged")
+    );
+}

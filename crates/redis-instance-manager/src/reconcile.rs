@@ -762,12 +762,26 @@ impl Manager {
             return true;
         };
         if let Some(done) = store.done(&up.replid) {
-            self.salvage = Some(done);
+            if done.kind != salvage::NOTHING {
+                self.salvage = Some(done);
+            }
             self.salvage_error = None;
             return true;
         }
         let started = Instant::now();
         match self.capture(d, targets, master, up, want, &store).await {
+            Ok(s) if s.kind == salvage::NOTHING => {
+                info!(
+                    upstream = %up.address,
+                    bytes = s.bytes,
+                    "this pod held {} bytes beyond what {} received of replication history {}, but they write no key (pings, Sentinel hellos): nothing to salvage",
+                    s.bytes,
+                    up.address,
+                    s.replid
+                );
+                self.salvage_error = None;
+                true
+            }
             Ok(s) => {
                 warn!(
                     upstream = %up.address,
@@ -902,7 +916,19 @@ impl Manager {
                     .sync_all()
                     .map_err(io)?;
                 std::fs::remove_file(&raw_path).map_err(io)?;
-                finished(&resp_path, bytes, summary.keys, Some(summary.commands))
+                if summary.keys == 0 {
+                    // Only pings, Sentinel hellos and the like (what a master appends to its
+                    // stream on its own): nothing of the data. Remembered, not reported.
+                    std::fs::remove_file(&resp_path).map_err(io)?;
+                    std::fs::remove_file(resp_path.with_extension("txt")).map_err(io)?;
+                    Salvage {
+                        kind: salvage::NOTHING.into(),
+                        file: String::new(),
+                        ..finished(&resp_path, bytes, 0, Some(summary.commands))
+                    }
+                } else {
+                    finished(&resp_path, bytes, summary.keys, Some(summary.commands))
+                }
             }
             salvage::Got::Snapshot { bytes } => {
                 raw.sync_all().map_err(io)?;

@@ -38,6 +38,10 @@ use crate::redis_io::Endpoint;
 /// The directory under `--state-dir`.
 pub const DIR: &str = "salvage";
 
+/// The manifest's `kind` of a tail that wrote no key (only pings, Sentinel hellos): remembered
+/// so it is not captured again, never reported.
+pub const NOTHING: &str = "none";
+
 /// What to save before the gate opens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Want {
@@ -463,6 +467,7 @@ impl Store {
             .filter_map(|e| {
                 serde_json::from_str::<Salvage>(&std::fs::read_to_string(e.path()).ok()?).ok()
             })
+            .filter(|s| s.kind != NOTHING)
             .max_by(|a, b| a.at.cmp(&b.at))
     }
 
@@ -755,6 +760,22 @@ mod tests {
             ..s.clone()
         };
         store.finish(H, &later).unwrap();
+        assert_eq!(store.latest(), Some(later.clone()));
+        // A tail that wrote no key is remembered (done) but never the one reported.
+        let nothing = Salvage {
+            kind: NOTHING.into(),
+            file: String::new(),
+            at: "2026-11-28T14:00:00Z".into(),
+            ..s.clone()
+        };
+        store
+            .finish("5555555555555555555555555555555555555555", &nothing)
+            .unwrap();
+        assert!(
+            store
+                .done("5555555555555555555555555555555555555555")
+                .is_some()
+        );
         assert_eq!(store.latest(), Some(later));
         assert_eq!(
             stem("2026-11-28T12:00:00Z", H),

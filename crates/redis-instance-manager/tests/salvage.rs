@@ -97,8 +97,14 @@ fn split(name: &str, conf: Vec<String>, writes_on_a: usize, value: &str) -> Spli
         only_a.insert(k);
     }
     // A key both sides wrote: `a`'s write is in the tail, `b`'s value wins after the resync.
-    a.cli(&["SET", "both", "a"]);
-    only_a.insert("both".into());
+    if writes_on_a > 0 {
+        a.cli(&["SET", "both", "a"]);
+        only_a.insert("both".into());
+    } else {
+        // No data, but `a`'s stream still moves past `b`'s share (Sentinel hellos are
+        // PUBLISH commands).
+        a.cli(&["PUBLISH", "__sentinel__:hello", "x"]);
+    }
     let mut only_b = BTreeSet::new();
     for i in 0..50 {
         let k = format!("only-b:{i}");
@@ -121,10 +127,14 @@ fn split(name: &str, conf: Vec<String>, writes_on_a: usize, value: &str) -> Spli
 /// Region A comes back and is told to follow the promoted `b` (the spec's "Recover Primary
 /// Region"): the salvage is reported, then `a` resynchronises from `b`.
 fn recover(s: &Split) -> Value {
+    recover_expecting(s, true)
+}
+
+fn recover_expecting(s: &Split, salvage: bool) -> Value {
     let full_before = s.b.info_num("sync_full");
     s.ta.write(&replica_topology(3, "127.0.0.1", s.b.port(), None));
     let status = wait_status(&s.ia, SECS(30), |st| {
-        st.get("salvage").is_some() && st["masterLinkUp"] == true
+        st.get("salvage").is_some() == salvage && st["masterLinkUp"] == true
     });
     assert!(
         wait_until(SECS(10), || s.a.info_num("master_repl_offset")
@@ -269,4 +279,24 @@ fn a_tail_no_longer_in_the_backlog_is_saved_as_a_snapshot() {
     );
     assert!(s.only_b.iter().all(|k| !keys.contains(k)));
     assert_eq!(loaded.cli(&["GET", "both"]).trim(), "a");
+}
+
+#[test]
+fn a_tail_that_writes_no_key_is_not_reported() {
+    let s = split("nothing", vec![], 0, "v");
+    let status = recover_expecting(&s, false);
+    // No salvage reported (no file, no Event), but remembered as done for that history.
+    assert!(status.get("salvage").is_none(), "{status}");
+    let dir = s._dirs.0.path("state").join("salvage");
+    let manifests: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(manifests.len(), 1, "{manifests:?}");
+    assert!(manifests[0].contains("\"kind\": \"none\""), "{manifests:?}");
+    assert!(
+        s.ia.logs().contains("nothing to salvage"),
+        "{}",
+        s.ia.logs()
+    );
 }

@@ -2,8 +2,9 @@
 //! same setup as the DR drill): the API server restarting under the operator, the operator's
 //! leader dying in the middle of a promotion, a node that stops reporting while its pods'
 //! processes live on (NotReady, then the taint manager's eviction: a Terminating primary that
-//! still runs), an operator upgrade with `helm upgrade` rolling every StatefulSet, and a planned
-//! switchover with the operator's leader killed after each of its steps.
+//! still runs), an operator upgrade with `helm upgrade` rolling every StatefulSet, a planned
+//! switchover with the operator's leader killed after each of its steps, and an unplanned
+//! promotion with both sides writable whose lost writes are salvaged.
 //!
 //! [`story`] is the list of steps; each step is a function whose doc comment is its banner.
 
@@ -34,6 +35,7 @@ fn story(d: &mut Drill) -> Result<(), String> {
     node_stops_reporting(d)?;
     operator_upgrade_rolls_the_pods(d)?;
     switchover_with_the_operator_killed_at_each_step(d)?;
+    unplanned_promotion_salvages_the_tail(d)?;
     let (samples, violations) = checker.finish();
     d.check(
         &format!("no split brain through every fault ({samples} samples of every node)"),
@@ -909,5 +911,218 @@ fn switchover_with_the_operator_killed_at_each_step(d: &mut Drill) -> Result<(),
             Ok(()) if demoted == 0 => Err("no Demoted Event with the token".into()),
             Ok(()) => Ok(()),
         },
+    )
+}
+
+/// F6. Region B is lost under a writer and production is promoted; B returns: its lost writes are salvaged, exactly
+///
+/// DR is primary since F5 and production replicates it. A writer records every write DR's primary
+/// acknowledges. The link is cut; production's status shows the data at risk; production is promoted
+/// (promote: true, no token: a disaster promotion) and takes writes too, so both sides are writable.
+/// The writer stops, the link returns and DR is returned to replica mode (promote: false). Before DR's
+/// primary resynchronises, its instance manager saves the tail of its replication stream that
+/// production never received: replayed into an empty Redis (redis-cli --pipe, as docs/salvage.md
+/// says) it holds exactly the acknowledged writes production lacks. Then DR resynchronises.
+fn unplanned_promotion_salvages_the_tail(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "F6. Region B is lost under a writer and production is promoted; B returns: its lost writes are salvaged, exactly",
+        "DR is primary since F5 and production replicates it. A writer records every write DR's primary\n\
+         acknowledges. The link is cut; production's status shows the data at risk; production is promoted\n\
+         (promote: true, no token: a disaster promotion) and takes writes too, so both sides are writable.\n\
+         The writer stops, the link returns and DR is returned to replica mode (promote: false). Before DR's\n\
+         primary resynchronises, its instance manager saves the tail of its replication stream that\n\
+         production never received: replayed into an empty Redis (redis-cli --pipe, as docs/salvage.md\n\
+         says) it holds exactly the acknowledged writes production lacks. Then DR resynchronises.",
+    );
+    let dr_primary = d.labelled_primary(DR).ok_or("DR has no primary")?;
+    let writer = d.start_writer("drill:f6", DR, &dr_primary)?;
+    d.set_inter_region_link(false)?;
+    let cut = Instant::now();
+    let (risk, _) = wait(
+        "prod-redis status.dataAtRisk",
+        Duration::from_secs(30),
+        || {
+            let json = d
+                .kubectl(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "rediscluster",
+                    PROD,
+                    "-o",
+                    "jsonpath={.status.dataAtRisk}",
+                ])
+                .ok()?;
+            serde_json::from_str::<redis_cluster_api::DataAtRisk>(&json).ok()
+        },
+    )?;
+    d.check(
+        &format!(
+            "before promoting production, its status.dataAtRisk: \"{}\"",
+            risk.message
+        ),
+        if risk.message.contains("a promotion now loses") {
+            Ok(())
+        } else {
+            Err(format!("{risk:?}"))
+        },
+    )?;
+    d.patch(PROD, &json!({"spec": {"replicaMode": {"promote": true}}}))?;
+    let (prod_primary, took) = wait(
+        "production's leader to accept a write",
+        Duration::from_secs(60),
+        || {
+            d.labelled_primary(PROD)
+                .filter(|p| d.accepts_write(p, ["drill:f6-promoted", "yes"]))
+        },
+    )?;
+    d.time("cut -> production promoted and writable", cut.elapsed());
+    d.time("promotion patch -> first write on production", took);
+    d.write_keys(&prod_primary, "f6-prod", 100, 16)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let log = writer.finish();
+    // What DR acknowledged and production does not hold: what the promotion lost.
+    let acked: Vec<String> = log.acked.iter().map(|(k, _)| k.clone()).collect();
+    let mut c = d.conn(&prod_primary)?;
+    let mut lost = std::collections::BTreeSet::new();
+    for k in &acked {
+        let r = c.cmd(&["EXISTS", k]).map_err(|e| e.to_string())?;
+        if r.text() != "1" {
+            lost.insert(k.clone());
+        }
+    }
+    drop(c);
+    d.check(
+        &format!(
+            "both sides writable: DR's primary acknowledged {} writes, {} of them after production's last contact (lost by the promotion)",
+            acked.len(),
+            lost.len()
+        ),
+        if lost.is_empty() {
+            Err("no write was lost: the cut came too late to test anything".into())
+        } else {
+            Ok(())
+        },
+    )?;
+
+    d.set_inter_region_link(true)?;
+    let returned = Instant::now();
+    d.patch(
+        DR,
+        &json!({"spec": {"replicaMode": {"promote": false, "promotionToken": null}}}),
+    )?;
+    let (event, _) = wait(
+        &format!("the Salvaged Event for {dr_primary}"),
+        Duration::from_secs(90),
+        || {
+            d.events(DR, redis_topology::EventReason::Salvaged)
+                .into_iter()
+                .find(|(_, n)| n.starts_with(&format!("{dr_primary} saved the ")))
+        },
+    )?;
+    d.time("link back + promote: false -> Salvaged", returned.elapsed());
+    d.check(
+        &format!("Warning Salvaged: \"{}\"", event.1),
+        if event.0 == "Warning" {
+            Ok(())
+        } else {
+            Err(event.0.clone())
+        },
+    )?;
+    let (salvage, _) = wait(
+        "status.instancesStatus[].salvage",
+        Duration::from_secs(20),
+        || {
+            let json = d
+                .kubectl(&[
+                    "-n",
+                    NS,
+                    "get",
+                    "rediscluster",
+                    DR,
+                    "-o",
+                    &format!(
+                        "jsonpath={{.status.instancesStatus[?(@.name==\"{dr_primary}\")].salvage}}"
+                    ),
+                ])
+                .ok()?;
+            serde_json::from_str::<redis_cluster_api::report::Salvage>(&json)
+                .ok()
+                .filter(|s| s.kind == "tail")
+        },
+    )?;
+    // Replayed as docs/salvage.md says, into an empty Redis.
+    let name = std::path::Path::new(&salvage.file)
+        .file_name()
+        .ok_or("no file name")?
+        .to_owned();
+    let on_host = d
+        .data_dir(&dr_primary)?
+        .join("instance-manager/salvage")
+        .join(&name);
+    let scratch = redis_test_support::redis::RedisServer::start(Default::default());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "redis-cli -p {} --pipe < '{}'",
+            scratch.port(),
+            on_host.display()
+        ))
+        .output()
+        .map_err(|e| e.to_string())?;
+    // redis-cli's last line: "errors: 0, replies: N".
+    let said = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let replayed: std::collections::BTreeSet<String> = scratch
+        .cli(&["--scan"])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let extra: Vec<&String> = replayed.difference(&lost).take(5).collect();
+    let short: Vec<&String> = lost.difference(&replayed).take(5).collect();
+    d.check(
+        &format!(
+            "{dr_primary} salvaged a tail of {} bytes ({} commands, {} keys) from offset {:?}; replayed into an empty Redis ({said}) it holds exactly the {} writes production lacks",
+            salvage.bytes,
+            salvage.commands.unwrap_or(0),
+            salvage.keys,
+            salvage.from_offset,
+            lost.len()
+        ),
+        if replayed == lost && salvage.keys == lost.len() as u64 && said.starts_with("errors: 0,") {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} replayed, {} lost; extra {extra:?}, missing {short:?}",
+                replayed.len(),
+                lost.len()
+            ))
+        },
+    )?;
+    // Then DR resynchronised from production: it holds production's writes, not its own lost ones.
+    let dr_pods = d.pods(DR);
+    d.wait_linked(
+        "DR to replicate production",
+        &dr_pods,
+        "prod-redis-leader.production.svc.cluster.local",
+        Duration::from_secs(90),
+    )?;
+    let first_lost = lost.iter().next().cloned().unwrap_or_default();
+    let r = d
+        .keys_present(&dr_primary, &["f6-prod:0".to_string()])
+        .and_then(
+            |()| match d.keys_present(&dr_primary, std::slice::from_ref(&first_lost)) {
+                Ok(()) => Err(format!("{first_lost} still on {dr_primary}")),
+                Err(_) => Ok(()),
+            },
+        );
+    d.check(
+        "then DR resynchronised from production (it holds production's writes, not its lost ones)",
+        r,
     )
 }

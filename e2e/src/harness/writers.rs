@@ -244,6 +244,30 @@ impl Drill<'_> {
     }
 }
 
+impl Drill<'_> {
+    /// A [`SwitchoverWriter`] on one pod only (`cluster`'s `pod`), once it has had its first
+    /// 200 writes acknowledged: every write it records was acknowledged by that pod.
+    pub fn start_writer(
+        &self,
+        prefix: &str,
+        cluster: &str,
+        pod: &str,
+    ) -> Result<SwitchoverWriter, String> {
+        let target = (
+            pod.to_string(),
+            super::addr(pod),
+            self.passwords[cluster].clone(),
+        );
+        let writer = SwitchoverWriter::start(prefix, vec![target]);
+        super::wait(
+            "the writer's first 200 writes",
+            Duration::from_secs(10),
+            || (writer.log().acked.len() >= 200).then_some(()),
+        )?;
+        Ok(writer)
+    }
+}
+
 impl Drop for SwitchoverWriter {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

@@ -249,6 +249,15 @@ pub fn check_switchover(
         }
         _ => {}
     }
+    if from
+        .status
+        .as_ref()
+        .is_some_and(|s| s.sentinels_failing_over == Some(true))
+    {
+        return Err(format!(
+            "{f}'s Sentinels are failing its primary over; run the switchover once they are done              (`kubectl redis status {f}` shows a settled primary)"
+        ));
+    }
     let has_source = from
         .spec
         .replica_mode

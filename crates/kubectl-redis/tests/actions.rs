@@ -204,6 +204,12 @@ fn switchover_refuses_what_it_cannot_complete_and_sends_the_documented_patches()
     let e = actions::check_switchover(&standalone, &dr(replicating(), false, None), &op, &stopped)
         .unwrap_err();
     assert!(e.contains("operator is not running"), "{e}");
+    // Its Sentinels are failing its primary over.
+    let mut failing = standalone.clone();
+    failing.status = Some(serde_json::from_value(json!({"sentinelsFailingOver": true})).unwrap());
+    let e =
+        actions::check_switchover(&failing, &dr(replicating(), false, None), &op, &op).unwrap_err();
+    assert!(e.contains("Sentinels are failing its primary over"), "{e}");
 }
 
 #[test]

@@ -650,6 +650,13 @@ pub struct RedisClusterStatus {
     /// at once, as without a token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_promotion_token: Option<String>,
+
+    /// `mode: sentinel`: true while the instance managers read from the Sentinels that they
+    /// flag the primary down or are failing it over (absent otherwise). Meanwhile a demotion
+    /// (`replicaMode.enabled: true`, a planned switchover's first step) waits, and the
+    /// Sentinels keep running until they are done (docs/switchover.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinels_failing_over: Option<bool>,
 }
 
 /// See [`RedisClusterStatus::data_at_risk`].
@@ -847,6 +854,9 @@ pub mod conditions {
     pub const REASON_TOKEN_MISMATCH: &str = "TokenMismatch";
     /// `Switchover=True`: the promoted pod holds the token: no acknowledged write was lost.
     pub const REASON_TOKEN_REACHED: &str = "TokenReached";
+    /// `Switchover=False` on the side being demoted: its Sentinels are failing its primary
+    /// over; the demotion waits until they are done.
+    pub const REASON_SENTINEL_FAILOVER_IN_PROGRESS: &str = "SentinelFailoverInProgress";
 
     /// After a promotion: whether the former source (`replicaMode.source`) still accepts
     /// writes. `True` is a warning: two regions take writes.

@@ -78,6 +78,11 @@ pub struct InstanceReport {
     /// How many of the cluster's Sentinels answered this instance manager.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentinels_reachable: Option<u32>,
+    /// In sentinel mode: whether the Sentinels that named `sentinel_primary` flag it down
+    /// (`o_down`) or are failing it over (its address is about to change). A planned
+    /// switchover does not demote the cluster meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel_failing_over: Option<bool>,
     /// The last time this replica's upstream failed over and this replica held writes the new
     /// upstream never received (its offset beyond the new upstream's `second_repl_offset`), the
     /// number of those bytes. Such a replica cannot resume partially: it resynchronises in full

@@ -306,6 +306,7 @@ pub fn report(f: &Facts) -> InstanceReport {
         sentinel_primary: elected.map(|e| e.addr()),
         sentinel_epoch: elected.map(|e| e.config_epoch),
         sentinels_reachable: f.sentinels.map(|v| v.reachable),
+        sentinel_failing_over: elected.map(|e| !e.settled),
         diverged_bytes: f.diverged_bytes,
         history_blocked: f.blocked.map(|(_, b)| b.clone()),
         demoted,
@@ -876,6 +877,7 @@ mod tests {
                 sentinel_primary: None,
                 sentinel_epoch: None,
                 sentinels_reachable: None,
+                sentinel_failing_over: None,
                 diverged_bytes: Some(7),
                 demoted: None,
                 history_blocked: None,
@@ -974,7 +976,7 @@ mod tests {
     fn the_report_follows_the_observations() {
         type Change = fn(&mut Tick);
         type Check = fn(&InstanceReport);
-        let rows: [(&str, Change, Check); 10] = [
+        let rows: [(&str, Change, Check); 11] = [
             (
                 "blocked by the replication gate: link down with its message, not ready",
                 |t| {
@@ -1122,8 +1124,26 @@ mod tests {
                     assert_eq!(r.sentinel_primary.as_deref(), Some("10.0.0.5:6379"));
                     assert_eq!(r.sentinel_epoch, Some(4));
                     assert_eq!(r.sentinels_reachable, Some(3));
+                    assert_eq!(r.sentinel_failing_over, Some(false));
                     assert!(r.ready);
                 },
+            ),
+            (
+                "sentinel mode: a failover in progress is reported",
+                |t| {
+                    t.desired = Some(with_sentinels(replica()));
+                    t.sentinels = Some(View {
+                        elected: Some(Elected {
+                            host: "10.0.0.5".into(),
+                            port: 6379,
+                            config_epoch: 4,
+                            settled: false,
+                        }),
+                        reachable: 3,
+                        refused: None,
+                    });
+                },
+                |r| assert_eq!(r.sentinel_failing_over, Some(true)),
             ),
         ];
         for (name, change, check) in rows {

@@ -351,7 +351,10 @@ fn decider(view: &ClusterView, target: Target, extra: &Extra) -> Decider {
         Target::Standalone => true,
         Target::Promoted(_) => handed_to_sentinels(view, target, extra),
     };
-    if own_primary && view.spec.sentinels_active() {
+    // Held for the Sentinels (a demotion waiting for their failover): still theirs.
+    let sentinels =
+        view.spec.sentinels_active() || held_for_sentinels(view, self::target(view.spec)).is_some();
+    if own_primary && sentinels {
         Decider::Sentinel
     } else {
         Decider::Operator
@@ -1950,7 +1953,7 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
         });
     }
 
-    let target = target(view.spec);
+    let target = held_for_sentinels(view, target(view.spec)).unwrap_or(target(view.spec));
     let mut lead = leadership(view, target, extra);
     if lead.accept_restart.is_none() {
         lead.accept_restart = accepted_earlier(view, &lead);
@@ -2640,8 +2643,16 @@ fn status(
         wanted.push(choice.condition.clone());
     }
 
-    // Switchover: a planned switchover, on either side.
-    let switchover = switchover_condition(view, target, &leader, leader_confirmed);
+    // Switchover: a planned switchover, on either side; on the demoted side, held while its
+    // Sentinels fail over.
+    let switchover = match self::target(view.spec) {
+        Target::Replica(source, _)
+            if held_for_sentinels(view, self::target(view.spec)).is_some() =>
+        {
+            Some(sentinel_hold_condition(view, source))
+        }
+        _ => switchover_condition(view, target, &leader, leader_confirmed),
+    };
     if let Some(c) = &switchover
         && c.status == Status::False
         && conditions::find(&previous.conditions, cond::SWITCHOVER)
@@ -2894,8 +2905,58 @@ fn status(
             })
             .and_then(|_| spec_token(view).map(|t| t.to_string()))
             .or(previous.used_promotion_token.clone()),
+        sentinels_failing_over: sentinels_failing_over(view).then_some(true),
     };
     (status, events)
+}
+
+/// `mode: sentinel`: an instance manager reads from the Sentinels that they flag the primary
+/// down or are failing it over.
+fn sentinels_failing_over(view: &ClusterView) -> bool {
+    view.spec.mode == redis_cluster_api::ClusterMode::Sentinel
+        && view
+            .pods
+            .values()
+            .filter_map(|p| p.report.as_ref())
+            .any(|r| r.sentinel_failing_over == Some(true))
+}
+
+/// A sentinel-mode cluster told to replicate a source (a planned switchover's demotion, or a
+/// return to replica mode) while its Sentinels fail its primary over is not demoted yet: the
+/// primary that stops taking writes, and whose position becomes the promotion token, must be
+/// the one they settle on, and their failover must not be cut short by their scale-down. The
+/// target kept meanwhile: what the cluster was (primary on its own, or promoted). None when
+/// nothing is held: not a demotion, the pods already replicate the source (no pod's topology
+/// is handed to the Sentinels any more), or no failover in progress.
+fn held_for_sentinels<'a>(view: &ClusterView<'a>, target: Target<'a>) -> Option<Target<'a>> {
+    let Target::Replica(source, _) = target else {
+        return None;
+    };
+    let handed = view
+        .pods
+        .values()
+        .any(|p| p.published.as_ref().is_some_and(|t| t.sentinel.is_some()));
+    (handed && sentinels_failing_over(view)).then(|| {
+        if promotion_done(view) {
+            Target::Promoted(source)
+        } else {
+            Target::Standalone
+        }
+    })
+}
+
+/// `Switchover=False/SentinelFailoverInProgress` while [`held_for_sentinels`].
+fn sentinel_hold_condition(view: &ClusterView, source: &ReplicaSourceSpec) -> Desired {
+    Desired {
+        type_: cond::SWITCHOVER,
+        status: Status::False,
+        reason: cond::REASON_SENTINEL_FAILOVER_IN_PROGRESS,
+        message: format!(
+            "The Sentinels are failing over {}'s primary (they flag it down or a failover is in progress): replicating {} waits until they are done, so that the primary that stops taking writes (its position is the promotion token) is the one they settle on. Nothing changed yet: this cluster still takes writes, and its Sentinels keep running",
+            view.name,
+            source.display_name()
+        ),
+    }
 }
 
 /// The `Salvaged` Event's note.

@@ -413,3 +413,64 @@ fn a_used_token_left_in_the_spec_does_not_block_a_later_promotion() {
         w.condition("Switchover")
     );
 }
+
+/// A sentinel-mode cluster told to replicate its source (the switchover's demotion) while its
+/// Sentinels fail its primary over is not demoted until they are done: nothing published, the
+/// Sentinels' topology kept, `Switchover=False/SentinelFailoverInProgress` and a Warning; once
+/// they settle, the demotion goes ahead.
+#[test]
+fn a_demotion_waits_while_the_sentinels_fail_over() {
+    let sentinel = format!("{STANDALONE}mode: sentinel\n");
+    let mut w = World::new(spec(&sentinel));
+    w.converge();
+    let failing = |w: &mut World, on: bool| {
+        for i in 0..3 {
+            w.report(&format!("dr-redis-{i}")).sentinel_failing_over = Some(on);
+        }
+    };
+    failing(&mut w, true);
+    w.reconcile();
+    assert_eq!(
+        w.status.as_ref().unwrap().sentinels_failing_over,
+        Some(true)
+    );
+    let handed = |w: &World| {
+        w.pods
+            .values()
+            .all(|p| p.published.as_ref().is_some_and(|t| t.sentinel.is_some()))
+    };
+    assert!(handed(&w));
+    // The demotion arrives mid-failover.
+    w.spec = spec(&format!(
+        "{sentinel}replicaMode:\n  enabled: true\n  source:\n    host: prod-redis-leader.production.svc.cluster.local\n    port: 6379\n"
+    ));
+    let p = w.reconcile();
+    assert!(
+        p.publish.is_empty(),
+        "{:?} was {:?}",
+        p.publish,
+        w.pods["dr-redis-0"].published
+    );
+    assert!(handed(&w));
+    let (status, reason, message) = w.condition("Switchover").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "SentinelFailoverInProgress")
+    );
+    assert!(message.contains("Nothing changed yet"), "{message}");
+    assert!(reasons(&p).contains(&"SwitchoverBlocked"));
+    assert_eq!(w.status.as_ref().unwrap().demotion_token, None);
+    let p = w.reconcile();
+    assert!(p.publish.is_empty());
+    assert!(!reasons(&p).contains(&"SwitchoverBlocked"), "once");
+    // They settled: the demotion goes ahead, every pod told to replicate the source.
+    failing(&mut w, false);
+    let p = w.reconcile();
+    assert_eq!(p.publish.len(), 3, "{:?}", p.publish.keys());
+    assert!(p.publish.values().all(|t| t.sentinel.is_none()));
+    assert_eq!(w.status.as_ref().unwrap().sentinels_failing_over, None);
+    assert!(
+        w.condition("Switchover")
+            .is_none_or(|c| c.1 != "SentinelFailoverInProgress")
+    );
+}

@@ -130,7 +130,14 @@ pub(super) fn statefulset(c: &Cluster) -> StatefulSet {
                     && c.reason == redis_cluster_api::cluster::conditions::REASON_PROMOTED
             })
         });
-    let replicas = if rc.spec.sentinels_active() && !promoting {
+    // Told to replicate a source while the Sentinels fail the primary over: the demotion
+    // waits for them (the planner holds it, `Switchover=False/SentinelFailoverInProgress`),
+    // and so does their scale-down, which would cut their failover short.
+    let failing_over = rc
+        .status
+        .as_ref()
+        .is_some_and(|s| s.sentinels_failing_over == Some(true));
+    let replicas = if (rc.spec.sentinels_active() && !promoting) || failing_over {
         sentinel.replicas
     } else {
         // A cluster replicating an external source runs no Sentinel: none may promote one of

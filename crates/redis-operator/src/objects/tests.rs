@@ -266,6 +266,30 @@ fn an_unpromoted_replica_mode_cluster_runs_no_sentinel() {
     );
 }
 
+/// A demotion (replica mode on a sentinel-mode cluster) waits while the Sentinels fail the
+/// primary over, and their scale-down with it: cut short, their failover could leave a second
+/// primary behind.
+#[test]
+fn the_sentinels_keep_running_while_they_fail_over() {
+    let mut rc = sample("prod-redis.yaml");
+    rc.spec.replica_mode = sample("dr-redis.yaml").spec.replica_mode;
+    let replicas = |rc: &RedisCluster| {
+        build(rc, &Settings::default())
+            .sentinel
+            .unwrap()
+            .statefulset
+            .spec
+            .unwrap()
+            .replicas
+    };
+    assert_eq!(replicas(&rc), Some(0));
+    rc.status =
+        Some(serde_json::from_value(serde_json::json!({"sentinelsFailingOver": true})).unwrap());
+    assert_eq!(replicas(&rc), Some(3));
+    rc.status = Some(serde_json::from_value(serde_json::json!({})).unwrap());
+    assert_eq!(replicas(&rc), Some(0));
+}
+
 #[test]
 fn sentinel_pods_match_no_data_pod_selector() {
     let owned = build(&sample("prod-redis.yaml"), &Settings::default());

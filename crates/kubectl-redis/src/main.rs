@@ -360,7 +360,8 @@ async fn demote(client: &Client, ns: &str, name: &str, change: &Change) -> Resul
     println!("Returning {name} ({ns}) to replicating {source}.");
     println!(
         "  Every write {name} took since its promotion is DISCARDED: its pods resynchronise \
-         from the source."
+         from the source. Its primary saves them to its volume first (a Salvaged Event, \
+         docs/salvage.md); nothing is replayed."
     );
     confirm(
         &format!("Demote {name} and discard its writes?"),

@@ -827,7 +827,7 @@ impl Manager {
         want: &salvage::Want,
         store: &salvage::Store,
     ) -> Result<Salvage, String> {
-        let timeout = (self.config.probe_timeout * 20).max(Duration::from_secs(30));
+        let timeout = salvage::deadline(want);
         let conn = redis_io::Conn::connect(&targets.local, Duration::from_secs(2))
             .await
             .map_err(|e| format!("cannot connect to the local Redis: {e}"))?;
@@ -1190,7 +1190,7 @@ impl Manager {
             warn!(
                 upstream = %a,
                 diverged_bytes = bytes,
-                "the upstream {a} is a new primary that took over from the one this replica followed, but this replica had {bytes} bytes of writes the new upstream primary never received: it resynchronises in full and those writes are lost"
+                "the upstream {a} is a new primary that took over from the one this replica followed, but this replica had {bytes} bytes of writes the new upstream primary never received: it resynchronises in full and those writes are not on the new upstream (the ones that write keys are salvaged first, docs/salvage.md)"
             );
         }
     }

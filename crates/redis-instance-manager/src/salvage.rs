@@ -115,6 +115,19 @@ fn led(record: Option<&Record>) -> Option<&Record> {
     record.filter(|r| r.role == "primary")
 }
 
+/// How long a capture may take (writes stay paused 5 s longer, and it is abandoned after it):
+/// 30 s plus the tail at 4 MiB/s (a debug build on a loaded machine reads 10-20 MB/s), or 10
+/// minutes for a snapshot, whose size is not known before Redis has written it.
+pub fn deadline(want: &Want) -> Duration {
+    match want {
+        Want::Tail { from, to, .. } => {
+            Duration::from_secs(30)
+                + Duration::from_secs_f64((to - from + 1).max(0) as f64 / (4.0 * 1024.0 * 1024.0))
+        }
+        Want::Snapshot { .. } => Duration::from_secs(600),
+    }
+}
+
 /// One command of a replication stream: its arguments.
 pub type Cmd = Vec<Vec<u8>>;
 
@@ -708,6 +721,24 @@ mod tests {
         let mut cut = cmd(&["SET", "key", "value"]);
         cut.truncate(cut.len() - 4);
         assert!(summarise(&cut[..], Vec::new(), Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_capture_has_time_for_its_size() {
+        let tail = |bytes: i64| Want::Tail {
+            replid: H.into(),
+            from: 1,
+            to: bytes,
+        };
+        assert_eq!(deadline(&tail(1)), Duration::from_secs(30));
+        assert_eq!(deadline(&tail(400 * 1024 * 1024)), Duration::from_secs(130));
+        assert_eq!(
+            deadline(&Want::Snapshot {
+                replid: H.into(),
+                to: 1
+            }),
+            Duration::from_secs(600)
+        );
     }
 
     #[test]

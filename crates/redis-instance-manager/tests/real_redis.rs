@@ -952,7 +952,7 @@ fn a_replica_ahead_of_the_new_upstream_reports_the_diverged_bytes_and_one_not_ah
     );
     assert!(
         im_d.logs().contains(&format!(
-            "this replica had {expected} bytes of writes the new upstream primary never received: it resynchronises in full and those writes are lost"
+            "this replica had {expected} bytes of writes the new upstream primary never received: it resynchronises in full and those writes are not on the new upstream"
         )),
         "{}",
         im_d.logs()

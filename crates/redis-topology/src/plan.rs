@@ -2186,7 +2186,7 @@ pub fn plan_with(view: &ClusterView, extra: &Extra) -> Plan {
                     type_: EventType::Warning,
                     reason: EventReason::Demoting,
                     note: format!(
-                        "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded, unless that source replicates this cluster (a planned switchover: then this cluster's primary keeps them, read-only, and waits for the source to be promoted with status.demotionToken)",
+                        "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded by the resync (its primary saves them to its volume first: a Salvaged Event, docs/salvage.md), unless that source replicates this cluster (a planned switchover: then this cluster's primary keeps them, read-only, and waits for the source to be promoted with status.demotionToken)",
                         source.display_name(),
                         source.host,
                         source.port
@@ -2424,7 +2424,7 @@ fn status(
                 type_: EventType::Warning,
                 reason: EventReason::FullResyncAfterFailover,
                 note: format!(
-                    "{} held {bytes} bytes its upstream's new primary never received: it resynchronises in full and those writes are lost (the new primary never had them either)",
+                    "{} held {bytes} bytes its upstream's new primary never received: it resynchronises in full and those writes are not on the new primary (it never had them); the ones that write keys are saved first (a Salvaged Event, docs/salvage.md), nothing is replayed",
                     i.name
                 ),
             });
@@ -2553,7 +2553,7 @@ fn status(
             status: Status::True,
             reason: cond::REASON_DEMOTING,
             message: format!(
-                "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded, unless that source replicates this cluster (a planned switchover: then this cluster's primary keeps them, read-only, and waits for the source to be promoted with status.demotionToken)",
+                "Returning to replicating from {} ({}:{}): writes made on this cluster since it was promoted are discarded by the resync (its primary saves them to its volume first: a Salvaged Event, docs/salvage.md), unless that source replicates this cluster (a planned switchover: then this cluster's primary keeps them, read-only, and waits for the source to be promoted with status.demotionToken)",
                 source.display_name(),
                 source.host,
                 source.port

@@ -36,6 +36,9 @@ pub fn run(o: &Options) -> Report {
     run_story(o, "setup", story)
 }
 
+/// The keys of the burst only the DR pods receive (8 KB each).
+const BURST_KEYS: usize = 3000;
+
 /// The story: the operator running, then each line one step.
 fn story(d: &mut Drill) -> Result<(), String> {
     let src = Source::create(d, &d.passwords[PROD].clone())?;
@@ -277,7 +280,8 @@ fn source_recovers(d: &mut Drill, src: &Source) -> Result<(), String> {
 ///
 /// src-0 comes back as src-1's replica and is frozen while src-1 takes a 24 MB burst that the DR pods
 /// receive; src-1 dies; src-0 is elected. The DR pods are ahead of it: they must resynchronise in full,
-/// and the operator reports it as such (Event FullResyncAfterFailover, with the bytes lost).
+/// and the operator reports it as such (Event FullResyncAfterFailover, with the bytes lost). What they
+/// held beyond src-0 is salvaged first (Event Salvaged): replayed, exactly the burst src-0 lacks.
 ///
 /// The one honest exception to "no full resync". src-1 dies with most of the burst still in its
 /// output buffer for the frozen src-0; src-0 resumes and is elected. PSYNC cannot continue from
@@ -287,7 +291,8 @@ fn new_primary_lacks_writes_dr_holds(d: &mut Drill, src: &Source) -> Result<(), 
         "The honest exception: the new source primary never got writes the DR pods hold",
         "src-0 comes back as src-1's replica and is frozen while src-1 takes a 24 MB burst that the DR pods\n\
          receive; src-1 dies; src-0 is elected. The DR pods are ahead of it: they must resynchronise in full,\n\
-         and the operator reports it as such (Event FullResyncAfterFailover, with the bytes lost).",
+         and the operator reports it as such (Event FullResyncAfterFailover, with the bytes lost). What they\n\
+         held beyond src-0 is salvaged first (Event Salvaged): replayed, exactly the burst src-0 lacks.",
     );
     // The previous failover is over before src-0 comes back: every Sentinel names src-1 and none
     // is still failing over. (Its leader holds on to the old master until then; a Sentinel
@@ -313,11 +318,13 @@ fn new_primary_lacks_writes_dr_holds(d: &mut Drill, src: &Source) -> Result<(), 
         format!("{e}; the Sentinels answer {answers:?}")
     })?;
     let full_before = src.stat(0, "sync_full")?;
+    let salvaged_before = d.salvage_of(DR, "dr-redis-0");
     let bind = format!("{} {SOURCE_VIP}", src_ip(0));
     src.conn(0)?
         .cmd(&["CONFIG", "SET", "bind", &bind])
         .map_err(|e| e.to_string())?;
     operator_reports_full_resyncs(d)?;
+    burst_salvaged(d, src, salvaged_before.as_ref())?;
     wait(
         "the DR pods back in sync with src-0",
         Duration::from_secs(60),
@@ -336,6 +343,46 @@ fn new_primary_lacks_writes_dr_holds(d: &mut Drill, src: &Source) -> Result<(), 
             Err(format!(
                 "sync_full {full_before}->{full_after}; {}",
                 equal.err().unwrap_or_default()
+            ))
+        },
+    )
+}
+
+/// Issue 14 (docs/salvage.md): before their full resync, the DR pods saved the part of the
+/// burst src-0 never got; dr-redis-0's tail, replayed into an empty Redis, holds exactly the
+/// burst's keys src-0 lacks.
+fn burst_salvaged(
+    d: &mut Drill,
+    src: &Source,
+    before: Option<&redis_cluster_api::report::Salvage>,
+) -> Result<(), String> {
+    let mut c = src.conn(0)?;
+    let mut lost = std::collections::BTreeSet::new();
+    for i in 0..BURST_KEYS {
+        let k = format!("burst:{i}");
+        if c.cmd(&["EXISTS", &k]).map_err(|e| e.to_string())?.text() != "1" {
+            lost.insert(k);
+        }
+    }
+    drop(c);
+    let pod = "dr-redis-0";
+    let (event, salvage) = d.salvaged(DR, pod, before, Duration::from_secs(30))?;
+    let (replayed, said) = d.replay_tail(pod, &salvage)?;
+    d.check(
+        &format!(
+            "salvaged first (Warning Salvaged: \"{}\"); replayed into an empty Redis ({said}) it holds exactly the {} burst keys src-0 never got",
+            event.1,
+            lost.len()
+        ),
+        if salvage.kind == "tail" && replayed == lost && said.starts_with("errors: 0,") {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} replayed, {} lost; extra {:?}, missing {:?}",
+                replayed.len(),
+                lost.len(),
+                replayed.difference(&lost).take(5).collect::<Vec<_>>(),
+                lost.difference(&replayed).take(5).collect::<Vec<_>>()
             ))
         },
     )
@@ -368,7 +415,7 @@ fn burst_only_the_dr_pods_receive(d: &mut Drill, src: &Source) -> Result<(), Str
     sh(&["kill", "-STOP", &pid])?;
     let burst = src
         .conn(1)
-        .and_then(|mut c| pipeline_sets(&mut c, "burst", 3000, 8 * 1024));
+        .and_then(|mut c| pipeline_sets(&mut c, "burst", BURST_KEYS, 8 * 1024));
     let caught_up = burst.and_then(|_| {
         wait(
             "the DR pods to receive the whole burst",

@@ -24,6 +24,7 @@ pub mod k8s;
 pub mod observe;
 pub mod operator;
 pub mod prom;
+pub mod salvage;
 pub mod sentinel;
 pub mod source;
 pub mod writers;

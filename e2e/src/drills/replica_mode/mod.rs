@@ -737,6 +737,7 @@ fn production_replicates_dr(d: &mut Drill, dr_primary: &str) -> Result<(), Strin
     let prod_primary = d
         .current_primary(PROD)
         .ok_or("prod-redis has no currentPrimary")?;
+    let salvaged_before = d.salvage_of(PROD, &prod_primary);
     const SPLIT_WRITES: usize = 300;
     d.write_keys(&prod_primary, "split-a", SPLIT_WRITES, 64)?;
     d.set_inter_region_link(true)?;
@@ -791,18 +792,21 @@ fn production_replicates_dr(d: &mut Drill, dr_primary: &str) -> Result<(), Strin
     let expected = format!("Cluster is replicating from dr-redis ({DR_LEADER}:6379)");
     let r = d.wait_condition(PROD, "ReplicaMode", "True", None, &expected);
     d.check(&format!("prod-redis status: \"{expected}\""), r)?;
-    split_writes_salvaged(d, &prod_primary, SPLIT_WRITES)
+    split_writes_salvaged(d, &prod_primary, salvaged_before.as_ref(), SPLIT_WRITES)
 }
 
 /// Issue 14 item 3 (docs/salvage.md): the writes production's primary took during the split were
 /// saved before its resync replaced them (a snapshot here: the user accepted DR's unrelated
 /// history), reported by a `Salvaged` Event and the pod's status, in a private file on its
 /// volume that loads into a redis-server with every one of them.
-fn split_writes_salvaged(d: &mut Drill, pod: &str, writes: usize) -> Result<(), String> {
+fn split_writes_salvaged(
+    d: &mut Drill,
+    pod: &str,
+    before: Option<&redis_cluster_api::report::Salvage>,
+    writes: usize,
+) -> Result<(), String> {
     let split: Vec<String> = (0..writes).map(|i| format!("split-a:{i}")).collect();
-    let (event, _) = wait("the Salvaged Event", Duration::from_secs(20), || {
-        d.event(PROD, EventReason::Salvaged)
-    })?;
+    let (event, salvage) = d.salvaged(PROD, pod, before, Duration::from_secs(20))?;
     d.check(
         &format!("Warning Salvaged: \"{}\"", event.1),
         if event.0 == "Warning" && event.1.starts_with(&format!("{pod} saved a snapshot")) {
@@ -811,53 +815,8 @@ fn split_writes_salvaged(d: &mut Drill, pod: &str, writes: usize) -> Result<(), 
             Err(format!("{event:?}"))
         },
     )?;
-    let (salvage, _) = wait(
-        "status.instancesStatus[].salvage",
-        Duration::from_secs(20),
-        || {
-            let json = d
-                .kubectl(&[
-                    "-n",
-                    NS,
-                    "get",
-                    "rediscluster",
-                    PROD,
-                    "-o",
-                    &format!("jsonpath={{.status.instancesStatus[?(@.name==\"{pod}\")].salvage}}"),
-                ])
-                .ok()?;
-            serde_json::from_str::<redis_cluster_api::report::Salvage>(&json).ok()
-        },
-    )?;
-    // The file, on the pod's volume as the host sees it.
-    let name = std::path::Path::new(&salvage.file)
-        .file_name()
-        .ok_or("no file name")?
-        .to_owned();
-    let on_host = d
-        .data_dir(pod)?
-        .join("instance-manager/salvage")
-        .join(&name);
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&on_host)
-            .map_err(|e| format!("{}: {e}", on_host.display()))?
-            .permissions(),
-    ) & 0o777;
-    // Loaded from a copy, as docs/salvage.md says (a redis-server writes into its --dir).
-    let scratch = redis_test_support::process::ScratchDir::new("drill-salvage");
-    std::fs::copy(&on_host, scratch.path("salvage.rdb")).map_err(|e| e.to_string())?;
-    let loaded =
-        redis_test_support::redis::RedisServer::start(redis_test_support::redis::RedisOpts {
-            extra: vec![
-                "--dir".into(),
-                scratch.path("").display().to_string(),
-                "--dbfilename".into(),
-                "salvage.rdb".into(),
-                "--save".into(),
-                "".into(),
-            ],
-            ..Default::default()
-        });
+    let (_, mode) = d.salvage_file(pod, &salvage)?;
+    let (loaded, _copy) = d.load_snapshot(pod, &salvage)?;
     let mut missing = 0;
     for k in &split {
         if loaded.cli(&["EXISTS", k]).trim() != "1" {
@@ -869,10 +828,16 @@ fn split_writes_salvaged(d: &mut Drill, pod: &str, writes: usize) -> Result<(), 
             "status.instancesStatus[{pod}].salvage: {} of {} bytes, {} keys, file {} (mode {mode:o}); loaded into a redis-server it holds all {writes} writes production took during the split",
             salvage.kind, salvage.bytes, salvage.keys, salvage.file
         ),
-        if salvage.kind == "snapshot" && missing == 0 && mode == 0o600 && salvage.keys >= writes as u64 {
+        if salvage.kind == "snapshot"
+            && missing == 0
+            && mode == 0o600
+            && salvage.keys >= writes as u64
+        {
             Ok(())
         } else {
-            Err(format!("{missing} of {writes} missing; {salvage:?}, mode {mode:o}"))
+            Err(format!(
+                "{missing} of {writes} missing; {salvage:?}, mode {mode:o}"
+            ))
         },
     )?;
     // Then production resynchronised: DR's data replaced those writes on every pod.

@@ -37,6 +37,9 @@ use crate::sentinel::{self, Verdict, View};
 use crate::similarity;
 use crate::state::StateFile;
 
+/// How often a failed salvage is tried again (see `salvage`).
+const SALVAGE_RETRY: Duration = Duration::from_secs(10);
+
 /// What the loop needs to know, from the command line.
 #[derive(Clone, Debug)]
 pub struct ManagerConfig {
@@ -210,6 +213,8 @@ pub struct Manager {
     salvage: Option<Salvage>,
     /// Why the salvage before the gate's opening failed: the gate stays closed, retried.
     salvage_error: Option<String>,
+    /// The upstream history of the last failed salvage, and when (see `SALVAGE_RETRY`).
+    salvage_failed: Option<(String, Instant)>,
     /// `--redis-tls`: the fingerprint of the TLS files redis-server last loaded (None until the
     /// first reload: the files may have changed while this process was not running).
     tls_loaded: Option<u64>,
@@ -276,6 +281,7 @@ impl Manager {
             same_data: None,
             salvage: salvage_store.as_ref().and_then(salvage::Store::latest),
             salvage_error: None,
+            salvage_failed: None,
             tls_loaded: None,
             tls_error: None,
         }
@@ -768,6 +774,14 @@ impl Manager {
             self.salvage_error = None;
             return true;
         }
+        // A failed capture is retried every SALVAGE_RETRY, not every tick: each attempt pauses
+        // writes and makes the local Redis a master for a moment.
+        if let Some((replid, at)) = &self.salvage_failed
+            && *replid == up.replid
+            && at.elapsed() < SALVAGE_RETRY
+        {
+            return false;
+        }
         let started = Instant::now();
         match self.capture(d, targets, master, up, want, &store).await {
             Ok(s) if s.kind == salvage::NOTHING => {
@@ -803,13 +817,15 @@ impl Manager {
             }
             Err(e) => {
                 let msg = format!(
-                    "a resync from {} would discard data this pod holds, and saving it first failed: {e}; this replica keeps its data and does not replicate until it is saved (retried every tick)",
-                    up.address
+                    "a resync from {} would discard data this pod holds, and saving it first failed: {e}; this replica keeps its data and does not replicate until it is saved (retried every {} s)",
+                    up.address,
+                    SALVAGE_RETRY.as_secs()
                 );
                 if self.salvage_error.as_ref() != Some(&msg) {
                     warn!(upstream = %up.address, "{msg}");
                 }
                 self.salvage_error = Some(msg);
+                self.salvage_failed = Some((up.replid.clone(), Instant::now()));
                 false
             }
         }
@@ -869,7 +885,34 @@ impl Manager {
         if let Err(e) = unpaused {
             warn!("CLIENT UNPAUSE after the salvage failed ({e}); the pause expires on its own");
         }
-        let (raw_path, mut raw, got) = result?;
+        let (raw_path, raw, got) = result?;
+        let kept = self
+            .keep(targets, up, want, store, &stem, &at, raw_path, raw, got)
+            .await;
+        if kept.is_err() {
+            // Nothing half-written stays behind to fill the volume at every retry.
+            for ext in ["partial", "resp", "txt", "rdb"] {
+                let _ = std::fs::remove_file(store.dir().join(format!("{stem}.{ext}")));
+            }
+        }
+        kept
+    }
+
+    /// What a capture got, kept: the tail read into its replayable file and listing, or the
+    /// snapshot renamed, and the manifest written last (it makes the salvage done).
+    #[allow(clippy::too_many_arguments)]
+    async fn keep(
+        &mut self,
+        targets: &Targets,
+        up: &UpstreamState,
+        want: &salvage::Want,
+        store: &salvage::Store,
+        stem: &str,
+        at: &str,
+        raw_path: std::path::PathBuf,
+        mut raw: std::fs::File,
+        got: Result<salvage::Got, String>,
+    ) -> Result<Salvage, String> {
         let got = got?;
         let finished =
             |file: &std::path::Path, bytes: u64, keys: u64, commands: Option<u64>| Salvage {
@@ -894,7 +937,7 @@ impl Manager {
                 },
                 upstream: up.address.clone(),
                 upstream_replid: up.replid.clone(),
-                at: at.clone(),
+                at: at.to_string(),
             };
         let io = |e: std::io::Error| format!("writing the salvage files: {e}");
         let report = match got {

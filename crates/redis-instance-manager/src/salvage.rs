@@ -46,7 +46,14 @@ pub const NOTHING: &str = "none";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Want {
     /// The bytes `from..=to` of history `replid`, which the upstream never received.
-    Tail { replid: String, from: i64, to: i64 },
+    /// `local_id`: the id the local Redis holds them under now (`replid` itself, or the id
+    /// an earlier capture's `REPLICAOF NO ONE` shifted it to: the same bytes, the same offsets).
+    Tail {
+        replid: String,
+        from: i64,
+        to: i64,
+        local_id: String,
+    },
     /// The whole dataset, at `replid`/`to` (what this pod led).
     Snapshot { replid: String, to: i64 },
 }
@@ -93,6 +100,7 @@ pub fn want(
                     replid: up.replid2.clone(),
                     from,
                     to,
+                    local_id: local.replid.clone(),
                 }),
                 // The process restarted since (a new id): its backlog is gone, only a snapshot
                 // of what it holds is left, and only worth it where the writes were taken.
@@ -376,7 +384,9 @@ async fn capture_inner(ep: &Endpoint, want: &Want, out: &mut std::fs::File) -> R
         }
     }
     let (replid, from) = match want {
-        Want::Tail { replid, from, .. } => (replid.clone(), from.to_string()),
+        // The id the local Redis knows the bytes under: after our `REPLICAOF NO ONE` it is its
+        // `master_replid2`, which `PSYNC` accepts up to `second_repl_offset`.
+        Want::Tail { local_id, from, .. } => (local_id.clone(), from.to_string()),
         // An id nobody has: Redis answers with a full resync (the dataset's RDB).
         Want::Snapshot { .. } => ("?".to_string(), "-1".to_string()),
     };
@@ -568,11 +578,15 @@ mod tests {
         let diverged = Safe::Failover {
             diverged: Some(400),
         };
-        let tail = Some(Want::Tail {
-            replid: H.into(),
-            from: 501,
-            to: 900,
-        });
+        let tail_under = |local_id: &str| {
+            Some(Want::Tail {
+                replid: H.into(),
+                from: 501,
+                to: 900,
+                local_id: local_id.into(),
+            })
+        };
+        let tail = tail_under(H);
         let snapshot = Some(Want::Snapshot {
             replid: H.into(),
             to: 900,
@@ -600,7 +614,7 @@ mod tests {
                 local("3333333333333333333333333333333333333333", 900, H, 901, 10),
                 Some(&primary),
                 diverged.clone(),
-                tail.clone(),
+                tail_under("3333333333333333333333333333333333333333"),
             ),
             (
                 "restarted under a new id, the primary: only a snapshot is left",
@@ -729,6 +743,7 @@ mod tests {
             replid: H.into(),
             from: 1,
             to: bytes,
+            local_id: H.into(),
         };
         assert_eq!(deadline(&tail(1)).as_secs(), 30);
         assert_eq!(deadline(&tail(400 * 1024 * 1024)).as_secs(), 130);

@@ -300,3 +300,50 @@ fn a_tail_that_writes_no_key_is_not_reported() {
         s.ia.logs()
     );
 }
+
+/// Saving fails (here: the salvage directory cannot be created): the gate stays closed, the
+/// pod keeps its data and says why, no partial file is left, and it is tried again, not at
+/// every tick; once it can be saved, it is, and only then does the resync happen.
+#[test]
+fn a_salvage_that_fails_keeps_the_gate_closed_until_it_succeeds() {
+    let s = split("fails", vec![], 20, "v");
+    let state = s._dirs.0.path("state");
+    // A file where the directory should be.
+    std::fs::write(state.join("salvage"), "in the way").unwrap();
+    s.ta.write(&replica_topology(3, "127.0.0.1", s.b.port(), None));
+    let status = wait_status(&s.ia, SECS(15), |st| {
+        st["linkError"]
+            .as_str()
+            .is_some_and(|e| e.contains("saving it first failed"))
+    });
+    assert_eq!(status["masterLinkUp"], false, "{status}");
+    assert!(status.get("salvage").is_none(), "{status}");
+    // Its data is untouched, and it is a replica (the capture's moment as a master is over).
+    std::thread::sleep(SECS(3));
+    assert_eq!(s.a.cli(&["EXISTS", "only-a:0"]).trim(), "1");
+    assert_eq!(s.a.cli(&["GET", "both"]).trim(), "a");
+    assert_eq!(s.a.info()["role"], "slave");
+    // Each attempt pauses writes once: not at every tick (100 ms here).
+    let stats = s.a.cli(&["INFO", "commandstats"]);
+    let pauses: u64 = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_client|pause:calls="))
+        .and_then(|l| l.split(['=', ',']).nth(1)?.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1..=2).contains(&pauses),
+        "{pauses} attempts in 3 s: {stats}"
+    );
+    // The way is clear: saved at the next attempt, then the resync.
+    std::fs::remove_file(state.join("salvage")).unwrap();
+    let status = wait_status(&s.ia, SECS(30), |st| {
+        st.get("salvage").is_some() && st["masterLinkUp"] == true
+    });
+    assert_eq!(status["salvage"]["kind"], "tail", "{status}");
+    assert_eq!(s.a.cli(&["GET", "both"]).trim(), "b");
+    let files: Vec<_> = std::fs::read_dir(state.join("salvage"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!files.iter().any(|f| f.ends_with(".partial")), "{files:?}");
+}

@@ -32,13 +32,7 @@ fn start_im(redis: &RedisServer, topo: &TopologyFile, dir: &ScratchDir) -> Im {
 }
 
 fn wait_status(im: &Im, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let ok = wait_until(timeout, || {
-        last = im.status();
-        f(&last)
-    });
-    assert!(ok.is_some(), "timed out; last /status: {last}");
-    last
+    im.status_when(timeout, f)
 }
 
 /// Every key of an empty Redis after the salvaged tail was replayed into it, or after the

@@ -171,13 +171,7 @@ fn demote(p: &Pair) -> (String, i64) {
 }
 
 fn wait_status(im: &Im, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let ok = wait_until(timeout, || {
-        last = im.status();
-        f(&last)
-    });
-    assert!(ok.is_some(), "timed out; last /status: {last}");
-    last
+    im.status_when(timeout, f)
 }
 
 #[test]

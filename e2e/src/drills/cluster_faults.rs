@@ -944,20 +944,7 @@ fn unplanned_promotion_salvages_the_tail(d: &mut Drill) -> Result<(), String> {
     let (risk, _) = wait(
         "prod-redis status.dataAtRisk",
         Duration::from_secs(30),
-        || {
-            let json = d
-                .kubectl(&[
-                    "-n",
-                    NS,
-                    "get",
-                    "rediscluster",
-                    PROD,
-                    "-o",
-                    "jsonpath={.status.dataAtRisk}",
-                ])
-                .ok()?;
-            serde_json::from_str::<redis_cluster_api::DataAtRisk>(&json).ok()
-        },
+        || d.data_at_risk(PROD),
     )?;
     d.check(
         &format!(

@@ -14,6 +14,22 @@ use redis_test_support::redis::{RedisOpts, RedisServer};
 use super::{Drill, NS, wait};
 
 impl Drill<'_> {
+    /// `cluster`'s `status.dataAtRisk` now, if any.
+    pub fn data_at_risk(&self, cluster: &str) -> Option<redis_cluster_api::DataAtRisk> {
+        let json = self
+            .kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "rediscluster",
+                cluster,
+                "-o",
+                "jsonpath={.status.dataAtRisk}",
+            ])
+            .ok()?;
+        serde_json::from_str(&json).ok()
+    }
+
     /// The salvage `cluster`'s status shows for `pod` now, if any.
     pub fn salvage_of(&self, cluster: &str, pod: &str) -> Option<Salvage> {
         let json = self

@@ -203,6 +203,17 @@ impl SwitchoverWriter {
         }
     }
 
+    /// [`start`](Self::start), once its first 200 writes were acknowledged.
+    fn started(prefix: &str, targets: Vec<(String, String, String)>) -> Result<Self, String> {
+        let writer = SwitchoverWriter::start(prefix, targets);
+        super::wait(
+            "the writer's first 200 writes",
+            Duration::from_secs(10),
+            || (writer.log().acked.len() >= 200).then_some(()),
+        )?;
+        Ok(writer)
+    }
+
     /// What it saw so far.
     pub fn log(&self) -> SwitchoverLog {
         self.log.lock().expect("writer log").clone()
@@ -234,13 +245,7 @@ impl Drill<'_> {
         };
         let mut targets = vec![target(primary.to_string(), from)];
         targets.extend(self.pods(to).into_iter().map(|p| target(p, to)));
-        let writer = SwitchoverWriter::start(prefix, targets);
-        super::wait(
-            "the writer's first 200 writes",
-            Duration::from_secs(10),
-            || (writer.log().acked.len() >= 200).then_some(()),
-        )?;
-        Ok(writer)
+        SwitchoverWriter::started(prefix, targets)
     }
 }
 
@@ -258,13 +263,7 @@ impl Drill<'_> {
             super::addr(pod),
             self.passwords[cluster].clone(),
         );
-        let writer = SwitchoverWriter::start(prefix, vec![target]);
-        super::wait(
-            "the writer's first 200 writes",
-            Duration::from_secs(10),
-            || (writer.log().acked.len() >= 200).then_some(()),
-        )?;
-        Ok(writer)
+        SwitchoverWriter::started(prefix, vec![target])
     }
 }
 

@@ -194,6 +194,17 @@ impl Im {
             .unwrap_or_default()
     }
 
+    /// Wait for a condition on /status: the /status that met it.
+    pub fn status_when(&self, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let ok = wait_until(timeout, || {
+            last = self.status();
+            f(&last)
+        });
+        assert!(ok.is_some(), "timed out; last /status: {last}");
+        last
+    }
+
     /// Wait for a condition on /status, with a clear failure message.
     pub fn wait_status(
         &self,

@@ -562,18 +562,7 @@ fn data_at_risk_is_shown(d: &mut Drill, cut: Instant) -> Result<(), String> {
     let cut_at = k8s_openapi::jiff::Timestamp::now()
         - k8s_openapi::jiff::SignedDuration::try_from(cut.elapsed()).map_err(|e| e.to_string())?;
     let (risk, _) = wait("status.dataAtRisk", Duration::from_secs(10), || {
-        let json = d
-            .kubectl(&[
-                "-n",
-                NS,
-                "get",
-                "rediscluster",
-                DR,
-                "-o",
-                "jsonpath={.status.dataAtRisk}",
-            ])
-            .ok()?;
-        serde_json::from_str::<redis_cluster_api::DataAtRisk>(&json).ok()
+        d.data_at_risk(DR)
     })?;
     let seen: Option<k8s_openapi::jiff::Timestamp> = risk
         .source_last_seen

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 use redis_cluster_api::report::{
     DataSample, HistoryBlock, InstanceReport, Salvage, SameDataResync,
 };
-use redis_cluster_api::topology::{DesiredTopology, SentinelTopology, Upstream};
+use redis_cluster_api::topology::{
+    DesiredTopology, FENCE_MIN_REPLICAS, SentinelTopology, Upstream,
+};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -856,6 +858,20 @@ impl Manager {
         .map_err(|e| format!("CLIENT PAUSE: {e}"))?;
         let at = crate::rfc3339(SystemTime::now());
         let stem = salvage::stem(&at, want.replid());
+        // Fenced before it becomes a master: the pause delays writes only for clients of this
+        // Redis, and expires on its own; the fence refuses them (`-NOREPLICAS`) for everybody,
+        // whatever happens to this process, until a tick sets the topology's value again. No
+        // moment exists in which this pod is a second writable primary of its cluster (several
+        // diverged pods capture at once after an unplanned promotion).
+        let fence = Command::ConfigSet(vec![(
+            "min-replicas-to-write",
+            ConfigValue::Plain(FENCE_MIN_REPLICAS.to_string()),
+        )]);
+        if let Err(e) = conn.execute(&fence, d.replicaof_name()).await {
+            let _ = conn.command("CLIENT", vec!["UNPAUSE".into()]).await;
+            conn.close();
+            return Err(format!("fencing the local Redis before the salvage: {e}"));
+        }
         let result = async {
             conn.execute(&Command::ReplicaOfNoOne, d.replicaof_name())
                 .await
@@ -874,6 +890,16 @@ impl Manager {
                 d.replicaof_name(),
             )
             .await;
+        // The fence is lifted only once Redis is a read-only replica again (as a tick does).
+        let unfenced = match &back {
+            Ok(()) => {
+                let value = d.min_replicas_to_write.to_string();
+                let lift =
+                    Command::ConfigSet(vec![("min-replicas-to-write", ConfigValue::Plain(value))]);
+                conn.execute(&lift, d.replicaof_name()).await
+            }
+            Err(_) => Ok(()),
+        };
         let unpaused = conn.command("CLIENT", vec!["UNPAUSE".into()]).await;
         conn.close();
         if let Err(e) = back {
@@ -881,6 +907,11 @@ impl Manager {
                 "pointing the local Redis back at {} failed ({e}); writes stay paused until the pause expires and the next tick re-points it",
                 up.address
             ));
+        }
+        if let Err(e) = unfenced {
+            warn!(
+                "lifting the salvage's fence failed ({e}); the next tick sets min-replicas-to-write again"
+            );
         }
         if let Err(e) = unpaused {
             warn!("CLIENT UNPAUSE after the salvage failed ({e}); the pause expires on its own");

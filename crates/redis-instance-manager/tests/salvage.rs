@@ -13,9 +13,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
+use redis_cluster_api::topology::FENCE_MIN_REPLICAS;
+use redis_test_support::resp::{Conn, Reply};
 use serde_json::Value;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -126,10 +130,22 @@ fn recover(s: &Split) -> Value {
 
 fn recover_expecting(s: &Split, salvage: bool) -> Value {
     let full_before = s.b.info_num("sync_full");
+    let sampler = MasterSampler::start(s.a.port());
     s.ta.write(&replica_topology(3, "127.0.0.1", s.b.port(), None));
     let status = wait_status(&s.ia, SECS(30), |st| {
         st.get("salvage").is_some() == salvage && st["masterLinkUp"] == true
     });
+    // While it captured, `a` was a master (Redis serves PSYNC only then), but never one that
+    // takes writes: `b` is the cluster's primary.
+    let (fenced, writable) = sampler.finish();
+    assert!(
+        fenced > 0,
+        "the capture's moment as a master was never seen"
+    );
+    assert_eq!(
+        writable, 0,
+        "a writable master while it captured ({fenced} fenced samples)"
+    );
     assert!(
         wait_until(SECS(10), || s.a.info_num("master_repl_offset")
             == s.b.info_num("master_repl_offset"))
@@ -143,6 +159,59 @@ fn recover_expecting(s: &Split, salvage: bool) -> Value {
     // And it is a replica again: the capture's moment as a master left nothing behind.
     assert_eq!(s.a.info()["role"], "slave");
     status
+}
+
+/// Samples a Redis's role and `min-replicas-to-write` as fast as one connection allows, once
+/// it has been a replica: how often it was a fenced master after that, and how often a
+/// writable one.
+struct MasterSampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl MasterSampler {
+    fn start(port: u16) -> MasterSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let mut conn = Conn::connect(&format!("127.0.0.1:{port}"), None, SECS(2)).unwrap();
+        let handle = std::thread::spawn(move || {
+            let (mut fenced, mut writable) = (0, 0);
+            // It is the writable primary until its instance manager makes it follow `b`:
+            // counted from then on.
+            let mut followed = false;
+            while !done.load(Ordering::Relaxed) {
+                let master = matches!(conn.cmd(&["ROLE"]).unwrap(), Reply::Array(Some(items))
+                    if items.first().map(Reply::text).as_deref() == Some("master"));
+                followed |= !master;
+                if !master || !followed {
+                    continue;
+                }
+                let mrtw: u64 = match conn.cmd(&["CONFIG", "GET", "min-replicas-to-write"]) {
+                    Ok(Reply::Array(Some(kv))) => kv[1].text().parse().unwrap(),
+                    other => panic!("CONFIG GET: {other:?}"),
+                };
+                // Read after CONFIG GET: a master then that already was one before it (a
+                // REPLICAOF in between would not be seen as a writable moment otherwise).
+                let still = matches!(conn.cmd(&["ROLE"]).unwrap(), Reply::Array(Some(items))
+                    if items.first().map(Reply::text).as_deref() == Some("master"));
+                if !still {
+                    continue;
+                }
+                if mrtw >= u64::from(FENCE_MIN_REPLICAS) {
+                    fenced += 1;
+                } else {
+                    writable += 1;
+                }
+            }
+            (fenced, writable)
+        });
+        MasterSampler { stop, handle }
+    }
+
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
 }
 
 fn file_of(status: &Value) -> PathBuf {
@@ -304,6 +373,7 @@ fn a_salvage_that_fails_keeps_the_gate_closed_until_it_succeeds() {
     let state = s._dirs.0.path("state");
     // A file where the directory should be.
     std::fs::write(state.join("salvage"), "in the way").unwrap();
+    let sampler = MasterSampler::start(s.a.port());
     s.ta.write(&replica_topology(3, "127.0.0.1", s.b.port(), None));
     let status = wait_status(&s.ia, SECS(15), |st| {
         st["linkError"]
@@ -334,6 +404,13 @@ fn a_salvage_that_fails_keeps_the_gate_closed_until_it_succeeds() {
         st.get("salvage").is_some() && st["masterLinkUp"] == true
     });
     assert_eq!(status["salvage"]["kind"], "tail", "{status}");
+    // Failed attempts and the one that worked: never a writable master meanwhile.
+    let (fenced, writable) = sampler.finish();
+    assert!(
+        fenced > 0,
+        "the capture's moment as a master was never seen"
+    );
+    assert_eq!(writable, 0, "a writable master while it captured");
     assert_eq!(s.a.cli(&["GET", "both"]).trim(), "b");
     let files: Vec<_> = std::fs::read_dir(state.join("salvage"))
         .unwrap()

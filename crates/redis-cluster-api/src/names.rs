@@ -130,6 +130,9 @@ pub const PRIMARY_KEY: &str = "primary";
 /// Key of the password in every Secret the spec names (`authSecret`, `source.authSecretName`),
 /// and the name of the file it is mounted as.
 pub const PASSWORD_KEY: &str = "password";
+/// The key of an auth Secret that holds the password being rotated out: accepted besides
+/// [`PASSWORD_KEY`] while it is there (docs/password-rotation.md).
+pub const PREVIOUS_PASSWORD_KEY: &str = "previousPassword";
 /// Keys of a `tlsSecret` (`kubernetes.io/tls`, plus the CA), and their file names.
 pub const TLS_CERT_KEY: &str = "tls.crt";
 pub const TLS_KEY_KEY: &str = "tls.key";

@@ -66,6 +66,13 @@ pub enum Command {
     /// `PSYNC` continues partially; the detour is never connected, both happen in one step).
     /// Issued only by the replication gate.
     Reconnect(String, u16),
+    /// Make the default user accept `current` and, while a rotation is under way, `previous`
+    /// (and nothing else): `MULTI`, `CONFIG SET requirepass <current>`, `ACL SETUSER default
+    /// resetpass ><current> [><previous>]`, `EXEC` (docs/password-rotation.md).
+    SetPasswords {
+        current: Secret,
+        previous: Option<Secret>,
+    },
 }
 
 /// Where [`Command::Reconnect`] points Redis in between: nothing listens on port 0.
@@ -90,6 +97,14 @@ impl Command {
             Command::Reconnect(h, p) => format!(
                 "MULTI, REPLICAOF {} {}, REPLICAOF {h} {p}, EXEC",
                 DETOUR.0, DETOUR.1
+            ),
+            Command::SetPasswords { previous, .. } => format!(
+                "MULTI, CONFIG SET requirepass <redacted>, ACL SETUSER default resetpass ><redacted>{}, EXEC",
+                if previous.is_some() {
+                    " ><redacted>"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -149,6 +164,69 @@ impl Blocked {
             )])),
             _ => None,
         }
+    }
+}
+
+/// The command that makes the local Redis's default user accept exactly the password file's
+/// password and, while a rotation is under way, the previous one; `None` when the passwords
+/// it lists (`ACL GETUSER default`, SHA-256 hex) are already those. Compared by hash: no
+/// password is read back from Redis.
+pub fn passwords_command(
+    listed: &[String],
+    current: &Secret,
+    previous: Option<&Secret>,
+) -> Option<Command> {
+    (!accepts_exactly(listed, current, previous)).then(|| Command::SetPasswords {
+        current: current.clone(),
+        previous: previous.cloned(),
+    })
+}
+
+/// Whether the SHA-256 list of a user's passwords (`ACL GETUSER`) is exactly `current` and
+/// `previous`.
+fn accepts_exactly(listed: &[String], current: &Secret, previous: Option<&Secret>) -> bool {
+    let have: std::collections::BTreeSet<&str> = listed.iter().map(String::as_str).collect();
+    let want_hashes: Vec<String> = std::iter::once(current)
+        .chain(previous)
+        .map(Secret::sha256_hex)
+        .collect();
+    let want: std::collections::BTreeSet<&str> = want_hashes.iter().map(String::as_str).collect();
+    have == want
+}
+
+/// What one Sentinel of a sentinel-mode cluster needs during a password rotation
+/// (docs/password-rotation.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SentinelAuth {
+    /// Its own default user must accept exactly `password` (and `previousPassword`):
+    /// `ACL SETUSER default resetpass ...`.
+    pub acl: bool,
+    /// It must use `password` towards the data pods and the other Sentinels (`SENTINEL SET
+    /// <master> auth-pass`, `SENTINEL CONFIG SET sentinel-pass`). Only once the rotation is
+    /// over (no `previousPassword`): while it is under way, what the Sentinels use (either
+    /// password) is accepted everywhere, and a data pod whose Secret copy is not updated yet
+    /// may not accept the new one.
+    pub use_current: bool,
+}
+
+impl SentinelAuth {
+    /// `listed`: the Sentinel's default user's passwords (SHA-256); `sentinel_pass`: the
+    /// password it uses towards the other Sentinels now (`SENTINEL CONFIG GET sentinel-pass`,
+    /// which it keeps equal to its `auth-pass`: both are set together, `auth-pass` first).
+    pub fn decide(
+        listed: &[String],
+        sentinel_pass: &Secret,
+        current: &Secret,
+        previous: Option<&Secret>,
+    ) -> SentinelAuth {
+        SentinelAuth {
+            acl: !accepts_exactly(listed, current, previous),
+            use_current: previous.is_none() && sentinel_pass != current,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        !self.acl && !self.use_current
     }
 }
 
@@ -410,8 +488,110 @@ mod tests {
                     o.master = None;
                 }
                 Command::Reconnect(..) => panic!("only the gate reconnects"),
+                Command::SetPasswords { .. } => panic!("not a topology command"),
             }
         }
+    }
+
+    #[test]
+    fn a_sentinel_switches_to_the_new_password_only_once_the_rotation_is_over() {
+        let (old, new) = (Secret::new("old"), Secret::new("new"));
+        let h = |s: &Secret| s.sha256_hex();
+        let rows = [
+            // (listed, sentinel-pass, previous, acl, use_current)
+            (
+                "booted with old, rotation starts",
+                vec![h(&old)],
+                &old,
+                Some(&old),
+                true,
+                false,
+            ),
+            (
+                "both accepted, still using old",
+                vec![h(&new), h(&old)],
+                &old,
+                Some(&old),
+                false,
+                false,
+            ),
+            (
+                "rotation over: switch",
+                vec![h(&new), h(&old)],
+                &old,
+                None,
+                true,
+                true,
+            ),
+            ("done", vec![h(&new)], &new, None, false, false),
+            ("one-step change", vec![h(&old)], &old, None, true, true),
+            (
+                "restarted with new during the rotation",
+                vec![h(&new)],
+                &new,
+                Some(&old),
+                true,
+                false,
+            ),
+        ];
+        for (what, listed, pass, previous, acl, use_current) in rows {
+            let d = SentinelAuth::decide(&listed, pass, &new, previous);
+            assert_eq!((d.acl, d.use_current), (acl, use_current), "{what}");
+            assert_eq!(d.done(), !acl && !use_current, "{what}");
+        }
+    }
+
+    /// Every state of the default user's passwords against every wanted pair: the command is
+    /// issued exactly when they differ, and after it the passwords are the wanted ones.
+    #[test]
+    fn the_default_user_accepts_exactly_the_wanted_passwords() {
+        let (a, b, c) = (Secret::new("a"), Secret::new("b"), Secret::new("c"));
+        let h = |s: &Secret| s.sha256_hex();
+        let states: Vec<Vec<String>> = vec![
+            vec![],
+            vec![h(&a)],
+            vec![h(&b)],
+            vec![h(&a), h(&b)],
+            vec![h(&b), h(&a)],
+            vec![h(&a), h(&c)],
+            vec![h(&a), h(&b), h(&c)],
+        ];
+        for listed in &states {
+            for (current, previous) in [(&a, None), (&a, Some(&b)), (&b, Some(&a)), (&c, None)] {
+                let want: std::collections::BTreeSet<String> =
+                    std::iter::once(current).chain(previous).map(h).collect();
+                let have: std::collections::BTreeSet<String> = listed.iter().cloned().collect();
+                let cmd = passwords_command(listed, current, previous);
+                assert_eq!(cmd.is_some(), have != want, "{listed:?} -> {want:?}");
+                if let Some(Command::SetPasswords {
+                    current: cur,
+                    previous: prev,
+                }) = &cmd
+                {
+                    // What Redis holds after it: requirepass resets to `cur`, ACL adds `prev`.
+                    let after: std::collections::BTreeSet<String> =
+                        std::iter::once(cur).chain(prev.as_ref()).map(h).collect();
+                    assert_eq!(after, want);
+                    assert_eq!(
+                        passwords_command(
+                            &after.into_iter().collect::<Vec<_>>(),
+                            current,
+                            previous
+                        ),
+                        None
+                    );
+                }
+            }
+        }
+        // The log line never shows one.
+        assert_eq!(
+            Command::SetPasswords {
+                current: Secret::new("new-secret"),
+                previous: Some(Secret::new("old-secret")),
+            }
+            .describe(),
+            "MULTI, CONFIG SET requirepass <redacted>, ACL SETUSER default resetpass ><redacted> ><redacted>, EXEC"
+        );
     }
 
     fn all_desired() -> Vec<DesiredTopology> {

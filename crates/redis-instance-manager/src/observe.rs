@@ -59,6 +59,10 @@ pub struct Targets {
     pub local: Endpoint,
     /// Why the local password file cannot be used.
     pub local_password: Option<PasswordFileError>,
+    /// The Secret's `previousPassword` (next to the local password file): accepted by the
+    /// local Redis besides the password while it is there (`local.previous` may also be the
+    /// password the instance manager last used, to reach Redis after a one-step change).
+    pub local_previous: Option<Secret>,
     /// The upstream of a replica topology, and how to reach it or why it cannot be reached.
     pub upstream: Option<(Upstream, Result<Reach, UpstreamError>)>,
     /// The pod's TLS files (`--tls-*-file`).
@@ -80,15 +84,21 @@ impl Targets {
                 ),
             },
         };
+        let previous = config
+            .redis_password_file
+            .as_deref()
+            .and_then(|p| Secret::read_previous(p, password.as_ref()));
         Targets {
             local: Endpoint {
                 host: config.redis_host.clone(),
                 port: config.redis_port,
                 username: None,
                 password,
+                previous: previous.clone(),
                 tls: config.tls.clone().filter(|_| config.redis_tls),
             },
             local_password,
+            local_previous: previous,
             upstream: desired
                 .and_then(desired_upstream)
                 .map(|up| (up.clone(), reach(config, up))),
@@ -132,12 +142,17 @@ impl Targets {
             None => None,
             Some(p) => Some(Secret::read_file(p.as_ref()).ok()?),
         };
+        let previous = st
+            .password_file
+            .as_deref()
+            .and_then(|p| Secret::read_previous(p.as_ref(), password.as_ref()));
         Some(GateTarget {
             endpoint: Endpoint {
                 host: master.0.clone(),
                 port: master.1,
                 username: None,
                 password: password.clone(),
+                previous,
                 tls: self.tls.clone(),
             },
             open: OpenWith {
@@ -164,12 +179,17 @@ fn reach(config: &ManagerConfig, up: &Upstream) -> Result<Reach, UpstreamError> 
     if up.tls && config.tls.is_none() {
         return Err(NoTlsFiles(crate::addr(&up.host, up.port)).into());
     }
+    let previous = up
+        .password_file
+        .as_deref()
+        .and_then(|p| Secret::read_previous(p.as_ref(), password.as_ref()));
     Ok(Reach {
         probe: Endpoint {
             host: up.host.clone(),
             port: up.port,
             username: up.username.clone(),
             password,
+            previous,
             tls: if up.tls { config.tls.clone() } else { None },
         },
     })
@@ -337,8 +357,13 @@ async fn ask_sentinels(
                 }
             }),
         };
+    let previous = match (&st.password_file, &password) {
+        (Some(p), Ok(current)) => Secret::read_previous(p.as_ref(), current.as_ref()),
+        _ => None,
+    };
     let asks = conns.iter_mut().map(|(addr, cached)| {
         let password = password.clone();
+        let previous = previous.clone();
         async move {
             let password = match password {
                 Ok(p) => p,
@@ -353,6 +378,7 @@ async fn ask_sentinels(
                 port,
                 username: None,
                 password,
+                previous,
                 tls: None,
             };
             match cached.sentinel_master(&ep, &st.master_name).await {

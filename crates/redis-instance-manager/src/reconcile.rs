@@ -22,7 +22,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::assess::{self, Facts, desired_upstream};
-use crate::commands::{Blocked, Command, ConfigValue, Credentials, TlsFiles, commands_for};
+use crate::commands::{
+    self, Blocked, Command, ConfigValue, Credentials, TlsFiles, commands_for, passwords_command,
+};
 use crate::divergence::{self, Divergence, Finding, UpstreamIds};
 use crate::gate::{self, ClosedGate};
 use crate::history::{
@@ -35,6 +37,7 @@ use crate::metrics::{Exported, Metrics};
 use crate::observe::{Connections, GateTarget, Observation, Probe, Targets};
 use crate::redis_io::{self, Endpoint, RedisError};
 use crate::salvage;
+use crate::secret::Secret;
 use crate::sentinel::{self, Verdict, View};
 use crate::similarity;
 use crate::state::StateFile;
@@ -192,6 +195,7 @@ pub struct Manager {
     log_error: LogOnChange,
     log_rewrite: LogOnChange,
     log_tls: LogOnChange,
+    log_sentinel_auth: LogOnChange,
     log_sentinels: LogOnChange,
     log_waiting: LogOnChange,
     log_state: LogOnChange,
@@ -222,6 +226,18 @@ pub struct Manager {
     tls_loaded: Option<u64>,
     /// Why the certificates could not be reloaded into redis-server, reported until they are.
     tls_error: Option<String>,
+    /// Why the local Redis could not be made to accept the password file's passwords.
+    password_error: Option<String>,
+    /// The password the local Redis was last seen or made to accept (held in memory only).
+    local_password_applied: Option<Secret>,
+    /// The `previousPassword` it was last made to accept besides it: kept in sentinel mode
+    /// until the Sentinels use the new password.
+    local_previous_applied: Option<Secret>,
+    /// Sentinel mode: the passwords (SHA-256) the Sentinels were last checked for, when, and
+    /// whether they all used them (checked again after `SENTINEL_AUTH_RECHECK`, or
+    /// `SENTINEL_AUTH_RETRY` when not).
+    sentinel_auth_checked: Option<(String, Instant, bool)>,
+    log_passwords: LogOnChange,
 }
 
 impl Manager {
@@ -268,6 +284,7 @@ impl Manager {
             log_error: LogOnChange::default(),
             log_rewrite: LogOnChange::default(),
             log_tls: LogOnChange::default(),
+            log_sentinel_auth: LogOnChange::default(),
             log_sentinels: LogOnChange::default(),
             log_waiting: LogOnChange::default(),
             log_state,
@@ -286,6 +303,11 @@ impl Manager {
             salvage_failed: None,
             tls_loaded: None,
             tls_error: None,
+            password_error: None,
+            local_password_applied: None,
+            local_previous_applied: None,
+            sentinel_auth_checked: None,
+            log_passwords: LogOnChange::default(),
         }
     }
 
@@ -340,7 +362,16 @@ impl Manager {
         newer: impl Future<Output = ()>,
     ) -> bool {
         let desired = self.admit(delivered);
-        let targets = Targets::resolve(&self.config, desired.as_ref());
+        let mut targets = Targets::resolve(&self.config, desired.as_ref());
+        // A Secret changed in one step (no previousPassword): Redis still requires the
+        // password this process last made it accept, which is how it is reached to take the
+        // new one.
+        if targets.local.previous.is_none() {
+            targets.local.previous = self
+                .local_password_applied
+                .clone()
+                .filter(|p| Some(p) != targets.local.password.as_ref());
+        }
         let sentinels = desired.as_ref().and_then(|d| d.sentinel.as_ref());
         let mut seen = tokio::select! {
             biased;
@@ -445,6 +476,27 @@ impl Manager {
         }
         self.last_run_id = Some(observed.run_id.clone());
         self.reload_certificates(d, &targets.local).await;
+        // Sentinel mode: the Sentinels first (they must use the new password before a data
+        // pod stops accepting the old one).
+        let sentinels_use_current = match (&d.sentinel, &targets.local.password) {
+            (Some(st), Some(current)) => {
+                self.converge_sentinels(
+                    st,
+                    current,
+                    targets.local_previous.as_ref(),
+                    &targets.local,
+                )
+                .await
+            }
+            _ => true,
+        };
+        let previous = match &targets.local_previous {
+            Some(p) => Some(p.clone()),
+            None if !sentinels_use_current => self.local_previous_applied.clone(),
+            None => None,
+        };
+        self.converge_passwords(&targets.local, previous.as_ref())
+            .await;
         let creds = targets
             .credentials(&self.gate)
             .ok_or_else(|| self.tls_error.clone());
@@ -461,6 +513,125 @@ impl Manager {
         error
             .map(|e| e.to_string())
             .or_else(|| self.tls_error.clone())
+            .or_else(|| self.password_error.clone())
+    }
+
+    /// Password rotation in sentinel mode (docs/password-rotation.md): every Sentinel's own
+    /// default user accepts exactly `password` (and `previousPassword` while the Secret has
+    /// it), and once the rotation is over, each uses `password` towards the data pods and the
+    /// other Sentinels; only when the primary they name accepts it. Returns whether every
+    /// Sentinel uses the current password (or nothing is to be done). Checked when the Secret
+    /// changes, and every `SENTINEL_AUTH_RECHECK` (a Sentinel restarted mid-rotation boots
+    /// with `password` alone).
+    async fn converge_sentinels(
+        &mut self,
+        st: &SentinelTopology,
+        current: &Secret,
+        previous: Option<&Secret>,
+        local_ep: &Endpoint,
+    ) -> bool {
+        let key = format!(
+            "{}:{}",
+            current.sha256_hex(),
+            previous.map(Secret::sha256_hex).unwrap_or_default()
+        );
+        // Not at every tick: a Sentinel that does not answer would hold each tick for the
+        // probe timeout (and the ticks are what reacts to a failover).
+        if let Some((k, at, done)) = &self.sentinel_auth_checked
+            && *k == key
+            && at.elapsed()
+                < if *done {
+                    SENTINEL_AUTH_RECHECK
+                } else {
+                    SENTINEL_AUTH_RETRY
+                }
+        {
+            return *done;
+        }
+        let timeout = self.config.probe_timeout;
+        let fallback = previous.cloned().or_else(|| local_ep.previous.clone());
+        let results = futures::future::join_all(st.addresses.iter().map(|addr| {
+            let fallback = fallback.clone();
+            async move {
+                let (host, port) = sentinel::split_addr(addr)?;
+                let ep = Endpoint {
+                    host,
+                    port,
+                    username: None,
+                    password: Some(current.clone()),
+                    // A Sentinel not converged yet accepts the old password only.
+                    previous: fallback,
+                    tls: None,
+                };
+                converge_sentinel(&ep, &st.master_name, current, previous, timeout)
+                    .await
+                    .map_err(|e| format!("Sentinel {addr}: {e}"))
+            }
+        }))
+        .await;
+        let done = results.iter().all(|r| matches!(r, Ok(true)));
+        let problems: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        self.sentinel_auth_checked = Some((key, Instant::now(), done));
+        let problem = (!problems.is_empty()).then(|| problems.join("; "));
+        self.log_sentinel_auth
+            .update("password rotation on the Sentinels", &problem);
+        done
+    }
+
+    /// Password rotation (docs/password-rotation.md): the local Redis's default user accepts
+    /// exactly the password file's password and, while the Secret also holds
+    /// `previousPassword`, that one too. Read every tick (`ACL GETUSER default` lists them as
+    /// SHA-256), changed in one transaction when they differ: a changed Secret is applied live,
+    /// no restart, and connections already authenticated stay so.
+    async fn converge_passwords(&mut self, local_ep: &Endpoint, previous: Option<&Secret>) {
+        let Some(current) = &local_ep.password else {
+            self.password_error = None;
+            return;
+        };
+        let local = self.connections.local();
+        let listed = match local.default_user_passwords(local_ep).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.password_error = Some(format!(
+                    "cannot read which passwords the local Redis accepts: {e}"
+                ));
+                self.log_passwords
+                    .update("password rotation", &self.password_error);
+                return;
+            }
+        };
+        let Some(cmd) = passwords_command(&listed, current, previous) else {
+            self.password_error = None;
+            self.local_password_applied = Some(current.clone());
+            self.local_previous_applied = previous.cloned();
+            self.log_passwords
+                .update("password rotation", &self.password_error);
+            return;
+        };
+        match local.execute(local_ep, &cmd, "").await {
+            Ok(()) => {
+                info!(
+                    command = %cmd.describe(),
+                    previous = previous.is_some(),
+                    "the local Redis now accepts the password Secret's password{}",
+                    if previous.is_some() {
+                        " and its previousPassword"
+                    } else {
+                        " only"
+                    }
+                );
+                self.password_error = None;
+                self.local_password_applied = Some(current.clone());
+                self.local_previous_applied = previous.cloned();
+            }
+            Err(e) => {
+                self.password_error = Some(format!(
+                    "the local Redis did not take the password Secret's passwords: {e}"
+                ));
+            }
+        }
+        self.log_passwords
+            .update("password rotation", &self.password_error);
     }
 
     /// `--redis-tls`: redis-server reads its certificate files at start only; a renewed Secret
@@ -624,11 +795,23 @@ impl Manager {
             self.blocked = None;
             return;
         };
-        let Ok((info, checked_at)) =
+        let Ok((info, checked_at, accepted)) =
             redis_io::read_history(&target.endpoint, self.config.probe_timeout).await
         else {
             self.blocked = None;
             return;
+        };
+        // Opened with the password the upstream accepted just now (mid-rotation, the previous
+        // one may be the only one it takes yet).
+        let target = match target.open.password {
+            Some(_) => GateTarget {
+                open: gate::OpenWith {
+                    password: accepted,
+                    ..target.open
+                },
+                ..target
+            },
+            None => target,
         };
         let Some(up) = UpstreamState::parse(&address, &info) else {
             self.blocked = None;
@@ -695,7 +878,7 @@ impl Manager {
             Safe::SameData(sample) => {
                 // The comparison took a while: the upstream must still be the one compared.
                 match redis_io::read_history(&target.endpoint, self.config.probe_timeout).await {
-                    Ok((info, at))
+                    Ok((info, at, _))
                         if UpstreamState::parse(&address, &info).is_some_and(|now| {
                             now.replid == up.replid && now.run_id == up.run_id
                         }) =>
@@ -1301,6 +1484,84 @@ impl Manager {
 
 /// Resolves once the pod's watch delivers an annotation other than `current` (a re-delivery of
 /// the same value, on any other change to the pod, does not count); never, once the watch ended.
+/// How often the Sentinels' passwords are checked again when the Secret did not change.
+const SENTINEL_AUTH_RECHECK: Duration = Duration::from_secs(30);
+/// How soon a Sentinel that could not be brought to the Secret's passwords is tried again.
+const SENTINEL_AUTH_RETRY: Duration = Duration::from_secs(3);
+
+/// One Sentinel's part of a password rotation (see `Manager::converge_sentinels`): whether it
+/// uses the current password now.
+async fn converge_sentinel(
+    ep: &Endpoint,
+    master: &str,
+    current: &Secret,
+    previous: Option<&Secret>,
+    timeout: Duration,
+) -> Result<bool, String> {
+    let conn = redis_io::Conn::connect(ep, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let listed = conn
+            .default_user_passwords()
+            .await
+            .map_err(|e| format!("ACL GETUSER: {e}"))?;
+        let pass = conn
+            .sentinel_pass()
+            .await
+            .map_err(|e| format!("SENTINEL CONFIG GET sentinel-pass: {e}"))?;
+        let todo = commands::SentinelAuth::decide(&listed, &pass, current, previous);
+        let mut uses_current = !todo.use_current;
+        if todo.use_current {
+            // Only towards a primary that accepts it: a Sentinel refused by the primary would
+            // take it for down.
+            let primary = conn
+                .sentinel_master_addr(master)
+                .await
+                .map_err(|e| format!("SENTINEL GET-MASTER-ADDR-BY-NAME: {e}"))?;
+            let accepted = match &primary {
+                Some((host, port)) => {
+                    let probe = Endpoint {
+                        host: host.clone(),
+                        port: *port,
+                        username: None,
+                        password: Some(current.clone()),
+                        previous: None,
+                        tls: ep.tls.clone(),
+                    };
+                    redis_io::Conn::connect(&probe, timeout)
+                        .await
+                        .map(redis_io::Conn::close)
+                        .is_ok()
+                }
+                None => false,
+            };
+            if accepted {
+                conn.sentinel_use_password(master, current)
+                    .await
+                    .map_err(|e| format!("SENTINEL SET auth-pass / sentinel-pass: {e}"))?;
+                info!(sentinel = %ep.addr(), "the Sentinel now uses the password Secret's password");
+                uses_current = true;
+            }
+        }
+        if todo.acl {
+            conn.set_default_user_passwords(current, previous)
+                .await
+                .map_err(|e| format!("ACL SETUSER: {e}"))?;
+            info!(
+                sentinel = %ep.addr(),
+                previous = previous.is_some(),
+                "the Sentinel now accepts the password Secret's password{}",
+                if previous.is_some() { " and its previousPassword" } else { " only" }
+            );
+        }
+        Ok(uses_current)
+    }
+    .await;
+    conn.close();
+    result
+}
+
 async fn newer_topology(rx: &mut watch::Receiver<Delivered>, current: &Delivered) {
     loop {
         if rx.changed().await.is_err() {

@@ -66,6 +66,9 @@ pub struct Endpoint {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// The password being rotated out (`previousPassword`, docs/password-rotation.md): tried
+    /// when `password` is refused.
+    pub previous: Option<Secret>,
     pub tls: Option<TlsFiles>,
 }
 
@@ -105,6 +108,8 @@ pub enum Step {
     ReplicaOf,
     ConfigRewrite,
     SentinelMaster,
+    /// `ACL GETUSER default` (reading) or the rotation's `MULTI` (setting).
+    Passwords,
 }
 
 impl std::fmt::Display for Step {
@@ -118,6 +123,7 @@ impl std::fmt::Display for Step {
             Step::ReplicaOf => "REPLICAOF",
             Step::ConfigRewrite => "CONFIG REWRITE",
             Step::SentinelMaster => "SENTINEL MASTER",
+            Step::Passwords => "ACL default user",
         })
     }
 }
@@ -130,6 +136,7 @@ impl Step {
             Command::ReplicaOf(..) | Command::ReplicaOfNoOne | Command::Reconnect(..) => {
                 Step::ReplicaOf
             }
+            Command::SetPasswords { .. } => Step::Passwords,
         }
     }
 }
@@ -327,11 +334,36 @@ pub fn rustls_config(files: &TlsFiles, check_names: bool) -> Result<rustls::Clie
 pub struct Conn {
     client: Client,
     handle: ConnectHandle,
+    /// Authenticated with the endpoint's `previous` password (`password` was refused).
+    pub with_previous: bool,
 }
 
 impl Conn {
-    /// Connect and authenticate, all within `timeout`.
+    /// Connect and authenticate, all within `timeout` per attempt: with the endpoint's
+    /// password, and when the server refuses it, with the previous one (a rotation under way:
+    /// this server may not have taken the new password yet). When both are refused, the error
+    /// is the first one's.
     pub async fn connect(ep: &Endpoint, timeout: Duration) -> Result<Conn, IoError> {
+        match Conn::connect_with(ep, ep.password.as_ref(), timeout).await {
+            Err(IoError::Auth(why)) => match &ep.previous {
+                Some(previous) => Conn::connect_with(ep, Some(previous), timeout)
+                    .await
+                    .map(|c| Conn {
+                        with_previous: true,
+                        ..c
+                    })
+                    .map_err(|_| IoError::Auth(why)),
+                None => Err(IoError::Auth(why)),
+            },
+            other => other,
+        }
+    }
+
+    async fn connect_with(
+        ep: &Endpoint,
+        password: Option<&Secret>,
+        timeout: Duration,
+    ) -> Result<Conn, IoError> {
         let tls = match &ep.tls {
             Some(files) => {
                 // Fail early with a clear message for a host that is not a valid TLS name.
@@ -348,7 +380,7 @@ impl Conn {
         let config = Config {
             server: ServerConfig::new_centralized(ep.host.clone(), ep.port),
             username: ep.username.clone(),
-            password: ep.password.as_ref().map(|p| p.expose().to_string()),
+            password: password.map(|p| p.expose().to_string()),
             tls,
             fail_fast: true,
             ..Default::default()
@@ -369,7 +401,11 @@ impl Conn {
             .build()
             .map_err(|e| classify(&e))?;
         match tokio::time::timeout(timeout, client.init()).await {
-            Ok(Ok(handle)) => Ok(Conn { client, handle }),
+            Ok(Ok(handle)) => Ok(Conn {
+                client,
+                handle,
+                with_previous: false,
+            }),
             Ok(Err(e)) => Err(classify(&e)),
             Err(_) => Err(IoError::Unreachable(NO_ANSWER.into())),
         }
@@ -437,6 +473,9 @@ impl Conn {
             Command::ReplicaOf(h, p) => (replicaof, vec![h.clone(), p.to_string()]),
             Command::ReplicaOfNoOne => (replicaof, vec!["NO".into(), "ONE".into()]),
             Command::Reconnect(h, p) => return self.reconnect(replicaof, h, *p).await,
+            Command::SetPasswords { current, previous } => {
+                return self.set_passwords(current, previous.as_ref()).await;
+            }
         };
         self.client
             .custom::<Value, String>(
@@ -446,6 +485,152 @@ impl Conn {
             .await
             .map(|_| ())
             .map_err(|e| classify(&e))
+    }
+
+    /// [`Command::SetPasswords`]: `CONFIG SET requirepass <current>` (so that `CONFIG GET
+    /// requirepass` and a rewritten redis.conf say the new one; Redis skips it when the value is
+    /// unchanged) and `ACL SETUSER default resetpass ><current> [><previous>]` (the passwords
+    /// accepted from then on, whatever was before), in one transaction: no client is ever
+    /// refused a password that was accepted before and is still wanted. Connections already
+    /// authenticated stay so.
+    async fn set_passwords(
+        &self,
+        current: &Secret,
+        previous: Option<&Secret>,
+    ) -> Result<(), IoError> {
+        let trx = self.client.multi();
+        trx.custom::<Value, String>(
+            CustomCommand::new_static("CONFIG", ClusterHash::FirstKey, false),
+            vec![
+                "SET".into(),
+                "requirepass".into(),
+                current.expose().to_string(),
+            ],
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+        let mut acl = vec![
+            "SETUSER".to_string(),
+            "default".into(),
+            "resetpass".into(),
+            format!(">{}", current.expose()),
+        ];
+        acl.extend(previous.map(|p| format!(">{}", p.expose())));
+        trx.custom::<Value, String>(
+            CustomCommand::new_static("ACL", ClusterHash::FirstKey, false),
+            acl,
+        )
+        .await
+        .map_err(|e| classify(&e))?;
+        trx.exec::<Value>(true)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    /// The SHA-256 (hex) of every password the default user accepts (`ACL GETUSER default`).
+    pub async fn default_user_passwords(&self) -> Result<Vec<String>, IoError> {
+        let reply: Value = self
+            .client
+            .custom(
+                CustomCommand::new_static("ACL", ClusterHash::FirstKey, false),
+                vec!["GETUSER", "default"],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(acl_passwords(reply))
+    }
+
+    /// `ACL SETUSER default resetpass ><current> [><previous>]` alone (a Sentinel has no
+    /// `MULTI` and no `requirepass` to set).
+    pub async fn set_default_user_passwords(
+        &self,
+        current: &Secret,
+        previous: Option<&Secret>,
+    ) -> Result<(), IoError> {
+        let mut acl = vec![
+            "SETUSER".to_string(),
+            "default".into(),
+            "resetpass".into(),
+            format!(">{}", current.expose()),
+        ];
+        acl.extend(previous.map(|p| format!(">{}", p.expose())));
+        self.client
+            .custom::<Value, String>(
+                CustomCommand::new_static("ACL", ClusterHash::FirstKey, false),
+                acl,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    /// A Sentinel's `sentinel-pass` (`SENTINEL CONFIG GET`): what it authenticates to the
+    /// other Sentinels with.
+    pub async fn sentinel_pass(&self) -> Result<Secret, IoError> {
+        let flat: Vec<String> = self
+            .client
+            .custom(
+                CustomCommand::new_static("SENTINEL", ClusterHash::FirstKey, false),
+                vec!["CONFIG", "GET", "sentinel-pass"],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(Secret::new(flat.into_iter().nth(1).unwrap_or_default()))
+    }
+
+    /// Make a Sentinel use `password` towards the data pods of `master` (`auth-pass`) and the
+    /// other Sentinels (`sentinel-pass`), in that order (`sentinel-pass` is what tells it is
+    /// done).
+    pub async fn sentinel_use_password(
+        &self,
+        master: &str,
+        password: &Secret,
+    ) -> Result<(), IoError> {
+        self.client
+            .custom::<Value, String>(
+                CustomCommand::new_static("SENTINEL", ClusterHash::FirstKey, false),
+                vec![
+                    "SET".into(),
+                    master.into(),
+                    "auth-pass".into(),
+                    password.expose().into(),
+                ],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        self.client
+            .custom::<Value, String>(
+                CustomCommand::new_static("SENTINEL", ClusterHash::FirstKey, false),
+                vec![
+                    "CONFIG".into(),
+                    "SET".into(),
+                    "sentinel-pass".into(),
+                    password.expose().into(),
+                ],
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&e))
+    }
+
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME`: where a Sentinel says `master` is.
+    pub async fn sentinel_master_addr(
+        &self,
+        master: &str,
+    ) -> Result<Option<(String, u16)>, IoError> {
+        let v: Vec<String> = self
+            .client
+            .custom(
+                CustomCommand::new_static("SENTINEL", ClusterHash::FirstKey, false),
+                vec!["GET-MASTER-ADDR-BY-NAME", master],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(match v.as_slice() {
+            [h, p] => p.parse().ok().map(|p| (h.clone(), p)),
+            _ => None,
+        })
     }
 
     /// [`Command::Reconnect`]: re-point away and back in one transaction, so Redis connects to
@@ -548,7 +733,7 @@ impl Conn {
 
     /// Drop the connection without waiting on the network (it may be silently cut).
     pub fn close(self) {
-        let Conn { client, handle } = self;
+        let Conn { client, handle, .. } = self;
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_millis(200), client.quit()).await;
             handle.abort();
@@ -724,6 +909,13 @@ impl Cached {
         cached_call!(self, ep, Step::ConfigRewrite, |c| c.config_rewrite())
     }
 
+    pub async fn default_user_passwords(
+        &mut self,
+        ep: &Endpoint,
+    ) -> Result<Vec<String>, RedisError> {
+        cached_call!(self, ep, Step::Passwords, |c| c.default_user_passwords())
+    }
+
     pub async fn sentinel_master(
         &mut self,
         ep: &Endpoint,
@@ -733,6 +925,34 @@ impl Cached {
     }
 }
 
+/// The `passwords` entry of an `ACL GETUSER` reply (a flat RESP2 array or a RESP3 map).
+fn acl_passwords(reply: Value) -> Vec<String> {
+    let pairs: Vec<(Value, Value)> = match reply {
+        Value::Array(items) => {
+            let mut it = items.into_iter();
+            let mut pairs = Vec::new();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+        Value::Map(map) => map
+            .inner()
+            .into_iter()
+            .map(|(k, v)| (Value::from(k), v))
+            .collect(),
+        _ => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .find(|(k, _)| k.as_str().as_deref() == Some("passwords"))
+        .map(|(_, v)| match v {
+            Value::Array(items) => items.into_iter().filter_map(|i| i.as_string()).collect(),
+            _ => Vec::new(),
+        })
+        .unwrap_or_default()
+}
+
 /// What the replication gate reads from an upstream, on a connection of its own that is opened
 /// for this read and closed after it: a kept connection may still lead to a server the address
 /// no longer leads to, and the gate must judge what Redis's next connection will reach. One
@@ -740,7 +960,7 @@ impl Cached {
 pub async fn read_history(
     ep: &Endpoint,
     timeout: Duration,
-) -> Result<(String, Instant), RedisError> {
+) -> Result<(String, Instant, Option<Secret>), RedisError> {
     let err = |step, cause| RedisError {
         addr: ep.addr(),
         step,
@@ -750,7 +970,16 @@ pub async fn read_history(
     let res = tokio::time::timeout(timeout * 2, async {
         let conn = Conn::connect(ep, timeout).await?;
         step = Step::Info;
-        let read = conn.info().await.map(|text| (text, Instant::now()));
+        // The password this upstream accepts: what the gate opens with.
+        let accepted = if conn.with_previous {
+            ep.previous.clone()
+        } else {
+            ep.password.clone()
+        };
+        let read = conn
+            .info()
+            .await
+            .map(|text| (text, Instant::now(), accepted));
         conn.close();
         read
     })
@@ -792,6 +1021,7 @@ mod tests {
             port,
             username: None,
             password: None,
+            previous: None,
             tls: None,
         };
         let mut cached = Cached::new(Duration::from_secs(2));

@@ -48,6 +48,27 @@ impl Secret {
     }
 }
 
+/// The Secret key (a file next to the password file) of the password being rotated out: while
+/// it is there, the local Redis accepts it besides `password`, and the instance manager falls
+/// back to it wherever `password` is refused (docs/password-rotation.md).
+pub use redis_cluster_api::names::PREVIOUS_PASSWORD_KEY as PREVIOUS_KEY;
+
+impl Secret {
+    /// The `previousPassword` file next to the password file `path`: `None` when it is absent,
+    /// empty or unreadable (then only `password` is used), or when it equals the password.
+    pub fn read_previous(path: &Path, current: Option<&Secret>) -> Option<Secret> {
+        let previous = Secret::read_file(&path.parent()?.join(PREVIOUS_KEY)).ok()?;
+        (Some(&previous) != current).then_some(previous)
+    }
+
+    /// SHA-256 of the value, in hex: how `ACL GETUSER` lists a user's passwords, so that the
+    /// passwords Redis accepts are compared without reading any of them back.
+    pub fn sha256_hex(&self) -> String {
+        let d = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// Why a password file could not be used (never carries file content).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretFileError {
@@ -113,6 +134,31 @@ mod tests {
             Err(SecretFileError::Missing)
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_previous_password_is_read_next_to_the_password() {
+        let dir = std::env::temp_dir().join(format!("im-previous-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("password");
+        std::fs::write(&p, "new\n").unwrap();
+        let current = Secret::read_file(&p).unwrap();
+        assert_eq!(Secret::read_previous(&p, Some(&current)), None, "absent");
+        std::fs::write(dir.join(PREVIOUS_KEY), "").unwrap();
+        assert_eq!(Secret::read_previous(&p, Some(&current)), None, "empty");
+        std::fs::write(dir.join(PREVIOUS_KEY), "new").unwrap();
+        assert_eq!(Secret::read_previous(&p, Some(&current)), None, "the same");
+        std::fs::write(dir.join(PREVIOUS_KEY), "old\n").unwrap();
+        assert_eq!(
+            Secret::read_previous(&p, Some(&current)).unwrap().expose(),
+            "old"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        // As Redis lists it (ACL GETUSER: the SHA-256 of "foobared").
+        assert_eq!(
+            Secret::new("foobared").sha256_hex(),
+            "1b58ee375b42e41f0e48ef2ff27d10a5b1f6924a9acdcdba7cae868e7adce6bf"
+        );
     }
 
     #[test]

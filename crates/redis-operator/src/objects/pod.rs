@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapProjection, ConfigMapVolumeSource, ContainerPort, DownwardAPIProjection,
     DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
     ObjectFieldSelector, PodSecurityContext, ProjectedVolumeSource, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, ServiceAccountTokenProjection,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
+    SeccompProfile, SecretProjection, SecretVolumeSource, SecurityContext,
+    ServiceAccountTokenProjection, TopologySpreadConstraint, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -243,17 +243,32 @@ pub(super) fn empty_dir(volume: &str, medium: Option<&str>, size_limit: &str) ->
     }
 }
 
-/// A Secret holding a password, mounted as the single file [`names::PASSWORD_KEY`].
+/// A Secret holding a password, mounted as the file [`names::PASSWORD_KEY`] (required: a
+/// Secret without it fails the mount, and the pod never starts a Redis without a password) and,
+/// while the Secret has it, [`names::PREVIOUS_PASSWORD_KEY`] (optional: the password being
+/// rotated out, docs/password-rotation.md). A projected volume, because only its sources can
+/// be optional one by one; the kubelet updates both files in place when the Secret changes.
 pub(super) fn password_volume(volume: &str, secret: &str) -> Volume {
-    Volume {
-        name: volume.into(),
-        secret: Some(SecretVolumeSource {
+    let key = |key: &str, optional: bool| VolumeProjection {
+        secret: Some(SecretProjection {
+            name: secret.into(),
             items: Some(vec![KeyToPath {
-                key: names::PASSWORD_KEY.into(),
-                path: names::PASSWORD_KEY.into(),
+                key: key.into(),
+                path: key.into(),
                 ..Default::default()
             }]),
-            ..secret_source(secret)
+            optional: optional.then_some(true),
+        }),
+        ..Default::default()
+    };
+    Volume {
+        name: volume.into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(SECRET_MODE),
+            sources: Some(vec![
+                key(names::PASSWORD_KEY, false),
+                key(names::PREVIOUS_PASSWORD_KEY, true),
+            ]),
         }),
         ..Default::default()
     }

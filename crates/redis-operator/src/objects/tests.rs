@@ -13,6 +13,27 @@ pub(crate) fn sample(file: &str) -> RedisCluster {
     rc
 }
 
+/// The Secrets a pod mounts, once per volume (whole, or as a projected volume's sources).
+fn secrets_mounted(pod: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
+    pod.volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            v.secret
+                .as_ref()
+                .and_then(|s| s.secret_name.clone())
+                .or_else(|| {
+                    v.projected
+                        .as_ref()?
+                        .sources
+                        .iter()
+                        .flatten()
+                        .find_map(|s| Some(s.secret.as_ref()?.name.clone()))
+                })
+        })
+        .collect()
+}
+
 #[test]
 fn the_spec_dr_sample_becomes_a_statefulset_with_both_secrets_mounted() {
     let owned = build(&sample("dr-redis.yaml"), &Settings::default());
@@ -26,13 +47,36 @@ fn the_spec_dr_sample_becomes_a_statefulset_with_both_secrets_mounted() {
         pod.containers[0].name, "redis",
         "redis-server must be the default container"
     );
-    let secrets: Vec<_> = pod
+    let secrets = secrets_mounted(pod);
+    assert_eq!(secrets, ["dr-redis-auth", "prod-redis-auth"]);
+    // Password rotation: `password` is required (a Secret without it fails the mount; Redis
+    // never starts without a password), `previousPassword` is mounted while it exists.
+    for v in pod
         .volumes
         .iter()
         .flatten()
-        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
-        .collect();
-    assert_eq!(secrets, ["dr-redis-auth", "prod-redis-auth"]);
+        .filter(|v| v.projected.is_some())
+    {
+        let sources = v.projected.as_ref().unwrap().sources.as_ref().unwrap();
+        let keys: Vec<(String, Option<bool>)> = sources
+            .iter()
+            .filter_map(|s| s.secret.as_ref())
+            .map(|s| (s.items.as_ref().unwrap()[0].key.clone(), s.optional))
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        assert_eq!(
+            keys,
+            [
+                ("password".to_string(), None),
+                ("previousPassword".to_string(), Some(true))
+            ],
+            "{}",
+            v.name
+        );
+        assert_eq!(v.projected.as_ref().unwrap().default_mode, Some(0o440));
+    }
     let pvc = &spec.volume_claim_templates.as_ref().unwrap()[0];
     let size = &pvc
         .spec
@@ -545,12 +589,7 @@ fn no_password_in_any_sentinel_object() {
             .template
             .spec
             .unwrap();
-        let secrets: Vec<_> = pod
-            .volumes
-            .iter()
-            .flatten()
-            .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
-            .collect();
+        let secrets = secrets_mounted(&pod);
         assert_eq!(secrets.len(), 1, "{file}");
     }
 }

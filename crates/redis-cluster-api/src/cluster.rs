@@ -761,6 +761,11 @@ pub struct InstanceStatus {
     /// `Salvaged` said so. Kept while the file is on the pod's volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salvage: Option<crate::report::Salvage>,
+    /// Which of the auth Secret's passwords this pod's Redis accepts: `password`, or
+    /// `password+previousPassword` during a rotation (docs/password-rotation.md: retire the
+    /// previous one once every pod shows both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passwords: Option<String>,
 }
 
 /// Condition types and reasons: values of the CRD's `status.conditions`, user-visible and

@@ -162,6 +162,11 @@ pub struct InstanceReport {
     /// it survives restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub salvage: Option<Salvage>,
+    /// Which of the auth Secret's passwords the local Redis accepts now (docs/password-rotation.md):
+    /// `password`, or `password+previousPassword` while a rotation is under way. Absent without
+    /// an auth Secret, or before the instance manager checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passwords: Option<String>,
 }
 
 /// What the instance manager saved of a pod's data before a resync replaced it (see

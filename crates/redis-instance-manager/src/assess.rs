@@ -227,6 +227,8 @@ pub struct Facts<'a> {
     pub salvage: Option<&'a redis_cluster_api::report::Salvage>,
     /// Why saving what a resync would discard failed (the gate stays closed).
     pub salvage_error: Option<&'a str>,
+    /// Which of the Secret's passwords the local Redis accepts (see `Manager::converge_passwords`).
+    pub passwords: Option<&'a str>,
 }
 
 /// The `/status` report (`InstanceReport`), from which the metrics and `/readyz` are derived.
@@ -322,6 +324,7 @@ pub fn report(f: &Facts) -> InstanceReport {
         restarted_primary: f.restarted_primary.cloned(),
         same_data_resync: f.same_data_resync.cloned(),
         salvage: f.salvage.cloned(),
+        passwords: f.passwords.map(str::to_string),
     }
 }
 
@@ -827,6 +830,7 @@ mod tests {
                 same_data_resync: self.same_data_resync.as_ref(),
                 salvage: None,
                 salvage_error: None,
+                passwords: None,
             })
         }
     }
@@ -893,6 +897,7 @@ mod tests {
                 restarted_primary: None,
                 same_data_resync: None,
                 salvage: None,
+                passwords: None,
             }
         );
     }

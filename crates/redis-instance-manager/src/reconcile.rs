@@ -425,6 +425,7 @@ impl Manager {
             same_data_resync: self.same_data.as_ref(),
             salvage: self.salvage.as_ref(),
             salvage_error: self.salvage_error.as_deref(),
+            passwords: self.passwords_accepted(),
         });
         self.log_link.update("replication link", &report.link_error);
         self.log_error.update("error", &report.error);
@@ -576,6 +577,20 @@ impl Manager {
         self.log_sentinel_auth
             .update("password rotation on the Sentinels", &problem);
         done
+    }
+
+    /// Which of the Secret's passwords the local Redis was last found or made to accept, by
+    /// key name (never a value).
+    fn passwords_accepted(&self) -> Option<&'static str> {
+        if self.password_error.is_some() {
+            return None;
+        }
+        self.local_password_applied
+            .as_ref()
+            .map(|_| match self.local_previous_applied {
+                Some(_) => "password+previousPassword",
+                None => "password",
+            })
     }
 
     /// Password rotation (docs/password-rotation.md): the local Redis's default user accepts

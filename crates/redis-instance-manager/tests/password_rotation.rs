@@ -225,6 +225,10 @@ fn a_password_rotation_under_writers_refuses_nothing_and_keeps_replication_parti
         "the primary accepts both"
     );
     cut_and_relink(&a, NEW, &ib);
+    // What a user waits for before step 3 (status.instancesStatus[].passwords).
+    for im in [&ia, &ib] {
+        im.status_when(SECS(5), |s| s["passwords"] == "password+previousPassword");
+    }
 
     // 2. Clients move to the new password.
     writers.use_password(NEW);
@@ -240,6 +244,9 @@ fn a_password_rotation_under_writers_refuses_nothing_and_keeps_replication_parti
         "the old password is refused once previousPassword is gone"
     );
     assert!(accepts(a.port(), NEW) && accepts(b.port(), NEW));
+    for im in [&ia, &ib] {
+        im.status_when(SECS(5), |s| s["passwords"] == "password");
+    }
     cut_and_relink(&a, NEW, &ib);
     std::thread::sleep(SECS(1));
     let tally = writers.finish();

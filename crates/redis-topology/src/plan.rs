@@ -2404,6 +2404,7 @@ fn status(
                     Some(r) => r.salvage.clone(),
                     None => last.and_then(|l| l.salvage.clone()),
                 },
+                passwords: r.and_then(|r| r.passwords.clone()),
             }
         })
         .collect();

@@ -44,7 +44,9 @@ fn story(d: &mut Drill) -> Result<(), String> {
         } else {
             Err(violations.join("; "))
         },
-    )
+    )?;
+    // Last: the checker knows the old password only.
+    password_rotation(d)
 }
 
 /// When the operator last wrote each object it manages for both clusters (its owned objects and
@@ -1057,6 +1059,230 @@ fn unplanned_promotion_salvages_the_tail(d: &mut Drill) -> Result<(), String> {
         );
     d.check(
         "then DR resynchronised from production (it holds production's writes, not its lost ones)",
+        r,
+    )
+}
+
+/// Every pod of the namespace (data pods and Sentinels): its uid and its containers' restarts
+/// (a pod recreated or a container restarted shows).
+fn pod_lives(d: &Drill) -> Result<BTreeMap<String, (String, i32)>, String> {
+    Ok(d.kube
+        .pods(NS, "")?
+        .into_iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .map(|c| c.restart_count)
+                .sum();
+            (
+                p.metadata.name.unwrap_or_default(),
+                (p.metadata.uid.unwrap_or_default(), restarts),
+            )
+        })
+        .collect())
+}
+
+/// Whether `password` authenticates on a fresh connection to `addr`.
+fn accepts(addr: &str, password: &str) -> bool {
+    redis_test_support::resp::Conn::connect(addr, Some(password), Duration::from_millis(500))
+        .is_ok_and(|mut c| c.cmd(&["PING"]).is_ok_and(|r| r.text() == "PONG"))
+}
+
+/// Issue 13 item 5 on the real API server: production's Secret (which DR's pods also mount as
+/// their source's) gets a new password, with the old one as `previousPassword`, then without;
+/// the node agents update the mounted files as a kubelet does; nothing restarts.
+fn password_rotation(d: &mut Drill) -> Result<(), String> {
+    d.step(
+        "F7. Production's password is rotated live under a writer (previousPassword, then without it)",
+        "kubectl patches prod-redis-auth: password = a new one, previousPassword = the old one. Every\n\
+         production pod and Sentinel accepts both; replication links cut then reopen partially (DR's pods\n\
+         mount the same Secret as their source's password). The old password is then removed: it is\n\
+         refused everywhere, the new one accepted, links cut again reopen partially. A writer connected\n\
+         with the old password before the rotation is never refused; no pod restarts; no full resync.",
+    );
+    const SECRET: &str = "prod-redis-auth";
+    const SENTINELS: u32 = 3;
+    let old = d.passwords[PROD].clone();
+    let new = format!("{old}-rotated-{}", std::process::id());
+    let prod_primary = d
+        .labelled_primary(PROD)
+        .ok_or("production has no primary")?;
+    let dr_primary = d.labelled_primary(DR).ok_or("DR has no primary")?;
+    let prod_pods = d.pods(PROD);
+    let all = d.all_pods();
+    let full_before = d.full_syncs(&all)?;
+    let partial_before = d.stat(&prod_primary, "sync_partial_ok")?;
+    let restarts_before = pod_lives(d)?;
+    let writer = d.start_writer("drill:f7", PROD, &prod_primary)?;
+    let addrs: Vec<String> = prod_pods
+        .iter()
+        .map(|p| crate::harness::addr(p))
+        .chain(crate::harness::sentinel::sentinel_addrs(PROD, SENTINELS))
+        .collect();
+    let everywhere = |pw: &str, want: bool| addrs.iter().all(|a| accepts(a, pw) == want);
+    // Cut from the replicas' side: DR's primary (whose source password is the rotated Secret)
+    // and one production replica; the other keeps production's min-replicas-to-write met, so
+    // the writer is never refused for the cut itself.
+    let prod_replica = prod_pods
+        .iter()
+        .find(|p| **p != prod_primary)
+        .cloned()
+        .ok_or("production has no replica")?;
+    let cut_links = |d: &Drill| -> Result<(), String> {
+        for pod in [&dr_primary, &prod_replica] {
+            d.conn(pod)?
+                .cmd(&["CLIENT", "KILL", "TYPE", "master"])
+                .map_err(|e| format!("{pod}: {e}"))?;
+        }
+        Ok(())
+    };
+    let relinked = |d: &Drill| -> Result<(), String> {
+        let leader = format!("{PROD}-leader.{NS}.svc.cluster.local");
+        d.wait_linked(
+            "DR's primary to relink to production",
+            std::slice::from_ref(&dr_primary),
+            &leader,
+            Duration::from_secs(60),
+        )?;
+        wait(
+            "production's replicas to relink",
+            Duration::from_secs(60),
+            || {
+                prod_pods
+                    .iter()
+                    .filter(|p| **p != prod_primary)
+                    .all(|p| d.linked_to(p, &prod_primary))
+                    .then_some(())
+            },
+        )
+        .map(|_| ())
+    };
+
+    d.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "secret",
+        SECRET,
+        "--type=merge",
+        "-p",
+        &json!({"stringData": {"password": new, "previousPassword": old}}).to_string(),
+    ])?;
+    let (_, took) = wait(
+        "every production pod and Sentinel to accept both passwords",
+        Duration::from_secs(90),
+        || (everywhere(&new, true) && everywhere(&old, true)).then_some(()),
+    )?;
+    d.time(
+        "Secret patched -> every pod and Sentinel accepts both passwords",
+        took,
+    );
+    d.check(
+        &format!(
+            "with previousPassword: the {} production pods and {SENTINELS} Sentinels accept both passwords ({:.1} s after the patch; the node agent resyncs Secret volumes every 10 s)",
+            prod_pods.len(),
+            took.as_secs_f64()
+        ),
+        Ok(()),
+    )?;
+    // What docs/password-rotation.md tells a user to wait for before retiring the old one.
+    let shown = |d: &Drill, want: &str| -> Option<String> {
+        let out = d
+            .kubectl(&[
+                "-n",
+                NS,
+                "get",
+                "rediscluster",
+                PROD,
+                "-o",
+                r#"jsonpath={range .status.instancesStatus[*]}{.name}{"\t"}{.passwords}{"\n"}{end}"#,
+            ])
+            .ok()?;
+        let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+        (lines.len() == prod_pods.len() && lines.iter().all(|l| l.ends_with(&format!("\t{want}"))))
+            .then_some(out)
+    };
+    let (out, _) = wait(
+        "status.instancesStatus[].passwords to show both on every production pod",
+        Duration::from_secs(30),
+        || shown(d, "password+previousPassword"),
+    )?;
+    d.check(
+        &format!(
+            "the documented check shows every pod accepting both: {}",
+            out.trim().replace('\n', ", ").replace('\t', " ")
+        ),
+        Ok(()),
+    )?;
+    cut_links(d)?;
+    relinked(d)?;
+    d.check(
+        "replication links cut meanwhile reopened (DR's with the source Secret's new password)",
+        Ok(()),
+    )?;
+
+    d.kubectl(&[
+        "-n",
+        NS,
+        "patch",
+        "secret",
+        SECRET,
+        "--type=json",
+        "-p",
+        r#"[{"op": "remove", "path": "/data/previousPassword"}]"#,
+    ])?;
+    let (_, took) = wait(
+        "the old password to be refused everywhere",
+        Duration::from_secs(90),
+        || (everywhere(&old, false) && everywhere(&new, true)).then_some(()),
+    )?;
+    d.time(
+        "previousPassword removed -> the old password refused everywhere",
+        took,
+    );
+    d.passwords.insert(PROD.to_string(), new.clone());
+    wait(
+        "status.instancesStatus[].passwords to show the new password alone",
+        Duration::from_secs(30),
+        || shown(d, "password"),
+    )?;
+    cut_links(d)?;
+    relinked(d)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let log = writer.finish();
+    let acked: Vec<String> = log.acked.iter().map(|(k, _)| k.clone()).collect();
+    let full_after = d.full_syncs(&all)?;
+    let partial_after = d.stat(&prod_primary, "sync_partial_ok")?;
+    let restarts_after = pod_lives(d)?;
+    let r = d.keys_present(&prod_primary, &acked).and_then(|()| {
+        wait("DR to catch up", Duration::from_secs(30), || {
+            d.caught_up(&prod_primary, std::slice::from_ref(&dr_primary))
+        })
+        .map(|_| ())
+    });
+    let r = r.and_then(|()| d.keys_present(&dr_primary, &acked));
+    let r = r.and_then(|()| {
+        // Two links cut twice, each reopened with a partial resync.
+        if log.refused == 0
+            && full_after == full_before
+            && partial_after >= partial_before + 4
+            && restarts_after == restarts_before
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} writes refused, sync_full {full_before} -> {full_after}, sync_partial_ok {partial_before} -> {partial_after}, pods (uid, restarts) {restarts_before:?} -> {restarts_after:?}",
+                log.refused
+            ))
+        }
+    });
+    d.check(
+        &format!(
+            "after it: only the new password everywhere; the writer (authenticated with the old one) had {} writes acknowledged, 0 refused, all on production's and DR's primaries; the links cut twice reopened partially (sync_partial_ok {partial_before} -> {partial_after} on {prod_primary}), sync_full {full_before} -> {full_after}, no container restarted",
+            acked.len()
+        ),
         r,
     )
 }

@@ -77,6 +77,9 @@ pub enum EventReason {
     /// A pod saved what a resync was about to discard (the writes its new upstream never
     /// received, or a snapshot of its dataset): docs/salvage.md.
     Salvaged,
+    /// A password rotation reached every pod: all accept the auth Secret's `password` and
+    /// `previousPassword`, or all the new `password` alone (docs/password-rotation.md).
+    PasswordRotation,
 }
 
 impl EventReason {
@@ -110,6 +113,7 @@ impl EventReason {
             EventReason::Demoted => "Demoted",
             EventReason::SwitchoverBlocked => "SwitchoverBlocked",
             EventReason::Salvaged => "Salvaged",
+            EventReason::PasswordRotation => "PasswordRotation",
         }
     }
 }
@@ -168,6 +172,7 @@ mod tests {
             (EventReason::Demoted, "Demoted"),
             (EventReason::SwitchoverBlocked, "SwitchoverBlocked"),
             (EventReason::Salvaged, "Salvaged"),
+            (EventReason::PasswordRotation, "PasswordRotation"),
         ] {
             assert_eq!(reason.as_str(), text);
             assert_eq!(reason.to_string(), text);

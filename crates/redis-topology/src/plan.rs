@@ -2452,6 +2452,12 @@ fn status(
         }
     }
 
+    // A password rotation that reached every pod: what the user waits for between its steps.
+    events.extend(password_rotation_event(
+        &previous.instances_status,
+        &instances_status,
+    ));
+
     // A pod that followed an upstream under another history because it holds the same data (a
     // source that restarted with its data): once per upstream history.
     for (name, pod) in view.pods {
@@ -2958,6 +2964,41 @@ fn sentinel_hold_condition(view: &ClusterView, source: &ReplicaSourceSpec) -> De
             source.display_name()
         ),
     }
+}
+
+/// `PasswordRotation` (docs/password-rotation.md), when a rotation step reached every pod: all
+/// now report the same passwords, and before, some pod reported the other state (not merely
+/// nothing: a pod whose instance manager did not answer for a moment is no transition).
+pub fn password_rotation_event(
+    before: &[redis_cluster_api::InstanceStatus],
+    now: &[redis_cluster_api::InstanceStatus],
+) -> Option<PlannedEvent> {
+    const BOTH: &str = "password+previousPassword";
+    const ONE: &str = "password";
+    let first = now.first()?.passwords.as_deref()?;
+    if !now.iter().all(|i| i.passwords.as_deref() == Some(first)) {
+        return None;
+    }
+    let other = if first == BOTH { ONE } else { BOTH };
+    if !before.iter().any(|i| i.passwords.as_deref() == Some(other)) {
+        return None;
+    }
+    let note = if first == BOTH {
+        format!(
+            "Every pod ({}) accepts both the auth Secret's password and its previousPassword: move the clients to the new password, then remove previousPassword from the Secret to retire the old one (docs/password-rotation.md)",
+            now.len()
+        )
+    } else {
+        format!(
+            "Every pod ({}) accepts only the auth Secret's password: the previous password is retired",
+            now.len()
+        )
+    };
+    Some(PlannedEvent {
+        type_: EventType::Normal,
+        reason: EventReason::PasswordRotation,
+        note,
+    })
 }
 
 /// The `Salvaged` Event's note.

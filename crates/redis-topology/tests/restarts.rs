@@ -538,3 +538,56 @@ fn a_salvage_is_a_warning_once_and_stays_in_the_status() {
         note(&p, "Salvaged")
     );
 }
+
+/// Issue 13 item 5 (docs/password-rotation.md): a rotation step that reached every pod is one
+/// Normal Event, and each pod's status says which passwords it accepts; a pod that did not
+/// answer for a moment is no new step.
+#[test]
+fn a_password_rotation_step_that_reached_every_pod_is_an_event_once() {
+    const BOTH: &str = "password+previousPassword";
+    let mut w = World::new(spec(DR));
+    w.reconcile();
+    w.apply_all();
+    let pods = ["dr-redis-0", "dr-redis-1", "dr-redis-2"];
+    for p in pods {
+        w.hold(p, H, 5000, 50);
+        w.report(p).passwords = Some("password".into());
+    }
+    // The cluster's first status: nothing rotated.
+    assert!(!reasons(&w.reconcile()).contains(&"PasswordRotation"));
+    // Step 1 reaches the pods one by one (their kubelets sync at different times).
+    w.report("dr-redis-0").passwords = Some(BOTH.into());
+    assert!(!reasons(&w.reconcile()).contains(&"PasswordRotation"));
+    let st = serde_json::to_value(w.status.clone().unwrap()).unwrap();
+    assert_eq!(st["instancesStatus"][0]["passwords"], BOTH);
+    assert_eq!(st["instancesStatus"][1]["passwords"], "password");
+    w.report("dr-redis-1").passwords = Some(BOTH.into());
+    w.report("dr-redis-2").passwords = Some(BOTH.into());
+    let p = w.reconcile();
+    assert_eq!(
+        note(&p, "PasswordRotation"),
+        "Every pod (3) accepts both the auth Secret's password and its previousPassword: move the clients to the new password, then remove previousPassword from the Secret to retire the old one (docs/password-rotation.md)"
+    );
+    assert!(
+        !reasons(&w.reconcile()).contains(&"PasswordRotation"),
+        "once"
+    );
+    // A pod's instance manager silent for a moment, then back: no new step.
+    let report = w.pods.get_mut("dr-redis-1").unwrap().report.take();
+    assert!(!reasons(&w.reconcile()).contains(&"PasswordRotation"));
+    w.pods.get_mut("dr-redis-1").unwrap().report = report;
+    assert!(!reasons(&w.reconcile()).contains(&"PasswordRotation"));
+    // Step 3.
+    for p in pods {
+        w.report(p).passwords = Some("password".into());
+    }
+    let p = w.reconcile();
+    assert_eq!(
+        note(&p, "PasswordRotation"),
+        "Every pod (3) accepts only the auth Secret's password: the previous password is retired"
+    );
+    assert!(
+        !reasons(&w.reconcile()).contains(&"PasswordRotation"),
+        "once"
+    );
+}

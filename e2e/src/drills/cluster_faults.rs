@@ -970,6 +970,31 @@ fn unplanned_promotion_salvages_the_tail(d: &mut Drill) -> Result<(), String> {
     )?;
     d.time("cut -> production promoted and writable", cut.elapsed());
     d.time("promotion patch -> first write on production", took);
+    // Redis drops its replicas' links when it becomes a master (they resume partially under its
+    // new id at once); until its next replication cron it may count no good replica, and
+    // production's min-replicas-to-write 1 refuses writes (-NOREPLICAS) for up to a second.
+    let prod_replicas: Vec<String> = d
+        .pods(PROD)
+        .into_iter()
+        .filter(|p| *p != prod_primary)
+        .collect();
+    d.wait_linked(
+        "production's replicas to follow its promoted primary",
+        &prod_replicas,
+        &prod_primary,
+        Duration::from_secs(30),
+    )?;
+    wait(
+        "production's primary to count its replicas again",
+        Duration::from_secs(10),
+        || {
+            // (Absent when min-replicas-to-write is 0: nothing to wait for.)
+            let info = d.info(&prod_primary, "replication").ok()?;
+            info.get("min_slaves_good_slaves")
+                .is_none_or(|n| n.parse::<u64>().is_ok_and(|n| n >= 1))
+                .then_some(())
+        },
+    )?;
     d.write_keys(&prod_primary, "f6-prod", 100, 16)?;
     std::thread::sleep(Duration::from_secs(1));
     let log = writer.finish();
@@ -1209,12 +1234,21 @@ fn password_rotation(d: &mut Drill) -> Result<(), String> {
         Duration::from_secs(30),
         || shown(d, "password+previousPassword"),
     )?;
+    let rotation_events = |d: &Drill| d.events(PROD, redis_topology::EventReason::PasswordRotation);
+    let (event, _) = wait("a PasswordRotation Event", Duration::from_secs(30), || {
+        rotation_events(d).pop()
+    })?;
     d.check(
         &format!(
-            "the documented check shows every pod accepting both: {}",
-            out.trim().replace('\n', ", ").replace('\t', " ")
+            "the documented check shows every pod accepting both: {}; Normal Event PasswordRotation: \"{}\"",
+            out.trim().replace('\n', ", ").replace('\t', " "),
+            event.1
         ),
-        Ok(()),
+        if event.0 == "Normal" && event.1.contains("accepts both") {
+            Ok(())
+        } else {
+            Err(format!("{event:?}"))
+        },
     )?;
     cut_links(d)?;
     relinked(d)?;
@@ -1248,6 +1282,15 @@ fn password_rotation(d: &mut Drill) -> Result<(), String> {
         Duration::from_secs(30),
         || shown(d, "password"),
     )?;
+    let (retired, _) = wait(
+        "the PasswordRotation Event of the retired password",
+        Duration::from_secs(30),
+        || {
+            rotation_events(d)
+                .into_iter()
+                .find(|(_, note)| note.contains("is retired"))
+        },
+    )?;
     cut_links(d)?;
     relinked(d)?;
     std::thread::sleep(Duration::from_secs(1));
@@ -1280,7 +1323,8 @@ fn password_rotation(d: &mut Drill) -> Result<(), String> {
     });
     d.check(
         &format!(
-            "after it: only the new password everywhere; the writer (authenticated with the old one) had {} writes acknowledged, 0 refused, all on production's and DR's primaries; the links cut twice reopened partially (sync_partial_ok {partial_before} -> {partial_after} on {prod_primary}), sync_full {full_before} -> {full_after}, no container restarted",
+            "after it (Event: \"{}\"): only the new password everywhere; the writer (authenticated with the old one) had {} writes acknowledged, 0 refused, all on production's and DR's primaries; the links cut twice reopened partially (sync_partial_ok {partial_before} -> {partial_after} on {prod_primary}), sync_full {full_before} -> {full_after}, no container restarted",
+            retired.1,
             acked.len()
         ),
         r,

@@ -16,7 +16,9 @@ pub fn get(addr: &str, path: &str) -> Result<(u16, String), String> {
         .map_err(|e| format!("{addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    // One write: `write!` on a socket may send the request in pieces.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)
         .map_err(|e| format!("{addr}{path}: {e}"))?;
@@ -64,9 +66,15 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
-            let mut request = [0; 1024];
-            let n = s.read(&mut request).unwrap();
-            assert!(String::from_utf8_lossy(&request[..n]).starts_with("GET /status HTTP/1.0\r\n"));
+            // The whole header, however TCP splits it (one read may return part of it).
+            let mut request = Vec::new();
+            let mut chunk = [0; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).unwrap();
+                assert!(n > 0, "the client closed before its header ended");
+                request.extend_from_slice(&chunk[..n]);
+            }
+            assert!(String::from_utf8_lossy(&request).starts_with("GET /status HTTP/1.0\r\n"));
             s.write_all(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno")
                 .unwrap();
         });

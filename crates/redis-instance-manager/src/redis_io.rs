@@ -450,12 +450,7 @@ impl Conn {
             )
             .await
             .map_err(|e| classify(&e))?;
-        let mut pairs = Vec::with_capacity(flat.len() / 2);
-        let mut it = flat.into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            pairs.push((k, v));
-        }
-        Ok(RedisConfig::from_pairs(pairs))
+        Ok(RedisConfig::from_pairs(pairs(flat)))
     }
 
     /// Execute one planned command. `replicaof` is the name `REPLICAOF` has in this Redis
@@ -509,16 +504,9 @@ impl Conn {
         )
         .await
         .map_err(|e| classify(&e))?;
-        let mut acl = vec![
-            "SETUSER".to_string(),
-            "default".into(),
-            "resetpass".into(),
-            format!(">{}", current.expose()),
-        ];
-        acl.extend(previous.map(|p| format!(">{}", p.expose())));
         trx.custom::<Value, String>(
             CustomCommand::new_static("ACL", ClusterHash::FirstKey, false),
-            acl,
+            default_user_passwords_args(current, previous),
         )
         .await
         .map_err(|e| classify(&e))?;
@@ -548,17 +536,10 @@ impl Conn {
         current: &Secret,
         previous: Option<&Secret>,
     ) -> Result<(), IoError> {
-        let mut acl = vec![
-            "SETUSER".to_string(),
-            "default".into(),
-            "resetpass".into(),
-            format!(">{}", current.expose()),
-        ];
-        acl.extend(previous.map(|p| format!(">{}", p.expose())));
         self.client
             .custom::<Value, String>(
                 CustomCommand::new_static("ACL", ClusterHash::FirstKey, false),
-                acl,
+                default_user_passwords_args(current, previous),
             )
             .await
             .map(|_| ())
@@ -665,14 +646,7 @@ impl Conn {
             )
             .await;
         match res {
-            Ok(flat) => {
-                let mut pairs = Vec::with_capacity(flat.len() / 2);
-                let mut it = flat.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
-                Ok(Some(pairs))
-            }
+            Ok(flat) => Ok(Some(pairs(flat))),
             Err(e) if e.details().contains("No such master") => Ok(None),
             Err(e) => Err(classify(&e)),
         }
@@ -925,17 +899,32 @@ impl Cached {
     }
 }
 
+/// A flat `[field, value, field, value, ...]` reply as pairs (an odd last item is dropped).
+fn pairs<T>(flat: Vec<T>) -> Vec<(T, T)> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    out
+}
+
+/// The arguments of `ACL SETUSER default resetpass ><current> [><previous>]`.
+fn default_user_passwords_args(current: &Secret, previous: Option<&Secret>) -> Vec<String> {
+    let mut args = vec![
+        "SETUSER".to_string(),
+        "default".into(),
+        "resetpass".into(),
+        format!(">{}", current.expose()),
+    ];
+    args.extend(previous.map(|p| format!(">{}", p.expose())));
+    args
+}
+
 /// The `passwords` entry of an `ACL GETUSER` reply (a flat RESP2 array or a RESP3 map).
 fn acl_passwords(reply: Value) -> Vec<String> {
-    let pairs: Vec<(Value, Value)> = match reply {
-        Value::Array(items) => {
-            let mut it = items.into_iter();
-            let mut pairs = Vec::new();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                pairs.push((k, v));
-            }
-            pairs
-        }
+    let fields: Vec<(Value, Value)> = match reply {
+        Value::Array(items) => pairs(items),
         Value::Map(map) => map
             .inner()
             .into_iter()
@@ -943,7 +932,7 @@ fn acl_passwords(reply: Value) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     };
-    pairs
+    fields
         .into_iter()
         .find(|(k, _)| k.as_str().as_deref() == Some("passwords"))
         .map(|(_, v)| match v {
@@ -994,6 +983,31 @@ pub async fn read_history(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acl_getuser_and_setuser_words() {
+        let flat = |items: &[&str]| Value::Array(items.iter().map(|i| Value::from(*i)).collect());
+        let reply = Value::Array(vec![
+            Value::from("flags"),
+            flat(&["on"]),
+            Value::from("passwords"),
+            flat(&["aa", "bb"]),
+            Value::from("commands"),
+            Value::from("+@all"),
+        ]);
+        assert_eq!(acl_passwords(reply), ["aa", "bb"]);
+        assert_eq!(acl_passwords(Value::Null), Vec::<String>::new());
+        assert_eq!(pairs(vec![1, 2, 3, 4, 5]), [(1, 2), (3, 4)]);
+        let (new, old) = (Secret::new("n"), Secret::new("o"));
+        assert_eq!(
+            default_user_passwords_args(&new, Some(&old)),
+            ["SETUSER", "default", "resetpass", ">n", ">o"]
+        );
+        assert_eq!(
+            default_user_passwords_args(&new, None),
+            ["SETUSER", "default", "resetpass", ">n"]
+        );
+    }
 
     #[test]
     fn tls_errors_read_as_words() {

@@ -16,34 +16,18 @@ use super::{Drill, NS, wait};
 impl Drill<'_> {
     /// `cluster`'s `status.dataAtRisk` now, if any.
     pub fn data_at_risk(&self, cluster: &str) -> Option<redis_cluster_api::DataAtRisk> {
-        let json = self
-            .kubectl(&[
-                "-n",
-                NS,
-                "get",
-                "rediscluster",
-                cluster,
-                "-o",
-                "jsonpath={.status.dataAtRisk}",
-            ])
-            .ok()?;
-        serde_json::from_str(&json).ok()
+        let rc = self.kube.redis_cluster(NS, cluster)?;
+        serde_json::from_value(rc["status"]["dataAtRisk"].clone()).ok()
     }
 
     /// The salvage `cluster`'s status shows for `pod` now, if any.
     pub fn salvage_of(&self, cluster: &str, pod: &str) -> Option<Salvage> {
-        let json = self
-            .kubectl(&[
-                "-n",
-                NS,
-                "get",
-                "rediscluster",
-                cluster,
-                "-o",
-                &format!("jsonpath={{.status.instancesStatus[?(@.name==\"{pod}\")].salvage}}"),
-            ])
-            .ok()?;
-        serde_json::from_str::<Salvage>(&json).ok()
+        let rc = self.kube.redis_cluster(NS, cluster)?;
+        let instance = rc["status"]["instancesStatus"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == pod)?;
+        serde_json::from_value(instance["salvage"].clone()).ok()
     }
 
     /// Wait for a salvage of `pod` other than `before` (what its status showed before the step:

@@ -296,21 +296,46 @@ fn a_password_rotation_under_writers_refuses_nothing_and_keeps_replication_parti
     }
 }
 
+/// A primary alone (Redis requiring the old password) with its instance manager, whose copy of
+/// the Secret holds `secret` (the old password when None) before it starts. Bind every field:
+/// the directory and the topology file go with the value.
+struct Lone {
+    _d: ScratchDir,
+    _t: TopologyFile,
+    s: SecretCopy,
+    r: RedisServer,
+    im: Im,
+}
+
+fn lone_primary(name: &str, secret: Option<&str>) -> Lone {
+    let d = scratch(name);
+    let s = SecretCopy::new(&d);
+    let r = RedisServer::start(RedisOpts {
+        password: Some(OLD.into()),
+        ..RedisOpts::default()
+    });
+    if let Some(p) = secret {
+        s.set(p, None);
+    }
+    let t = TopologyFile::new(&d);
+    t.write(&primary_topology(1));
+    let im = start_im(&r, &t, &d, &s.password_file());
+    Lone {
+        _d: d,
+        _t: t,
+        s,
+        r,
+        im,
+    }
+}
+
 /// The Secret changed in one step, without `previousPassword` (not the documented way, but
 /// what `kubectl create secret --dry-run | kubectl apply` does): the instance manager still
 /// reaches its Redis with the password it made it accept before, and applies the new one
 /// live; from then on the old one is refused (clients still using it were warned by the docs).
 #[test]
 fn a_password_changed_in_one_step_is_applied_live() {
-    let d = scratch("rotate-one-step");
-    let s = SecretCopy::new(&d);
-    let r = RedisServer::start(RedisOpts {
-        password: Some(OLD.into()),
-        ..RedisOpts::default()
-    });
-    let t = TopologyFile::new(&d);
-    t.write(&primary_topology(1));
-    let im = start_im(&r, &t, &d, &s.password_file());
+    let Lone { s, r, im, _d, _t } = lone_primary("rotate-one-step", None);
     im.status_when(SECS(10), |st| st["ready"] == true);
     s.set(NEW, None);
     assert!(
@@ -329,16 +354,7 @@ fn a_password_changed_in_one_step_is_applied_live() {
 /// documented way out (previousPassword) at once.
 #[test]
 fn a_password_redis_does_not_know_is_reported_until_previous_password_is_given() {
-    let d = scratch("rotate-unknown");
-    let s = SecretCopy::new(&d);
-    let r = RedisServer::start(RedisOpts {
-        password: Some(OLD.into()),
-        ..RedisOpts::default()
-    });
-    s.set(NEW, None);
-    let t = TopologyFile::new(&d);
-    t.write(&primary_topology(1));
-    let im = start_im(&r, &t, &d, &s.password_file());
+    let Lone { s, r, im, _d, _t } = lone_primary("rotate-unknown", Some(NEW));
     let st = im.status_when(SECS(10), |st| {
         st["error"]
             .as_str()

@@ -1185,16 +1185,14 @@ fn password_rotation(d: &mut Drill) -> Result<(), String> {
         .map(|_| ())
     };
 
-    d.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "secret",
-        SECRET,
+    let patch_secret = |d: &Drill, type_: &str, patch: &str| {
+        d.kubectl(&["-n", NS, "patch", "secret", SECRET, type_, "-p", patch])
+    };
+    patch_secret(
+        d,
         "--type=merge",
-        "-p",
         &json!({"stringData": {"password": new, "previousPassword": old}}).to_string(),
-    ])?;
+    )?;
     let (_, took) = wait(
         "every production pod and Sentinel to accept both passwords",
         Duration::from_secs(90),
@@ -1257,16 +1255,11 @@ fn password_rotation(d: &mut Drill) -> Result<(), String> {
         Ok(()),
     )?;
 
-    d.kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "secret",
-        SECRET,
+    patch_secret(
+        d,
         "--type=json",
-        "-p",
         r#"[{"op": "remove", "path": "/data/previousPassword"}]"#,
-    ])?;
+    )?;
     let (_, took) = wait(
         "the old password to be refused everywhere",
         Duration::from_secs(90),
